@@ -1,0 +1,133 @@
+"""The training loop every Ray worker runs: ``train_loop_per_worker(config)``.
+
+``config`` carries the task name and scalars, never data: each worker loads the task's dataset
+itself and reads its own shard. The model is built and compiled inside
+``MultiWorkerMirroredStrategy.scope()``. After every epoch each worker reports its metrics and
+rank 0 reports a checkpoint (``model.keras``, the TF training state with optimizer slots, and
+``state.json`` with the epoch and history); a restarted worker group resumes from
+``ray.train.get_checkpoint()``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rnnforge import WORKER_ENV
+
+CHECKPOINT_MODEL = "model.keras"
+CHECKPOINT_STATE = "state.json"
+CHECKPOINT_TF = "train_state"
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Train ``config["task"]`` on this worker's shard; report metrics and checkpoints to Ray."""
+    for key, value in WORKER_ENV.items():  # in case the runtime env did not reach this process
+        os.environ.setdefault(key, value)
+    import ray.train
+    import tensorflow as tf
+    from tensorflow import keras
+
+    from models import get_spec
+    from models.common import compile_model
+    from pipeline.input import steps_per_epoch, worker_dataset
+
+    tf.get_logger().setLevel("WARNING")
+    # Ray Train logs every report at INFO through the root logger; they drown the progress lines.
+    logging.getLogger().setLevel(logging.WARNING)
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    for gpu in tf.config.list_physical_devices("GPU"):
+        tf.config.experimental.set_memory_growth(gpu, True)
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    keras.utils.set_random_seed(config["seed"])
+
+    spec = get_spec(config["task"])
+    data = spec.load_data(config)
+    (x_train, y_train), (x_valid, y_valid) = data.splits["train"], data.splits["valid"]
+    global_batch = config["batch_size"] * world_size
+    steps = steps_per_epoch(len(x_train), global_batch)
+    valid_steps = steps_per_epoch(len(x_valid), global_batch)
+
+    def datasets(x, y, shuffle):
+        def make(input_context):
+            return worker_dataset(
+                x, y, batch_size=input_context.get_per_replica_batch_size(global_batch),
+                num_shards=input_context.num_input_pipelines, shard_index=input_context.input_pipeline_id,
+                seed=config["seed"], shuffle=shuffle)
+        return strategy.distribute_datasets_from_function(make)
+
+    with strategy.scope():
+        model = spec.build_model(config, data.info)
+        compile_model(model, spec, config, total_steps=steps * config["epochs"])
+    tf_state = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+
+    state = {"epoch": 0, "history": [], "restarts": 0, "world_size": world_size}
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as ckpt_dir:
+            tf_state.restore(str(Path(ckpt_dir) / CHECKPOINT_TF / "ckpt"))
+            state = json.loads((Path(ckpt_dir) / CHECKPOINT_STATE).read_text())
+        state["restarts"] += 1
+        if rank == 0:
+            _say(f"resumed from checkpoint after epoch {state['epoch']} (restart {state['restarts']})")
+
+    def save_and_report(metrics: dict) -> None:
+        # Every worker writes (TF's rule for MultiWorkerMirroredStrategy); only rank 0's files are kept.
+        with tempfile.TemporaryDirectory(prefix="rnnforge-ckpt-") as ckpt_dir:
+            model.save(Path(ckpt_dir) / CHECKPOINT_MODEL, save_format="keras_v3")
+            tf_state.write(str(Path(ckpt_dir) / CHECKPOINT_TF / "ckpt"))
+            (Path(ckpt_dir) / CHECKPOINT_STATE).write_text(json.dumps(state))
+            report_checkpoint = ray.train.Checkpoint.from_directory(ckpt_dir) if rank == 0 else None
+            ray.train.report(metrics, checkpoint=report_checkpoint)
+
+    class ReportEachEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            seconds = time.perf_counter() - self.started
+            samples_per_s = steps * global_batch / seconds
+            entry = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()},
+                     "seconds": round(seconds, 3), "samples_per_s": round(samples_per_s, 1),
+                     "samples_per_s_per_worker": round(samples_per_s / world_size, 1)}
+            state["epoch"] = epoch + 1
+            state["history"].append(entry)
+            save_and_report(entry)
+            if rank == 0:
+                _print_progress(entry, config["epochs"], spec.metrics[0])
+
+    callbacks = [ReportEachEpoch()]
+    if config["patience"] > 0:
+        callbacks.insert(0, keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=config["patience"], restore_best_weights=True))
+    fit_started = time.perf_counter()
+    if state["epoch"] < config["epochs"]:
+        model.fit(datasets(x_train, y_train, True), epochs=config["epochs"], initial_epoch=state["epoch"],
+                  steps_per_epoch=steps, validation_data=datasets(x_valid, y_valid, False),
+                  validation_steps=valid_steps, callbacks=callbacks, verbose=0)
+    state["finished"] = True
+    if rank == 0:
+        _say(f"training done in {time.perf_counter() - fit_started:.1f}s; saving the final model")
+    save_and_report({"epoch": state["epoch"], "finished": True})
+
+
+def _say(line: str) -> None:
+    # Ray Train patches print() into its logger, which echoes each line twice on the driver.
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _print_progress(entry: dict, epochs: int, metric: str) -> None:
+    remaining = (epochs - entry["epoch"]) * entry["seconds"]
+    _say(
+        f"epoch {entry['epoch']}/{epochs}  loss {entry['loss']:.4f}  {metric} {entry.get(metric, float('nan')):.4f}  "
+        f"val_loss {entry.get('val_loss', float('nan')):.4f}  val_{metric} {entry.get('val_' + metric, float('nan')):.4f}  "
+        f"{entry['samples_per_s']:.0f} samples/s ({entry['samples_per_s_per_worker']:.0f}/worker)  "
+        f"{entry['seconds']:.1f}s  eta {remaining:.0f}s"
+    )

@@ -1,0 +1,38 @@
+"""``rnnforge demo``: train, export and bench every task on its embedded data; one report."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rnnforge import fileio
+
+
+def run_demo(out: Path, tasks: list[str], workers: int = 2, epochs: int | None = None) -> Path:
+    """Run the whole path for each task into ``out/<task>``; return the combined report's path."""
+    from cluster.launch import prepare_run_dir, resolve_config, train
+    from export.bench import run_bench
+    from export.onnx_export import export_onnx
+    from export.report import demo_markdown
+
+    out = Path(out)
+    results = {}
+    for task in tasks:
+        started = time.perf_counter()
+        _step(f"{task}: training with {workers} Ray workers")
+        config = resolve_config(task, {"workers": workers, "epochs": epochs})
+        run_dir = prepare_run_dir(out / task, overwrite=True)
+        train(config, run_dir)
+        _step(f"{task}: exporting to ONNX")
+        export_onnx(run_dir)
+        _step(f"{task}: benchmarking ONNX Runtime vs TensorFlow")
+        results[task] = run_bench(run_dir)
+        print(results[task]["summary"], flush=True)
+        _step(f"{task}: done in {time.perf_counter() - started:.0f}s")
+    report = out / "report.md"
+    fileio.write_text(report, demo_markdown(out, results))
+    return report
+
+
+def _step(message: str) -> None:
+    print(f"==> {message}", flush=True)

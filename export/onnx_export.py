@@ -1,0 +1,142 @@
+"""``rnnforge export onnx RUN_DIR``: tf2onnx conversion that always ends with a parity check.
+
+The task spec declares the ONNX inputs and outputs (names, dynamic axes), the opset and the
+tolerance. ``tf2onnx.convert.from_keras`` swallows conversion errors, so only running the model
+proves it: the converted graph is checked for ``Loop``/``Scan`` nodes (Keras masking makes them,
+~30x slower on ONNX Runtime), its output names against the spec, then run on ONNX Runtime
+against TensorFlow on a real test batch. Only a model that passes is written, atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+import rnnforge
+from rnnforge import fileio
+from rnnforge.errors import ParityError, UserError
+from rnnforge.run_dir import RunDir
+
+SUPPORTED_OPSETS = (17, 18)
+FORBIDDEN_OPS = ("Loop", "Scan")
+PARITY_BATCH = 256
+
+
+def export_onnx(run_dir: Path, opset: int | None = None, output: Path | None = None,
+                atol: float | None = None) -> dict:
+    """Convert, validate and write ``model.onnx`` and ``parity.json``; returns the parity record."""
+    from models import get_spec
+
+    run = RunDir(Path(run_dir))
+    config = run.load_config()
+    spec = get_spec(config["task"])
+    opset = opset or spec.onnx.opset
+    if opset not in SUPPORTED_OPSETS:
+        raise UserError(f"--opset {opset} is not supported: tf2onnx 1.17 converts opsets "
+                        f"{' or '.join(map(str, SUPPORTED_OPSETS))}")
+    atol = spec.onnx.atol if atol is None else atol
+    output = Path(output) if output else run.onnx
+
+    model = run.load_model()
+    print(f"converting {run.model} with tf2onnx (opset {opset})", flush=True)
+    onnx_model = convert(model, spec, opset)
+    check_graph(onnx_model, spec)
+    attach_metadata(onnx_model, spec, config, run, opset)
+    x, _ = _parity_batch(spec, config)
+    parity = check_parity(model, onnx_model.SerializeToString(), spec, x, atol)
+    parity.update({"task": spec.name, "opset": opset, "onnx_path": str(output), "source_run": str(run.path.resolve()),
+                   "nodes": len(onnx_model.graph.node), "op_types": sorted({n.op_type for n in onnx_model.graph.node})})
+    for line in parity["checks"]:
+        print(line, flush=True)
+    if not parity["passed"]:
+        raise ParityError(f"ONNX Runtime differs from TensorFlow beyond atol {atol:g}: "
+                          + "; ".join(parity["failures"]) + f" ({output} not written)")
+    fileio.write_bytes(output, onnx_model.SerializeToString())
+    fileio.write_json(run.parity, parity)
+    return parity
+
+
+def convert(model, spec, opset: int):
+    """Run tf2onnx on ``model`` with the spec's input names and dynamic axes; returns a ModelProto."""
+    import tensorflow as tf
+    import tf2onnx
+
+    signature = [
+        tf.TensorSpec([a if isinstance(a, int) else None for a in t.axes], tf.as_dtype(t.dtype), name=t.name)
+        for t in spec.onnx.inputs
+    ]
+    onnx_model, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)
+    return onnx_model
+
+
+def check_graph(onnx_model, spec) -> None:
+    """Refuse graphs with Loop/Scan nodes or with inputs/outputs other than the spec's."""
+    ops = [n.op_type for n in onnx_model.graph.node]
+    slow = sorted({op for op in ops if op in FORBIDDEN_OPS})
+    if slow:
+        raise UserError(f"the converted graph holds {', '.join(slow)} node(s) (Keras masking or an unrolled "
+                        "recurrence): ONNX Runtime runs these ~30x slower; handle padding with explicit tensors")
+    for kind, declared, actual in (("input", spec.onnx.inputs, onnx_model.graph.input),
+                                   ("output", spec.onnx.outputs, onnx_model.graph.output)):
+        want, got = [t.name for t in declared], [v.name for v in actual]
+        if want != got:
+            raise UserError(f"ONNX {kind} names {got} differ from the task spec's {want}")
+
+
+def attach_metadata(onnx_model, spec, config: dict, run: RunDir, opset: int) -> None:
+    """Store what a consumer needs in the model's metadata_props."""
+    metadata = {
+        "rnnforge.task": spec.name,
+        "rnnforge.version": rnnforge.__version__,
+        "rnnforge.opset": str(opset),
+        "rnnforge.source_run": str(run.path.resolve()),
+        "rnnforge.dataset": config["dataset"],
+        "rnnforge.inputs": json.dumps([{"name": t.name, "dtype": t.dtype, "axes": t.axes, "description": t.description}
+                                       for t in spec.onnx.inputs]),
+        "rnnforge.outputs": json.dumps([{"name": t.name, "dtype": t.dtype, "axes": t.axes, "description": t.description}
+                                        for t in spec.onnx.outputs]),
+        "rnnforge.info": json.dumps(config["info"]),
+    }
+    if "class_names" in config["info"]:
+        metadata["rnnforge.class_names"] = json.dumps(config["info"]["class_names"])
+    del onnx_model.metadata_props[:]
+    for key, value in metadata.items():
+        entry = onnx_model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx_model.producer_name = "rnnforge (tf2onnx)"
+
+
+def _parity_batch(spec, config: dict) -> tuple[np.ndarray, np.ndarray]:
+    x, y = spec.load_data(config).splits["test"]
+    return x[:PARITY_BATCH], y[:PARITY_BATCH]
+
+
+def check_parity(model, onnx_bytes: bytes, spec, x: np.ndarray, atol: float) -> dict:
+    """Run TensorFlow and ONNX Runtime (CPU) on ``x``; compare every output (optimum-style)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    expected = model(x, training=False)
+    expected = [np.asarray(e) for e in (expected if isinstance(expected, (list, tuple)) else [expected])]
+    actual = session.run([t.name for t in spec.onnx.outputs], {spec.onnx.inputs[0].name: x})
+    record = {"atol": atol, "batch": int(len(x)), "outputs": {}, "checks": [], "failures": []}
+    worst = 0.0
+    for tensor, want, got in zip(spec.onnx.outputs, expected, actual):
+        if want.shape != got.shape:
+            record["failures"].append(f"{tensor.name}: shape {got.shape}, TensorFlow {want.shape}")
+            record["checks"].append(f"  -[x] {tensor.name}: shape {got.shape} != {want.shape}")
+            continue
+        diff = float(np.max(np.abs(want.astype(np.float64) - got))) if want.size else 0.0
+        worst = max(worst, diff)
+        ok = diff <= atol
+        record["outputs"][tensor.name] = {"shape": list(got.shape), "max_abs_diff": diff, "within_atol": ok}
+        record["checks"].append(f"  -[{'✓' if ok else 'x'}] {tensor.name}: shape {list(got.shape)}, max abs diff {diff:.2e}")
+        if not ok:
+            record["failures"].append(f"{tensor.name}: max diff = {diff:.3e}")
+        if spec.kind == "classification":
+            record["top1_agreement"] = float(np.mean(want.argmax(-1) == got.argmax(-1)))
+    record["max_abs_diff"] = worst
+    record["passed"] = not record["failures"]
+    return record

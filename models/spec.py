@@ -1,0 +1,81 @@
+"""Task specs: one declaration per model, read by train, export, bench and demo alike.
+
+A ``TaskSpec`` names the task's datasets, its hyper-parameter defaults, how to build the Keras
+model, how to score predictions, and the ONNX half (inputs and outputs with named dynamic axes,
+opset, parity tolerance) in the style of optimum's ``OnnxConfig``. Nothing here imports
+TensorFlow; builders import it when they are called.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One ONNX input or output: name, dtype, axes and units.
+
+    An axis is a name (dynamic, e.g. ``"batch"``), an int (fixed size) or ``None`` (fixed by
+    the data, e.g. the number of classes).
+    """
+
+    name: str
+    dtype: str
+    axes: tuple[str | int | None, ...]
+    description: str
+
+    def dynamic_axes(self) -> dict[int, str]:
+        """Map axis index to its symbolic name, for the axes that are dynamic."""
+        return {i: a for i, a in enumerate(self.axes) if isinstance(a, str)}
+
+
+@dataclass(frozen=True)
+class OnnxSpec:
+    """How a task's model is exported and validated."""
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    opset: int = 17
+    atol: float = 1e-4
+
+
+@dataclass
+class TaskData:
+    """A task's data in memory: ``splits[name] = (x, y)`` numpy arrays plus dataset info.
+
+    ``info`` holds what the model and the reports need (e.g. ``class_names``), and is saved in
+    ``config.json`` so that export and bench can rebuild everything from the run dir.
+    """
+
+    splits: dict[str, tuple[np.ndarray, np.ndarray]]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def num_examples(self, split: str) -> int:
+        return int(len(self.splits[split][0]))
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything rnnforge knows about one task. ``name`` is the CLI's task argument."""
+
+    name: str
+    summary: str
+    kind: str  # "classification" (scores: accuracy) or "forecast" (scores: MAE)
+    datasets: Mapping[str, Callable[[dict], TaskData]]  # dataset name -> loader(config)
+    defaults: Mapping[str, Any]  # task hyper-parameters; CLI options override them
+    build_model: Callable[[dict, dict], Any]  # (config, data info) -> compiled-ready keras.Model
+    loss: str
+    metrics: tuple[str, ...]
+    onnx: OnnxSpec
+    score: Callable[[np.ndarray, np.ndarray, dict], dict]  # (y_true, y_pred, info) -> metrics
+
+    @property
+    def default_dataset(self) -> str:
+        return next(iter(self.datasets))
+
+    def load_data(self, config: dict) -> TaskData:
+        """Load the dataset named in ``config["dataset"]``."""
+        return self.datasets[config["dataset"]](config)

@@ -1,0 +1,166 @@
+"""The ``rnnforge`` command line: ``train``, ``export onnx``, ``bench`` and ``demo``.
+
+Sub-commands import TensorFlow, Ray and ONNX Runtime inside their own bodies, so ``rnnforge
+--help`` and every ``--help`` load only click. Bad input ends with one line, ``error: ...``,
+naming the argument or file, and a non-zero exit; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from models import TASKS
+from rnnforge.errors import UserError
+
+PROVIDERS = ("cpu", "cuda", "tensorrt")
+
+
+def _batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers such as 1,32,256, got {value!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise click.BadParameter(f"batch sizes must be positive integers, got {value!r}")
+    return sizes
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--debug", is_flag=True, help="Show Python tracebacks instead of one-line errors.")
+@click.version_option(package_name="rnnforge")
+def cli(debug: bool) -> None:
+    """Train sequence models on Ray, export them to ONNX, and benchmark them on ONNX Runtime.
+
+    Tasks: sketch (drawing classifier). Typical path:
+
+        rnnforge train sketch --run-dir runs/sketch
+        rnnforge export onnx runs/sketch
+        rnnforge bench runs/sketch
+    """
+
+
+@cli.command()
+@click.argument("task", type=click.Choice(TASKS))
+@click.option("--dataset", help="Dataset to train on (default: the task's embedded 'synthetic').")
+@click.option("--workers", type=int, help="Ray Train workers.  [default: 2]")
+@click.option("--cpus-per-worker", type=int, help="CPUs reserved for each worker.  [default: 1]")
+@click.option("--gpus-per-worker", type=float, help="GPUs per worker; > 0 trains on GPUs.  [default: 0]")
+@click.option("--epochs", type=int, help="Maximum epochs (early stopping may end sooner).")
+@click.option("--batch-size", type=int, help="Per-worker batch size; the global batch is this x workers.")
+@click.option("--learning-rate", type=float, help="Peak learning rate of Adam.")
+@click.option("--lr-schedule", type=click.Choice(("constant", "cosine", "exponential")), help="Learning-rate schedule.")
+@click.option("--clipnorm", type=float, help="Clip gradients to this global norm (0 = off).")
+@click.option("--dropout", type=float, help="Dropout on the recurrent layers' inputs (never recurrent_dropout).")
+@click.option("--rnn", type=click.Choice(("lstm", "gru")), help="Recurrent cell (GRU uses reset_after=True).")
+@click.option("--patience", type=int, help="Early-stopping patience on val_loss, in epochs (0 = off).")
+@click.option("--max-failures", type=int, help="Worker-group restarts from the last checkpoint.  [default: 0]")
+@click.option("--seed", type=int, help="Random seed for weights and shuffling.  [default: 42]")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), help="Where the run's artifacts go.  [default: runs/TASK]")
+@click.option("--address", help="Ray cluster to join ('auto' inside 'ray job submit'); default: start a local Ray.")
+@click.option("--overwrite", is_flag=True, help="Replace a finished run in --run-dir instead of refusing.")
+def train(task: str, run_dir: Path | None, address: str | None, overwrite: bool, **options) -> None:
+    """Train TASK with Ray Train (TensorflowTrainer + MultiWorkerMirroredStrategy)."""
+    from cluster.launch import prepare_run_dir, resolve_config, train as run_training
+
+    config = resolve_config(task, options)
+    run_dir = prepare_run_dir(run_dir or Path("runs") / task, overwrite)
+    metrics = run_training(config, run_dir, address=address)
+    _print_scores(metrics)
+    click.echo(f"run dir: {run_dir}")
+
+
+def _print_scores(metrics: dict) -> None:
+    for split in ("valid", "test"):
+        if split in metrics:
+            scores = "  ".join(f"{k} {v:.4f}" for k, v in metrics[split].items())
+            click.echo(f"{split}: {scores}")
+
+
+@cli.group()
+def export() -> None:
+    """Export a trained run."""
+
+
+@export.command("onnx")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--opset", type=int, help="ONNX opset, 17 or 18 (tf2onnx 1.17 refuses 19+).  [default: the task's]")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="ONNX file.  [default: RUN_DIR/model.onnx]")
+@click.option("--atol", type=float, help="Parity tolerance: max abs difference ONNX Runtime vs TensorFlow.")
+def export_onnx(run_dir: Path, opset: int | None, output: Path | None, atol: float | None) -> None:
+    """Convert RUN_DIR's model with tf2onnx and check parity on ONNX Runtime."""
+    from export.onnx_export import export_onnx as run_export
+
+    parity = run_export(run_dir, opset=opset, output=output, atol=atol)
+    click.echo(f"parity: max abs diff {parity['max_abs_diff']:.2e} (atol {parity['atol']:g})"
+               + (f", top-1 agreement {parity['top1_agreement']:.4f}" if "top1_agreement" in parity else ""))
+    click.echo(f"onnx model: {parity['onnx_path']}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--provider", type=click.Choice(PROVIDERS), default="cpu", show_default=True,
+              help="ONNX Runtime execution provider; refused if the session does not really use it.")
+@click.option("--batch-sizes", default="1,32,256", show_default=True, callback=_batch_sizes, help="Batch sizes to time.")
+@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Untimed runs first.")
+@click.option("--runs", type=click.IntRange(min=1), default=100, show_default=True, help="Timed runs per batch size and engine.")
+@click.option("--max-seconds", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+              help="Stop timing one batch size after this long (at least 10 runs).")
+@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads for both engines.  [default: all cores]")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), help="ONNX file.  [default: RUN_DIR/model.onnx]")
+def bench(run_dir: Path, provider: str, batch_sizes: tuple[int, ...], warmup: int, runs: int,
+          max_seconds: float, threads: int | None, model_path: Path | None) -> None:
+    """Time RUN_DIR's ONNX model on ONNX Runtime beside TensorFlow and score both."""
+    from export.bench import run_bench
+
+    result = run_bench(run_dir, provider=provider, batch_sizes=batch_sizes, warmup=warmup, runs=runs,
+                       max_seconds=max_seconds, threads=threads, model_path=model_path)
+    click.echo(result["summary"])
+    click.echo(f"report: {result['report']}")
+
+
+@cli.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"), show_default=True,
+              help="Directory for every task's run and the combined report.")
+@click.option("--tasks", default=",".join(TASKS), show_default=True, help="Comma-separated tasks to run.")
+@click.option("--workers", type=int, default=2, show_default=True, help="Ray Train workers per task.")
+@click.option("--epochs", type=int, help="Override every task's epochs (for a quick look).")
+def demo(out: Path, tasks: str, workers: int, epochs: int | None) -> None:
+    """Train, export and benchmark every task on its embedded dataset; write one report."""
+    from export.demo import run_demo
+
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    unknown = [t for t in names if t not in TASKS]
+    if unknown or not names:
+        raise click.BadParameter(f"unknown task(s) {', '.join(unknown) or '(none)'}: expected some of {', '.join(TASKS)}",
+                                 param_hint="'--tasks'")
+    report = run_demo(out, names, workers=workers, epochs=epochs)
+    click.echo(f"report: {report}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: runs the CLI and turns user errors into one line and an exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        code = cli.main(args=args, prog_name="rnnforge", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("error: interrupted", err=True)
+        return 130
+    except click.ClickException as exc:
+        if debug:
+            raise
+        click.echo(f"error: {exc.format_message()}", err=True)
+        return exc.exit_code
+    except UserError as exc:
+        if debug:
+            raise
+        click.echo(f"error: {exc}", err=True)
+        return exc.exit_code
+    return code if isinstance(code, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

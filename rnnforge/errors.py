@@ -1,0 +1,19 @@
+"""User-facing errors: one line that names the file, record or argument, and a non-zero exit."""
+
+
+class UserError(Exception):
+    """Bad input from the user. The CLI prints ``error: <message>`` and exits with code 2."""
+
+    exit_code = 2
+
+
+class ParityError(UserError):
+    """The ONNX model does not reproduce TensorFlow's outputs within tolerance."""
+
+    exit_code = 3
+
+
+class ProviderError(UserError):
+    """An execution provider was requested but ONNX Runtime did not give it."""
+
+    exit_code = 4

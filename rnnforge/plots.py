@@ -1,0 +1,101 @@
+"""Plots for run and bench reports (matplotlib, Agg backend, PNG written atomically)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from rnnforge.fileio import atomic_path
+
+
+def _figure(*args, **kwargs):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(*args, **kwargs)
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+def training_curve(history: Sequence[dict], path: Path, metric: str) -> Path:
+    """Loss and ``metric`` per epoch, train vs validation."""
+    fig, axes = _figure(1, 2, figsize=(10, 3.6))
+    epochs = [h["epoch"] for h in history]
+    for ax, key in zip(axes, ("loss", metric)):
+        ax.plot(epochs, [h.get(key) for h in history], marker="o", label="train")
+        ax.plot(epochs, [h.get(f"val_{key}") for h in history], marker="o", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return _save(fig, path)
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str], path: Path) -> Path:
+    """Row-normalised confusion matrix (rows: true class, columns: predicted class)."""
+    n = len(class_names)
+    counts = np.zeros((n, n), dtype=np.int64)
+    np.add.at(counts, (y_true, y_pred), 1)
+    share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    size = max(4.0, 0.45 * n + 2)
+    fig, ax = _figure(figsize=(size + 1, size))
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), class_names, rotation=60, ha="right")
+    ax.set_yticks(range(n), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                if counts[i, j]:
+                    ax.text(j, i, counts[i, j], ha="center", va="center", fontsize=7,
+                            color="white" if share[i, j] > 0.5 else "black")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    return _save(fig, path)
+
+
+def latency_vs_batch(rows: Sequence[dict], path: Path) -> Path:
+    """p50 latency (with p90-p99 whiskers) per batch size for each engine, and throughput."""
+    fig, (ax_lat, ax_thr) = _figure(1, 2, figsize=(10, 3.8))
+    for engine in sorted({r["engine"] for r in rows}):
+        mine = sorted((r for r in rows if r["engine"] == engine), key=lambda r: r["batch_size"])
+        batches = [r["batch_size"] for r in mine]
+        p50 = np.array([r["latency_ms"]["p50"] for r in mine])
+        p99 = np.array([r["latency_ms"]["p99"] for r in mine])
+        ax_lat.errorbar(batches, p50, yerr=[np.zeros_like(p50), p99 - p50], marker="o", capsize=3, label=engine)
+        ax_thr.plot(batches, [r["throughput_per_s"] for r in mine], marker="o", label=engine)
+    for ax, label in ((ax_lat, "latency ms (p50, bar to p99)"), (ax_thr, "samples / s")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend()
+    return _save(fig, path)
+
+
+def latency_distribution(samples: dict[str, Sequence[float]], path: Path, batch_size: int) -> Path:
+    """Histogram of per-run latencies for each engine at one batch size."""
+    fig, ax = _figure(figsize=(7, 3.6))
+    all_values = np.concatenate([np.asarray(v) for v in samples.values()])
+    bins = np.geomspace(max(all_values.min(), 1e-3), all_values.max() * 1.01, 50)
+    for engine, values in samples.items():
+        ax.hist(values, bins=bins, alpha=0.6, label=engine)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"latency ms at batch {batch_size}")
+    ax.set_ylabel("runs")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

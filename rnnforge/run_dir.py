@@ -1,0 +1,89 @@
+"""The run directory: what ``rnnforge train`` leaves and ``export``/``bench`` read.
+
+    RUN_DIR/config.json          everything needed to rebuild, export and bench (task, options, data info)
+    RUN_DIR/model.keras          the trained model, loadable by plain tf-keras
+    RUN_DIR/metrics.json         per-epoch history, restarts, throughput, test-split scores
+    RUN_DIR/architecture.txt     the Keras model summary
+    RUN_DIR/*.png                training curve, confusion matrix, ...
+    RUN_DIR/checkpoints/         Ray Train storage (per-epoch checkpoints)
+    RUN_DIR/model.onnx           written by ``rnnforge export onnx``, with parity.json
+    RUN_DIR/bench/               written by ``rnnforge bench``
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from rnnforge.errors import UserError
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths of one run's artifacts."""
+
+    path: Path
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def model(self) -> Path:
+        return self.path / "model.keras"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def architecture(self) -> Path:
+        return self.path / "architecture.txt"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def onnx(self) -> Path:
+        return self.path / "model.onnx"
+
+    @property
+    def parity(self) -> Path:
+        return self.path / "parity.json"
+
+    @property
+    def bench(self) -> Path:
+        return self.path / "bench"
+
+    def artifacts(self) -> list[Path]:
+        """Every file or directory rnnforge writes into the run dir (what --overwrite removes)."""
+        names = ("config.json", "model.keras", "metrics.json", "architecture.txt", "checkpoints",
+                 "model.onnx", "parity.json", "bench")
+        return [self.path / n for n in names] + sorted(self.path.glob("*.png"))
+
+    def load_config(self) -> dict:
+        """Read config.json of a finished training run; clear errors for anything else."""
+        if not self.path.is_dir():
+            raise UserError(f"run dir {self.path} does not exist (expected the --run-dir of 'rnnforge train')")
+        if not self.config.is_file():
+            raise UserError(f"{self.config} is missing: {self.path} is not a finished 'rnnforge train' run")
+        try:
+            config = json.loads(self.config.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UserError(f"{self.config} is not valid JSON: {exc}") from None
+        if not isinstance(config, dict) or "task" not in config or "info" not in config:
+            raise UserError(f"{self.config} has no 'task'/'info': not written by 'rnnforge train'")
+        if not self.model.is_file():
+            raise UserError(f"{self.model} is missing: the training run in {self.path} did not finish")
+        return config
+
+    def load_model(self):
+        """Load model.keras with plain tf-keras."""
+        from tensorflow import keras
+
+        try:
+            return keras.models.load_model(self.model, compile=False)
+        except Exception as exc:  # corrupt or foreign file
+            raise UserError(f"{self.model} cannot be loaded by tf-keras: {exc}".splitlines()[0]) from None
