@@ -75,7 +75,7 @@ SPEC = TaskSpec(
     datasets={"synthetic": load_synthetic},
     defaults={
         "max_len": strokes.MAX_LEN,
-        "epochs": 30,
+        "epochs": 20,
         "batch_size": 64,
         "learning_rate": 2e-3,
         "lr_schedule": "cosine",

@@ -42,8 +42,9 @@ def cli(debug: bool) -> None:
     """
 
 
-@cli.command()
-@click.argument("task", type=click.Choice(TASKS))
+@cli.command(help="Train TASK with Ray Train (TensorflowTrainer + MultiWorkerMirroredStrategy).\n\n"
+                  f"TASK is one of: {', '.join(TASKS)}.")
+@click.argument("task", type=click.Choice(TASKS), metavar="TASK")
 @click.option("--dataset", help="Dataset to train on (default: the task's embedded 'synthetic').")
 @click.option("--workers", type=int, help="Ray Train workers.  [default: 2]")
 @click.option("--cpus-per-worker", type=int, help="CPUs reserved for each worker.  [default: 1]")
@@ -62,7 +63,7 @@ def cli(debug: bool) -> None:
 @click.option("--address", help="Ray cluster to join ('auto' inside 'ray job submit'); default: start a local Ray.")
 @click.option("--overwrite", is_flag=True, help="Replace a finished run in --run-dir instead of refusing.")
 def train(task: str, run_dir: Path | None, address: str | None, overwrite: bool, **options) -> None:
-    """Train TASK with Ray Train (TensorflowTrainer + MultiWorkerMirroredStrategy)."""
+
     from cluster.launch import prepare_run_dir, resolve_config, train as run_training
 
     config = resolve_config(task, options)

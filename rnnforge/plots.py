@@ -19,6 +19,12 @@ def _figure(*args, **kwargs):
     return plt.subplots(*args, **kwargs)
 
 
+def _integer_ticks():
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)
+
+
 def _save(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
@@ -37,6 +43,7 @@ def training_curve(history: Sequence[dict], path: Path, metric: str) -> Path:
         ax.plot(epochs, [h.get(key) for h in history], marker="o", label="train")
         ax.plot(epochs, [h.get(f"val_{key}") for h in history], marker="o", label="validation")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(_integer_ticks())
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -76,8 +83,10 @@ def latency_vs_batch(rows: Sequence[dict], path: Path) -> Path:
         p99 = np.array([r["latency_ms"]["p99"] for r in mine])
         ax_lat.errorbar(batches, p50, yerr=[np.zeros_like(p50), p99 - p50], marker="o", capsize=3, label=engine)
         ax_thr.plot(batches, [r["throughput_per_s"] for r in mine], marker="o", label=engine)
+    batch_sizes = sorted({r["batch_size"] for r in rows})
     for ax, label in ((ax_lat, "latency ms (p50, bar to p99)"), (ax_thr, "samples / s")):
         ax.set_xscale("log", base=2)
+        ax.set_xticks(batch_sizes, [str(b) for b in batch_sizes])
         ax.set_yscale("log")
         ax.set_xlabel("batch size")
         ax.set_ylabel(label)
