@@ -22,6 +22,7 @@ from rnnforge.run_dir import RunDir
 #: Options every task shares, with their defaults (a task's spec may override them).
 COMMON_DEFAULTS = {
     "dataset": None,  # the task's first dataset
+    "data_dir": None,  # where a real dataset's files are (None: download, or embedded data)
     "workers": 2,
     "cpus_per_worker": 1,
     "gpus_per_worker": 0,
@@ -45,13 +46,19 @@ def resolve_config(task: str, options: dict) -> dict:
 
     spec = get_spec(task)
     config = {**COMMON_DEFAULTS, **spec.defaults}
-    config.update({k: v for k, v in options.items() if v is not None})
+    given = {k: v for k, v in options.items() if v is not None}
+    foreign = sorted(k for k in given if k not in config)
+    if foreign:
+        raise UserError(f"--{foreign[0].replace('_', '-')} does not apply to task {task!r}")
+    config.update(given)
+    if config["data_dir"]:
+        config["data_dir"] = str(Path(config["data_dir"]).expanduser().resolve())
     config["task"] = task
     config["dataset"] = config["dataset"] or spec.default_dataset
     if config["dataset"] not in spec.datasets:
         raise UserError(f"unknown dataset {config['dataset']!r} for task {task!r} (--dataset): "
                         f"expected one of {', '.join(spec.datasets)}")
-    for key in ("workers", "cpus_per_worker", "epochs", "batch_size"):
+    for key in ("workers", "cpus_per_worker", "epochs", "batch_size", "units"):
         if config[key] < 1:
             raise UserError(f"--{key.replace('_', '-')} must be at least 1, got {config[key]}")
     if not 0.0 <= config["dropout"] < 1.0:
@@ -125,9 +132,15 @@ def train(config: dict, run_dir: Path, address: str | None = None) -> dict:
 
     from cluster.worker import train_loop_per_worker
 
+    from models import get_spec
+
     run = RunDir(Path(run_dir).resolve())
-    run.path.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    # Load the data once here first: bad input fails with one line before any Ray worker starts.
+    data = get_spec(config["task"]).load_data(config)
+    print(f"{config['task']}: dataset {config['dataset']}, "
+          + ", ".join(f"{s} {data.num_examples(s)}" for s in data.splits) + " examples", flush=True)
+    run.path.mkdir(parents=True, exist_ok=True)
     connect(config, address)
     try:
         check_resources(config)
@@ -167,21 +180,23 @@ def finish_run(config: dict, run: RunDir, checkpoint, train_seconds: float) -> d
     from models import get_spec
 
     spec = get_spec(config["task"])
+    data = spec.load_data(config)
     with checkpoint.as_directory() as ckpt_dir:
         state = json.loads((Path(ckpt_dir) / CHECKPOINT_STATE).read_text())
-        with fileio.atomic_path(run.model, suffix=".keras") as tmp:
-            shutil.copyfile(Path(ckpt_dir) / CHECKPOINT_MODEL, tmp)
-    model = keras.models.load_model(run.model, compile=False)
-    data = spec.load_data(config)
+        trained = keras.models.load_model(Path(ckpt_dir) / CHECKPOINT_MODEL, compile=False)
+    model = spec.to_serving(trained, config, data.info)
+    with fileio.atomic_path(run.model, suffix=".keras") as tmp:
+        model.save(tmp, save_format="keras_v3")
     scores = {}
     for split in ("valid", "test"):
         x, y = data.splits[split]
-        if len(x):
-            predictions = model.predict(x, batch_size=256, verbose=0)
-            scores[split] = spec.score(y, predictions, data.info)
-            if split == "test" and spec.kind == "classification":
-                plots.confusion_matrix(y, predictions.argmax(axis=1), data.info["class_names"],
-                                       run.path / "confusion_matrix.png")
+        if not len(x):
+            scores[split] = {"examples": 0}
+            continue
+        predictions = model.predict(x, batch_size=256, verbose=0)
+        scores[split] = {"examples": int(len(x)), **spec.score(x, y, predictions, data.info)}
+        if split == data.evaluation_split():
+            spec.report_plots(x, y, predictions, data, split, run.path)
 
     history = state["history"]
     lines: list[str] = []

@@ -50,6 +50,8 @@ def train_loop_per_worker(config: dict) -> None:
     spec = get_spec(config["task"])
     data = spec.load_data(config)
     (x_train, y_train), (x_valid, y_valid) = data.splits["train"], data.splits["valid"]
+    y_train = spec.targets_for_training(x_train, y_train, data.info)
+    y_valid = spec.targets_for_training(x_valid, y_valid, data.info)
     global_batch = config["batch_size"] * world_size
     steps = steps_per_epoch(len(x_train), global_batch)
     valid_steps = steps_per_epoch(len(x_valid), global_batch)

@@ -46,7 +46,8 @@ def run_bench(run_dir: Path, provider: str = "cpu", batch_sizes=(1, 32, 256), wa
 
     session, creation_s = open_session(model_path, provider, threads)
     data = spec.load_data(config)
-    x_test, y_test = data.splits["test"]
+    split = data.evaluation_split()
+    x_test, y_test = data.splits[split]
     input_name = spec.onnx.inputs[0].name
     first_s = _timed(lambda: session.run(None, {input_name: x_test[:1]}))
 
@@ -68,7 +69,7 @@ def run_bench(run_dir: Path, provider: str = "cpu", batch_sizes=(1, 32, 256), wa
                   f"p99 {rows[-1]['latency_ms']['p99']:.3f} ms  {rows[-1]['throughput_per_s']:.0f} samples/s "
                   f"(n={len(latencies)})", flush=True)
 
-    accuracy = score_engines(engines, spec, x_test, y_test, data.info)
+    accuracy = score_engines(engines, spec, x_test, y_test, data.info, split)
     out = run.bench
     result = {
         "schema_version": SCHEMA_VERSION,
@@ -148,9 +149,9 @@ def tf_function(model, spec, threads: int | None):
             tf.config.threading.set_intra_op_parallelism_threads(threads)
         except RuntimeError:  # already initialised in this process
             pass
-    signature = [tf.TensorSpec([a if isinstance(a, int) else None for a in t.axes], tf.as_dtype(t.dtype), name=t.name)
-                 for t in spec.onnx.inputs]
-    return tf.function(lambda x: model(x, training=False), input_signature=signature)
+    from export.onnx_export import input_signature
+
+    return tf.function(lambda x: model(x, training=False), input_signature=input_signature(model, spec))
 
 
 def time_calls(call, x: np.ndarray, warmup: int, runs: int, max_seconds: float) -> list[float]:
@@ -185,16 +186,16 @@ def ratios(rows: list[dict]) -> dict:
             for (engine, b) in by_key if engine == "onnxruntime" and ("tensorflow", b) in by_key}
 
 
-def score_engines(engines: dict, spec, x: np.ndarray, y: np.ndarray, info: dict) -> dict:
-    """Each engine's task scores on the whole test split, and how often their top-1 agree."""
+def score_engines(engines: dict, spec, x: np.ndarray, y: np.ndarray, info: dict, split: str) -> dict:
+    """Each engine's task scores on the whole split, and how closely the two agree."""
     predictions = {name: np.concatenate([call(x[i:i + SCORE_BATCH]) for i in range(0, len(x), SCORE_BATCH)])
                    for name, call in engines.items()}
-    result = {"split": "test", "examples": int(len(x)),
-              **{name: spec.score(y, p, info) for name, p in predictions.items()}}
+    ort_pred, tf_pred = predictions["onnxruntime"], predictions["tensorflow"]
+    agreement = {"max_abs_diff": float(np.max(np.abs(ort_pred.astype(np.float64) - tf_pred)))}
     if spec.kind == "classification":
-        result["top1_agreement"] = float(np.mean(predictions["onnxruntime"].argmax(-1)
-                                                 == predictions["tensorflow"].argmax(-1)))
-    return result
+        agreement["top1_agreement"] = float(np.mean(ort_pred.argmax(-1) == tf_pred.argmax(-1)))
+    return {"split": split, "examples": int(len(x)), "agreement": agreement,
+            **{name: spec.score(x, y, p, info) for name, p in predictions.items()}}
 
 
 def summary_line(result: dict) -> str:

@@ -58,16 +58,24 @@ def export_onnx(run_dir: Path, opset: int | None = None, output: Path | None = N
     return parity
 
 
+def input_signature(model, spec) -> list:
+    """``tf.TensorSpec`` per spec input: named axes dynamic, ints fixed, ``None`` axes as the
+    trained model fixed them (e.g. the forecaster's window)."""
+    import tensorflow as tf
+
+    signature = []
+    for tensor, model_input in zip(spec.onnx.inputs, model.inputs):
+        dims = list(model_input.shape)
+        shape = [None if isinstance(a, str) else (a if isinstance(a, int) else dims[i]) for i, a in enumerate(tensor.axes)]
+        signature.append(tf.TensorSpec(shape, tf.as_dtype(tensor.dtype), name=tensor.name))
+    return signature
+
+
 def convert(model, spec, opset: int):
     """Run tf2onnx on ``model`` with the spec's input names and dynamic axes; returns a ModelProto."""
-    import tensorflow as tf
     import tf2onnx
 
-    signature = [
-        tf.TensorSpec([a if isinstance(a, int) else None for a in t.axes], tf.as_dtype(t.dtype), name=t.name)
-        for t in spec.onnx.inputs
-    ]
-    onnx_model, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)
+    onnx_model, _ = tf2onnx.convert.from_keras(model, input_signature=input_signature(model, spec), opset=opset)
     return onnx_model
 
 
@@ -99,8 +107,9 @@ def attach_metadata(onnx_model, spec, config: dict, run: RunDir, opset: int) -> 
                                         for t in spec.onnx.outputs]),
         "rnnforge.info": json.dumps(config["info"]),
     }
-    if "class_names" in config["info"]:
-        metadata["rnnforge.class_names"] = json.dumps(config["info"]["class_names"])
+    for key in ("class_names", "window", "horizon", "units"):
+        if key in config["info"]:
+            metadata[f"rnnforge.{key}"] = json.dumps(config["info"][key])
     del onnx_model.metadata_props[:]
     for key, value in metadata.items():
         entry = onnx_model.metadata_props.add()
@@ -109,7 +118,8 @@ def attach_metadata(onnx_model, spec, config: dict, run: RunDir, opset: int) -> 
 
 
 def _parity_batch(spec, config: dict) -> tuple[np.ndarray, np.ndarray]:
-    x, y = spec.load_data(config).splits["test"]
+    data = spec.load_data(config)
+    x, y = data.splits[data.evaluation_split()]
     return x[:PARITY_BATCH], y[:PARITY_BATCH]
 
 

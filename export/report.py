@@ -9,6 +9,18 @@ from pathlib import Path
 from rnnforge.run_dir import RunDir
 
 
+def headline(scores: dict) -> dict:
+    """The scores worth a table column: scalars, not the per-horizon-day detail."""
+    return {k: v for k, v in scores.items() if isinstance(v, float) and "_d+" not in k}
+
+
+def format_scores(scores: dict) -> str:
+    """``accuracy 0.9910, top3_accuracy 1.0000`` (or ``empty split`` for a split with no examples)."""
+    if scores.get("examples") == 0:
+        return "empty split"
+    return ", ".join(f"{k} {v:,.4f}" if abs(v) < 100 else f"{k} {v:,.0f}" for k, v in headline(scores).items())
+
+
 def _rel(target: Path, start: Path) -> str:
     return os.path.relpath(target, start)
 
@@ -32,17 +44,18 @@ def bench_markdown(result: dict, run: RunDir) -> str:
         "",
     ]
     if metrics:
-        scores = metrics.get("test", {})
+        split = "test" if metrics.get("test", {}).get("examples") else "valid"
         lines += [
             "## Training",
             "",
             f"{metrics['epochs_run']} epochs on `{metrics['dataset']}` with {metrics['workers']} Ray workers in "
             f"{metrics['train_seconds']} s ({metrics['samples_per_s']} samples/s, {metrics['samples_per_s_per_worker']} "
-            f"per worker), {metrics['restarts']} restart(s). Test split: "
-            + ", ".join(f"{k} **{v:.4f}**" for k, v in scores.items()) + ".",
+            f"per worker), {metrics['restarts']} restart(s). {split.capitalize()} split: "
+            + format_scores(metrics[split]) + ("" if split == "test" else " (the test split is empty)") + ".",
             "",
         ]
-        for png, title in (("training_curve.png", "Training curve"), ("confusion_matrix.png", "Confusion matrix (test)")):
+        for png, title in (("training_curve.png", "Training curve"), ("confusion_matrix.png", "Confusion matrix"),
+                           ("forecast.png", "Forecast vs actual"), ("mae_per_horizon.png", "MAE per horizon day")):
             if (run.path / png).is_file():
                 lines += [f"![{title}]({_rel(run.path / png, out)})", ""]
     parity = result.get("parity")
@@ -52,15 +65,19 @@ def bench_markdown(result: dict, run: RunDir) -> str:
                   f"opset {parity['opset']}, {parity['nodes']} nodes; on {parity['batch']} test examples: max abs diff "
                   f"{parity['max_abs_diff']:.2e} (atol {parity['atol']:g}){agreement}.", ""]
     accuracy = result["accuracy"]
-    score_keys = [k for k in accuracy["onnxruntime"]]
-    lines += ["## Accuracy on the test split", "",
+    score_keys = list(headline(accuracy["onnxruntime"]))
+    lines += [f"## Accuracy on the {accuracy['split']} split", "",
               f"{accuracy['examples']} examples.", "",
               "| engine | " + " | ".join(score_keys) + " |",
               "|---|" + "---|" * len(score_keys)]
     for engine in ("tensorflow", "onnxruntime"):
-        lines.append(f"| {engine} | " + " | ".join(f"{accuracy[engine][k]:.4f}" for k in score_keys) + " |")
-    if "top1_agreement" in accuracy:
-        lines += ["", f"Top-1 agreement ONNX Runtime vs TensorFlow: {accuracy['top1_agreement']:.4f}."]
+        lines.append(f"| {engine} | " + " | ".join(f"{accuracy[engine][k]:,.4f}" for k in score_keys) + " |")
+    lines += ["", "ONNX Runtime vs TensorFlow: " + ", ".join(f"{k} {v:.4g}" for k, v in accuracy["agreement"].items()) + "."]
+    per_day = sorted(k for k in accuracy["onnxruntime"] if k.startswith("mae_d+"))
+    if per_day:
+        lines += ["", "| horizon day | " + " | ".join(k[4:] for k in per_day) + " |", "|---|" + "---:|" * len(per_day)]
+        for label, prefix in (("model MAE (ORT)", "mae_"), ("naive MAE", "naive_mae_"), ("model MAPE % (ORT)", "mape_")):
+            lines.append(f"| {label} | " + " | ".join(f"{accuracy['onnxruntime'][prefix + k[4:]]:,.1f}" for k in per_day) + " |")
     lines += ["", "## Latency", "",
               f"Session creation {result['session_creation_ms']:.1f} ms, first inference {result['first_inference_ms']:.2f} ms. "
               f"{result['settings']['warmup']} warm-up runs, then up to {result['settings']['runs']} timed runs "
@@ -86,11 +103,11 @@ def demo_markdown(out: Path, results: dict[str, dict]) -> str:
     lines = ["# rnnforge demo report", "",
              "Every task trained with Ray Train on its embedded dataset, exported with tf2onnx and benchmarked "
              "on ONNX Runtime beside TensorFlow.", "",
-             "| task | test scores (TF) | test scores (ORT) | parity max abs diff | ORT/TF p50 by batch | report |",
+             "| task | scores (TF) | scores (ORT) | parity max abs diff | ORT/TF p50 by batch | report |",
              "|---|---|---|---|---|---|"]
     for task, result in results.items():
         acc = result["accuracy"]
-        fmt = lambda scores: ", ".join(f"{k} {v:.4f}" for k, v in scores.items())  # noqa: E731
+        fmt = format_scores
         ratios = ", ".join(f"{b}: {r:.2f}" for b, r in result["ratio_ort_over_tf"].items())
         parity = result.get("parity") or {}
         lines.append(f"| {task} | {fmt(acc['tensorflow'])} | {fmt(acc['onnxruntime'])} | "

@@ -14,6 +14,7 @@ from rnnforge.errors import UserError
 #: Task name -> module defining ``SPEC``. The names are the CLI's task argument everywhere.
 TASK_MODULES = {
     "sketch": "models.sketch",
+    "forecast": "models.forecast",
 }
 TASKS = tuple(TASK_MODULES)
 

@@ -17,7 +17,6 @@ from pipeline import strokes
 CONV_FILTERS = (48, 64, 96)
 CONV_STRIDES = (1, 2, 2)
 KERNEL_SIZE = 5
-RNN_UNITS = 128
 
 
 def load_synthetic(config: dict) -> TaskData:
@@ -52,20 +51,28 @@ def build_model(config: dict, info: dict):
         x = keras.layers.Conv1D(filters, KERNEL_SIZE, strides=stride, padding="same", use_bias=False, name=f"conv{i}")(x)
         x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
         x = keras.layers.ReLU(name=f"relu{i}")(x)
-    x = recurrent_layer(config, RNN_UNITS, return_sequences=True, name="rnn0")(x)
-    x = recurrent_layer(config, RNN_UNITS, return_sequences=False, name="rnn1")(x)
+    x = recurrent_layer(config, config["units"], return_sequences=True, name="rnn0")(x)
+    x = recurrent_layer(config, config["units"], return_sequences=False, name="rnn1")(x)
     x = keras.layers.Dropout(config["dropout"], name="dropout")(x)
     outputs = keras.layers.Dense(len(info["class_names"]), activation="softmax", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="sketch_classifier")
 
 
-def score(y_true: np.ndarray, y_pred: np.ndarray, info: dict) -> dict:
+def score(x: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, info: dict) -> dict:
     """Top-1 and top-3 accuracy of class probabilities ``y_pred`` against labels ``y_true``."""
     top = np.argsort(-y_pred, axis=1)
     return {
         "accuracy": float(np.mean(top[:, 0] == y_true)),
         "top3_accuracy": float(np.mean((top[:, :3] == y_true[:, None]).any(axis=1))),
     }
+
+
+def report_plots(x, y, predictions, data: TaskData, split: str, out_dir) -> list:
+    """Confusion matrix of the split."""
+    from rnnforge import plots
+
+    return [plots.confusion_matrix(y, predictions.argmax(axis=1), data.info["class_names"],
+                                   out_dir / "confusion_matrix.png")]
 
 
 SPEC = TaskSpec(
@@ -82,6 +89,7 @@ SPEC = TaskSpec(
         "clipnorm": 1.0,
         "dropout": 0.1,
         "rnn": "lstm",
+        "units": 128,
         "patience": 5,
     },
     build_model=build_model,
@@ -93,4 +101,5 @@ SPEC = TaskSpec(
         outputs=(TensorSpec("probabilities", "float32", ("batch", None), "softmax over class_names"),),
     ),
     score=score,
+    report_plots=report_plots,
 )

@@ -52,9 +52,14 @@ class TaskData:
 
     splits: dict[str, tuple[np.ndarray, np.ndarray]]
     info: dict[str, Any] = field(default_factory=dict)
+    dates: dict[str, np.ndarray] = field(default_factory=dict)  # per split, for time series
 
     def num_examples(self, split: str) -> int:
         return int(len(self.splits[split][0]))
+
+    def evaluation_split(self) -> str:
+        """``test``, or ``valid`` when the test split is empty (e.g. a series that ends early)."""
+        return "test" if self.num_examples("test") else "valid"
 
 
 @dataclass(frozen=True)
@@ -66,11 +71,16 @@ class TaskSpec:
     kind: str  # "classification" (scores: accuracy) or "forecast" (scores: MAE)
     datasets: Mapping[str, Callable[[dict], TaskData]]  # dataset name -> loader(config)
     defaults: Mapping[str, Any]  # task hyper-parameters; CLI options override them
-    build_model: Callable[[dict, dict], Any]  # (config, data info) -> compiled-ready keras.Model
+    build_model: Callable[[dict, dict], Any]  # (config, data info) -> keras.Model to train
     loss: str
     metrics: tuple[str, ...]
     onnx: OnnxSpec
-    score: Callable[[np.ndarray, np.ndarray, dict], dict]  # (y_true, y_pred, info) -> metrics
+    score: Callable[[np.ndarray, np.ndarray, np.ndarray, dict], dict]  # (x, y_true, y_pred, info) -> scalars
+    report_plots: Callable[..., list] = lambda *args, **kwargs: []  # (x, y, pred, data, split, out_dir) -> PNGs
+    # The training graph may differ from the serving graph (e.g. seq-to-seq targets): these map
+    # the serving-form data to training targets, and the trained model to the one that is served.
+    train_targets: Callable[[np.ndarray, np.ndarray, dict], np.ndarray] | None = None
+    serving_model: Callable[[Any, dict, dict], Any] | None = None  # (trained model, config, info)
 
     @property
     def default_dataset(self) -> str:
@@ -79,3 +89,11 @@ class TaskSpec:
     def load_data(self, config: dict) -> TaskData:
         """Load the dataset named in ``config["dataset"]``."""
         return self.datasets[config["dataset"]](config)
+
+    def targets_for_training(self, x: np.ndarray, y: np.ndarray, info: dict) -> np.ndarray:
+        """What the training graph is fitted to (``y`` itself unless the task says otherwise)."""
+        return self.train_targets(x, y, info) if self.train_targets else y
+
+    def to_serving(self, model, config: dict, info: dict):
+        """The model users run and export (the trained model itself unless the task says otherwise)."""
+        return self.serving_model(model, config, info) if self.serving_model else model

@@ -34,7 +34,7 @@ def _batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
 def cli(debug: bool) -> None:
     """Train sequence models on Ray, export them to ONNX, and benchmark them on ONNX Runtime.
 
-    Tasks: sketch (drawing classifier). Typical path:
+    Tasks: sketch (drawing classifier), forecast (next 7 days of a daily series). Typical path:
 
         rnnforge train sketch --run-dir runs/sketch
         rnnforge export onnx runs/sketch
@@ -46,6 +46,7 @@ def cli(debug: bool) -> None:
                   f"TASK is one of: {', '.join(TASKS)}.")
 @click.argument("task", type=click.Choice(TASKS), metavar="TASK")
 @click.option("--dataset", help="Dataset to train on (default: the task's embedded 'synthetic').")
+@click.option("--data-dir", help="Files of a real dataset (a folder or, for forecast csv/cta_ridership, the CSV).")
 @click.option("--workers", type=int, help="Ray Train workers.  [default: 2]")
 @click.option("--cpus-per-worker", type=int, help="CPUs reserved for each worker.  [default: 1]")
 @click.option("--gpus-per-worker", type=float, help="GPUs per worker; > 0 trains on GPUs.  [default: 0]")
@@ -56,9 +57,19 @@ def cli(debug: bool) -> None:
 @click.option("--clipnorm", type=float, help="Clip gradients to this global norm (0 = off).")
 @click.option("--dropout", type=float, help="Dropout on the recurrent layers' inputs (never recurrent_dropout).")
 @click.option("--rnn", type=click.Choice(("lstm", "gru")), help="Recurrent cell (GRU uses reset_after=True).")
+@click.option("--units", type=int, help="Units of each recurrent layer.  [default: the task's]")
 @click.option("--patience", type=int, help="Early-stopping patience on val_loss, in epochs (0 = off).")
 @click.option("--max-failures", type=int, help="Worker-group restarts from the last checkpoint.  [default: 0]")
 @click.option("--seed", type=int, help="Random seed for weights and shuffling.  [default: 42]")
+@click.option("--window", type=int, help="forecast: input days.  [default: 56]")
+@click.option("--horizon", type=int, help="forecast: days forecast.  [default: 7]")
+@click.option("--series", type=click.Choice(("rail", "bus", "total")), help="forecast, cta_ridership: which series.  [default: rail]")
+@click.option("--date-column", help="forecast, csv: the date column.  [default: date]")
+@click.option("--value-column", help="forecast, csv: the value column.  [default: value]")
+@click.option("--fill-missing", type=click.Choice(("none", "interpolate")), help="forecast: missing days are an error (none) or interpolated.")
+@click.option("--train-start", help="forecast: first training day.  [default: 2016-01-01]")
+@click.option("--train-end", help="forecast: last training day; validation starts the day after.  [default: 2018-12-31]")
+@click.option("--valid-end", help="forecast: last validation day; test starts the day after.  [default: 2019-05-31]")
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), help="Where the run's artifacts go.  [default: runs/TASK]")
 @click.option("--address", help="Ray cluster to join ('auto' inside 'ray job submit'); default: start a local Ray.")
 @click.option("--overwrite", is_flag=True, help="Replace a finished run in --run-dir instead of refusing.")
@@ -74,10 +85,11 @@ def train(task: str, run_dir: Path | None, address: str | None, overwrite: bool,
 
 
 def _print_scores(metrics: dict) -> None:
+    from export.report import format_scores
+
     for split in ("valid", "test"):
         if split in metrics:
-            scores = "  ".join(f"{k} {v:.4f}" for k, v in metrics[split].items())
-            click.echo(f"{split}: {scores}")
+            click.echo(f"{split}: {format_scores(metrics[split])}")
 
 
 @cli.group()

@@ -108,3 +108,35 @@ def latency_distribution(samples: dict[str, Sequence[float]], path: Path, batch_
     ax.legend()
     ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def forecast_vs_actual(starts, actual: np.ndarray, forecast: np.ndarray, naive: np.ndarray, path: Path,
+                       split: str, units: str) -> Path:
+    """Next-day (+1) and last-day (+horizon) forecasts against what happened, with the naive line."""
+    horizon = actual.shape[1]
+    fig, axes = _figure(2, 1, figsize=(11, 6), sharex=True)
+    for ax, day in zip(axes, (0, horizon - 1)):
+        when = np.asarray(starts, dtype="datetime64[D]") + day
+        ax.plot(when, actual[:, day], color="black", lw=1.4, label="actual")
+        ax.plot(when, forecast[:, day], lw=1.2, label="model")
+        ax.plot(when, naive[:, day], lw=0.9, ls="--", alpha=0.7, label="naive (7 days earlier)")
+        ax.set_title(f"{split} split, forecast for day +{day + 1}")
+        ax.set_ylabel(units)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower left", fontsize=8)
+    fig.autofmt_xdate()
+    return _save(fig, path)
+
+
+def mae_per_horizon(model_mae: Sequence[float], naive_mae: Sequence[float], path: Path, units: str) -> Path:
+    """Bars of MAE for each horizon day, model against the naive baseline."""
+    fig, ax = _figure(figsize=(7, 3.6))
+    days = np.arange(1, len(model_mae) + 1)
+    ax.bar(days - 0.2, model_mae, width=0.4, label="model")
+    ax.bar(days + 0.2, naive_mae, width=0.4, label="naive (7 days earlier)")
+    ax.set_xticks(days, [f"+{d}" for d in days])
+    ax.set_xlabel("horizon day")
+    ax.set_ylabel(f"MAE ({units})")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend()
+    return _save(fig, path)

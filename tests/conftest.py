@@ -33,8 +33,8 @@ def error_line(result: subprocess.CompletedProcess) -> str:
     return errors[0]
 
 
-def make_run_dir(path: Path, epochs_steps: int = 30, config_overrides: dict | None = None) -> Path:
-    """A finished sketch run without Ray: a briefly trained model written by ``finish_run``."""
+def make_run_dir(path: Path, task: str = "sketch", epochs_steps: int = 30, config_overrides: dict | None = None) -> Path:
+    """A finished run without Ray: a briefly trained model written by ``finish_run``."""
     import numpy as np
     import ray.train
     from tensorflow import keras
@@ -45,15 +45,17 @@ def make_run_dir(path: Path, epochs_steps: int = 30, config_overrides: dict | No
     from models.common import compile_model
     from rnnforge.run_dir import RunDir
 
-    config = resolve_config("sketch", {"epochs": 1, **(config_overrides or {})})
-    spec = get_spec("sketch")
+    config = resolve_config(task, {"epochs": 1, **(config_overrides or {})})
+    spec = get_spec(task)
     data = spec.load_data(config)
     keras.utils.set_random_seed(0)
     model = spec.build_model(config, data.info)
     compile_model(model, spec, config, total_steps=epochs_steps)
     x, y = data.splits["train"]
+    y = spec.targets_for_training(x, y, data.info)
+    x_valid, y_valid = data.splits["valid"]
     history = model.fit(x[: 64 * epochs_steps], y[: 64 * epochs_steps], batch_size=64, epochs=1, verbose=0,
-                        validation_data=data.splits["valid"])
+                        validation_data=(x_valid, spec.targets_for_training(x_valid, y_valid, data.info)))
     entry = {"epoch": 1, **{k: float(v[-1]) for k, v in history.history.items()}, "seconds": 1.0,
              "samples_per_s": 1.0, "samples_per_s_per_worker": 1.0}
     ckpt = path / "_ckpt"
@@ -77,3 +79,12 @@ def exported_run(trained_run) -> Path:
     result = run_cli("export", "onnx", trained_run)
     assert result.returncode == 0, result.stderr
     return trained_run
+
+
+@pytest.fixture(scope="session")
+def forecast_run(tmp_path_factory) -> Path:
+    """A finished (briefly trained, not Ray) forecast run on the synthetic series, exported."""
+    path = make_run_dir(tmp_path_factory.mktemp("run") / "forecast", task="forecast", epochs_steps=10)
+    result = run_cli("export", "onnx", path)
+    assert result.returncode == 0, result.stderr
+    return path

@@ -44,7 +44,8 @@ def test_bench_scores_both_engines_on_the_test_split(bench_result, exported_run)
     assert accuracy["examples"] == 1000
     assert accuracy["tensorflow"]["accuracy"] == pytest.approx(metrics["test"]["accuracy"], abs=1e-6)
     assert accuracy["onnxruntime"]["accuracy"] == pytest.approx(accuracy["tensorflow"]["accuracy"], abs=0.002)
-    assert accuracy["top1_agreement"] >= 0.998
+    assert accuracy["agreement"]["top1_agreement"] >= 0.998 and accuracy["agreement"]["max_abs_diff"] < 1e-4
+    assert accuracy["split"] == "test"
     assert bench_result["parity"]["passed"] is True
 
 

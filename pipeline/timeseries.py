@@ -1,0 +1,171 @@
+"""Daily univariate series for the forecast task: loading, checking, splitting by date, windows.
+
+Sources:
+- ``cta_ridership``: the Chicago Transit Authority "Daily Boarding Totals" CSV (columns
+  ``service_date`` MM/DD/YYYY, ``day_type``, ``bus``, ``rail_boardings``, ``total_rides``), from
+  ``--data-dir`` (the file or its folder) or downloaded from the City of Chicago data portal.
+- ``csv``: any daily series, ``--data-dir FILE --date-column NAME --value-column NAME``.
+- ``synthetic``: embedded, ridership-like (weekly and yearly seasonality, trend, holidays, noise).
+
+Every loader returns a ``pandas.Series`` of float64 indexed by consecutive days, or raises a
+``UserError`` naming the file, row or column. Run ``python -m pipeline.timeseries FILE`` to check
+a CSV.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from rnnforge import fileio
+from rnnforge.errors import UserError
+
+CTA_FILE_NAME = "CTA_-_Ridership_-_Daily_Boarding_Totals.csv"
+CTA_URL = "https://data.cityofchicago.org/api/views/6iiy-9s97/rows.csv?accessType=DOWNLOAD"
+CTA_DATE_COLUMN = "service_date"
+CTA_DATE_FORMAT = "%m/%d/%Y"
+CTA_SERIES = {"rail": "rail_boardings", "bus": "bus", "total": "total_rides"}
+FILL_METHODS = ("none", "interpolate")
+
+
+def read_daily_csv(path: Path, date_column: str, value_column: str, date_format: str | None = None,
+                   fill_missing: str = "none"):
+    """Read one daily series from a CSV: parse dates, drop exact duplicate rows, sort, check.
+
+    Refuses (one line naming file, row or column): a missing column, an unparsable date, a
+    NaN/negative/non-numeric value, two different values for one day, and missing days unless
+    ``fill_missing="interpolate"``. Row numbers are the file's line numbers (header = line 1).
+    """
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} does not exist or is not a file (expected a daily CSV)")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not a readable CSV: {str(exc).splitlines()[0]}") from None
+    for column, option in ((date_column, "--date-column"), (value_column, "--value-column")):
+        if column not in frame.columns:
+            raise UserError(f"{path} has no column {column!r} ({option}); columns: {', '.join(frame.columns)}")
+    frame = frame[[date_column, value_column]]
+    lines = pd.Series(np.arange(len(frame)) + 2, index=frame.index)
+    frame = frame.drop_duplicates()
+    if frame.empty:
+        raise UserError(f"{path} has no data rows")
+    dates = pd.to_datetime(frame[date_column].str.strip(), format=date_format, errors="coerce")
+    bad = dates.isna()
+    if bad.any():
+        row = bad.idxmax()
+        raise UserError(f"{path} line {lines[row]}: cannot parse {date_column} {frame.at[row, date_column]!r} as a date"
+                        + (f" ({date_format})" if date_format else ""))
+    values = pd.to_numeric(frame[value_column].str.strip(), errors="coerce")
+    bad = values.isna() | ~np.isfinite(values) | (values < 0)
+    if bad.any():
+        row = bad.idxmax()
+        raise UserError(f"{path} line {lines[row]}: {value_column} {frame.at[row, value_column]!r} is not a "
+                        "non-negative number")
+    series = pd.Series(values.to_numpy(np.float64), index=dates.to_numpy(), name=value_column).sort_index()
+    clash = series.index.duplicated(keep=False)
+    if clash.any():
+        day = series.index[clash][0]
+        raise UserError(f"{path}: {day:%Y-%m-%d} appears with different {value_column} values "
+                        f"({', '.join(f'{v:g}' for v in series[day])})")
+    return fill_days(series, path, fill_missing)
+
+
+def fill_days(series, source, fill_missing: str = "none"):
+    """Check that ``series`` has every day; fill gaps by linear interpolation if asked."""
+    import pandas as pd
+
+    full = pd.date_range(series.index.min(), series.index.max(), freq="D")
+    missing = full.difference(series.index)
+    if len(missing) and fill_missing != "interpolate":
+        raise UserError(f"{source}: {len(missing)} missing day(s), first {missing[0]:%Y-%m-%d}; "
+                        "pass --fill-missing interpolate to fill them")
+    return series.reindex(full).interpolate(method="linear") if len(missing) else series.asfreq("D")
+
+
+def cta_csv_path(data_dir: str | None) -> Path:
+    """The CTA CSV: ``data_dir`` (file or folder) or the cached download (downloaded if absent)."""
+    if data_dir:
+        path = Path(data_dir)
+        path = path / CTA_FILE_NAME if path.is_dir() else path
+        if not path.is_file():
+            raise UserError(f"{path} does not exist (--data-dir: the CTA daily boardings CSV or its folder)")
+        return path
+    cached = Path(os.environ.get("RNNFORGE_CACHE", Path.home() / ".cache" / "rnnforge")) / "cta_ridership" / CTA_FILE_NAME
+    if not cached.is_file():
+        download(CTA_URL, cached)
+    return cached
+
+
+def download(url: str, target: Path) -> Path:
+    """Download ``url`` to ``target`` with a progress line; the file appears only when complete."""
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, fileio.atomic_path(target) as tmp:
+            total = int(response.headers.get("Content-Length") or 0)
+            done = 0
+            with open(tmp, "wb") as out:
+                while chunk := response.read(1 << 16):
+                    out.write(chunk)
+                    done += len(chunk)
+                    share = f" ({100 * done / total:.0f}%)" if total else ""
+                    sys.stderr.write(f"\rdownloading {url}: {done / 1e6:.1f} MB{share}")
+            sys.stderr.write("\n")
+    except OSError as exc:
+        raise UserError(f"cannot download {url} ({exc}); download it by hand and pass --data-dir") from None
+    return target
+
+
+def load_cta(data_dir: str | None, series: str = "rail", fill_missing: str = "none"):
+    """The CTA daily boardings of ``series`` (rail, bus or total)."""
+    if series not in CTA_SERIES:
+        raise UserError(f"--series {series!r} is not one of {', '.join(CTA_SERIES)}")
+    return read_daily_csv(cta_csv_path(data_dir), CTA_DATE_COLUMN, CTA_SERIES[series], CTA_DATE_FORMAT, fill_missing)
+
+
+def synthetic_series(seed: int = 0, start: str = "2014-01-01", end: str = "2019-12-31"):
+    """A ridership-like daily series: weekday/weekend levels, yearly cycle, slow trend, holiday
+    dips, weather-like autocorrelated noise. Deterministic from ``seed``."""
+    import pandas as pd
+
+    days = pd.date_range(start, end, freq="D")
+    rng = np.random.default_rng(seed)
+    t = np.arange(len(days))
+    weekly = np.array([1.0, 1.02, 1.03, 1.02, 0.97, 0.55, 0.42])[days.dayofweek]
+    yearly = 1 + 0.08 * np.sin(2 * np.pi * (days.dayofyear - 100) / 365.25)
+    trend = 1 - 0.03 * t / 365.25
+    holiday = np.ones(len(days))
+    for month, day in ((1, 1), (7, 4), (12, 25), (12, 31), (5, 27), (9, 2), (11, 28)):
+        holiday[(days.month == month) & (days.day == day)] = 0.45
+    noise = np.zeros(len(days))
+    shocks = rng.normal(0, 0.025, len(days))
+    for i in range(1, len(days)):
+        noise[i] = 0.7 * noise[i - 1] + shocks[i]
+    values = 520_000 * weekly * yearly * trend * holiday * (1 + noise)
+    return pd.Series(np.maximum(values, 0).round(), index=days, name="riders")
+
+
+def windows(series, window: int, horizon: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All windows of a series: inputs float32 ``[n, window, 1]``, targets ``[n, horizon]``, and
+    the first target day of each window (datetime64). Empty arrays when the series is too short."""
+    values = np.asarray(series, dtype=np.float32)
+    n = len(values) - window - horizon + 1
+    if n <= 0:
+        empty = np.zeros((0, window, 1), np.float32), np.zeros((0, horizon), np.float32)
+        return (*empty, np.array([], dtype="datetime64[D]"))
+    idx = np.arange(n)[:, None]
+    x = values[idx + np.arange(window)][..., None]
+    y = values[idx + window + np.arange(horizon)]
+    starts = np.asarray(series.index[window:window + n], dtype="datetime64[D]")
+    return x, y, starts
+
+
+if __name__ == "__main__":
+    loaded = load_cta(sys.argv[1] if len(sys.argv) > 1 else None)
+    print(f"{len(loaded)} days, {loaded.index.min():%Y-%m-%d}..{loaded.index.max():%Y-%m-%d}, mean {loaded.mean():.0f}")
