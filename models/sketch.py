@@ -23,18 +23,45 @@ def load_synthetic(config: dict) -> TaskData:
     """The embedded procedurally drawn dataset (``pipeline.sketch_synthetic``)."""
     from pipeline import sketch_synthetic
 
+    splits = {split: sketch_synthetic.generate(split, seed=config["data_seed"]) for split in ("train", "valid", "test")}
+    return _task_data(splits, list(sketch_synthetic.CLASS_NAMES), config, {"format": "synthetic"})
+
+
+def load_quickdraw(config: dict) -> TaskData:
+    """Real QuickDraw strokes: local files of any public format (``--data-dir``), or the
+    ``sketch_rnn`` TFDS builder, which downloads the Sketch-RNN ``.npz`` files."""
+    from pipeline import quickdraw
+
+    categories = [c.strip() for c in config["categories"].split(",") if c.strip()] if config["categories"] else None
+    if config.get("data_dir"):
+        drawings = quickdraw.load_local(config["data_dir"], categories, config["skip_bad_records"],
+                                        config["max_per_class"])
+    else:
+        from pipeline.sketch_rnn import load_with_tfds
+
+        drawings = load_with_tfds(categories, config["max_per_class"])
+    info = {"format": drawings.format, "skipped_records": drawings.skipped}
+    return _task_data({s: (d, labels) for s, (d, labels) in drawings.splits.items()}, drawings.class_names, config, info)
+
+
+def _task_data(splits: dict, class_names: list[str], config: dict, extra_info: dict) -> TaskData:
+    """Pad/crop stroke-3 drawings to ``max_len`` and describe them for the model and reports."""
     max_len = config["max_len"]
-    splits, raw_train = {}, None
-    for split in ("train", "valid", "test"):
-        drawings, labels = sketch_synthetic.generate(split, seed=config["data_seed"])
-        raw_train = drawings if split == "train" else raw_train
-        splits[split] = (strokes.pad_or_crop(drawings, max_len), labels)
+    if not splits["train"][0]:
+        raise _user_error("the dataset has no training drawings")
     info = {
-        "class_names": list(sketch_synthetic.CLASS_NAMES),
-        "delta_scale": strokes.delta_scale(raw_train),
+        "class_names": class_names,
+        "delta_scale": strokes.delta_scale(splits["train"][0]),
         "max_len": max_len,
+        **extra_info,
     }
-    return TaskData(splits=splits, info=info)
+    return TaskData(splits={s: (strokes.pad_or_crop(d, max_len), labels) for s, (d, labels) in splits.items()}, info=info)
+
+
+def _user_error(message: str):
+    from rnnforge.errors import UserError
+
+    return UserError(message)
 
 
 def build_model(config: dict, info: dict):
@@ -79,9 +106,12 @@ SPEC = TaskSpec(
     name="sketch",
     summary="QuickDraw-style drawing classifier: Conv1D + stacked LSTM/GRU over stroke-3 sequences",
     kind="classification",
-    datasets={"synthetic": load_synthetic},
+    datasets={"synthetic": load_synthetic, "quickdraw": load_quickdraw},
     defaults={
         "max_len": strokes.MAX_LEN,
+        "categories": None,  # quickdraw: comma-separated subset (default: every category found)
+        "skip_bad_records": False,
+        "max_per_class": None,
         "epochs": 20,
         "batch_size": 64,
         "learning_rate": 2e-3,
