@@ -58,7 +58,8 @@ def resolve_config(task: str, options: dict) -> dict:
     if config["dataset"] not in spec.datasets:
         raise UserError(f"unknown dataset {config['dataset']!r} for task {task!r} (--dataset): "
                         f"expected one of {', '.join(spec.datasets)}")
-    for key in ("workers", "cpus_per_worker", "epochs", "batch_size", "units", "max_len", "max_per_class"):
+    for key in ("workers", "cpus_per_worker", "epochs", "batch_size", "units", "max_len", "max_per_class",
+                "frames", "frame_size"):
         if config.get(key) is not None and config[key] < 1:
             raise UserError(f"--{key.replace('_', '-')} must be at least 1, got {config[key]}")
     if not 0.0 <= config["dropout"] < 1.0:

@@ -80,7 +80,9 @@ def train_loop_per_worker(config: dict) -> None:
             _say(f"resumed from checkpoint after epoch {state['epoch']} (restart {state['restarts']})")
 
     def save_and_report(metrics: dict) -> None:
-        # Every worker writes (TF's rule for MultiWorkerMirroredStrategy); only rank 0's files are kept.
+        # Every worker writes: reading sync-on-read variables (BatchNorm statistics, metrics) is an
+        # all-reduce under MultiWorkerMirroredStrategy, so a chief-only save deadlocks. Only
+        # rank 0's files are kept; every worker reports (Ray's barrier).
         with tempfile.TemporaryDirectory(prefix="rnnforge-ckpt-") as ckpt_dir:
             model.save(Path(ckpt_dir) / CHECKPOINT_MODEL, save_format="keras_v3")
             tf_state.write(str(Path(ckpt_dir) / CHECKPOINT_TF / "ckpt"))

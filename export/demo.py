@@ -11,6 +11,7 @@ from rnnforge import fileio
 def run_demo(out: Path, tasks: list[str], workers: int = 2, epochs: int | None = None) -> Path:
     """Run the whole path for each task into ``out/<task>``; return the combined report's path."""
     from cluster.launch import prepare_run_dir, resolve_config, train
+    from models import get_spec
     from export.bench import run_bench
     from export.onnx_export import export_onnx
     from export.report import demo_markdown
@@ -20,7 +21,10 @@ def run_demo(out: Path, tasks: list[str], workers: int = 2, epochs: int | None =
     for task in tasks:
         started = time.perf_counter()
         _step(f"{task}: training with {workers} Ray workers")
-        config = resolve_config(task, {"workers": workers, "epochs": epochs})
+        options = {**get_spec(task).demo_options, "workers": workers}
+        if epochs:
+            options["epochs"] = epochs
+        config = resolve_config(task, options)
         run_dir = prepare_run_dir(out / task, overwrite=True)
         train(config, run_dir)
         _step(f"{task}: exporting to ONNX")

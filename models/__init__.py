@@ -15,6 +15,7 @@ from rnnforge.errors import UserError
 TASK_MODULES = {
     "sketch": "models.sketch",
     "forecast": "models.forecast",
+    "video": "models.video",
 }
 TASKS = tuple(TASK_MODULES)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from rnnforge.errors import UserError
 from models.spec import OnnxSpec, TaskData, TaskSpec, TensorSpec
 from pipeline import timeseries
 
@@ -25,11 +26,11 @@ def _split_series(series, config: dict) -> TaskData:
 
     window, horizon = config["window"], config["horizon"]
     if window < SEASON:
-        raise _user_error(f"--window must be at least {SEASON} days (the naive baseline looks a week back), got {window}")
+        raise UserError(f"--window must be at least {SEASON} days (the naive baseline looks a week back), got {window}")
     if horizon < 1 or horizon > SEASON:
-        raise _user_error(f"--horizon must be between 1 and {SEASON} days, got {horizon}")
+        raise UserError(f"--horizon must be between 1 and {SEASON} days, got {horizon}")
     if len(series) < window + horizon:
-        raise _user_error(f"the series has {len(series)} days, fewer than --window {window} + --horizon {horizon}")
+        raise UserError(f"the series has {len(series)} days, fewer than --window {window} + --horizon {horizon}")
     bounds = {
         "train": (config["train_start"], config["train_end"]),
         "valid": (_next_day(config["train_end"]), config["valid_end"]),
@@ -41,7 +42,7 @@ def _split_series(series, config: dict) -> TaskData:
         x, y, starts = timeseries.windows(part, window, horizon)
         splits[split], dates[split] = (x, y), starts
     if not len(splits["train"][0]):
-        raise _user_error(f"no training windows between {config['train_start']} and {config['train_end']}: the series "
+        raise UserError(f"no training windows between {config['train_start']} and {config['train_end']}: the series "
                           f"covers {series.index.min():%Y-%m-%d}..{series.index.max():%Y-%m-%d}")
     train_values = series[pd.Timestamp(config["train_start"]): pd.Timestamp(config["train_end"])].to_numpy()
     info = {
@@ -63,11 +64,6 @@ def _next_day(day: str) -> str:
     return f"{pd.Timestamp(day) + pd.Timedelta(days=1):%Y-%m-%d}"
 
 
-def _user_error(message: str):
-    from rnnforge.errors import UserError
-
-    return UserError(message)
-
 
 def load_synthetic(config: dict) -> TaskData:
     """The embedded ridership-like series (``pipeline.timeseries.synthetic_series``)."""
@@ -82,7 +78,7 @@ def load_cta(config: dict) -> TaskData:
 def load_csv(config: dict) -> TaskData:
     """Any daily series: ``--data-dir FILE --date-column NAME --value-column NAME``."""
     if not config.get("data_dir"):
-        raise _user_error("--dataset csv needs --data-dir FILE (a CSV with a date and a value column)")
+        raise UserError("--dataset csv needs --data-dir FILE (a CSV with a date and a value column)")
     series = timeseries.read_daily_csv(config["data_dir"], config["date_column"], config["value_column"],
                                        fill_missing=config["fill_missing"])
     return _split_series(series, config)
@@ -207,6 +203,7 @@ SPEC = TaskSpec(
     ),
     score=score,
     report_plots=report_plots,
+    demo_options={"epochs": 40},  # the synthetic series needs fewer epochs than the CTA goal run
     train_targets=train_targets,
     serving_model=serving_model,
 )

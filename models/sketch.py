@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from rnnforge.errors import UserError
 from models.spec import OnnxSpec, TaskData, TaskSpec, TensorSpec
 from pipeline import strokes
 
@@ -48,7 +49,7 @@ def _task_data(splits: dict, class_names: list[str], config: dict, extra_info: d
     """Pad/crop stroke-3 drawings to ``max_len`` and describe them for the model and reports."""
     max_len = config["max_len"]
     if not splits["train"][0]:
-        raise _user_error("the dataset has no training drawings")
+        raise UserError("the dataset has no training drawings")
     info = {
         "class_names": class_names,
         "delta_scale": strokes.delta_scale(splits["train"][0]),
@@ -57,11 +58,6 @@ def _task_data(splits: dict, class_names: list[str], config: dict, extra_info: d
     }
     return TaskData(splits={s: (strokes.pad_or_crop(d, max_len), labels) for s, (d, labels) in splits.items()}, info=info)
 
-
-def _user_error(message: str):
-    from rnnforge.errors import UserError
-
-    return UserError(message)
 
 
 def build_model(config: dict, info: dict):
@@ -112,7 +108,7 @@ SPEC = TaskSpec(
         "categories": None,  # quickdraw: comma-separated subset (default: every category found)
         "skip_bad_records": False,
         "max_per_class": None,
-        "epochs": 20,
+        "epochs": 15,
         "batch_size": 64,
         "learning_rate": 2e-3,
         "lr_schedule": "cosine",

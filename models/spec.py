@@ -79,6 +79,7 @@ class TaskSpec:
     report_plots: Callable[..., list] = lambda *args, **kwargs: []  # (x, y, pred, data, split, out_dir) -> PNGs
     # The training graph may differ from the serving graph (e.g. seq-to-seq targets): these map
     # the serving-form data to training targets, and the trained model to the one that is served.
+    demo_options: Mapping[str, Any] = field(default_factory=dict)  # what ``rnnforge demo`` changes
     train_targets: Callable[[np.ndarray, np.ndarray, dict], np.ndarray] | None = None
     serving_model: Callable[[Any, dict, dict], Any] | None = None  # (trained model, config, info)
 

@@ -34,7 +34,8 @@ def _batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
 def cli(debug: bool) -> None:
     """Train sequence models on Ray, export them to ONNX, and benchmark them on ONNX Runtime.
 
-    Tasks: sketch (drawing classifier), forecast (next 7 days of a daily series). Typical path:
+    Tasks: sketch (drawing classifier), forecast (next 7 days of a daily series), video (clip
+    classifier). Typical path:
 
         rnnforge train sketch --run-dir runs/sketch
         rnnforge export onnx runs/sketch
@@ -61,10 +62,14 @@ def cli(debug: bool) -> None:
 @click.option("--patience", type=int, help="Early-stopping patience on val_loss, in epochs (0 = off).")
 @click.option("--max-failures", type=int, help="Worker-group restarts from the last checkpoint.  [default: 0]")
 @click.option("--seed", type=int, help="Random seed for weights and shuffling.  [default: 42]")
-@click.option("--categories", help="sketch, quickdraw: comma-separated categories to use (default: all found).")
+@click.option("--categories", help="sketch quickdraw, video ucf101: comma-separated categories to use (default: all).")
 @click.option("--max-per-class", type=int, help="sketch, quickdraw: cap training drawings per category.")
 @click.option("--skip-bad-records", is_flag=True, default=None, help="sketch, quickdraw: skip and count bad drawings instead of failing.")
 @click.option("--max-len", type=int, help="sketch: stroke-3 rows fed to the model (longer drawings are cropped).  [default: 100]")
+@click.option("--frames", type=int, help="video: frames sampled per clip.  [default: 16]")
+@click.option("--frame-size", type=int, help="video: frames are resized to SIZE x SIZE.  [default: 64]")
+@click.option("--sampling", type=click.Choice(("uniform", "random")), help="video: uniformly spaced frames or a random contiguous run.")
+@click.option("--ucf101-config", help="video, ucf101: TFDS config.  [default: ucf101_1_256]")
 @click.option("--window", type=int, help="forecast: input days.  [default: 56]")
 @click.option("--horizon", type=int, help="forecast: days forecast.  [default: 7]")
 @click.option("--series", type=click.Choice(("rail", "bus", "total")), help="forecast, cta_ridership: which series.  [default: rail]")

@@ -1,0 +1,144 @@
+"""The video task: synthetic clips, a folder of the user's clips, the CNN-RNN, export and bad clips."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from cluster.launch import resolve_config
+from conftest import error_line, run_cli
+from models import get_spec
+from models.common import compile_model
+from pipeline import video
+
+
+def test_synthetic_clips_are_deterministic_and_move():
+    a, la = video.synthetic("test", seed=1, n=12)
+    b, lb = video.synthetic("test", seed=1, n=12)
+    assert a.shape == (12, 16, 64, 64, 3) and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(la, lb)
+    assert sorted(la.tolist()) == list(range(12))  # balanced: one clip per class
+    assert not np.array_equal(a, video.synthetic("train", seed=1, n=12)[0])
+    # The first and last frames differ where the shape moved.
+    assert (np.abs(a[:, 0].astype(int) - a[:, -1].astype(int)).max(axis=(1, 2, 3)) > 100).all()
+
+
+def write_folder(root, classes=("jump", "wave"), per_class=5, frames=20, size=40, fmt="npy"):
+    """ROOT/<class>/<clip> with .npy or .mp4 clips."""
+    import imageio.v3 as iio
+
+    rng = np.random.default_rng(0)
+    for name in classes:
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            clip = rng.integers(0, 255, size=(frames, size, size, 3), dtype=np.uint8)
+            if fmt == "npy":
+                np.save(root / name / f"clip{i}.npy", clip)
+            else:
+                iio.imwrite(root / name / f"clip{i}.mp4", clip, fps=10, codec="libx264", macro_block_size=1)
+    return root
+
+
+def test_folder_of_npy_and_mp4_clips(tmp_path):
+    write_folder(tmp_path / "npy")
+    splits, names = video.load_folder(tmp_path / "npy", frames=8, size=32)
+    assert names == ["jump", "wave"]
+    assert sum(len(s[0]) for s in splits.values()) == 10
+    assert splits["train"][0].shape[1:] == (8, 32, 32, 3) and splits["train"][0].dtype == np.uint8
+    write_folder(tmp_path / "mp4", per_class=2, fmt="mp4")
+    splits, _ = video.load_folder(tmp_path / "mp4", frames=16, size=40)
+    assert sum(len(s[0]) for s in splits.values()) == 4
+
+
+def test_train_test_level_is_respected(tmp_path):
+    write_folder(tmp_path / "train", per_class=4)
+    write_folder(tmp_path / "test", per_class=2)
+    splits, _ = video.load_folder(tmp_path, frames=8, size=40)
+    assert len(splits["test"][0]) == 4 and len(splits["train"][0]) + len(splits["valid"][0]) == 8
+
+
+def test_uniform_frame_sampling():
+    frames = np.arange(20, dtype=np.uint8)[:, None, None, None] * np.ones((1, 4, 4, 3), np.uint8)
+    picked = video.sample_frames(frames, 5, 4, "clip")
+    assert picked[:, 0, 0, 0].tolist() == [0, 5, 10, 14, 19]
+    run = video.sample_frames(frames, 5, 4, "clip", "random", np.random.default_rng(3))[:, 0, 0, 0]
+    assert np.all(np.diff(run) == 1)
+
+
+def _fewer_frames(tmp):
+    write_folder(tmp)
+    np.save(tmp / "jump" / "short.npy", np.zeros((3, 40, 40, 3), np.uint8))
+    return tmp / "jump" / "short.npy", "has 3 frames, fewer than --frames 16"
+
+
+def _undecodable(tmp):
+    write_folder(tmp)
+    (tmp / "wave" / "broken.mp4").write_bytes(b"\x00\x00\x00 not a video")
+    return tmp / "wave" / "broken.mp4", "cannot be decoded as video"
+
+
+def _mixed_sizes(tmp):
+    write_folder(tmp)
+    frames = np.empty(2, dtype=object)
+    frames[0], frames[1] = np.zeros((40, 40, 3), np.uint8), np.zeros((30, 30, 3), np.uint8)
+    np.save(tmp / "wave" / "mixed.npy", frames, allow_pickle=True)
+    return tmp / "wave" / "mixed.npy", "is not a readable .npy array (frames of mixed sizes"
+
+
+def _empty_class(tmp):
+    write_folder(tmp)
+    (tmp / "sit").mkdir()
+    return tmp / "sit", "holds no clips"
+
+
+def _single_class(tmp):
+    write_folder(tmp, classes=("jump",))
+    return tmp, "has 1 class folder(s); a classifier needs at least 2"
+
+
+@pytest.mark.parametrize("make", [_fewer_frames, _undecodable, _mixed_sizes, _empty_class, _single_class])
+def test_bad_clips_get_one_line(tmp_path, make):
+    named, expected = make(tmp_path / "clips")
+    line = error_line(run_cli("train", "video", "--dataset", "folder", "--data-dir", tmp_path / "clips",
+                              "--run-dir", tmp_path / "run"))
+    assert expected in line and str(named) in line
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.fixture(scope="module")
+def video_run(tmp_path_factory):
+    from conftest import make_run_dir
+
+    path = make_run_dir(tmp_path_factory.mktemp("run") / "video", task="video", epochs_steps=4,
+                        config_overrides={"frames": 8, "frame_size": 32})
+    result = run_cli("export", "onnx", path)
+    assert result.returncode == 0, result.stderr
+    return path
+
+
+def test_model_trains_and_takes_uint8_frames(video_run):
+    from tensorflow import keras
+
+    model = keras.models.load_model(video_run / "model.keras")
+    assert model.input.dtype == "uint8" and model.input_shape == (None, 8, 32, 32, 3)
+    config = resolve_config("video", {"frames": 8, "frame_size": 32})
+    spec = get_spec("video")
+    fresh = spec.build_model(config, {"class_names": list(video.CLASS_NAMES), "frames": 8, "frame_size": 32})
+    compile_model(fresh, spec, config, total_steps=4)
+    clips, labels = video.synthetic("train", frames=8, size=32, n=8)
+    assert np.isfinite(fresh.train_on_batch(clips, labels)[0])
+    assert fresh.predict(clips, verbose=0).shape == (8, 12)
+
+
+def test_video_export_has_no_loop_and_keeps_parity(video_run):
+    model = onnx.load(str(video_run / "model.onnx"))
+    ops = {n.op_type for n in model.graph.node}
+    assert not ops & {"Loop", "Scan"} and "LSTM" in ops and "Conv" in ops
+    (inp,) = model.graph.input
+    assert inp.name == "frames" and inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    parity = json.loads((video_run / "parity.json").read_text())
+    assert parity["passed"] and parity["top1_agreement"] == 1.0 and parity["max_abs_diff"] < 1e-4
