@@ -44,9 +44,9 @@ def export_onnx(run_dir: Path, opset: int | None = None, output: Path | None = N
     onnx_model = convert(model, spec, opset)
     check_graph(onnx_model, spec)
     attach_metadata(onnx_model, spec, config, run, opset)
-    x, _ = _parity_batch(spec, config)
+    split, x = _parity_batch(spec, config)
     parity = check_parity(model, onnx_model.SerializeToString(), spec, x, atol)
-    parity.update({"task": spec.name, "opset": opset, "onnx_path": str(output), "source_run": str(run.path.resolve()),
+    parity.update({"task": spec.name, "split": split, "opset": opset, "onnx_path": str(output), "source_run": str(run.path.resolve()),
                    "nodes": len(onnx_model.graph.node), "op_types": sorted({n.op_type for n in onnx_model.graph.node})})
     for line in parity["checks"]:
         print(line, flush=True)
@@ -117,10 +117,11 @@ def attach_metadata(onnx_model, spec, config: dict, run: RunDir, opset: int) -> 
     onnx_model.producer_name = "rnnforge (tf2onnx)"
 
 
-def _parity_batch(spec, config: dict) -> tuple[np.ndarray, np.ndarray]:
+def _parity_batch(spec, config: dict) -> tuple[str, np.ndarray]:
+    """The first examples of the test split (or validation, when the test split is empty)."""
     data = spec.load_data(config)
-    x, y = data.splits[data.evaluation_split()]
-    return x[:PARITY_BATCH], y[:PARITY_BATCH]
+    split = data.evaluation_split()
+    return split, data.splits[split][0][:PARITY_BATCH]
 
 
 def check_parity(model, onnx_bytes: bytes, spec, x: np.ndarray, atol: float) -> dict:

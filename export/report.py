@@ -14,11 +14,16 @@ def headline(scores: dict) -> dict:
     return {k: v for k, v in scores.items() if isinstance(v, float) and "_d+" not in k}
 
 
+def format_value(value: float) -> str:
+    """4 decimals for rates and accuracies, thousands separators for counts such as riders."""
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.4f}"
+
+
 def format_scores(scores: dict) -> str:
     """``accuracy 0.9910, top3_accuracy 1.0000`` (or ``empty split`` for a split with no examples)."""
     if scores.get("examples") == 0:
         return "empty split"
-    return ", ".join(f"{k} {v:,.4f}" if abs(v) < 100 else f"{k} {v:,.0f}" for k, v in headline(scores).items())
+    return ", ".join(f"{k} {format_value(v)}" for k, v in headline(scores).items())
 
 
 def _rel(target: Path, start: Path) -> str:
@@ -62,7 +67,7 @@ def bench_markdown(result: dict, run: RunDir) -> str:
     if parity:
         agreement = f", top-1 agreement {parity['top1_agreement']:.4f}" if "top1_agreement" in parity else ""
         lines += ["## Parity (export)", "",
-                  f"opset {parity['opset']}, {parity['nodes']} nodes; on {parity['batch']} test examples: max abs diff "
+                  f"opset {parity['opset']}, {parity['nodes']} nodes; on {parity['batch']} {parity.get('split', 'test')} examples: max abs diff "
                   f"{parity['max_abs_diff']:.2e} (atol {parity['atol']:g}){agreement}.", ""]
     accuracy = result["accuracy"]
     score_keys = list(headline(accuracy["onnxruntime"]))
@@ -71,7 +76,7 @@ def bench_markdown(result: dict, run: RunDir) -> str:
               "| engine | " + " | ".join(score_keys) + " |",
               "|---|" + "---|" * len(score_keys)]
     for engine in ("tensorflow", "onnxruntime"):
-        lines.append(f"| {engine} | " + " | ".join(f"{accuracy[engine][k]:,.4f}" for k in score_keys) + " |")
+        lines.append(f"| {engine} | " + " | ".join(format_value(accuracy[engine][k]) for k in score_keys) + " |")
     lines += ["", "ONNX Runtime vs TensorFlow: " + ", ".join(f"{k} {v:.4g}" for k, v in accuracy["agreement"].items()) + "."]
     per_day = sorted(k for k in accuracy["onnxruntime"] if k.startswith("mae_d+"))
     if per_day:

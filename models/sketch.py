@@ -128,4 +128,5 @@ SPEC = TaskSpec(
     ),
     score=score,
     report_plots=report_plots,
+    demo_options={"epochs": 12},
 )
