@@ -105,9 +105,8 @@ def connect(config: dict, address: str | None) -> None:
     if address:
         ray.init(address=address, runtime_env=runtime_env, logging_level="WARNING")
         return
-    needed = config["workers"] * config["cpus_per_worker"]
-    ray.init(num_cpus=max(os.cpu_count() or 1, needed), num_gpus=None, dashboard_host="127.0.0.1",
-             include_dashboard=True, runtime_env=runtime_env, logging_level="WARNING")
+    ray.init(num_cpus=os.cpu_count() or 1, dashboard_host="127.0.0.1", include_dashboard=True,
+             runtime_env=runtime_env, logging_level="WARNING")
 
 
 def check_resources(config: dict) -> None:
@@ -132,7 +131,6 @@ def train(config: dict, run_dir: Path, address: str | None = None) -> dict:
     from ray.train.tensorflow import TensorflowTrainer
 
     from cluster.worker import train_loop_per_worker
-
     from models import get_spec
 
     run = RunDir(Path(run_dir).resolve())
@@ -141,10 +139,14 @@ def train(config: dict, run_dir: Path, address: str | None = None) -> dict:
     data = get_spec(config["task"]).load_data(config)
     print(f"{config['task']}: dataset {config['dataset']}, "
           + ", ".join(f"{s} {data.num_examples(s)}" for s in data.splits) + " examples", flush=True)
-    run.path.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "valid"):  # an empty shard would leave a worker waiting forever
+        if data.num_examples(split) < config["workers"]:
+            raise UserError(f"the {split} split has {data.num_examples(split)} example(s), fewer than --workers "
+                            f"{config['workers']}: every worker needs its own shard; add data or use fewer workers")
     connect(config, address)
     try:
         check_resources(config)
+        run.path.mkdir(parents=True, exist_ok=True)
         use_gpu = config["gpus_per_worker"] > 0
         resources = {"CPU": config["cpus_per_worker"]}
         if use_gpu:

@@ -45,7 +45,7 @@ def bench_markdown(result: dict, run: RunDir) -> str:
         f"- machine: {machine['cpu']}, {machine['logical_cores']} logical cores{gpu}",
         f"- ONNX Runtime providers: requested `{provider['requested']}`, session used "
         f"`{', '.join(provider['session_providers'])}`; intra-op threads {provider['intra_op_threads']}",
-        f"- versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items()),
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items()),
         "",
     ]
     if metrics:

@@ -1,11 +1,13 @@
-"""Training options every model shares: the recurrent cell, dropout, gradient clipping and the
-learning-rate schedule (the usual remedies for RNN training difficulties).
+"""What every model shares: the recurrent cell, dropout, gradient clipping and the learning-rate
+schedule (the usual remedies for RNN training difficulties), and the classifiers' scores and plot.
 
 ``recurrent_dropout`` is never used: it disables the cuDNN LSTM/GRU kernels. A GRU always uses
 ``reset_after=True``, the cuDNN-compatible form.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 RNN_CELLS = ("lstm", "gru")
 LR_SCHEDULES = ("constant", "cosine", "exponential")
@@ -43,3 +45,20 @@ def compile_model(model, spec, config: dict, total_steps: int) -> None:
         global_clipnorm=config["clipnorm"] or None,
     )
     model.compile(optimizer=optimizer, loss=spec.loss, metrics=list(spec.metrics))
+
+
+def classification_scores(x: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, info: dict) -> dict:
+    """Top-1 and top-3 accuracy of class probabilities ``y_pred`` against labels ``y_true``."""
+    top = np.argsort(-y_pred, axis=1)
+    return {
+        "accuracy": float(np.mean(top[:, 0] == y_true)),
+        "top3_accuracy": float(np.mean((top[:, :3] == y_true[:, None]).any(axis=1))),
+    }
+
+
+def confusion_plot(x, y, predictions, data, split: str, out_dir) -> list:
+    """Confusion matrix of the split."""
+    from rnnforge import plots
+
+    return [plots.confusion_matrix(y, predictions.argmax(axis=1), data.info["class_names"],
+                                   out_dir / "confusion_matrix.png")]

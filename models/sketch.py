@@ -9,9 +9,9 @@ model needs no pre-processing. Train it with ``rnnforge train sketch``.
 
 from __future__ import annotations
 
-import numpy as np
 
 from rnnforge.errors import UserError
+from models.common import classification_scores, confusion_plot
 from models.spec import OnnxSpec, TaskData, TaskSpec, TensorSpec
 from pipeline import strokes
 
@@ -81,23 +81,6 @@ def build_model(config: dict, info: dict):
     return keras.Model(inputs, outputs, name="sketch_classifier")
 
 
-def score(x: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, info: dict) -> dict:
-    """Top-1 and top-3 accuracy of class probabilities ``y_pred`` against labels ``y_true``."""
-    top = np.argsort(-y_pred, axis=1)
-    return {
-        "accuracy": float(np.mean(top[:, 0] == y_true)),
-        "top3_accuracy": float(np.mean((top[:, :3] == y_true[:, None]).any(axis=1))),
-    }
-
-
-def report_plots(x, y, predictions, data: TaskData, split: str, out_dir) -> list:
-    """Confusion matrix of the split."""
-    from rnnforge import plots
-
-    return [plots.confusion_matrix(y, predictions.argmax(axis=1), data.info["class_names"],
-                                   out_dir / "confusion_matrix.png")]
-
-
 SPEC = TaskSpec(
     name="sketch",
     summary="QuickDraw-style drawing classifier: Conv1D + stacked LSTM/GRU over stroke-3 sequences",
@@ -126,7 +109,7 @@ SPEC = TaskSpec(
                            "stroke-3 rows (dx, dy in canvas pixels, pen_lifted 0/1), left-padded with zero rows"),),
         outputs=(TensorSpec("probabilities", "float32", ("batch", None), "softmax over class_names"),),
     ),
-    score=score,
-    report_plots=report_plots,
+    score=classification_scores,
+    report_plots=confusion_plot,
     demo_options={"epochs": 12},
 )

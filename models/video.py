@@ -9,11 +9,9 @@ softmax. ConvLSTM2D is not offered: tf2onnx exports it as a ``Loop`` (onnx/tenso
 
 from __future__ import annotations
 
-import numpy as np
-
 from rnnforge.errors import UserError
+from models.common import classification_scores, confusion_plot
 from models.spec import OnnxSpec, TaskData, TaskSpec, TensorSpec
-from models.sketch import report_plots, score
 from pipeline import video
 
 CONV_FILTERS = (16, 32, 48)
@@ -87,7 +85,7 @@ SPEC = TaskSpec(
         "sampling": "uniform",
         "categories": None,
         "ucf101_config": "ucf101_1_256",
-        "epochs": 10,
+        "epochs": 16,
         "batch_size": 16,
         "learning_rate": 2e-3,
         "lr_schedule": "cosine",
@@ -105,6 +103,6 @@ SPEC = TaskSpec(
                            "RGB frames, uint8 0-255, [T, H, W] as trained (see rnnforge.info)"),),
         outputs=(TensorSpec("probabilities", "float32", ("batch", None), "softmax over class_names"),),
     ),
-    score=score,
-    report_plots=report_plots,
+    score=classification_scores,
+    report_plots=confusion_plot,
 )

@@ -142,3 +142,21 @@ def test_video_export_has_no_loop_and_keeps_parity(video_run):
     assert inp.name == "frames" and inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
     parity = json.loads((video_run / "parity.json").read_text())
     assert parity["passed"] and parity["top1_agreement"] == 1.0 and parity["max_abs_diff"] < 1e-4
+
+
+@pytest.mark.slow
+def test_folder_dataset_end_to_end_from_the_cli(tmp_path):
+    """A user's folder of .npy and .mp4 clips: train on Ray, export, bench."""
+    write_folder(tmp_path / "clips", per_class=8, frames=12, size=32, fmt="npy")
+    write_folder(tmp_path / "clips", classes=("jump", "wave"), per_class=3, frames=12, size=32, fmt="mp4")
+    run_dir = tmp_path / "run"
+    result = run_cli("train", "video", "--dataset", "folder", "--data-dir", tmp_path / "clips", "--frames", "8",
+                     "--frame-size", "32", "--epochs", "1", "--batch-size", "2", "--run-dir", run_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["info"]["class_names"] == ["jump", "wave"] and config["info"]["source"] == "folder"
+    assert sum(config["num_examples"].values()) == 22
+    assert run_cli("export", "onnx", run_dir).returncode == 0
+    bench = run_cli("bench", run_dir, "--batch-sizes", "1,2", "--warmup", "1", "--runs", "10", "--max-seconds", "0.2")
+    assert bench.returncode == 0, bench.stderr[-2000:]
+    assert json.loads((run_dir / "bench" / "bench.json").read_text())["accuracy"]["agreement"]["top1_agreement"] == 1.0
