@@ -37,6 +37,7 @@ COMMON_DEFAULTS = {
     "seed": 42,
     "data_seed": 0,
     "max_failures": 0,
+    "checkpoint_every": 1,  # epochs between checkpoints (the last epoch always gets one)
 }
 
 
@@ -58,7 +59,7 @@ def resolve_config(task: str, options: dict) -> dict:
     if config["dataset"] not in spec.datasets:
         raise UserError(f"unknown dataset {config['dataset']!r} for task {task!r} (--dataset): "
                         f"expected one of {', '.join(spec.datasets)}")
-    for key in ("workers", "cpus_per_worker", "epochs", "batch_size", "units", "max_len", "max_per_class",
+    for key in ("workers", "cpus_per_worker", "epochs", "batch_size", "units", "max_len", "max_per_class", "checkpoint_every",
                 "frames", "frame_size"):
         if config.get(key) is not None and config[key] < 1:
             raise UserError(f"--{key.replace('_', '-')} must be at least 1, got {config[key]}")

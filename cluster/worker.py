@@ -102,7 +102,10 @@ def train_loop_per_worker(config: dict) -> None:
                      "samples_per_s_per_worker": round(samples_per_s / world_size, 1)}
             state["epoch"] = epoch + 1
             state["history"].append(entry)
-            save_and_report(entry)
+            if state["epoch"] % config["checkpoint_every"] == 0:
+                save_and_report(entry)
+            else:
+                ray.train.report(entry, checkpoint=None)
             if rank == 0:
                 _print_progress(entry, config["epochs"], spec.metrics[0])
 

@@ -7,6 +7,9 @@ from pathlib import Path
 
 from rnnforge import fileio
 
+#: The demo is not a long job worth resuming: a checkpoint every few epochs keeps it fast.
+DEMO_CHECKPOINT_EVERY = 5
+
 
 def run_demo(out: Path, tasks: list[str], workers: int = 2, epochs: int | None = None) -> Path:
     """Run the whole path for each task into ``out/<task>``; return the combined report's path."""
@@ -21,7 +24,7 @@ def run_demo(out: Path, tasks: list[str], workers: int = 2, epochs: int | None =
     for task in tasks:
         started = time.perf_counter()
         _step(f"{task}: training with {workers} Ray workers")
-        options = {**get_spec(task).demo_options, "workers": workers}
+        options = {"checkpoint_every": DEMO_CHECKPOINT_EVERY, **get_spec(task).demo_options, "workers": workers}
         if epochs:
             options["epochs"] = epochs
         config = resolve_config(task, options)

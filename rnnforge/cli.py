@@ -61,6 +61,7 @@ def cli(debug: bool) -> None:
 @click.option("--units", type=int, help="Units of each recurrent layer.  [default: the task's]")
 @click.option("--patience", type=int, help="Early-stopping patience on val_loss, in epochs (0 = off).")
 @click.option("--max-failures", type=int, help="Worker-group restarts from the last checkpoint.  [default: 0]")
+@click.option("--checkpoint-every", type=int, help="Epochs between checkpoints (the end always gets one).  [default: 1]")
 @click.option("--seed", type=int, help="Random seed for weights and shuffling.  [default: 42]")
 @click.option("--categories", help="sketch quickdraw, video ucf101: comma-separated categories to use (default: all).")
 @click.option("--max-per-class", type=int, help="sketch, quickdraw: cap training drawings per category.")
