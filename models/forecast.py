@@ -183,9 +183,6 @@ SPEC = TaskSpec(
         "valid_end": "2019-05-31",
         "epochs": 80,
         "batch_size": 16,  # per worker: global 32 with the default 2 workers
-        "learning_rate": 2e-3,
-        "lr_schedule": "cosine",
-        "clipnorm": 1.0,
         "dropout": 0.3,
         "rnn": "lstm",
         "units": 32,
