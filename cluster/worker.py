@@ -2,10 +2,10 @@
 
 ``config`` carries the task name and scalars, never data: each worker loads the task's dataset
 itself and reads its own shard. The model is built and compiled inside
-``MultiWorkerMirroredStrategy.scope()``. After every epoch each worker reports its metrics and
-rank 0 reports a checkpoint (``model.keras``, the TF training state with optimizer slots, and
-``state.json`` with the epoch and history); a restarted worker group resumes from
-``ray.train.get_checkpoint()``.
+``MultiWorkerMirroredStrategy.scope()`` (a single worker uses the default strategy). After every
+epoch each worker reports its metrics and rank 0 reports a checkpoint (``model.keras``, the TF
+training state with optimizer slots, and ``state.json`` with the epoch and history); a restarted
+worker group resumes from ``ray.train.get_checkpoint()``. Rank 0 also writes TensorBoard scalars.
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ def train_loop_per_worker(config: dict) -> None:
     rank, world_size = context.get_world_rank(), context.get_world_size()
     for gpu in tf.config.list_physical_devices("GPU"):
         tf.config.experimental.set_memory_growth(gpu, True)
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    # One worker has nothing to all-reduce: the default strategy spares MultiWorkerMirroredStrategy's
+    # per-step collectives (about 20% of a small model's step time on CPU, benchmarks/scaling.py).
+    strategy = tf.distribute.MultiWorkerMirroredStrategy() if world_size > 1 else tf.distribute.get_strategy()
     keras.utils.set_random_seed(config["seed"])
 
     spec = get_spec(config["task"])
@@ -53,7 +55,7 @@ def train_loop_per_worker(config: dict) -> None:
     y_train = spec.targets_for_training(x_train, y_train, data.info)
     y_valid = spec.targets_for_training(x_valid, y_valid, data.info)
     global_batch = config["batch_size"] * world_size
-    steps = steps_per_epoch(len(x_train), global_batch)
+    steps = steps_per_epoch(data.num_examples("train"), global_batch)
     valid_steps = steps_per_epoch(len(x_valid), global_batch)
 
     def datasets(x, y, shuffle):
@@ -64,8 +66,18 @@ def train_loop_per_worker(config: dict) -> None:
                 seed=config["seed"], shuffle=shuffle)
         return strategy.distribute_datasets_from_function(make)
 
+    def train_datasets():
+        if data.train_stream is None:
+            return datasets(x_train, y_train, True)
+        return strategy.distribute_datasets_from_function(lambda input_context: data.train_stream(
+            input_context, input_context.get_per_replica_batch_size(global_batch), config["seed"]))
+
+    if config.get("mixed_precision"):
+        keras.mixed_precision.set_global_policy("mixed_float16")
     with strategy.scope():
         model = spec.build_model(config, data.info)
+        if config.get("mixed_precision"):
+            model = _float32_outputs(model)
         compile_model(model, spec, config, total_steps=steps * config["epochs"])
     tf_state = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
 
@@ -83,12 +95,14 @@ def train_loop_per_worker(config: dict) -> None:
         # Every worker writes: reading sync-on-read variables (BatchNorm statistics, metrics) is an
         # all-reduce under MultiWorkerMirroredStrategy, so a chief-only save deadlocks. Only
         # rank 0's files are kept; every worker reports (Ray's barrier).
+        began = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="rnnforge-ckpt-") as ckpt_dir:
             model.save(Path(ckpt_dir) / CHECKPOINT_MODEL, save_format="keras_v3")
             tf_state.write(str(Path(ckpt_dir) / CHECKPOINT_TF / "ckpt"))
             (Path(ckpt_dir) / CHECKPOINT_STATE).write_text(json.dumps(state))
             report_checkpoint = ray.train.Checkpoint.from_directory(ckpt_dir) if rank == 0 else None
             ray.train.report(metrics, checkpoint=report_checkpoint)
+        state["checkpoint_seconds"] = state.get("checkpoint_seconds", 0.0) + time.perf_counter() - began
 
     class ReportEachEpoch(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -108,20 +122,61 @@ def train_loop_per_worker(config: dict) -> None:
                 ray.train.report(entry, checkpoint=None)
             if rank == 0:
                 _print_progress(entry, config["epochs"], spec.metrics[0])
+                if summaries:
+                    summaries.write(entry)
 
+    summaries = _EpochSummaries(config["tensorboard_dir"]) if rank == 0 and config.get("tensorboard_dir") else None
     callbacks = [ReportEachEpoch()]
     if config["patience"] > 0:
         callbacks.insert(0, keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=config["patience"], restore_best_weights=True))
     fit_started = time.perf_counter()
+    state["fit_started_at"] = time.time()  # wall clock: the driver measures its start-up with it
     if state["epoch"] < config["epochs"]:
-        model.fit(datasets(x_train, y_train, True), epochs=config["epochs"], initial_epoch=state["epoch"],
+        model.fit(train_datasets(), epochs=config["epochs"], initial_epoch=state["epoch"],
                   steps_per_epoch=steps, validation_data=datasets(x_valid, y_valid, False),
                   validation_steps=valid_steps, callbacks=callbacks, verbose=0)
     state["finished"] = True
+    state["fit_seconds"] = time.perf_counter() - fit_started
     if rank == 0:
-        _say(f"training done in {time.perf_counter() - fit_started:.1f}s; saving the final model")
+        _say(f"training done in {state['fit_seconds']:.1f}s; saving the final model")
     save_and_report({"epoch": state["epoch"], "finished": True})
+
+
+def _float32_outputs(model):
+    """``model`` with its outputs cast to float32: under mixed_float16 a float16 softmax or loss
+    loses precision (the Keras mixed-precision guide's advice)."""
+    from tensorflow import keras
+
+    outputs = [keras.layers.Activation("linear", dtype="float32", name=f"float32_{i}")(out)
+               for i, out in enumerate(model.outputs)]
+    return keras.Model(model.inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
+
+
+class _EpochSummaries:
+    """Per-epoch TensorBoard scalars in ``log_dir/train`` and ``log_dir/validation`` (rank 0 only),
+    laid out like Keras' TensorBoard callback, plus samples/s. Written with ``tf.summary.write``
+    and the scalars plugin's metadata, so training does not need the tensorboard package."""
+
+    def __init__(self, log_dir: str):
+        import tensorflow as tf
+        from tensorflow.core.framework.summary_pb2 import SummaryMetadata
+
+        self.writers = {run: tf.summary.create_file_writer(str(Path(log_dir) / run)) for run in ("train", "validation")}
+        self.metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name="scalars"))
+
+    def write(self, entry: dict) -> None:
+        import tensorflow as tf
+
+        for key, value in entry.items():
+            if key == "epoch":
+                continue
+            run, name = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
+            with self.writers[run].as_default():
+                tf.summary.write(f"epoch_{name}", tf.constant(float(value)), step=entry["epoch"],
+                                 metadata=self.metadata)
+        for writer in self.writers.values():
+            writer.flush()
 
 
 def _say(line: str) -> None:

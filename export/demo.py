@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from rnnforge import fileio
 
 #: The demo is not a long job worth resuming: a checkpoint every few epochs keeps it fast.
 DEMO_CHECKPOINT_EVERY = 5
+DEMO_INTRO = ("Every task trained with Ray Train on its embedded dataset, exported with tf2onnx and benchmarked "
+              "on ONNX Runtime beside TensorFlow.")
 
 
 def run_demo(out: Path, tasks: list[str], workers: int = 2, epochs: int | None = None) -> Path:
@@ -17,7 +18,7 @@ def run_demo(out: Path, tasks: list[str], workers: int = 2, epochs: int | None =
     from models import get_spec
     from export.bench import run_bench
     from export.onnx_export import export_onnx
-    from export.report import demo_markdown
+    from export.report import summary_markdown, write_report
 
     out = Path(out)
     results = {}
@@ -37,7 +38,7 @@ def run_demo(out: Path, tasks: list[str], workers: int = 2, epochs: int | None =
         print(results[task]["summary"], flush=True)
         _step(f"{task}: done in {time.perf_counter() - started:.0f}s")
     report = out / "report.md"
-    fileio.write_text(report, demo_markdown(out, results))
+    write_report(report, summary_markdown(out, results, "rnnforge demo report", DEMO_INTRO), "rnnforge demo report")
     return report
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 import rnnforge
+from export import graph_opt
 from rnnforge import fileio
 from rnnforge.errors import ParityError, UserError
 from rnnforge.run_dir import RunDir
@@ -25,36 +26,67 @@ PARITY_BATCH = 256
 
 
 def export_onnx(run_dir: Path, opset: int | None = None, output: Path | None = None,
-                atol: float | None = None) -> dict:
-    """Convert, validate and write ``model.onnx`` and ``parity.json``; returns the parity record."""
+                atol: float | None = None, fp16: bool = False) -> dict:
+    """Convert, validate and write ``model.onnx`` and ``parity.json``; returns the parity record.
+
+    With ``fp16``, also the half-precision variant (``model.fp16.onnx`` beside ``output``), which
+    must pass its own, looser parity gate (``spec.onnx.fp16_atol``); its record is ``parity["fp16"]``.
+    """
     from models import get_spec
 
     run = RunDir(Path(run_dir))
     config = run.load_config()
     spec = get_spec(config["task"])
-    opset = opset or spec.onnx.opset
+    opset = spec.onnx.opset if opset is None else opset
     if opset not in SUPPORTED_OPSETS:
         raise UserError(f"--opset {opset} is not supported: tf2onnx 1.17 converts opsets "
                         f"{' or '.join(map(str, SUPPORTED_OPSETS))}")
     atol = spec.onnx.atol if atol is None else atol
+    if not atol >= 0:
+        raise UserError(f"--atol must be a non-negative tolerance, got {atol}")
     output = Path(output) if output else run.onnx
 
     model = run.load_model()
     print(f"converting {run.model} with tf2onnx (opset {opset})", flush=True)
     onnx_model = convert(model, spec, opset)
     check_graph(onnx_model, spec)
+    rewrites = graph_opt.optimise(onnx_model)
     attach_metadata(onnx_model, spec, config, run, opset)
     split, x = _parity_batch(spec, config)
     parity = check_parity(model, onnx_model.SerializeToString(), spec, x, atol)
-    parity.update({"task": spec.name, "split": split, "opset": opset, "onnx_path": str(output), "source_run": str(run.path.resolve()),
+    parity.update({"task": spec.name, "split": split, "opset": opset, "graph_rewrites": rewrites, "onnx_path": str(output), "source_run": str(run.path.resolve()),
                    "nodes": len(onnx_model.graph.node), "op_types": sorted({n.op_type for n in onnx_model.graph.node})})
     for line in parity["checks"]:
         print(line, flush=True)
     if not parity["passed"]:
         raise ParityError(f"ONNX Runtime differs from TensorFlow beyond atol {atol:g}: "
                           + "; ".join(parity["failures"]) + f" ({output} not written)")
+    if fp16:
+        parity["fp16"] = export_fp16(model, onnx_model, spec, x, fp16_path(output))
     fileio.write_bytes(output, onnx_model.SerializeToString())
     fileio.write_json(run.parity, parity)
+    return parity
+
+
+def fp16_path(fp32_path: Path) -> Path:
+    """Where the fp16 variant of ``fp32_path`` lives: ``model.onnx`` -> ``model.fp16.onnx``."""
+    return Path(fp32_path).with_suffix(".fp16.onnx")
+
+
+def export_fp16(model, onnx_model, spec, x: np.ndarray, output: Path) -> dict:
+    """Convert ``onnx_model`` to fp16, check its parity against TensorFlow and write it; the record."""
+    from export.fp16 import convert_to_fp16
+
+    half, kept = convert_to_fp16(onnx_model, {spec.onnx.inputs[0].name: x})
+    parity = check_parity(model, half.SerializeToString(), spec, x, spec.onnx.fp16_atol)
+    parity.update({"onnx_path": str(output), "nodes_kept_fp32": kept, "nodes": len(half.graph.node)})
+    print("fp16 variant (" + f"{len(kept)} of {len(half.graph.node)} nodes kept in fp32):", flush=True)
+    for line in parity["checks"]:
+        print(line, flush=True)
+    if not parity["passed"]:
+        raise ParityError(f"the fp16 variant differs from TensorFlow beyond atol {spec.onnx.fp16_atol:g}: "
+                          + "; ".join(parity["failures"]) + " (nothing written)")
+    fileio.write_bytes(output, half.SerializeToString())
     return parity
 
 

@@ -10,6 +10,8 @@ model needs no pre-processing. Train it with ``rnnforge train sketch``.
 from __future__ import annotations
 
 
+import numpy as np
+
 from rnnforge.errors import UserError
 from models.common import classification_scores, confusion_plot
 from models.spec import OnnxSpec, TaskData, TaskSpec, TensorSpec
@@ -18,6 +20,8 @@ from pipeline import strokes
 CONV_FILTERS = (48, 64, 96)
 CONV_STRIDES = (1, 2, 2)
 KERNEL_SIZE = 5
+SCALE_SAMPLE = 20_000  # streamed data: training drawings that set the offsets' scale
+SHUFFLE_BUFFER = 10_000  # streamed data: per-worker shuffle buffer (TFDS also shuffles files)
 
 
 def load_synthetic(config: dict) -> TaskData:
@@ -30,34 +34,66 @@ def load_synthetic(config: dict) -> TaskData:
 
 def load_quickdraw(config: dict) -> TaskData:
     """Real QuickDraw strokes: local files of any public format (``--data-dir``), or the
-    ``sketch_rnn`` TFDS builder, which downloads the Sketch-RNN ``.npz`` files."""
+    ``sketch_rnn`` TFDS builder, which downloads the Sketch-RNN ``.npz`` files.
+
+    Local files are read into memory unless ``--streaming``; a download always streams: the
+    builder prepares TFRecord shards once (in ``--tfds-dir``) and each worker reads its own
+    shards, bucketed by length (``pipeline.input.bucketed_batches``). Valid and test stay in memory.
+    """
     from pipeline import quickdraw
 
     categories = [c.strip() for c in config["categories"].split(",") if c.strip()] if config["categories"] else None
-    if config.get("data_dir"):
+    if config.get("data_dir") and not config["streaming"]:
         drawings = quickdraw.load_local(config["data_dir"], categories, config["skip_bad_records"],
                                         config["max_per_class"])
-    else:
-        from pipeline.sketch_rnn import load_with_tfds
-
-        drawings = load_with_tfds(categories, config["max_per_class"])
-    info = {"format": drawings.format, "skipped_records": drawings.skipped}
-    return _task_data({s: (d, labels) for s, (d, labels) in drawings.splits.items()}, drawings.class_names, config, info)
+        info = {"format": drawings.format, "skipped_records": drawings.skipped, "streaming": False}
+        return _task_data(drawings.splits, drawings.class_names, config, info)
+    return _stream_quickdraw(config, categories)
 
 
-def _task_data(splits: dict, class_names: list[str], config: dict, extra_info: dict) -> TaskData:
-    """Pad/crop stroke-3 drawings to ``max_len`` and describe them for the model and reports."""
+def _stream_quickdraw(config: dict, categories: list[str] | None) -> TaskData:
+    from pipeline import sketch_rnn
+    from pipeline.input import bucket_lengths, bucketed_batches
+
+    builder = sketch_rnn.prepare(categories, config.get("data_dir"), config["tfds_dir"], config["max_per_class"],
+                                 config["skip_bad_records"])
     max_len = config["max_len"]
-    if not splits["train"][0]:
+    splits = {s: sketch_rnn.read_split(builder, s) for s in ("valid", "test")}
+    sample, _ = sketch_rnn.read_split(builder, "train", limit=SCALE_SAMPLE)
+    if not sample:
+        raise UserError(f"the dataset {builder.info.full_name} has no training drawings")
+
+    def train_stream(input_context, batch_size: int, seed: int):
+        drawings = sketch_rnn.stream_split(builder, "train", input_context=input_context, seed=seed)
+        return bucketed_batches(drawings, batch_size=batch_size, max_len=max_len, shuffle_buffer=SHUFFLE_BUFFER,
+                                seed=seed, buckets=config["length_buckets"])
+
+    info = {"format": "tfds", "tfds_dataset": builder.info.full_name, "tfds_dir": str(builder.data_dir),
+            "skipped_records": dict(builder.info.metadata.get("skipped_records", {})), "streaming": True,
+            "bucket_lengths": list(bucket_lengths(max_len, config["length_buckets"]))}
+    data = _task_data({"train": ([], np.zeros(0, np.int64)), **splits}, builder.info.features["label"].names,
+                      config, info, scale_from=sample)
+    data.train_stream, data.train_size = train_stream, builder.info.splits["train"].num_examples
+    return data
+
+
+def _task_data(splits: dict, class_names: list[str], config: dict, extra_info: dict,
+               scale_from: list | None = None) -> TaskData:
+    """Pad/crop stroke-3 drawings to ``max_len`` and describe them for the model and reports.
+
+    The offsets' scale comes from the training drawings (or ``scale_from``, a sample of them).
+    """
+    max_len = config["max_len"]
+    scale_from = scale_from if scale_from is not None else splits["train"][0]
+    if not len(scale_from):
         raise UserError("the dataset has no training drawings")
     info = {
-        "class_names": class_names,
-        "delta_scale": strokes.delta_scale(splits["train"][0]),
+        "class_names": list(class_names),
+        "delta_scale": strokes.delta_scale(scale_from),
         "max_len": max_len,
         **extra_info,
     }
     return TaskData(splits={s: (strokes.pad_or_crop(d, max_len), labels) for s, (d, labels) in splits.items()}, info=info)
-
 
 
 def build_model(config: dict, info: dict):
@@ -91,6 +127,9 @@ SPEC = TaskSpec(
         "categories": None,  # quickdraw: comma-separated subset (default: every category found)
         "skip_bad_records": False,
         "max_per_class": None,
+        "streaming": None,  # quickdraw: stream prepared TFDS shards (default: only when downloading)
+        "tfds_dir": None,
+        "length_buckets": 1,  # quickdraw, streaming: batch drawings of similar length (1 = pad all to max_len)  # quickdraw, streaming: where TFDS keeps prepared data (default ~/tensorflow_datasets)
         "epochs": 15,
         "batch_size": 64,
         "dropout": 0.1,

@@ -44,11 +44,12 @@ class OnnxSpec:
     outputs: tuple[TensorSpec, ...]
     opset: int = 17
     atol: float = 1e-4
+    fp16_atol: float = 1e-2  # the fp16 variant's parity tolerance (half precision keeps ~3 digits)
 
 
 @dataclass
 class TaskData:
-    """A task's data in memory: ``splits[name] = (x, y)`` numpy arrays plus dataset info.
+    """A task's data: ``splits[name] = (x, y)`` numpy arrays (or a streamed training split) plus info.
 
     ``info`` holds what the model and the reports need (e.g. ``class_names``), and is saved in
     ``config.json`` so that export and bench can rebuild everything from the run dir.
@@ -57,8 +58,14 @@ class TaskData:
     splits: dict[str, tuple[np.ndarray, np.ndarray]]
     info: dict[str, Any] = field(default_factory=dict)
     dates: dict[str, np.ndarray] = field(default_factory=dict)  # per split, for time series
+    # A training split too large for memory streams instead: ``train_stream(input_context,
+    # batch_size, seed)`` returns one worker's endless batches, and ``train_size`` counts them.
+    train_stream: Callable[[Any, int, int], Any] | None = None
+    train_size: int | None = None
 
     def num_examples(self, split: str) -> int:
+        if split == "train" and self.train_stream is not None:
+            return int(self.train_size)
         return int(len(self.splits[split][0]))
 
     def evaluation_split(self) -> str:

@@ -37,3 +37,41 @@ def worker_dataset(x: np.ndarray, y: np.ndarray, *, batch_size: int, num_shards:
 def steps_per_epoch(num_examples: int, global_batch: int) -> int:
     """Steps that let every worker see (almost) its whole shard once; at least 1."""
     return max(1, num_examples // global_batch)
+
+
+def bucket_lengths(max_len: int, buckets: int = 4) -> tuple[int, ...]:
+    """Padded lengths of the length buckets: ``buckets`` even steps up to ``max_len``."""
+    return tuple(sorted({max(1, round(max_len * (i + 1) / buckets)) for i in range(buckets)}))
+
+
+def bucketed_batches(ds, *, batch_size: int, max_len: int, shuffle_buffer: int = 0, seed: int = 0, buckets: int = 4):
+    """Endless batches of ``(sequences, labels)`` grouped by length, from ``(sequence, label)`` examples.
+
+    Sequences ``[n, features]`` are cropped to ``max_len`` and left-padded with zero rows to the
+    smallest bucket length that holds them (as ``strokes.pad_or_crop`` pads to ``max_len``), so
+    a batch of short drawings costs the recurrent layers a fraction of a ``max_len`` batch.
+    Every batch holds ``batch_size`` examples of one bucket; the time axis varies between batches.
+    """
+    import tensorflow as tf
+
+    lengths = tf.constant(bucket_lengths(max_len, buckets), tf.int32)
+
+    def crop_and_pad(sequence, label):
+        sequence = tf.cast(sequence[:max_len], tf.float32)
+        n = tf.shape(sequence)[0]
+        bucket = tf.minimum(tf.searchsorted(lengths, [n], side="left")[0], len(lengths) - 1)
+        padded = tf.pad(sequence, [[lengths[bucket] - n, 0], [0, 0]])
+        return tf.cast(bucket, tf.int64), padded, label
+
+    ds = ds.repeat()
+    if shuffle_buffer:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(crop_and_pad, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.group_by_window(
+        key_func=lambda bucket, sequence, label: bucket,
+        reduce_func=lambda bucket, window: window.batch(batch_size, drop_remainder=True),
+        window_size=batch_size)
+    ds = ds.map(lambda bucket, sequences, labels: (sequences, labels), num_parallel_calls=tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)

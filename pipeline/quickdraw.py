@@ -63,32 +63,81 @@ def detect_format(data_dir: Path) -> str:
 
 def load_local(data_dir: Path, categories: list[str] | None = None, skip_bad_records: bool = False,
                max_per_class: int | None = None) -> Drawings:
-    """Read every drawing under ``data_dir`` (one format), optionally only ``categories``."""
+    """Read every drawing under ``data_dir`` (one format) into memory, optionally only ``categories``."""
+    class_names, _ = category_sources(data_dir, categories)
+    splits: dict[str, tuple[list, list]] = {s: ([], []) for s in SPLITS}
+    skipped: dict[str, int] = {}
+    for split, _, drawing, label in iter_drawings(data_dir, categories, skip_bad_records, max_per_class, skipped):
+        splits[split][0].append(drawing)
+        splits[split][1].append(label)
+    return Drawings(detect_format(data_dir), class_names,
+                    {s: (d, np.asarray(labels, np.int64)) for s, (d, labels) in splits.items()}, skipped)
+
+
+def category_sources(data_dir: Path, categories: list[str] | None = None) -> tuple[list[str], dict[str, Path]]:
+    """The class names (``categories`` or all found, in order) and, for per-category formats,
+    each class's file. Refuses absent categories and fewer than two classes."""
     data_dir = Path(data_dir)
     fmt = detect_format(data_dir)
     if fmt == "tfrecord":
-        drawings = _read_tfrecords(data_dir, skip_bad_records)
-        drawings = _select_classes(drawings, categories, data_dir)
+        files: dict[str, Path] = {}
+        found = _tfrecord_class_names(data_dir)
     else:
-        pattern = "*.npz" if fmt == "sketchrnn" else "*.ndjson"
-        files = {p.stem: p for p in sorted(data_dir.glob(pattern))}
-        if categories:
-            missing = [c for c in categories if c not in files]
-            if missing:
-                raise UserError(f"category {missing[0]!r} is not in {data_dir} (have: {', '.join(files)})")
-            files = {c: files[c] for c in categories}
-        reader = read_npz if fmt == "sketchrnn" else read_ndjson
-        per_class = {name: reader(path, skip_bad_records) for name, path in files.items()}
-        drawings = _combine(fmt, per_class)
-    if len(drawings.class_names) < 2:
-        raise UserError(f"{data_dir} has {len(drawings.class_names)} category; a classifier needs at least 2")
-    if max_per_class:
-        drawings = _cap(drawings, max_per_class)
-    return drawings
+        files = {p.stem: p for p in sorted(data_dir.glob("*.npz" if fmt == "sketchrnn" else "*.ndjson"))}
+        found = list(files)
+    if categories:
+        missing = [c for c in categories if c not in found]
+        if missing:
+            raise UserError(f"category {missing[0]!r} is not in {data_dir} (have: {', '.join(found)})")
+        files = {c: files[c] for c in categories if c in files}
+    names = list(categories or found)
+    if len(names) < 2:
+        raise UserError(f"{data_dir} has {len(names)} category; a classifier needs at least 2")
+    return names, files
+
+
+def iter_drawings(data_dir: Path, categories: list[str] | None = None, skip_bad_records: bool = False,
+                  max_per_class: int | None = None, skipped: dict[str, int] | None = None):
+    """Yield ``(split, key, stroke3, label)`` for every drawing under ``data_dir``, one category
+    file (or one TFRecord file) at a time, so memory stays bounded by the largest file.
+
+    ``max_per_class`` caps the training drawings per class (valid and test are untouched);
+    ``skipped`` (if given) receives the number of bad drawings skipped per file.
+    """
+    data_dir = Path(data_dir)
+    class_names, files = category_sources(data_dir, categories)
+    kept = [0] * len(class_names)
+    if detect_format(data_dir) == "tfrecord":
+        records = _iter_tfrecords(data_dir, class_names, skip_bad_records, skipped)
+    else:
+        records = _iter_category_files(files, skip_bad_records, skipped)
+    for split, key, drawing, label in records:
+        if split == "train" and max_per_class:
+            if kept[label] >= max_per_class:
+                continue
+            kept[label] += 1
+        yield split, key, drawing, label
+
+
+def _iter_category_files(files: dict[str, Path], skip_bad_records: bool, skipped: dict | None):
+    for label, (name, path) in enumerate(files.items()):
+        reader = read_npz if path.suffix == ".npz" else read_ndjson
+        by_split, n_skipped = reader(path, skip_bad_records)
+        if n_skipped and skipped is not None:
+            skipped[name] = n_skipped
+        for split in SPLITS:
+            for i, drawing in enumerate(by_split[split]):
+                yield split, f"{name}/{split}/{i}", drawing, label
 
 
 def read_npz(path: Path, skip_bad_records: bool = False) -> tuple[dict[str, list[np.ndarray]], int]:
     """One Sketch-RNN category file: ``{split: [int16 [n, 3], ...]}`` and the number skipped."""
+    try:  # np.load(allow_pickle=True) would unpickle a file that is not a zip archive
+        with open(path, "rb") as handle:
+            if not zipfile.is_zipfile(handle):
+                raise UserError(f"{path} is not a readable .npz (truncated or corrupt?): not a zip archive")
+    except OSError as exc:
+        raise UserError(f"{path} cannot be read: {exc.strerror or exc}") from None
     try:
         with np.load(path, allow_pickle=True, encoding="latin1") as archive:  # user-named file: see module doc
             missing = [s for s in SPLITS if s not in archive.files]
@@ -102,9 +151,11 @@ def read_npz(path: Path, skip_bad_records: bool = False) -> tuple[dict[str, list
         out[split] = []
         for i, item in enumerate(items):
             drawing = np.asarray(item)
-            if drawing.ndim != 2 or drawing.shape[1] != 3 or len(drawing) == 0:
+            if drawing.ndim != 2 or drawing.shape[1] != 3 or len(drawing) == 0 or drawing.dtype.kind not in "iuf" \
+                    or not np.isfinite(drawing).all():
                 if not skip_bad_records:
-                    raise UserError(f"{path} {split}[{i}]: expected stroke-3 rows of shape [n, 3], got {drawing.shape}")
+                    raise UserError(f"{path} {split}[{i}]: expected stroke-3 rows of shape [n, 3] holding finite "
+                                    f"numbers, got {drawing.dtype} {drawing.shape}")
                 skipped += 1
                 continue
             out[split].append(drawing.astype(np.int16))
@@ -151,82 +202,46 @@ def read_ndjson(path: Path, skip_bad_records: bool = False) -> tuple[dict[str, l
     return out, skipped
 
 
-def _read_tfrecords(data_dir: Path, skip_bad_records: bool) -> Drawings:
-    import tensorflow as tf
-
+def _tfrecord_class_names(data_dir: Path) -> list[str]:
     class_files = sorted(data_dir.glob("*.classes"))
     if not class_files:
         raise UserError(f"{data_dir} has TFRecords but no *.classes file (one class name per line)")
-    class_names = [c.strip() for c in class_files[0].read_text().splitlines() if c.strip()]
+    return [c.strip() for c in class_files[0].read_text().splitlines() if c.strip()]
+
+
+def _iter_tfrecords(data_dir: Path, class_names: list[str], skip_bad_records: bool, skipped: dict | None):
+    """Tutorial TFRecords, record by record; labels remapped to ``class_names`` (others dropped)."""
+    import tensorflow as tf
+
+    all_names = _tfrecord_class_names(data_dir)
+    remap = {all_names.index(c): i for i, c in enumerate(class_names)}
     features = {"ink": tf.io.VarLenFeature(tf.float32), "shape": tf.io.FixedLenFeature([2], tf.int64),
                 "class_index": tf.io.FixedLenFeature([1], tf.int64)}
-    splits: dict[str, tuple[list, list]] = {s: ([], []) for s in SPLITS}
-    skipped = 0
     for prefix in ("training", "eval"):
         files = sorted(data_dir.glob(f"{prefix}.tfrecord-*"))
         if not files and prefix == "training":
             raise UserError(f"{data_dir} has no training.tfrecord-* files")
         for path in files:
+            n_skipped = 0
             try:
-                records = list(tf.data.TFRecordDataset(str(path)).as_numpy_iterator())
+                for index, serialized in enumerate(tf.data.TFRecordDataset(str(path)).as_numpy_iterator()):
+                    try:
+                        example = tf.io.parse_single_example(serialized, features)
+                        shape = example["shape"].numpy()
+                        ink = tf.sparse.to_dense(example["ink"]).numpy().reshape(shape)
+                        label = int(example["class_index"].numpy()[0])
+                        if shape[1] != 3 or not 0 <= label < len(all_names):
+                            raise ValueError(f"shape {shape.tolist()}, class_index {label}")
+                    except (tf.errors.OpError, ValueError) as exc:
+                        if not skip_bad_records:
+                            message = exc.message if isinstance(exc, tf.errors.OpError) else str(exc)
+                            raise UserError(f"{path} record {index}: {message.splitlines()[0]}") from None
+                        n_skipped += 1
+                        continue
+                    if label in remap:
+                        split = "train" if prefix == "training" else ("valid" if index % 2 == 0 else "test")
+                        yield split, f"{path.name}/{index}", ink.astype(np.float32), remap[label]
             except tf.errors.OpError as exc:
                 raise UserError(f"{path} is not a readable TFRecord file (truncated?): {exc.message}") from None
-            for index, serialized in enumerate(records):
-                try:
-                    example = tf.io.parse_single_example(serialized, features)
-                    shape = example["shape"].numpy()
-                    ink = tf.sparse.to_dense(example["ink"]).numpy().reshape(shape)
-                    label = int(example["class_index"].numpy()[0])
-                    if shape[1] != 3 or not 0 <= label < len(class_names):
-                        raise ValueError(f"shape {shape.tolist()}, class_index {label}")
-                except (tf.errors.OpError, ValueError) as exc:
-                    if not skip_bad_records:
-                        message = exc.message if isinstance(exc, tf.errors.OpError) else str(exc)
-                        raise UserError(f"{path} record {index}: {message.splitlines()[0]}") from None
-                    skipped += 1
-                    continue
-                split = "train" if prefix == "training" else ("valid" if index % 2 == 0 else "test")
-                splits[split][0].append(ink.astype(np.float32))
-                splits[split][1].append(label)
-    return Drawings("tfrecord", class_names, {s: (d, np.asarray(l, np.int64)) for s, (d, l) in splits.items()},
-                    {str(data_dir): skipped} if skipped else {})
-
-
-def _combine(fmt: str, per_class: dict) -> Drawings:
-    splits = {}
-    for split in SPLITS:
-        drawings, labels = [], []
-        for label, (by_split, _) in enumerate(per_class.values()):
-            drawings.extend(by_split[split])
-            labels.extend([label] * len(by_split[split]))
-        splits[split] = (drawings, np.asarray(labels, np.int64))
-    skipped = {name: n for name, (_, n) in per_class.items() if n}
-    return Drawings(fmt, list(per_class), splits, skipped)
-
-
-def _select_classes(drawings: Drawings, categories: list[str] | None, data_dir: Path) -> Drawings:
-    if not categories:
-        return drawings
-    missing = [c for c in categories if c not in drawings.class_names]
-    if missing:
-        raise UserError(f"category {missing[0]!r} is not in {data_dir} (have: {', '.join(drawings.class_names)})")
-    remap = {drawings.class_names.index(c): i for i, c in enumerate(categories)}
-    splits = {}
-    for split, (items, labels) in drawings.splits.items():
-        keep = [i for i, label in enumerate(labels) if int(label) in remap]
-        splits[split] = ([items[i] for i in keep], np.asarray([remap[int(labels[i])] for i in keep], np.int64))
-    return Drawings(drawings.format, list(categories), splits, drawings.skipped)
-
-
-def _cap(drawings: Drawings, max_per_class: int) -> Drawings:
-    """At most ``max_per_class`` training drawings per class (validation and test untouched)."""
-    items, labels = drawings.splits["train"]
-    counts: dict[int, int] = {}
-    keep = []
-    for i, label in enumerate(labels):
-        counts[int(label)] = counts.get(int(label), 0) + 1
-        if counts[int(label)] <= max_per_class:
-            keep.append(i)
-    splits = dict(drawings.splits)
-    splits["train"] = ([items[i] for i in keep], labels[keep])
-    return Drawings(drawings.format, drawings.class_names, splits, drawings.skipped)
+            if n_skipped and skipped is not None:
+                skipped[path.name] = n_skipped

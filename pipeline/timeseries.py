@@ -47,7 +47,7 @@ def read_daily_csv(path: Path, date_column: str, value_column: str, date_format:
         raise UserError(f"{path} does not exist or is not a file (expected a daily CSV)")
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
         raise UserError(f"{path} is not a readable CSV: {str(exc).splitlines()[0]}") from None
     for column, option in ((date_column, "--date-column"), (value_column, "--value-column")):
         if column not in frame.columns:

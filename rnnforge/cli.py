@@ -23,6 +23,8 @@ def _batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
         sizes = tuple(int(v) for v in value.split(",") if v.strip())
     except ValueError:
         raise click.BadParameter(f"expected comma-separated integers such as 1,32,256, got {value!r}") from None
+    if param.name == "seq_lengths" and not sizes:
+        return ()
     if not sizes or min(sizes) < 1:
         raise click.BadParameter(f"batch sizes must be positive integers, got {value!r}")
     return sizes
@@ -51,6 +53,8 @@ def cli(debug: bool) -> None:
 @click.option("--workers", type=int, help="Ray Train workers.  [default: 2]")
 @click.option("--cpus-per-worker", type=int, help="CPUs reserved for each worker.  [default: 1]")
 @click.option("--gpus-per-worker", type=float, help="GPUs per worker; > 0 trains on GPUs.  [default: 0]")
+@click.option("--mixed-precision", is_flag=True, default=None,
+              help="GPU workers: compute in float16, keep float32 weights (mixed_float16).")
 @click.option("--epochs", type=int, help="Maximum epochs (early stopping may end sooner).")
 @click.option("--batch-size", type=int, help="Per-worker batch size; the global batch is this x workers.")
 @click.option("--learning-rate", type=float, help="Peak learning rate of Adam.")
@@ -61,11 +65,18 @@ def cli(debug: bool) -> None:
 @click.option("--units", type=int, help="Units of each recurrent layer.  [default: the task's]")
 @click.option("--patience", type=int, help="Early-stopping patience on val_loss, in epochs (0 = off).")
 @click.option("--max-failures", type=int, help="Worker-group restarts from the last checkpoint.  [default: 0]")
+@click.option("--storage-path", help="Checkpoints and Ray results: a directory every node shares, or s3://, gs:// URI.  "
+              "[default: RUN_DIR/checkpoints]")
 @click.option("--checkpoint-every", type=int, help="Epochs between checkpoints (the end always gets one).  [default: 1]")
 @click.option("--seed", type=int, help="Random seed for weights and shuffling.  [default: 42]")
 @click.option("--categories", help="sketch quickdraw, video ucf101: comma-separated categories to use (default: all).")
 @click.option("--max-per-class", type=int, help="sketch, quickdraw: cap training drawings per category.")
 @click.option("--skip-bad-records", is_flag=True, default=None, help="sketch, quickdraw: skip and count bad drawings instead of failing.")
+@click.option("--streaming/--in-memory", default=None, help="sketch, quickdraw: stream TFDS-prepared shards, "
+              "bucketed by length (default: only when downloading), or read --data-dir into memory.")
+@click.option("--tfds-dir", help="sketch, quickdraw --streaming: where TFDS keeps prepared data.  [default: ~/tensorflow_datasets]")
+@click.option("--length-buckets", type=int, help="sketch, --streaming: batch drawings of similar length in N "
+              "buckets (1 = pad every drawing to --max-len).  [default: 1]")
 @click.option("--max-len", type=int, help="sketch: stroke-3 rows fed to the model (longer drawings are cropped).  [default: 100]")
 @click.option("--frames", type=int, help="video: frames sampled per clip.  [default: 16]")
 @click.option("--frame-size", type=int, help="video: frames are resized to SIZE x SIZE.  [default: 64]")
@@ -88,7 +99,11 @@ def train(task: str, run_dir: Path | None, address: str | None, overwrite: bool,
     from cluster.launch import prepare_run_dir, resolve_config, train as run_training
 
     config = resolve_config(task, options)
-    run_dir = prepare_run_dir(run_dir or Path("runs") / task, overwrite)
+    if overwrite:  # bad data must fail before --overwrite removes a finished run (load_data caches it)
+        from models import get_spec
+
+        get_spec(task).load_data(config)
+    run_dir = prepare_run_dir(run_dir or Path("runs") / task, overwrite, config["storage_path"])
     metrics = run_training(config, run_dir, address=address)
     _print_scores(metrics)
     click.echo(f"run dir: {run_dir}")
@@ -112,36 +127,105 @@ def export() -> None:
 @click.option("--opset", type=int, help="ONNX opset, 17 or 18 (tf2onnx 1.17 refuses 19+).  [default: the task's]")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="ONNX file.  [default: RUN_DIR/model.onnx]")
 @click.option("--atol", type=float, help="Parity tolerance: max abs difference ONNX Runtime vs TensorFlow.")
-def export_onnx(run_dir: Path, opset: int | None, output: Path | None, atol: float | None) -> None:
+@click.option("--fp16", is_flag=True, help="Also write the fp16 variant (model.fp16.onnx), with its own parity gate.")
+def export_onnx(run_dir: Path, opset: int | None, output: Path | None, atol: float | None, fp16: bool) -> None:
     """Convert RUN_DIR's model with tf2onnx and check parity on ONNX Runtime."""
     from export.onnx_export import export_onnx as run_export
 
-    parity = run_export(run_dir, opset=opset, output=output, atol=atol)
+    parity = run_export(run_dir, opset=opset, output=output, atol=atol, fp16=fp16)
     click.echo(f"parity: max abs diff {parity['max_abs_diff']:.2e} (atol {parity['atol']:g})"
                + (f", top-1 agreement {parity['top1_agreement']:.4f}" if "top1_agreement" in parity else ""))
     click.echo(f"onnx model: {parity['onnx_path']}")
 
 
-@cli.command()
+class _DefaultCommandGroup(click.Group):
+    """A group whose first argument, when it is no sub-command, goes to ``default_command``."""
+
+    default_command = "run"
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+def _provider_options(ctx, param, values: tuple[str, ...]) -> dict:
+    options = {}
+    for value in values:
+        key, sep, setting = value.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE such as cudnn_conv_algo_search=HEURISTIC, got {value!r}")
+        options[key.strip()] = setting.strip()
+    return options
+
+
+@cli.group(cls=_DefaultCommandGroup)
+def bench() -> None:
+    """Benchmark ONNX Runtime beside TensorFlow, or compare two results.
+
+    \b
+        rnnforge bench RUN_DIR [options]          one run (same as 'bench run')
+        rnnforge bench --all RUNS_DIR [options]   every exported run under RUNS_DIR, one report
+        rnnforge bench compare A.json B.json      ratios B/A; exit 5 when a figure regressed
+    """
+
+
+@bench.command("run")
 @click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--all", "all_runs", is_flag=True, help="RUN_DIR is a folder of runs: bench each, write one report.")
 @click.option("--provider", type=click.Choice(PROVIDERS), default="cpu", show_default=True,
               help="ONNX Runtime execution provider; refused if the session does not really use it.")
+@click.option("--variants", default="fp32", show_default=True,
+              help="Comma-separated: fp32 (model.onnx) and/or fp16 (model.fp16.onnx from 'export onnx --fp16').")
 @click.option("--batch-sizes", default="1,32,256", show_default=True, callback=_batch_sizes, help="Batch sizes to time.")
+@click.option("--seq-lengths", default="", callback=_batch_sizes, help="sketch: also time these input lengths (rows).")
 @click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Untimed runs first.")
 @click.option("--runs", type=click.IntRange(min=1), default=100, show_default=True, help="Timed runs per batch size and engine.")
 @click.option("--max-seconds", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
               help="Stop timing one batch size after this long (at least 10 runs).")
 @click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads for both engines.  [default: all cores]")
+@click.option("--io-binding/--no-io-binding", default=None,
+              help="Bind inputs and outputs on the device (IOBinding).  [default: on for cuda/tensorrt]")
+@click.option("--cuda-graph", is_flag=True, help="cuda: capture a CUDA graph per input shape (enable_cuda_graph).")
+@click.option("--provider-option", "provider_options", multiple=True, callback=_provider_options, metavar="KEY=VALUE",
+              help="Option for the requested provider (repeatable), e.g. cudnn_conv_algo_search=HEURISTIC.")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), help="ONNX file.  [default: RUN_DIR/model.onnx]")
-def bench(run_dir: Path, provider: str, batch_sizes: tuple[int, ...], warmup: int, runs: int,
-          max_seconds: float, threads: int | None, model_path: Path | None) -> None:
+def bench_run(run_dir: Path, all_runs: bool, variants: str, **options) -> None:
     """Time RUN_DIR's ONNX model on ONNX Runtime beside TensorFlow and score both."""
-    from export.bench import run_bench
+    from export.bench import run_bench, run_bench_all
 
-    result = run_bench(run_dir, provider=provider, batch_sizes=batch_sizes, warmup=warmup, runs=runs,
-                       max_seconds=max_seconds, threads=threads, model_path=model_path)
+    options["variants"] = tuple(v.strip() for v in variants.split(",") if v.strip())
+    if all_runs:
+        if options.pop("model_path"):
+            raise click.BadParameter("--model names one ONNX file; it cannot go with --all", param_hint="'--model'")
+        click.echo(f"report: {run_bench_all(run_dir, **options)}")
+        return
+    result = run_bench(run_dir, **options)
     click.echo(result["summary"])
     click.echo(f"report: {result['report']}")
+
+
+@bench.command("compare")
+@click.argument("baseline", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("candidate", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--metric", type=click.Choice(("p50", "p90", "p95", "p99", "mean", "throughput")), default="p50",
+              show_default=True, help="The figure the gate checks.")
+@click.option("--threshold", type=float, default=1.10, show_default=True,
+              help="Fail when CANDIDATE is worse than BASELINE by more than this factor.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Also write the table as Markdown here.")
+def bench_compare(baseline: Path, candidate: Path, metric: str, threshold: float, output: Path | None) -> None:
+    """Ratios CANDIDATE / BASELINE for every shared row of two bench.json (or bench_all.json) files."""
+    from export.compare import compare
+    from rnnforge import fileio
+    from rnnforge.errors import RegressionError
+
+    table, regressions = compare(baseline, candidate, metric, threshold)
+    click.echo(table)
+    if output:
+        fileio.write_text(output, table)
+    if regressions:
+        raise RegressionError(f"{len(regressions)} row(s) regressed beyond {threshold:g}x on {metric}: "
+                              + "; ".join(regressions[:3]) + ("; ..." if len(regressions) > 3 else ""))
 
 
 @cli.command()

@@ -17,3 +17,9 @@ class ProviderError(UserError):
     """An execution provider was requested but ONNX Runtime did not give it."""
 
     exit_code = 4
+
+
+class RegressionError(UserError):
+    """``bench compare``: a chosen figure got worse than the allowed threshold."""
+
+    exit_code = 5

@@ -140,3 +140,37 @@ def mae_per_horizon(model_mae: Sequence[float], naive_mae: Sequence[float], path
     ax.grid(alpha=0.3, axis="y")
     ax.legend()
     return _save(fig, path)
+
+
+def throughput_vs_latency(rows: Sequence[dict], path: Path) -> Path:
+    """perf_analyzer-style curve: throughput against p50 latency, one point per batch size."""
+    fig, ax = _figure(figsize=(7, 4))
+    for engine in sorted({r["engine"] for r in rows}):
+        mine = sorted((r for r in rows if r["engine"] == engine), key=lambda r: r["batch_size"])
+        latency = [r["latency_ms"]["p50"] for r in mine]
+        throughput = [r["throughput_per_s"] for r in mine]
+        ax.plot(latency, throughput, marker="o", label=engine)
+        for r, x, y in zip(mine, latency, throughput):
+            ax.annotate(f"b{r['batch_size']}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("p50 latency ms")
+    ax.set_ylabel("samples / s")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    return _save(fig, path)
+
+
+def latency_vs_seq_len(rows: Sequence[dict], path: Path) -> Path:
+    """p50 latency against input length, one line per engine and batch size."""
+    fig, ax = _figure(figsize=(7, 4))
+    for engine, batch in sorted({(r["engine"], r["batch_size"]) for r in rows}):
+        mine = sorted((r for r in rows if r["engine"] == engine and r["batch_size"] == batch), key=lambda r: r["seq_len"])
+        ax.plot([r["seq_len"] for r in mine], [r["latency_ms"]["p50"] for r in mine], marker="o",
+                label=f"{engine}, batch {batch}")
+    ax.set_yscale("log")
+    ax.set_xlabel("sequence length (rows)")
+    ax.set_ylabel("p50 latency ms")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    return _save(fig, path)

@@ -5,7 +5,8 @@
     RUN_DIR/metrics.json         per-epoch history, restarts, throughput, test-split scores
     RUN_DIR/architecture.txt     the Keras model summary
     RUN_DIR/*.png                training curve, confusion matrix, ...
-    RUN_DIR/checkpoints/         Ray Train storage (per-epoch checkpoints)
+    RUN_DIR/checkpoints/         Ray Train storage (per-epoch checkpoints) unless --storage-path
+    RUN_DIR/tensorboard/         TensorBoard logs (train/ and validation/ scalars per epoch)
     RUN_DIR/model.onnx           written by ``rnnforge export onnx``, with parity.json
     RUN_DIR/bench/               written by ``rnnforge bench``
 """
@@ -46,6 +47,10 @@ class RunDir:
         return self.path / "checkpoints"
 
     @property
+    def tensorboard(self) -> Path:
+        return self.path / "tensorboard"
+
+    @property
     def onnx(self) -> Path:
         return self.path / "model.onnx"
 
@@ -59,9 +64,10 @@ class RunDir:
 
     def artifacts(self) -> list[Path]:
         """Every file or directory rnnforge writes into the run dir (what --overwrite removes)."""
-        names = ("config.json", "model.keras", "metrics.json", "architecture.txt", "checkpoints",
+        names = ("config.json", "model.keras", "metrics.json", "architecture.txt", "checkpoints", "tensorboard",
                  "model.onnx", "parity.json", "bench")
-        return [self.path / n for n in names] + sorted(self.path.glob("*.png"))
+        # plus what a killed atomic write left (".NAME.XXXX.tmp...", see rnnforge.fileio): never read, safe to remove
+        return [self.path / n for n in names] + sorted(self.path.glob("*.png")) + sorted(self.path.glob(".*.tmp*"))
 
     def load_config(self) -> dict:
         """Read config.json of a finished training run; clear errors for anything else."""
@@ -75,6 +81,10 @@ class RunDir:
             raise UserError(f"{self.config} is not valid JSON: {exc}") from None
         if not isinstance(config, dict) or "task" not in config or "info" not in config:
             raise UserError(f"{self.config} has no 'task'/'info': not written by 'rnnforge train'")
+        from models import TASKS
+
+        if config["task"] not in TASKS:
+            raise UserError(f"{self.config}: unknown task {config['task']!r}, expected one of {', '.join(TASKS)}")
         if not self.model.is_file():
             raise UserError(f"{self.model} is missing: the training run in {self.path} did not finish")
         return config

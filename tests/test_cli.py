@@ -9,7 +9,7 @@ import pytest
 
 from conftest import ROOT, error_line, run_cli
 
-COMMANDS = [[], ["train"], ["export"], ["export", "onnx"], ["bench"], ["demo"]]
+COMMANDS = [[], ["train"], ["export"], ["export", "onnx"], ["bench"], ["bench", "run"], ["bench", "compare"], ["demo"]]
 
 
 def test_every_help_is_light():
@@ -27,6 +27,7 @@ def test_every_help_is_light():
     assert result.returncode == 0, result.stderr
     assert "Usage: rnnforge train [OPTIONS] TASK" in result.stdout and "TASK is one of: sketch" in result.stdout
     assert "--gpus-per-worker" in result.stdout and "--provider [cpu|cuda|tensorrt]" in result.stdout
+    assert "rnnforge bench compare A.json B.json" in result.stdout and "--threshold FLOAT" in result.stdout
     assert result.stdout.rstrip().endswith("ok")
 
 

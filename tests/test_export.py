@@ -85,3 +85,48 @@ def _no_loop(onnx_model):
     del copy.graph.node[:]
     copy.graph.node.extend(keep)
     return copy
+
+
+def test_graph_rewrites_move_layout_ops_to_uint8_and_fold_the_scale():
+    """Cast -> Mul -> Add(0) -> Reshape -> Transpose -> Conv becomes Reshape -> Transpose -> Cast -> Conv
+    (scaled weights), with the same outputs on ONNX Runtime."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from export.graph_opt import optimise
+
+    rng = np.random.default_rng(0)
+    weights = rng.normal(size=(4, 3, 3, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["frames"], ["f"], to=TensorProto.FLOAT),
+         helper.make_node("Mul", ["f", "scale"], ["scaled"]),
+         helper.make_node("Add", ["scaled", "zero"], ["shifted"]),
+         helper.make_node("Reshape", ["shifted", "shape"], ["per_frame"]),
+         helper.make_node("Transpose", ["per_frame"], ["nchw"], perm=[0, 3, 1, 2]),
+         helper.make_node("Conv", ["nchw", "W"], ["out"], pads=[1, 1, 1, 1])],
+        "g", [helper.make_tensor_value_info("frames", TensorProto.UINT8, [2, 5, 8, 8, 3])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [10, 4, 8, 8])],
+        [numpy_helper.from_array(np.array(1 / 255, np.float32), "scale"), numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+         numpy_helper.from_array(np.array([-1, 8, 8, 3], np.int64), "shape"), numpy_helper.from_array(weights, "W")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    x = rng.integers(0, 256, size=(2, 5, 8, 8, 3), dtype=np.uint8)
+    before = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"frames": x})[0]
+    counts = optimise(model)
+    onnx.checker.check_model(model, full_check=True)
+    assert counts == {"layout_ops_hoisted": 4, "scales_folded_into_conv": 1, "zero_adds_removed": 1,
+                      "zero_initial_states_dropped": 0}
+    assert [n.op_type for n in model.graph.node] == ["Reshape", "Transpose", "Cast", "Conv"]
+    assert {i.name for i in model.graph.initializer} == {"shape", "W"}
+    after = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"frames": x})[0]
+    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5)
+
+
+def test_export_drops_the_zero_initial_state_chains(exported_run):
+    """Each Keras LSTM brings 8 nodes that build zeros; ONNX LSTM starts from zeros anyway."""
+    model = onnx.load(str(exported_run / "model.onnx"))
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("LSTM") == 2 and "Expand" not in ops and "ConstantOfShape" not in ops
+    assert all(len(n.input) <= 5 for n in model.graph.node if n.op_type == "LSTM")
+    rewrites = json.loads((exported_run / "parity.json").read_text())["graph_rewrites"]
+    assert rewrites["zero_initial_states_dropped"] == 4  # initial_h and initial_c of two layers

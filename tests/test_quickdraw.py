@@ -204,3 +204,102 @@ def test_mixed_formats_and_empty_folder_are_refused(tmp_path):
     with pytest.raises(UserError, match="mixes formats"):
         quickdraw.load_local(tmp_path)
     shutil.rmtree(tmp_path)
+
+
+def test_large_config_has_all_345_categories():
+    import tensorflow_datasets as tfds
+
+    from pipeline.sketch_rnn import LARGE_CATEGORIES
+
+    builder = tfds.builder("sketch_rnn/large")
+    names = builder.info.features["label"].names
+    assert len(names) == 345 == len(set(names)) and names == list(LARGE_CATEGORIES)
+    assert {"cat", "aircraft carrier", "The Eiffel Tower", "zigzag"} <= set(names)
+
+
+def test_bucketed_batches_left_pad_each_drawing_to_its_bucket():
+    import tensorflow as tf
+
+    from pipeline.input import bucket_lengths, bucketed_batches
+
+    sequences = [np.full((n, 3), n, np.float32) for n in range(1, 61)]  # drawing n has n rows of value n
+    ds = tf.data.Dataset.from_generator(lambda: ((s, len(s)) for s in sequences),
+                                        output_signature=(tf.TensorSpec((None, 3), tf.float32), tf.TensorSpec((), tf.int64)))
+    assert bucket_lengths(40) == (10, 20, 30, 40)
+    seen = set()
+    for x, y in tfds_numpy(bucketed_batches(ds, batch_size=4, max_len=40).take(30)):
+        assert x.shape[0] == 4 and x.shape[1] in (10, 20, 30, 40)
+        for rows, n in zip(x, y):
+            kept = min(n, 40)  # longer drawings are cropped to max_len
+            bucket = next(b for b in (10, 20, 30, 40) if kept <= b)
+            assert x.shape[1] == bucket, (n, x.shape)
+            assert (rows[: bucket - kept] == 0).all() and (rows[bucket - kept:] == n).all()
+            seen.add(int(n))
+    assert seen == set(range(1, 61))  # every drawing reached a batch
+
+
+def tfds_numpy(ds):
+    import tensorflow_datasets as tfds
+
+    return tfds.as_numpy(ds)
+
+
+def test_streamed_shards_are_disjoint_and_cover_the_split(tmp_path):
+    import tensorflow as tf
+
+    from pipeline import sketch_rnn
+
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    write_npz(manual / "cat.npz", sizes=(30, 4, 4), seed=1)
+    write_npz(manual / "dog.npz", sizes=(30, 4, 4), seed=2)
+    builder = sketch_rnn.prepare(None, str(manual), str(tmp_path / "tfds"), max_per_class=25)
+    assert builder.info.splits["train"].num_examples == 50 and builder.info.features["label"].names == ["cat", "dog"]
+    assert sketch_rnn.prepare(None, str(manual), str(tmp_path / "tfds")).info.full_name != builder.info.full_name
+
+    def drawings(ds):
+        return sorted(strokes.tobytes() + bytes([label]) for strokes, label in tfds_numpy(ds))
+
+    everything = drawings(sketch_rnn.stream_split(builder, "train", shuffle=False))
+    shards = [drawings(sketch_rnn.stream_split(builder, "train", shuffle=False, input_context=tf.distribute.InputContext(
+        num_input_pipelines=2, input_pipeline_id=i))) for i in range(2)]
+    assert len(everything) == 50 and len(shards[0]) == len(shards[1]) == 25
+    assert sorted(shards[0] + shards[1]) == everything
+
+
+def test_streaming_quickdraw_task_data(tmp_path):
+    import tensorflow as tf
+
+    from cluster.launch import resolve_config
+    from models import get_spec
+
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    write_npz(manual / "cat.npz", sizes=(40, 5, 6), seed=1)
+    write_npz(manual / "dog.npz", sizes=(40, 5, 6), seed=2)
+    config = resolve_config("sketch", {"dataset": "quickdraw", "data_dir": str(manual), "streaming": True,
+                                       "tfds_dir": str(tmp_path / "tfds"), "max_len": 20})
+    data = get_spec("sketch").load_data(config)
+    assert data.num_examples("train") == 80 and data.num_examples("valid") == 10 and data.num_examples("test") == 12
+    assert data.splits["valid"][0].shape == (10, 20, 3) and data.info["streaming"] is True
+    assert data.info["class_names"] == ["cat", "dog"] and data.info["delta_scale"] > 0
+    x, y = next(iter(data.train_stream(tf.distribute.InputContext(2, 1), 8, 0)))
+    assert x.shape[0] == 8 and x.shape[1] in (5, 10, 15, 20) and set(y.numpy()) <= {0, 1}
+
+
+@pytest.mark.slow
+@needs_samples
+def test_streaming_training_on_the_sketchrnn_sample_exports(tmp_path):
+    run_dir = tmp_path / "qd"
+    result = run_cli("train", "sketch", "--dataset", "quickdraw", "--data-dir", SKETCHRNN, "--streaming",
+                     "--tfds-dir", tmp_path / "tfds", "--max-per-class", "600", "--max-len", "60", "--units", "32",
+                     "--batch-size", "32", "--epochs", "4", "--workers", "2", "--run-dir", run_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["info"]["streaming"] is True and config["num_examples"]["train"] == 1800
+    assert metrics["workers"] == 2 and metrics["samples_per_s"] > 0 and metrics["samples_per_s_per_worker"] > 0
+    assert metrics["test"]["accuracy"] > 0.6  # 3 very different classes (chance 0.33)
+    exported = run_cli("export", "onnx", run_dir)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert (run_dir / "model.onnx").is_file()

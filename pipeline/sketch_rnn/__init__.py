@@ -10,6 +10,7 @@ tutorial TFRecords) in a folder and pass it as the manual dir::
         "download_config": tfds.download.DownloadConfig(manual_dir=FOLDER)})
 """
 
-from pipeline.sketch_rnn.sketch_rnn_dataset_builder import Builder, SketchRnnConfig, load_with_tfds
+from pipeline.sketch_rnn.sketch_rnn_dataset_builder import (
+    LARGE_CATEGORIES, Builder, SketchRnnConfig, prepare, read_split, stream_split)
 
-__all__ = ["Builder", "SketchRnnConfig", "load_with_tfds"]
+__all__ = ["LARGE_CATEGORIES", "Builder", "SketchRnnConfig", "prepare", "read_split", "stream_split"]

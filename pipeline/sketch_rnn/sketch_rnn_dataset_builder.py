@@ -1,39 +1,52 @@
 """TFDS builder for QuickDraw strokes, modelled on TFDS's ``quickdraw_bitmap`` builder.
 
-Configs choose the categories: ``small`` (10 categories), ``shared_sample`` (the three stroke
+Configs choose the categories: ``small`` (10 categories), ``large`` (all 345 QuickDraw
+categories, the names TFDS's ``quickdraw_bitmap`` uses), ``shared_sample`` (the three stroke
 files of ``../shared/data/sketchrnn``), or a ``SketchRnnConfig(name=..., categories=[...])`` of
-your own (any of the 345 QuickDraw categories). ``_split_generators`` reads the manual dir when
-it holds files of a public format; otherwise it downloads
-``https://storage.googleapis.com/quickdraw_dataset/sketchrnn/<category>.npz`` through the TFDS
-download manager (progress, resumable, checksums recorded once with ``--register_checksums``).
+your own. ``_split_generators`` reads the manual dir when it holds files of a public format;
+otherwise it downloads ``https://storage.googleapis.com/quickdraw_dataset/sketchrnn/<category>.npz``
+through the TFDS download manager (progress, resumable; sizes and SHA-256 are recorded in the
+dataset info, and checked against ``checksums.tsv`` beside this file once registered with
+``tfds build --register_checksums``). Generation reads one category file at a time, so the
+full 345-category set prepares in bounded memory; training then streams the prepared shards
+(``stream_split``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 from pipeline import quickdraw
+from rnnforge.errors import UserError
 
 NPZ_URL = "https://storage.googleapis.com/quickdraw_dataset/sketchrnn/{}.npz"
 SMALL_CATEGORIES = ("apple", "bicycle", "cat", "clock", "envelope", "fish", "house", "star", "sun", "umbrella")
+#: The 345 QuickDraw categories, as listed by TFDS's own quickdraw_bitmap dataset.
+LARGE_CATEGORIES = tuple(
+    line.strip() for line in tfds.core.tfds_path("datasets/quickdraw_bitmap/labels.txt").read_text().splitlines()
+    if line.strip())
 
 
 class SketchRnnConfig(tfds.core.BuilderConfig):
-    """A set of QuickDraw categories (the class labels, in this order)."""
+    """A set of QuickDraw categories (the class labels, in this order) and how to read them."""
 
-    def __init__(self, *, categories, **kwargs):
+    def __init__(self, *, categories, max_per_class: int | None = None, skip_bad_records: bool = False, **kwargs):
         kwargs.setdefault("version", tfds.core.Version("1.0.0"))
         super().__init__(**kwargs)
         if len(categories) < 2:
             raise ValueError(f"SketchRnnConfig {kwargs.get('name')!r} needs at least 2 categories, got {len(categories)}")
         self.categories = tuple(categories)
+        self.max_per_class = max_per_class
+        self.skip_bad_records = skip_bad_records
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):
-    """QuickDraw drawings as int16-valued stroke-3 sequences ``(dx, dy, pen_lifted)``."""
+    """QuickDraw drawings as stroke-3 sequences ``(dx, dy, pen_lifted)``, float32 ``[n, 3]``."""
 
     name = "sketch_rnn"
     VERSION = tfds.core.Version("1.0.0")
@@ -44,6 +57,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     )
     BUILDER_CONFIGS = [
         SketchRnnConfig(name="small", description="10 QuickDraw categories", categories=SMALL_CATEGORIES),
+        SketchRnnConfig(name="large", description="all 345 QuickDraw categories", categories=LARGE_CATEGORIES),
         SketchRnnConfig(name="shared_sample", description="Sketch-RNN sample files (sheep, omniglot, kanji)",
                         categories=("aaron_sheep", "omniglot", "short_kanji")),
     ]
@@ -56,22 +70,35 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             }),
             supervised_keys=("strokes", "label"),
             homepage="https://github.com/googlecreativelab/quickdraw-dataset",
+            metadata=tfds.core.MetadataDict(),
         )
 
     def _split_generators(self, dl_manager):
-        categories = list(self.builder_config.categories)
+        config = self.builder_config
         manual = _manual_dir(dl_manager)
-        if manual is not None:
-            drawings = quickdraw.load_local(manual, categories)
-        else:
-            paths = dl_manager.download({c: NPZ_URL.format(c.replace(" ", "%20")) for c in categories})
-            per_class = {c: quickdraw.read_npz(Path(paths[c])) for c in categories}  # our own checked download
-            drawings = quickdraw._combine("sketchrnn", per_class)
-        return {split: self._generate_examples(*drawings.splits[split], split) for split in quickdraw.SPLITS}
+        if manual is None:
+            urls = {c: NPZ_URL.format(c.replace(" ", "%20")) for c in config.categories}
+            paths = dl_manager.download(urls)
+            # Our own checked downloads, one folder of <category>.npz links: read like a manual dir.
+            manual = Path(dl_manager.download_dir) / f"sketch_rnn_{config.name}"
+            manual.mkdir(parents=True, exist_ok=True)
+            for category, path in paths.items():
+                link = manual / f"{category}.npz"
+                if not link.exists():
+                    link.symlink_to(Path(path).resolve())
+        quickdraw.category_sources(manual, list(config.categories))  # absent categories fail here
+        self.info.metadata["source"] = str(manual)
+        self.info.metadata["skipped_records"] = {}
+        return {split: self._generate_examples(manual, split) for split in quickdraw.SPLITS}
 
-    def _generate_examples(self, items, labels, split):
-        for i, (drawing, label) in enumerate(zip(items, labels)):
-            yield f"{split}_{i}", {"strokes": np.asarray(drawing, np.float32), "label": int(label)}
+    def _generate_examples(self, source: Path, split: str):
+        config = self.builder_config
+        skipped: dict[str, int] = {}
+        for drawing_split, key, drawing, label in quickdraw.iter_drawings(
+                source, list(config.categories), config.skip_bad_records, config.max_per_class, skipped):
+            if drawing_split == split:
+                yield key, {"strokes": np.asarray(drawing, np.float32), "label": int(label)}
+        self.info.metadata["skipped_records"].update(skipped)
 
 
 def _manual_dir(dl_manager) -> Path | None:
@@ -82,18 +109,61 @@ def _manual_dir(dl_manager) -> Path | None:
     return manual if manual.is_dir() and any(manual.iterdir()) else None
 
 
-def load_with_tfds(categories: list[str] | None, max_per_class: int | None = None) -> quickdraw.Drawings:
-    """Build (download) ``sketch_rnn`` for ``categories`` (default: the ``small`` set) and read it."""
-    config = SketchRnnConfig(name="custom_" + "_".join(c.replace(" ", "-") for c in categories), categories=categories) \
-        if categories else "small"
-    builder = tfds.builder("sketch_rnn", config=config)
-    builder.download_and_prepare()
-    splits = {}
-    for split in quickdraw.SPLITS:
-        items, labels = [], []
-        for example in tfds.as_numpy(builder.as_dataset(split=split)):
-            items.append(example["strokes"])
-            labels.append(example["label"])
-        splits[split] = (items, np.asarray(labels, np.int64))
-    drawings = quickdraw.Drawings("sketchrnn", builder.info.features["label"].names, splits)
-    return quickdraw._cap(drawings, max_per_class) if max_per_class else drawings
+def prepare(categories: list[str] | None, data_dir: str | None = None, tfds_dir: str | None = None,
+            max_per_class: int | None = None, skip_bad_records: bool = False):
+    """Build ``sketch_rnn`` once (from ``data_dir``, else by download) and return the prepared builder.
+
+    The config's name is a hash of everything that changes the records (categories, the source
+    files' names, sizes and times, the cap and skipping), so a changed folder is rebuilt and an
+    unchanged one is reused from ``tfds_dir`` (default: TFDS's own, ``~/tensorflow_datasets``).
+    """
+    if data_dir:
+        names, _ = quickdraw.category_sources(Path(data_dir), categories)
+        listing = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in Path(data_dir).iterdir()
+                         if p.is_file())
+    else:
+        names, listing = list(categories or SMALL_CATEGORIES), "download"
+    unknown = [c for c in names if c not in LARGE_CATEGORIES] if not data_dir else []
+    if unknown:
+        raise UserError(f"--categories: {unknown[0]!r} is not a QuickDraw category (see README for the 345 names)")
+    key = json.dumps([names, str(data_dir), listing, max_per_class, skip_bad_records])
+    config = SketchRnnConfig(name="rnnforge_" + hashlib.sha256(key.encode()).hexdigest()[:12], categories=names,
+                             max_per_class=max_per_class, skip_bad_records=skip_bad_records,
+                             description=f"{len(names)} categories from {data_dir or 'the Sketch-RNN download'}")
+    builder = tfds.builder("sketch_rnn", config=config, data_dir=tfds_dir)
+    download_config = tfds.download.DownloadConfig(manual_dir=data_dir) if data_dir else None
+    builder.download_and_prepare(download_config=download_config)
+    return builder
+
+
+def read_split(builder, split: str, limit: int | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+    """One prepared split in memory: stroke-3 drawings and labels (the first ``limit`` if given)."""
+    ds = builder.as_dataset(split=split, as_supervised=True)
+    if limit:
+        ds = ds.take(limit)
+    items, labels = [], []
+    for strokes, label in tfds.as_numpy(ds):
+        items.append(strokes)
+        labels.append(label)
+    return items, np.asarray(labels, np.int64)
+
+
+def stream_split(builder, split: str, *, input_context=None, shuffle: bool = True, seed: int = 0):
+    """The prepared ``split`` as an endless ``(strokes, label)`` dataset for one input pipeline.
+
+    With as many shard files as pipelines, each pipeline reads its own files (TFDS
+    ``ReadConfig(input_context=...)``); otherwise every pipeline reads all files and keeps every
+    N-th drawing. Files are interleaved and decoded in parallel; small splits are cached in memory
+    by TFDS (``try_autocache``).
+    """
+    import tensorflow as tf
+
+    pipelines = input_context.num_input_pipelines if input_context else 1
+    by_files = pipelines > 1 and builder.info.splits[split].num_shards >= pipelines
+    read_config = tfds.ReadConfig(shuffle_seed=seed, input_context=input_context if by_files else None,
+                                  num_parallel_calls_for_decode=tf.data.AUTOTUNE,
+                                  num_parallel_calls_for_interleave_files=tf.data.AUTOTUNE)
+    ds = builder.as_dataset(split=split, shuffle_files=shuffle, read_config=read_config, as_supervised=True)
+    if pipelines > 1 and not by_files:
+        ds = ds.shard(pipelines, input_context.input_pipeline_id)
+    return ds

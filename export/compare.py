@@ -1,0 +1,75 @@
+"""``rnnforge bench compare A.json B.json``: ratios between two benchmark results, as a CI gate.
+
+A and B are ``bench.json`` files (one run) or ``bench_all.json`` files (``bench --all``). Rows
+are matched by task, engine, batch size and sequence length; each ratio is B / A, so for
+latency below 1 means B is faster and for throughput above 1 means B is faster. ``--metric``
+names the gated figure: a row regresses when B is worse than A by more than ``--threshold``
+(1.10 = 10 % slower latency or 10 % less throughput).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rnnforge.errors import UserError
+
+#: Figures ``--metric`` may gate on, and whether lower is better.
+METRICS = {"p50": True, "p90": True, "p95": True, "p99": True, "mean": True, "throughput": False}
+
+
+def load_results(path: Path) -> dict[str, dict]:
+    """``{task: result}`` from a bench.json or a bench_all.json."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path} is not a readable bench.json: {exc}") from None
+    results = [data] if isinstance(data, dict) and "latency" in data else \
+        list(data.values()) if isinstance(data, dict) and all(isinstance(v, dict) and "latency" in v for v in data.values()) and data \
+        else None
+    if results is None:
+        raise UserError(f"{path} is neither a bench.json nor a bench_all.json (no 'latency' rows)")
+    return {r["task"]: r for r in results}
+
+
+def _figure(row: dict, metric: str) -> float:
+    return row["throughput_per_s"] if metric == "throughput" else row["latency_ms"][metric]
+
+
+def compare(a_path: Path, b_path: Path, metric: str = "p50", threshold: float = 1.10) -> tuple[str, list[str]]:
+    """The Markdown table of B/A ratios and the rows where ``metric`` regressed beyond ``threshold``."""
+    if metric not in METRICS:
+        raise UserError(f"--metric {metric!r}: expected one of {', '.join(METRICS)}")
+    if threshold < 1.0:
+        raise UserError(f"--threshold {threshold:g}: expected at least 1.0 (1.10 allows 10 % worse)")
+    a, b = load_results(a_path), load_results(b_path)
+    tasks = [t for t in a if t in b]
+    if not tasks:
+        raise UserError(f"{a_path} and {b_path} share no task ({', '.join(a)} vs {', '.join(b)})")
+    lines = [f"A: `{a_path}`  ", f"B: `{b_path}`", "",
+             "| task | engine | batch | len | p50 A ms | p50 B ms | p50 B/A | p99 B/A | samples/s B/A | gate |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    regressions = []
+    lower_is_better = METRICS[metric]
+    for task in tasks:
+        rows_a = {(r["engine"], r["batch_size"], r.get("seq_len")): r for r in a[task]["latency"]}
+        rows_b = {(r["engine"], r["batch_size"], r.get("seq_len")): r for r in b[task]["latency"]}
+        for key in sorted(set(rows_a) & set(rows_b), key=lambda k: (k[0], k[1], k[2] or 0)):
+            ra, rb = rows_a[key], rows_b[key]
+            worse = (_figure(rb, metric) / _figure(ra, metric)) if lower_is_better else (_figure(ra, metric) / _figure(rb, metric))
+            regressed = worse > threshold
+            label = f"{task} {key[0]} batch {key[1]}" + (f" len {key[2]}" if key[2] else "")
+            if regressed:
+                regressions.append(f"{label}: {metric} {worse:.2f}x worse")
+            lines.append(f"| {task} | {key[0]} | {key[1]} | {key[2] or ''} | {ra['latency_ms']['p50']:.3f} | "
+                         f"{rb['latency_ms']['p50']:.3f} | {rb['latency_ms']['p50'] / ra['latency_ms']['p50']:.3f} | "
+                         f"{rb['latency_ms']['p99'] / ra['latency_ms']['p99']:.3f} | "
+                         f"{rb['throughput_per_s'] / ra['throughput_per_s']:.3f} | "
+                         + ("REGRESSED" if regressed else "ok") + " |")
+    lines += ["", f"Gate: {metric}, B at most {threshold:g}x worse than A; "
+              + (f"{len(regressions)} row(s) regressed." if regressions else "no regression.")]
+    providers = {t: (a[t]["provider"]["session_providers"][0], b[t]["provider"]["session_providers"][0]) for t in tasks}
+    lines += [f"Providers: " + ", ".join(f"{t} {pa} vs {pb}" for t, (pa, pb) in providers.items()) + "."]
+    return "\n".join(lines) + "\n", regressions
+

@@ -1,0 +1,279 @@
+"""Ray clusters as users have them: `ray job submit` to a real head node with token auth, a worker
+killed with SIGKILL mid-training, a rerun after the driver died, and the storage/GPU refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import ROOT, error_line, run_cli
+
+#: A tiny sketch run: a few seconds per epoch on 2 cores, well above chance after 4 epochs.
+TINY = ("sketch", "--epochs", "4", "--units", "16", "--max-len", "40", "--workers", "2", "--patience", "0")
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for(condition, timeout: float, what: str, poll: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    """Process ``pid`` and its descendants."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _stop(procs: list[psutil.Process], grace: float = 15) -> None:
+    """SIGTERM ``procs``, then SIGKILL whichever are left after ``grace`` s: never any other process."""
+    for proc in procs:
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=10)
+
+
+def _checkpoints(storage_run: Path) -> list[Path]:
+    """Checkpoints Ray Train has fully written (their state.json exists)."""
+    return sorted(c for c in storage_run.glob("checkpoint_*") if (c / "state.json").is_file())
+
+
+def _registered_epoch(storage_run: Path) -> int:
+    """The epoch of the latest checkpoint Ray Train has registered (0: none yet). A checkpoint
+    on disk that the controller has not registered yet is not one a restart resumes from."""
+    try:
+        snapshot = json.loads((storage_run / "checkpoint_manager_snapshot.json").read_text())
+        return snapshot["latest_checkpoint_result"]["metrics"]["epoch"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def _start_cli(*args) -> subprocess.Popen:
+    log = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen([sys.executable, "-m", "rnnforge.cli", *map(str, args)], cwd=ROOT, stdout=log,
+                            stderr=subprocess.STDOUT, text=True)
+    proc.log = log
+    return proc
+
+
+def _output(proc: subprocess.Popen) -> str:
+    proc.log.seek(0)
+    return proc.log.read()
+
+
+def _train_workers(proc: subprocess.Popen) -> list[psutil.Process]:
+    """The Ray Train worker processes that the rnnforge process ``proc`` started."""
+    workers = []
+    for child in psutil.Process(proc.pid).children(recursive=True):
+        try:
+            if "RayTrainWorker" in " ".join(child.cmdline()):
+                workers.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return workers
+
+
+@pytest.fixture(scope="module")
+def job_run(tmp_path_factory):
+    """An uninterrupted TINY run, submitted with `ray job submit` to a fresh token-authenticated
+    Ray head on 127.0.0.1 (own temp dir and ports), which is stopped at once (and only it)."""
+    base = Path(tempfile.mkdtemp(prefix="rf-job-"))  # short: Ray's socket paths must stay short
+    token = base / "auth_token"
+    token.touch(mode=0o600)
+    token.write_text(secrets.token_hex(32))
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    dashboard = _free_port()
+    ports = {"--port": _free_port(), "--dashboard-port": dashboard, "--node-manager-port": _free_port(),
+             "--object-manager-port": _free_port(), "--ray-client-server-port": _free_port(),
+             "--dashboard-agent-grpc-port": _free_port(), "--dashboard-agent-listen-port": _free_port(),
+             "--metrics-export-port": _free_port(), "--runtime-env-agent-port": _free_port()}
+    head_log = open(base / "head.log", "w")
+    head = subprocess.Popen(
+        [BIN / "ray", "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1",
+         "--num-cpus", "2", "--num-gpus", "0", "--temp-dir", base / "ray",
+         *[str(a) for item in ports.items() for a in item]],
+        env=env, stdout=head_log, stderr=subprocess.STDOUT, cwd=base)
+    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        _wait_for(lambda: "Ray runtime started" in (base / "head.log").read_text() or head.poll() is not None,
+                  120, "ray start --head")
+        assert head.poll() is None, (base / "head.log").read_text()
+
+        def dashboard_up():
+            try:
+                urllib.request.urlopen(f"{address}/api/version", timeout=2)
+            except urllib.error.HTTPError:
+                return True  # it answers (perhaps 401 without the token)
+            except OSError:
+                return False
+            return True
+        _wait_for(dashboard_up, 60, "the dashboard's job server", poll=1)
+
+        out = tmp_path_factory.mktemp("job")
+        run_dir, storage = out / "tiny", out / "storage"
+        submit = subprocess.run(
+            [BIN / "ray", "job", "submit", "--address", address, "--submission-id", "rnnforge-tiny", "--working-dir", ".",
+             "--", "python", "-m", "rnnforge", "train", *TINY, "--address", "auto", "--run-dir", run_dir,
+             "--storage-path", storage],
+            env=env, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+        status = subprocess.run([BIN / "ray", "job", "status", "--address", address, "rnnforge-tiny"],
+                                env=env, capture_output=True, text=True, timeout=60, check=False)
+        return {"submit": submit, "status": status.stdout + status.stderr, "run_dir": run_dir, "storage": storage}
+    finally:
+        _stop(_tree(head.pid) + [p for p in psutil.process_iter() if _mentions(p, str(base))], grace=5)
+        head_log.close()
+        token.unlink(missing_ok=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _mentions(proc: psutil.Process, text: str) -> bool:
+    try:
+        return proc.pid != os.getpid() and text in " ".join(proc.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+@pytest.mark.slow
+def test_ray_job_submit_to_a_token_authenticated_cluster(job_run):
+    submit = job_run["submit"]
+    assert "succeeded" in job_run["status"].lower(), submit.stdout[-3000:] + submit.stderr[-3000:]
+    assert "epoch 4/4" in submit.stdout and "samples/s" in submit.stdout
+
+    run_dir = job_run["run_dir"]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["workers"] == 2 and metrics["epochs_run"] == 4 and metrics["restarts"] == 0
+    assert metrics["test"]["accuracy"] > 0.3  # 10 classes
+    assert (run_dir / "model.keras").is_file() and (run_dir / "config.json").is_file()
+    # --storage-path: checkpoints under STORAGE/<run dir name>, none in the run dir
+    assert _checkpoints(job_run["storage"] / run_dir.name) and not (run_dir / "checkpoints").exists()
+    for run in ("train", "validation"):  # TensorBoard scalars from rank 0
+        assert _scalar_steps(run_dir / "tensorboard" / run, "epoch_loss") == [1, 2, 3, 4]
+    assert _scalar_steps(run_dir / "tensorboard" / "train", "epoch_samples_per_s") == [1, 2, 3, 4]
+
+
+def _scalar_steps(log_dir: Path, tag: str) -> list[int]:
+    """The steps at which TensorBoard event files in ``log_dir`` hold scalar ``tag``."""
+    import tensorflow as tf
+    from tensorflow.core.util import event_pb2
+
+    steps = []
+    for path in log_dir.glob("events.out.tfevents.*"):
+        for record in tf.data.TFRecordDataset(str(path)):
+            event = event_pb2.Event.FromString(record.numpy())
+            steps += [event.step for value in event.summary.value
+                      if value.tag == tag and value.metadata.plugin_data.plugin_name == "scalars"]
+    return sorted(steps)
+
+
+@pytest.mark.slow
+def test_a_sigkilled_worker_restarts_from_the_last_checkpoint(tmp_path, job_run):
+    run_dir = tmp_path / "killed"
+    proc = _start_cli("train", *TINY, "--max-failures", "1", "--run-dir", run_dir)
+    try:
+        _wait_for(lambda: _registered_epoch(run_dir / "checkpoints" / "train") or proc.poll() is not None, 300,
+                  "the first checkpoint")
+        workers = _wait_for(lambda: _train_workers(proc), 10, "the Ray Train workers")
+        assert proc.poll() is None, _output(proc)[-3000:]
+        victim = workers[-1]
+        victim.send_signal(signal.SIGKILL)  # a real process death, not a Python exception
+        victim.wait(10)
+        proc.wait(timeout=600)
+    finally:
+        _stop(_tree(proc.pid))
+    output = _output(proc)
+    assert proc.returncode == 0, output[-3000:]
+    assert "resumed from checkpoint after epoch" in output and "epoch 4/4" in output
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["restarts"] == 1 and metrics["epochs_run"] == 4
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3, 4]
+    uninterrupted = json.loads((job_run["run_dir"] / "metrics.json").read_text())
+    assert abs(metrics["test"]["accuracy"] - uninterrupted["test"]["accuracy"]) < 0.1, (metrics["test"], uninterrupted["test"])
+
+
+@pytest.mark.slow
+def test_rerun_after_the_driver_died_resumes_the_run(tmp_path):
+    run_dir = tmp_path / "resumed"
+    args = ("train", *TINY, "--workers", "1", "--cpus-per-worker", "2", "--run-dir", run_dir)  # the last --workers wins
+    first = _start_cli(*args)
+    try:
+        _wait_for(lambda: _registered_epoch(run_dir / "checkpoints" / "train") or first.poll() is not None, 300,
+                  "the first checkpoint")
+        assert first.poll() is None, _output(first)[-3000:]
+    finally:
+        tree = _tree(first.pid)
+        first.send_signal(signal.SIGKILL)  # the driver dies; its local Ray's raylet and workers follow it
+        psutil.wait_procs(tree, timeout=10)
+        _stop(tree, grace=2)  # Ray's agents take a while to notice
+    done = _registered_epoch(run_dir / "checkpoints" / "train")
+    assert not (run_dir / "metrics.json").exists()
+
+    second = run_cli(*args, timeout=600)
+    output = second.stdout + second.stderr
+    assert second.returncode == 0, output[-3000:]
+    assert "resuming the interrupted run" in output and f"resumed from checkpoint after epoch {done}" in output
+    assert "epoch 1/4" not in output  # no epoch is trained twice
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["restarts"] == 1 and metrics["epochs_run"] == 4
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3, 4]
+
+
+def test_storage_must_be_shared_on_a_multi_node_cluster(tmp_path):
+    from cluster.launch import check_storage
+    from rnnforge.errors import UserError
+
+    check_storage(str(tmp_path), nodes=1)
+    check_storage("s3://bucket/runs", nodes=4)
+    with pytest.raises(UserError, match="cluster has 3 nodes.*shared filesystem.*s3://"):
+        check_storage(str(tmp_path), nodes=3)
+
+
+def test_cluster_options_are_checked_before_any_work(tmp_path):
+    line = error_line(run_cli("train", "sketch", "--mixed-precision", "--run-dir", tmp_path / "r"))
+    assert "--mixed-precision needs GPU workers" in line
+    line = error_line(run_cli("train", "sketch", "--storage-path", "ftp://host/x", "--run-dir", tmp_path / "r"))
+    assert "unsupported scheme ftp://" in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_storage_uri_with_credentials_is_refused_without_echoing_them(tmp_path):
+    result = run_cli("train", "sketch", "--storage-path", "s3://AKIAEXAMPLE:s3cr3tKey@bucket/runs", "--run-dir", tmp_path / "r")
+    line = error_line(result)
+    assert "the URI holds credentials" in line and "AWS_ACCESS_KEY_ID" in line
+    assert "s3cr3tKey" not in result.stdout + result.stderr and "AKIAEXAMPLE" not in result.stdout + result.stderr
+    assert not (tmp_path / "r").exists()
