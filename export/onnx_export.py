@@ -65,6 +65,9 @@ def export_onnx(run_dir: Path, opset: int | None = None, output: Path | None = N
         parity["fp16"] = export_fp16(model, onnx_model, spec, x, fp16_path(output))
     fileio.write_bytes(output, onnx_model.SerializeToString())
     fileio.write_json(run.parity, parity)
+    if not fp16 and fp16_path(output).exists():  # derived from the model just replaced
+        fp16_path(output).unlink()
+        print(f"removed the stale {fp16_path(output)} (export again with --fp16 to refresh it)", flush=True)
     return parity
 
 

@@ -65,8 +65,8 @@ class RunDir:
     def artifacts(self) -> list[Path]:
         """Every file or directory rnnforge writes into the run dir (what --overwrite removes)."""
         names = ("config.json", "model.keras", "metrics.json", "architecture.txt", "checkpoints", "tensorboard",
-                 "model.onnx", "parity.json", "bench")
-        # plus what a killed atomic write left (".NAME.XXXX.tmp...", see rnnforge.fileio): never read, safe to remove
+                 "model.onnx", "model.fp16.onnx", "parity.json", "bench")
+        # plus what a killed atomic write left (".NAME.<random>.tmp...", see rnnforge.fileio): never read, safe to remove
         return [self.path / n for n in names] + sorted(self.path.glob("*.png")) + sorted(self.path.glob(".*.tmp*"))
 
     def load_config(self) -> dict:

@@ -133,9 +133,13 @@ def test_fp16_keeps_out_of_range_tensors_in_fp32(forecast_run, tmp_path):
     assert session.get_inputs()[0].type == "tensor(float)" and session.get_outputs()[0].type == "tensor(float)"
 
 
-def test_bench_fp16_needs_the_export(trained_run, tmp_path):
+def test_bench_fp16_needs_the_export(exported_run, tmp_path):
     run = tmp_path / "run"
-    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("bench", "*.fp16.onnx"))
+    shutil.copytree(exported_run, run, ignore=shutil.ignore_patterns("bench"))
+    (run / "model.fp16.onnx").write_bytes(b"stale")  # from an earlier export --fp16
+    exported = run_cli("export", "onnx", run)  # a plain export replaces the model: the fp16 copy is stale
+    assert exported.returncode == 0, exported.stderr
+    assert not (run / "model.fp16.onnx").exists() and "removed the stale" in exported.stdout
     line = error_line(run_cli("bench", run, "--variants", "fp16"))
     assert f"{run / 'model.fp16.onnx'} does not exist" in line and "--fp16" in line
 
