@@ -25,10 +25,11 @@ def load_results(path: Path) -> dict[str, dict]:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UserError(f"{path} is not a readable bench.json: {exc}") from None
-    results = [data] if isinstance(data, dict) and "latency" in data else \
-        list(data.values()) if isinstance(data, dict) and all(isinstance(v, dict) and "latency" in v for v in data.values()) and data \
-        else None
-    if results is None:
+    if isinstance(data, dict) and "latency" in data:
+        results = [data]  # one bench.json
+    elif isinstance(data, dict) and data and all(isinstance(v, dict) and "latency" in v for v in data.values()):
+        results = list(data.values())  # bench_all.json: run name -> result
+    else:
         raise UserError(f"{path} is neither a bench.json nor a bench_all.json (no 'latency' rows)")
     return {r["task"]: r for r in results}
 

@@ -79,9 +79,9 @@ def bench_markdown(result: dict, run: RunDir) -> str:
         lines.append(f"| {engine} | " + " | ".join(cells) + " | "
                      + (f"{agreement['max_abs_diff']:.2e}" if agreement else "") + " | "
                      + (f"{agreement['top1_agreement']:.4f}" if "top1_agreement" in agreement else "") + " |")
-    per_day = sorted(k for k in accuracy["onnxruntime" if "onnxruntime" in accuracy else engines[1]] if k.startswith("mae_d+"))
+    ort = accuracy.get("onnxruntime") or accuracy[engines[1]]  # the fp32 engine unless only fp16 ran
+    per_day = sorted(k for k in ort if k.startswith("mae_d+"))
     if per_day:
-        ort = accuracy.get("onnxruntime") or accuracy[engines[1]]
         lines += ["", "| horizon day | " + " | ".join(k[4:] for k in per_day) + " |", "|---|" + "---:|" * len(per_day)]
         for label, prefix in (("model MAE (ORT)", "mae_"), ("naive MAE", "naive_mae_"), ("model MAPE % (ORT)", "mape_")):
             lines.append(f"| {label} | " + " | ".join(f"{ort[prefix + k[4:]]:,.1f}" for k in per_day) + " |")

@@ -38,7 +38,8 @@ def load_quickdraw(config: dict) -> TaskData:
 
     Local files are read into memory unless ``--streaming``; a download always streams: the
     builder prepares TFRecord shards once (in ``--tfds-dir``) and each worker reads its own
-    shards, bucketed by length (``pipeline.input.bucketed_batches``). Valid and test stay in memory.
+    shards (``pipeline.input.bucketed_batches``; by length with ``--length-buckets``). Valid and test
+    stay in memory.
     """
     from pipeline import quickdraw
 
@@ -128,8 +129,8 @@ SPEC = TaskSpec(
         "skip_bad_records": False,
         "max_per_class": None,
         "streaming": None,  # quickdraw: stream prepared TFDS shards (default: only when downloading)
-        "tfds_dir": None,
-        "length_buckets": 1,  # quickdraw, streaming: batch drawings of similar length (1 = pad all to max_len)  # quickdraw, streaming: where TFDS keeps prepared data (default ~/tensorflow_datasets)
+        "tfds_dir": None,  # quickdraw, streaming: where TFDS keeps prepared data (default ~/tensorflow_datasets)
+        "length_buckets": 1,  # quickdraw, streaming: batch drawings of similar length (1 = pad all to max_len)
         "epochs": 15,
         "batch_size": 64,
         "dropout": 0.1,

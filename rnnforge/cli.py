@@ -72,8 +72,8 @@ def cli(debug: bool) -> None:
 @click.option("--categories", help="sketch quickdraw, video ucf101: comma-separated categories to use (default: all).")
 @click.option("--max-per-class", type=int, help="sketch, quickdraw: cap training drawings per category.")
 @click.option("--skip-bad-records", is_flag=True, default=None, help="sketch, quickdraw: skip and count bad drawings instead of failing.")
-@click.option("--streaming/--in-memory", default=None, help="sketch, quickdraw: stream TFDS-prepared shards, "
-              "bucketed by length (default: only when downloading), or read --data-dir into memory.")
+@click.option("--streaming/--in-memory", default=None, help="sketch, quickdraw: stream TFDS-prepared shards to "
+              "the workers (default: only when downloading), or read --data-dir into memory.")
 @click.option("--tfds-dir", help="sketch, quickdraw --streaming: where TFDS keeps prepared data.  [default: ~/tensorflow_datasets]")
 @click.option("--length-buckets", type=int, help="sketch, --streaming: batch drawings of similar length in N "
               "buckets (1 = pad every drawing to --max-len).  [default: 1]")
