@@ -13,14 +13,12 @@ compute counts). Headroom = pipeline / training; the goal is at least 3x.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import rnnforge  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+import rnnforge  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
 
 
 def pipeline_rate(dataset, batch_size: int, steps: int) -> float:
@@ -46,10 +44,10 @@ def training_rate(model, dataset, batch_size: int, steps: int) -> float:
 def measure(task: str, workers: int, steps: int, quickdraw: str | None) -> dict:
     import tensorflow as tf
 
-    from cluster.launch import resolve_config
-    from models import get_spec
-    from models.common import compile_model
-    from pipeline.input import worker_dataset
+    from rnnforge.cluster.launch import resolve_config
+    from rnnforge.models import get_spec
+    from rnnforge.models.common import compile_model
+    from rnnforge.pipeline.input import worker_dataset
 
     options = {"workers": workers}
     if task == "sketch" and quickdraw:
@@ -87,7 +85,7 @@ def main() -> None:
         print(f"| {r['task']} | {r['dataset']} | {r['batch_size']} | {r['pipeline_samples_per_s']:,.0f} | "
               f"{r['training_samples_per_s']:,.0f} | {r['headroom']:.1f}x |")
     if args.output:
-        from rnnforge.fileio import write_json
+        from rnnforge.core.fileio import write_json
 
         write_json(args.output, rows)
 

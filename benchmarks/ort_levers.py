@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import rnnforge  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+import rnnforge  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
 
 
 def session_variants():
@@ -58,12 +57,12 @@ def p50(call, runs: int) -> float:
 def measure_run(run_dir: Path, batch_sizes, rounds: int, runs: int) -> list[dict]:
     import onnxruntime as ort
 
-    from export.bench import OrtEngine, ProviderSetup, tf_function, _batch
-    from models import get_spec
-    from rnnforge.run_dir import RunDir
+    from rnnforge.core.run_dir import RunDir
+    from rnnforge.export.bench import OrtEngine, ProviderSetup, tf_function, tile_batch
+    from rnnforge.models import TASKS, get_spec
 
     run = RunDir(run_dir)
-    config = run.load_config()
+    config = run.load_config(TASKS)
     spec = get_spec(config["task"])
     x_all = spec.load_data(config).splits[spec.load_data(config).evaluation_split()][0]
     tf_call = tf_function(run.load_model(), spec, None)
@@ -80,8 +79,8 @@ def measure_run(run_dir: Path, batch_sizes, rounds: int, runs: int) -> list[dict
         sessions[variant] = engine
     rows = []
     for batch in batch_sizes:
-        x = _batch(x_all, batch)
-        calls = {"tensorflow": lambda: tf_call(x).numpy(), **{v: e.bind(x) for v, e in sessions.items()}}
+        x = tile_batch(x_all, batch)
+        calls = {"tensorflow": lambda x=x: tf_call(x).numpy(), **{v: e.bind(x) for v, e in sessions.items()}}
         figures = {k: [] for k in calls}
         for _ in range(rounds):
             for key, call in calls.items():
@@ -109,7 +108,7 @@ def main() -> None:
     batches = [int(b) for b in args.batch_sizes.split(",")]
     rows = [row for d in dirs for row in measure_run(d, batches, args.rounds, args.runs_per_round)]
     if args.output:
-        from rnnforge.fileio import write_json
+        from rnnforge.core.fileio import write_json
 
         write_json(args.output, rows)
     print(json.dumps({"rows": len(rows)}))

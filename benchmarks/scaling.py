@@ -35,9 +35,9 @@ def plain_fit(config: dict) -> dict:
     started_at = time.time()
     from tensorflow import keras
 
-    from models import get_spec
-    from models.common import compile_model
-    from pipeline.input import steps_per_epoch, worker_dataset
+    from rnnforge.models import get_spec
+    from rnnforge.models.common import compile_model
+    from rnnforge.pipeline.input import steps_per_epoch, worker_dataset
 
     spec = get_spec(config["task"])
     data = spec.load_data(config)
@@ -115,14 +115,14 @@ def main() -> None:
     parser.add_argument("--plain", metavar="TASK", help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
     if args.plain:  # the child process of the plain row: rnnforge's own option parsing, then fit
-        from cluster.launch import resolve_config
         from rnnforge.cli import train
+        from rnnforge.cluster.launch import resolve_config
 
         context = train.make_context("train", [args.plain, "--epochs", str(args.epochs), *rest])
         params = {k: v for k, v in context.params.items() if k not in ("task", "run_dir", "address", "overwrite")}
         print(json.dumps(plain_fit(resolve_config(args.plain, params))))
         return
-    from rnnforge.machine import machine_info
+    from rnnforge.core.machine import machine_info
 
     with tempfile.TemporaryDirectory(prefix="rnnforge-scaling-") as work:
         rounds = [[run_row(args, workers, Path(work)) for workers in (None, 1, 2)] for _ in range(args.repeat)]

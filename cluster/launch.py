@@ -14,10 +14,11 @@ import shutil
 import time
 from pathlib import Path
 
-from rnnforge import WORKER_ENV, fileio, plots
-from rnnforge.errors import UserError
-from rnnforge.machine import versions
-from rnnforge.run_dir import RunDir
+from rnnforge.core import fileio, plots
+from rnnforge.core.env import WORKER_ENV
+from rnnforge.core.errors import UserError
+from rnnforge.core.machine import versions
+from rnnforge.core.run_dir import RunDir
 
 #: Options every task shares, with their defaults (a task's spec may override them).
 COMMON_DEFAULTS = {
@@ -52,7 +53,7 @@ SHARED_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", 
 
 def resolve_config(task: str, options: dict) -> dict:
     """Merge common defaults, the task's defaults and the user's options (``None`` = not given)."""
-    from models import get_spec
+    from rnnforge.models import get_spec
 
     spec = get_spec(task)
     config = {**COMMON_DEFAULTS, **spec.defaults}
@@ -228,7 +229,7 @@ def train(config: dict, run_dir: Path, address: str | None = None) -> dict:
     if not address and need_cpu > (os.cpu_count() or 1):  # the local Ray gets one CPU per core
         raise UserError(f"--workers {config['workers']} x --cpus-per-worker {config['cpus_per_worker']} needs "
                         f"{need_cpu} CPUs; this machine has {os.cpu_count() or 1} (pass --address to use a cluster)")
-    from models import get_spec
+    from rnnforge.models import get_spec
 
     run = RunDir(Path(run_dir).resolve())
     started, began = time.perf_counter(), time.time()
@@ -244,7 +245,7 @@ def train(config: dict, run_dir: Path, address: str | None = None) -> dict:
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.tensorflow import TensorflowTrainer
 
-    from cluster.worker import train_loop_per_worker
+    from rnnforge.cluster.worker import train_loop_per_worker
 
     timing = {"started_at": began, "load_data_s": time.perf_counter() - started}
     connect(config, address)
@@ -289,8 +290,8 @@ def finish_run(config: dict, run: RunDir, checkpoint, train_seconds: float, timi
     the workers' (start-up until ``fit``, ``fit``, checkpoint saving) for metrics.json."""
     from tensorflow import keras
 
-    from cluster.worker import CHECKPOINT_MODEL, CHECKPOINT_STATE
-    from models import get_spec
+    from rnnforge.cluster.worker import CHECKPOINT_MODEL, CHECKPOINT_STATE
+    from rnnforge.models import get_spec
 
     spec = get_spec(config["task"])
     data = spec.load_data(config)

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from rnnforge import WORKER_ENV
+from rnnforge.core.env import WORKER_ENV
 
 CHECKPOINT_MODEL = "model.keras"
 CHECKPOINT_STATE = "state.json"
@@ -33,9 +33,9 @@ def train_loop_per_worker(config: dict) -> None:
     import tensorflow as tf
     from tensorflow import keras
 
-    from models import get_spec
-    from models.common import compile_model
-    from pipeline.input import steps_per_epoch, worker_dataset
+    from rnnforge.models import get_spec
+    from rnnforge.models.common import compile_model
+    from rnnforge.pipeline.input import steps_per_epoch, worker_dataset
 
     tf.get_logger().setLevel("WARNING")
     # Ray Train logs every report at INFO through the root logger; they drown the progress lines.

@@ -14,6 +14,7 @@ CPU figure. Writes ``bench/bench.json`` (validated against ``bench.schema.json``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -22,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnforge import fileio, plots
-from rnnforge.errors import ProviderError, UserError
-from rnnforge.machine import machine_info, versions
-from rnnforge.run_dir import RunDir
+from rnnforge.core import fileio, plots
+from rnnforge.core.errors import ProviderError, UserError
+from rnnforge.core.machine import machine_info, versions
+from rnnforge.core.run_dir import RunDir
 
 #: ``--provider`` -> ONNX Runtime providers to ask for, most preferred first.
 PROVIDER_CHAIN = {
@@ -61,10 +62,10 @@ def run_bench(run_dir: Path, provider: str = "cpu", batch_sizes=(1, 32, 256), wa
               variants=("fp32",), io_binding: bool | None = None, provider_options: dict | None = None,
               cuda_graph: bool = False, seq_lengths=None) -> dict:
     """Benchmark the run's ONNX model(s); write bench.json, report.md/html and plots; return the result."""
-    from models import get_spec
+    from rnnforge.models import TASKS, get_spec
 
     run = RunDir(Path(run_dir))
-    config = run.load_config()
+    config = run.load_config(TASKS)
     spec = get_spec(config["task"])
     paths = variant_paths(run, model_path, variants)
     for path in paths.values():
@@ -80,14 +81,14 @@ def run_bench(run_dir: Path, provider: str = "cpu", batch_sizes=(1, 32, 256), wa
                                provider_options or {}, io_binding, cuda_graph)
         engine = OrtEngine(path, setup, spec.onnx.inputs[0].name, threads)
         sessions_info[variant] = {"session_creation_ms": engine.creation_s * 1e3,
-                                  "first_inference_ms": _timed(lambda: engine.predict(x_test[:1])) * 1e3}
+                                  "first_inference_ms": _timed(lambda engine=engine: engine.predict(x_test[:1])) * 1e3}
         engines[engine_name(variant)] = engine
     engines["tensorflow"] = TfEngine(tf_function(run.load_model(), spec, threads))
 
     rows, samples = [], {}
     for seq_len in [None, *(seq_lengths or [])]:
         for batch_size in batch_sizes:
-            x = _batch(x_test if seq_len is None else x_test[:, -seq_len:], batch_size)
+            x = tile_batch(x_test if seq_len is None else x_test[:, -seq_len:], batch_size)
             for name, engine in engines.items():
                 latencies = time_calls(engine.bind(x), warmup, runs, max_seconds)
                 rows.append({"engine": name, "batch_size": batch_size, "seq_len": seq_len,
@@ -132,7 +133,7 @@ def run_bench(run_dir: Path, provider: str = "cpu", batch_sizes=(1, 32, 256), wa
     plots.throughput_vs_latency([r for r in rows if r["seq_len"] is None], out / "throughput_vs_latency.png")
     if seq_lengths:
         plots.latency_vs_seq_len([r for r in rows if r["seq_len"] is not None], out / "latency_vs_seq_len.png")
-    from export.report import bench_markdown, write_report
+    from rnnforge.export.report import bench_markdown, write_report
 
     fileio.write_json(out / "bench.json", result)
     write_report(out / "report.md", bench_markdown(result, run), title=f"rnnforge report: {spec.name}")
@@ -143,7 +144,7 @@ def run_bench(run_dir: Path, provider: str = "cpu", batch_sizes=(1, 32, 256), wa
 
 def run_bench_all(runs_dir: Path, **options) -> Path:
     """``run_bench`` every exported run under ``runs_dir``; one summary report; returns its path."""
-    from export.report import summary_markdown, write_report
+    from rnnforge.export.report import summary_markdown, write_report
 
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
@@ -175,7 +176,7 @@ def engine_name(variant: str) -> str:
 
 def variant_paths(run: RunDir, model_path: Path | None, variants) -> dict[str, Path]:
     """The ONNX file of each requested variant (``--model`` replaces the fp32 one)."""
-    from export.onnx_export import fp16_path
+    from rnnforge.export.onnx_export import fp16_path
 
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
@@ -385,11 +386,9 @@ def tf_function(model, spec, threads: int | None):
     import tensorflow as tf
 
     if threads:
-        try:
+        with contextlib.suppress(RuntimeError):  # already initialised in this process
             tf.config.threading.set_intra_op_parallelism_threads(threads)
-        except RuntimeError:  # already initialised in this process
-            pass
-    from export.onnx_export import input_signature
+    from rnnforge.export.onnx_export import input_signature
 
     return tf.function(lambda x: model(x, training=False), input_signature=input_signature(model, spec))
 
@@ -480,7 +479,8 @@ def summary_line(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _batch(x: np.ndarray, batch_size: int) -> np.ndarray:
+def tile_batch(x: np.ndarray, batch_size: int) -> np.ndarray:
+    """The first ``batch_size`` examples of ``x`` (repeated when ``x`` has fewer), contiguous."""
     reps = -(-batch_size // len(x))
     return np.ascontiguousarray(np.concatenate([x] * reps)[:batch_size]) if reps > 1 else np.ascontiguousarray(x[:batch_size])
 

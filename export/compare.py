@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rnnforge.errors import UserError
+from rnnforge.core.errors import UserError
 
 #: Figures ``--metric`` may gate on, and whether lower is better.
 METRICS = {"p50": True, "p90": True, "p95": True, "p99": True, "mean": True, "throughput": False}
@@ -71,6 +71,6 @@ def compare(a_path: Path, b_path: Path, metric: str = "p50", threshold: float = 
     lines += ["", f"Gate: {metric}, B at most {threshold:g}x worse than A; "
               + (f"{len(regressions)} row(s) regressed." if regressions else "no regression.")]
     providers = {t: (a[t]["provider"]["session_providers"][0], b[t]["provider"]["session_providers"][0]) for t in tasks}
-    lines += [f"Providers: " + ", ".join(f"{t} {pa} vs {pb}" for t, (pa, pb) in providers.items()) + "."]
+    lines += ["Providers: " + ", ".join(f"{t} {pa} vs {pb}" for t, (pa, pb) in providers.items()) + "."]
     return "\n".join(lines) + "\n", regressions
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 
 import rnnforge
-from export import graph_opt
-from rnnforge import fileio
-from rnnforge.errors import ParityError, UserError
-from rnnforge.run_dir import RunDir
+from rnnforge.core import fileio
+from rnnforge.core.errors import ParityError, UserError
+from rnnforge.core.run_dir import RunDir
+from rnnforge.export import graph_opt
 
 SUPPORTED_OPSETS = (17, 18)
 FORBIDDEN_OPS = ("Loop", "Scan")
@@ -32,10 +32,10 @@ def export_onnx(run_dir: Path, opset: int | None = None, output: Path | None = N
     With ``fp16``, also the half-precision variant (``model.fp16.onnx`` beside ``output``), which
     must pass its own, looser parity gate (``spec.onnx.fp16_atol``); its record is ``parity["fp16"]``.
     """
-    from models import get_spec
+    from rnnforge.models import TASKS, get_spec
 
     run = RunDir(Path(run_dir))
-    config = run.load_config()
+    config = run.load_config(TASKS)
     spec = get_spec(config["task"])
     opset = spec.onnx.opset if opset is None else opset
     if opset not in SUPPORTED_OPSETS:
@@ -78,7 +78,7 @@ def fp16_path(fp32_path: Path) -> Path:
 
 def export_fp16(model, onnx_model, spec, x: np.ndarray, output: Path) -> dict:
     """Convert ``onnx_model`` to fp16, check its parity against TensorFlow and write it; the record."""
-    from export.fp16 import convert_to_fp16
+    from rnnforge.export.fp16 import convert_to_fp16
 
     half, kept = convert_to_fp16(onnx_model, {spec.onnx.inputs[0].name: x})
     parity = check_parity(model, half.SerializeToString(), spec, x, spec.onnx.fp16_atol)

@@ -6,25 +6,9 @@ import json
 import os
 from pathlib import Path
 
-from rnnforge import fileio
-from rnnforge.run_dir import RunDir
-
-
-def headline(scores: dict) -> dict:
-    """The scores worth a table column: scalars, not the per-horizon-day detail."""
-    return {k: v for k, v in scores.items() if isinstance(v, float) and "_d+" not in k}
-
-
-def format_value(value: float) -> str:
-    """4 decimals for rates and accuracies, thousands separators for counts such as riders."""
-    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.4f}"
-
-
-def format_scores(scores: dict) -> str:
-    """``accuracy 0.9910, top3_accuracy 1.0000`` (or ``empty split`` for a split with no examples)."""
-    if scores.get("examples") == 0:
-        return "empty split"
-    return ", ".join(f"{k} {format_value(v)}" for k, v in headline(scores).items())
+from rnnforge.core import fileio
+from rnnforge.core.run_dir import RunDir
+from rnnforge.core.scores import format_scores, format_value, headline
 
 
 def _rel(target: Path, start: Path) -> str:

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import importlib
 
-import rnnforge  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
-from rnnforge.errors import UserError
+from rnnforge.core.errors import UserError
 
 #: Task name -> module defining ``SPEC``. The names are the CLI's task argument everywhere.
 TASK_MODULES = {
-    "sketch": "models.sketch",
-    "forecast": "models.forecast",
-    "video": "models.video",
+    "sketch": "rnnforge.models.sketch",
+    "forecast": "rnnforge.models.forecast",
+    "video": "rnnforge.models.video",
 }
 TASKS = tuple(TASK_MODULES)
 

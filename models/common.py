@@ -17,7 +17,7 @@ def recurrent_layer(config: dict, units: int, *, return_sequences: bool, name: s
     """An LSTM or GRU layer (``config["rnn"]``) with input dropout ``config["dropout"]``."""
     from tensorflow import keras
 
-    kwargs = dict(return_sequences=return_sequences, dropout=config["dropout"], name=name)
+    kwargs = {"return_sequences": return_sequences, "dropout": config["dropout"], "name": name}
     if config["rnn"] == "gru":
         return keras.layers.GRU(units, reset_after=True, **kwargs)
     return keras.layers.LSTM(units, **kwargs)
@@ -58,7 +58,7 @@ def classification_scores(x: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray,
 
 def confusion_plot(x, y, predictions, data, split: str, out_dir) -> list:
     """Confusion matrix of the split."""
-    from rnnforge import plots
+    from rnnforge.core import plots
 
     return [plots.confusion_matrix(y, predictions.argmax(axis=1), data.info["class_names"],
                                    out_dir / "confusion_matrix.png")]

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnforge.errors import UserError
-from models.spec import OnnxSpec, TaskData, TaskSpec, TensorSpec
-from pipeline import timeseries
+from rnnforge.core.errors import UserError
+from rnnforge.models.spec import OnnxSpec, TaskData, TaskSpec, TensorSpec
+from rnnforge.pipeline import timeseries
 
 SEASON = 7  # the naive baseline repeats the value one week earlier
 
@@ -95,7 +95,7 @@ def _network(config: dict, info: dict, every_step: bool):
     weights move from one to the other by name."""
     from tensorflow import keras
 
-    from models.common import recurrent_layer
+    from rnnforge.models.common import recurrent_layer
 
     mean, std = info["mean"], info["std"]
     inputs = keras.Input(shape=(info["window"], 1), name="series", dtype="float32")
@@ -158,7 +158,7 @@ def score(x: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, info: dict) -> 
 
 def report_plots(x, y, predictions, data: TaskData, split: str, out_dir) -> list:
     """Forecast vs actual over the split, and MAE per horizon day against the naive baseline."""
-    from rnnforge import plots
+    from rnnforge.core import plots
 
     scores = score(x, y, predictions, data.info)
     horizon = data.info["horizon"]

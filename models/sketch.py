@@ -9,13 +9,12 @@ model needs no pre-processing. Train it with ``rnnforge train sketch``.
 
 from __future__ import annotations
 
-
 import numpy as np
 
-from rnnforge.errors import UserError
-from models.common import classification_scores, confusion_plot
-from models.spec import OnnxSpec, TaskData, TaskSpec, TensorSpec
-from pipeline import strokes
+from rnnforge.core.errors import UserError
+from rnnforge.models.common import classification_scores, confusion_plot
+from rnnforge.models.spec import OnnxSpec, TaskData, TaskSpec, TensorSpec
+from rnnforge.pipeline import strokes
 
 CONV_FILTERS = (48, 64, 96)
 CONV_STRIDES = (1, 2, 2)
@@ -26,7 +25,7 @@ SHUFFLE_BUFFER = 10_000  # streamed data: per-worker shuffle buffer (TFDS also s
 
 def load_synthetic(config: dict) -> TaskData:
     """The embedded procedurally drawn dataset (``pipeline.sketch_synthetic``)."""
-    from pipeline import sketch_synthetic
+    from rnnforge.pipeline import sketch_synthetic
 
     splits = {split: sketch_synthetic.generate(split, seed=config["data_seed"]) for split in ("train", "valid", "test")}
     return _task_data(splits, list(sketch_synthetic.CLASS_NAMES), config, {"format": "synthetic"})
@@ -41,7 +40,7 @@ def load_quickdraw(config: dict) -> TaskData:
     shards (``pipeline.input.bucketed_batches``; by length with ``--length-buckets``). Valid and test
     stay in memory.
     """
-    from pipeline import quickdraw
+    from rnnforge.pipeline import quickdraw
 
     categories = [c.strip() for c in config["categories"].split(",") if c.strip()] if config["categories"] else None
     if config.get("data_dir") and not config["streaming"]:
@@ -53,8 +52,8 @@ def load_quickdraw(config: dict) -> TaskData:
 
 
 def _stream_quickdraw(config: dict, categories: list[str] | None) -> TaskData:
-    from pipeline import sketch_rnn
-    from pipeline.input import bucket_lengths, bucketed_batches
+    from rnnforge.pipeline import sketch_rnn
+    from rnnforge.pipeline.input import bucket_lengths, bucketed_batches
 
     builder = sketch_rnn.prepare(categories, config.get("data_dir"), config["tfds_dir"], config["max_per_class"],
                                  config["skip_bad_records"])
@@ -101,7 +100,7 @@ def build_model(config: dict, info: dict):
     """Conv1D + stacked RNN classifier: float32 ``[batch, time, 3]`` -> ``[batch, classes]``."""
     from tensorflow import keras
 
-    from models.common import recurrent_layer
+    from rnnforge.models.common import recurrent_layer
 
     scale = info["delta_scale"]
     inputs = keras.Input(shape=(None, 3), name="strokes", dtype="float32")

@@ -9,13 +9,13 @@ TensorFlow; builders import it when they are called.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
-
-_LAST_DATA: dict[str, tuple[str, "TaskData"]] = {}
+_LAST_DATA: dict[str, tuple[str, TaskData]] = {}
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,10 @@ softmax. ConvLSTM2D is not offered: tf2onnx exports it as a ``Loop`` (onnx/tenso
 
 from __future__ import annotations
 
-from rnnforge.errors import UserError
-from models.common import classification_scores, confusion_plot
-from models.spec import OnnxSpec, TaskData, TaskSpec, TensorSpec
-from pipeline import video
+from rnnforge.core.errors import UserError
+from rnnforge.models.common import classification_scores, confusion_plot
+from rnnforge.models.spec import OnnxSpec, TaskData, TaskSpec, TensorSpec
+from rnnforge.pipeline import video
 
 CONV_FILTERS = (16, 32, 48)
 POOL_GRID = 4  # frames are pooled to POOL_GRID x POOL_GRID cells before the RNN
@@ -54,7 +54,7 @@ def build_model(config: dict, info: dict):
     """CNN-RNN classifier: uint8 ``[batch, T, H, W, 3]`` -> ``[batch, classes]``."""
     from tensorflow import keras
 
-    from models.common import recurrent_layer
+    from rnnforge.models.common import recurrent_layer
 
     frames, size = info["frames"], info["frame_size"]
     inputs = keras.Input(shape=(frames, size, size, 3), name="frames", dtype="uint8")

@@ -1,4 +1,5 @@
-"""Datasets and tf.data input pipelines for the rnnforge tasks."""
+"""Datasets and tf.data input pipelines for the rnnforge tasks (``rnnforge.pipeline``).
 
-import rnnforge  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
-from pipeline import sketch_rnn  # noqa: F401,E402  (registers the sketch_rnn TFDS dataset)
+Importing this package loads nothing heavy: ``rnnforge.pipeline.sketch_rnn`` registers its TFDS
+builder when it is imported, by the code that streams QuickDraw.
+"""

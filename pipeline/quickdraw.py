@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.strokes import strokes_to_stroke3
-from rnnforge.errors import UserError
+from rnnforge.core.errors import UserError
+from rnnforge.pipeline.strokes import strokes_to_stroke3
 
 SPLITS = ("train", "valid", "test")
 FORMATS = ("sketchrnn", "ndjson", "tfrecord")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.strokes import strokes_to_stroke3
+from rnnforge.pipeline.strokes import strokes_to_stroke3
 
 CLASS_NAMES = (
     "circle", "square", "triangle", "star", "zigzag",

@@ -9,7 +9,7 @@ tutorial, the first point is the origin of the offsets and has no row of its own
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnforge import fileio
-from rnnforge.errors import UserError
+from rnnforge.core import fileio
+from rnnforge.core.errors import UserError
 
 CTA_FILE_NAME = "CTA_-_Ridership_-_Daily_Boarding_Totals.csv"
 CTA_URL = "https://data.cityofchicago.org/api/views/6iiy-9s97/rows.csv?accessType=DOWNLOAD"

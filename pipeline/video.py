@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnforge.errors import UserError
+from rnnforge.core.errors import UserError
 
 SHAPES = ("circle", "square", "triangle")
 MOTIONS = ("left", "right", "up", "down")
@@ -149,8 +149,8 @@ def load_folder(root: Path, frames: int, size: int, sampling: str = "uniform", s
                     split = folder_split(relative)
                 collected[split][0].append(sample_frames(read_clip(clip), frames, size, clip, sampling, rng))
                 collected[split][1].append(label)
-    splits = {s: (np.stack(c) if c else np.zeros((0, frames, size, size, 3), np.uint8), np.asarray(l, np.int64))
-              for s, (c, l) in collected.items()}
+    splits = {s: (np.stack(c) if c else np.zeros((0, frames, size, size, 3), np.uint8), np.asarray(labels, np.int64))
+              for s, (c, labels) in collected.items()}
     return splits, class_names
 
 

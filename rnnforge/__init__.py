@@ -1,21 +1,31 @@
 """rnnforge: train sequence models on Ray, export them to ONNX, prove parity and speed.
 
-Importing this package sets ``TF_USE_LEGACY_KERAS=1`` (unless the user set it) so that
-``tf.keras`` is tf-keras (Keras 2) wherever TensorFlow is imported later: Keras 3 cannot run
-``model.fit`` under ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585). The packages
-``cluster``, ``pipeline``, ``models`` and ``export`` import this package first for that reason.
+The layers, bottom to top (each imports only from those below it; docs/architecture.md)::
+
+    rnnforge.core      errors, file writes, run-dir layout, machine facts, plots
+    rnnforge.pipeline  datasets and tf.data input pipelines        (folder pipeline/)
+    rnnforge.models    task specs and Keras builders                (folder models/)
+    rnnforge.cluster   Ray Train: worker loop, launcher, run dir    (folder cluster/)
+    rnnforge.export    ONNX export, parity, bench, reports          (folder export/)
+    rnnforge.cli, rnnforge.demo   the application
+
+Importing this package (the parent of every sub-package) sets ``TF_USE_LEGACY_KERAS=1``, unless
+the user set it, before anything can import TensorFlow (see ``rnnforge.core.env``).
 """
 
 import os
+from pathlib import Path
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-# TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) drowns the CLI's own output.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from rnnforge.core.env import WORKER_ENV
+
+for _key, _value in WORKER_ENV.items():
+    os.environ.setdefault(_key, _value)
 
 __version__ = "0.1.0"
 
-#: Environment every process that imports TensorFlow needs (driver and Ray workers).
-WORKER_ENV = {
-    "TF_USE_LEGACY_KERAS": "1",
-    "TF_CPP_MIN_LOG_LEVEL": "2",
-}
+# The design card keeps cluster/, pipeline/, models/ and export/ at the repository's top level; the
+# wheel ships them as rnnforge.<folder> (pyproject.toml's package-dir). In a source checkout (a
+# `ray job submit --working-dir .` upload included) they are found beside this folder.
+_CHECKOUT = Path(__file__).resolve().parent.parent
+if (_CHECKOUT / "pyproject.toml").is_file() and (_CHECKOUT / "models" / "__init__.py").is_file():
+    __path__.append(str(_CHECKOUT))

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import click
 
-from models import TASKS
-from rnnforge.errors import UserError
+from rnnforge.core.errors import UserError
+from rnnforge.models import TASKS
 
 PROVIDERS = ("cpu", "cuda", "tensorrt")
 
@@ -96,11 +96,12 @@ def cli(debug: bool) -> None:
 @click.option("--overwrite", is_flag=True, help="Replace a finished run in --run-dir instead of refusing.")
 def train(task: str, run_dir: Path | None, address: str | None, overwrite: bool, **options) -> None:
 
-    from cluster.launch import prepare_run_dir, resolve_config, train as run_training
+    from rnnforge.cluster.launch import prepare_run_dir, resolve_config
+    from rnnforge.cluster.launch import train as run_training
 
     config = resolve_config(task, options)
     if overwrite:  # bad data must fail before --overwrite removes a finished run (load_data caches it)
-        from models import get_spec
+        from rnnforge.models import get_spec
 
         get_spec(task).load_data(config)
     run_dir = prepare_run_dir(run_dir or Path("runs") / task, overwrite, config["storage_path"])
@@ -110,7 +111,7 @@ def train(task: str, run_dir: Path | None, address: str | None, overwrite: bool,
 
 
 def _print_scores(metrics: dict) -> None:
-    from export.report import format_scores
+    from rnnforge.core.scores import format_scores
 
     for split in ("valid", "test"):
         if split in metrics:
@@ -130,7 +131,7 @@ def export() -> None:
 @click.option("--fp16", is_flag=True, help="Also write the fp16 variant (model.fp16.onnx), with its own parity gate.")
 def export_onnx(run_dir: Path, opset: int | None, output: Path | None, atol: float | None, fp16: bool) -> None:
     """Convert RUN_DIR's model with tf2onnx and check parity on ONNX Runtime."""
-    from export.onnx_export import export_onnx as run_export
+    from rnnforge.export.onnx_export import export_onnx as run_export
 
     parity = run_export(run_dir, opset=opset, output=output, atol=atol, fp16=fp16)
     click.echo(f"parity: max abs diff {parity['max_abs_diff']:.2e} (atol {parity['atol']:g})"
@@ -192,7 +193,7 @@ def bench() -> None:
 @click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), help="ONNX file.  [default: RUN_DIR/model.onnx]")
 def bench_run(run_dir: Path, all_runs: bool, variants: str, **options) -> None:
     """Time RUN_DIR's ONNX model on ONNX Runtime beside TensorFlow and score both."""
-    from export.bench import run_bench, run_bench_all
+    from rnnforge.export.bench import run_bench, run_bench_all
 
     options["variants"] = tuple(v.strip() for v in variants.split(",") if v.strip())
     if all_runs:
@@ -215,9 +216,9 @@ def bench_run(run_dir: Path, all_runs: bool, variants: str, **options) -> None:
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Also write the table as Markdown here.")
 def bench_compare(baseline: Path, candidate: Path, metric: str, threshold: float, output: Path | None) -> None:
     """Ratios CANDIDATE / BASELINE for every shared row of two bench.json (or bench_all.json) files."""
-    from export.compare import compare
-    from rnnforge import fileio
-    from rnnforge.errors import RegressionError
+    from rnnforge.core import fileio
+    from rnnforge.core.errors import RegressionError
+    from rnnforge.export.compare import compare
 
     table, regressions = compare(baseline, candidate, metric, threshold)
     click.echo(table)
@@ -236,7 +237,7 @@ def bench_compare(baseline: Path, candidate: Path, metric: str, threshold: float
 @click.option("--epochs", type=int, help="Override every task's epochs (for a quick look).")
 def demo(out: Path, tasks: str, workers: int, epochs: int | None) -> None:
     """Train, export and benchmark every task on its embedded dataset; write one report."""
-    from export.demo import run_demo
+    from rnnforge.demo import run_demo
 
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     unknown = [t for t in names if t not in TASKS]

@@ -39,11 +39,11 @@ def make_run_dir(path: Path, task: str = "sketch", epochs_steps: int = 30, confi
     import ray.train
     from tensorflow import keras
 
-    from cluster.launch import finish_run, resolve_config
-    from cluster.worker import CHECKPOINT_MODEL, CHECKPOINT_STATE
-    from models import get_spec
-    from models.common import compile_model
-    from rnnforge.run_dir import RunDir
+    from rnnforge.cluster.launch import finish_run, resolve_config
+    from rnnforge.cluster.worker import CHECKPOINT_MODEL, CHECKPOINT_STATE
+    from rnnforge.core.run_dir import RunDir
+    from rnnforge.models import get_spec
+    from rnnforge.models.common import compile_model
 
     config = resolve_config(task, {"epochs": 1, **(config_overrides or {})})
     spec = get_spec(task)

@@ -15,12 +15,11 @@ import json
 import os
 import shutil
 import struct
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
 
 OPTION_ONLY = None  # the case names an option, not a file: its expected text says which
@@ -70,7 +69,7 @@ GOOD_CSV = "date,value\n" + "".join(f"2020-01-{d:02d},{100 + d}\n" for d in rang
 
 
 def _csv_case(text: str | bytes, *extra) -> Callable:
-    def setup(tmp: Path, runs: "Runs"):
+    def setup(tmp: Path, runs: Runs):
         path = tmp / "series.csv"
         path.write_bytes(text if isinstance(text, bytes) else text.encode())
         return ["train", "forecast", "--dataset", "csv", "--data-dir", path, *extra], path

@@ -9,7 +9,6 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import error_line, run_cli
 
 
@@ -25,7 +24,7 @@ def bench_result(exported_run):
 
 
 def test_bench_json_fields(bench_result):
-    from export.bench import validate_result
+    from rnnforge.export.bench import validate_result
 
     validate_result(bench_result)  # the documented schema, export/bench.schema.json
     assert bench_result["task"] == "sketch" and bench_result["schema_version"] == 2
@@ -39,7 +38,7 @@ def test_bench_json_fields(bench_result):
     engines = ("onnxruntime", "onnxruntime_fp16", "tensorflow")
     rows = {(r["engine"], r["batch_size"], r["seq_len"]): r for r in bench_result["latency"]}
     assert set(rows) == {(e, b, n) for e in engines for b in (1, 8) for n in (None, 40)}
-    for (engine, batch, _), row in rows.items():
+    for (_engine, batch, _), row in rows.items():
         lat = row["latency_ms"]
         assert 10 <= row["runs"] <= 15
         assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p95"] <= lat["p99"] <= lat["p99_9"] <= lat["max"]
@@ -56,7 +55,7 @@ def test_bench_json_fields(bench_result):
 def test_schema_rejects_a_result_missing_a_percentile(bench_result):
     import jsonschema
 
-    from export.bench import validate_result
+    from rnnforge.export.bench import validate_result
 
     broken = json.loads(json.dumps(bench_result))
     del broken["latency"][0]["latency_ms"]["p99"]
@@ -65,7 +64,7 @@ def test_schema_rejects_a_result_missing_a_percentile(bench_result):
 
 
 def test_percentiles_on_known_timings():
-    from export.bench import latency_stats
+    from rnnforge.export.bench import latency_stats
 
     stats = latency_stats([float(v) for v in range(1, 101)], batch_size=4)
     lat = stats["latency_ms"]
@@ -104,17 +103,18 @@ def test_bench_reports_and_plots(bench_result, exported_run):
 
 
 def test_fp16_parity_gate_refuses_and_writes_nothing(exported_run, tmp_path):
-    from export.onnx_export import check_parity, export_fp16
-    from models import get_spec
-    from rnnforge.errors import ParityError
-    from rnnforge.run_dir import RunDir
     import onnx
+
+    from rnnforge.core.errors import ParityError
+    from rnnforge.core.run_dir import RunDir
+    from rnnforge.export.onnx_export import check_parity, export_fp16
+    from rnnforge.models import TASKS, get_spec
 
     run = RunDir(exported_run)
     spec = get_spec("sketch")
     strict = dataclasses.replace(spec, onnx=dataclasses.replace(spec.onnx, fp16_atol=1e-7))
     model = run.load_model()
-    x = get_spec("sketch").load_data(run.load_config()).splits["test"][0][:64]
+    x = get_spec("sketch").load_data(run.load_config(TASKS)).splits["test"][0][:64]
     with pytest.raises(ParityError, match="fp16 variant differs from TensorFlow beyond atol 1e-07"):
         export_fp16(model, onnx.load(str(run.onnx)), strict, x, tmp_path / "model.fp16.onnx")
     assert not (tmp_path / "model.fp16.onnx").exists()
@@ -163,9 +163,9 @@ def test_cuda_is_never_faked(exported_run):
 def test_gpu_provider_settings(exported_run, forecast_run, tmp_path):
     import onnxruntime as ort
 
-    from export.bench import provider_setup
-    from models import get_spec
-    from rnnforge.errors import UserError
+    from rnnforge.core.errors import UserError
+    from rnnforge.export.bench import provider_setup
+    from rnnforge.models import get_spec
 
     x = np.zeros((8, 100, 3), np.float32)
     cuda = provider_setup("cuda", get_spec("sketch"), exported_run / "model.onnx", x, (1, 32, 256), None, tmp_path)
@@ -192,8 +192,8 @@ def test_gpu_provider_settings(exported_run, forecast_run, tmp_path):
 
 
 def test_io_binding_gives_the_same_outputs(exported_run, tmp_path):
-    from export.bench import OrtEngine, provider_setup
-    from models import get_spec
+    from rnnforge.export.bench import OrtEngine, provider_setup
+    from rnnforge.models import get_spec
 
     x = np.random.default_rng(0).normal(0, 5, size=(16, 100, 3)).astype(np.float32)
     plain = provider_setup("cpu", get_spec("sketch"), exported_run / "model.onnx", x, (16,), None, tmp_path)

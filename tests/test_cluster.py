@@ -3,6 +3,7 @@ killed with SIGKILL mid-training, a rerun after the driver died, and the storage
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -54,16 +55,12 @@ def _tree(pid: int) -> list[psutil.Process]:
 def _stop(procs: list[psutil.Process], grace: float = 15) -> None:
     """SIGTERM ``procs``, then SIGKILL whichever are left after ``grace`` s: never any other process."""
     for proc in procs:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             proc.terminate()
-        except psutil.NoSuchProcess:
-            pass
     _, alive = psutil.wait_procs(procs, timeout=grace)
     for proc in alive:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()
-        except psutil.NoSuchProcess:
-            pass
     psutil.wait_procs(alive, timeout=10)
 
 
@@ -83,7 +80,7 @@ def _registered_epoch(storage_run: Path) -> int:
 
 
 def _start_cli(*args) -> subprocess.Popen:
-    log = tempfile.TemporaryFile(mode="w+")
+    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  (the process writes it until it ends)
     proc = subprocess.Popen([sys.executable, "-m", "rnnforge.cli", *map(str, args)], cwd=ROOT, stdout=log,
                             stderr=subprocess.STDOUT, text=True)
     proc.log = log
@@ -122,7 +119,7 @@ def job_run(tmp_path_factory):
              "--object-manager-port": _free_port(), "--ray-client-server-port": _free_port(),
              "--dashboard-agent-grpc-port": _free_port(), "--dashboard-agent-listen-port": _free_port(),
              "--metrics-export-port": _free_port(), "--runtime-env-agent-port": _free_port()}
-    head_log = open(base / "head.log", "w")
+    head_log = open(base / "head.log", "w")  # noqa: SIM115  (the Ray head writes it until it stops)
     head = subprocess.Popen(
         [BIN / "ray", "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1",
          "--num-cpus", "2", "--num-gpus", "0", "--temp-dir", base / "ray",
@@ -254,8 +251,8 @@ def test_rerun_after_the_driver_died_resumes_the_run(tmp_path):
 
 
 def test_storage_must_be_shared_on_a_multi_node_cluster(tmp_path):
-    from cluster.launch import check_storage
-    from rnnforge.errors import UserError
+    from rnnforge.cluster.launch import check_storage
+    from rnnforge.core.errors import UserError
 
     check_storage(str(tmp_path), nodes=1)
     check_storage("s3://bucket/runs", nodes=4)

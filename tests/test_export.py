@@ -8,9 +8,9 @@ import json
 import numpy as np
 import onnx
 import pytest
-
 from conftest import error_line, run_cli
-from rnnforge.errors import UserError
+
+from rnnforge.core.errors import UserError
 
 
 def test_export_writes_a_native_lstm_graph_with_metadata(exported_run):
@@ -60,8 +60,8 @@ def test_keras_masking_is_refused_as_a_loop():
     """Masking converts to a Loop node; export must refuse it rather than ship a 30x slower model."""
     from tensorflow import keras
 
-    from export.onnx_export import check_graph, convert
-    from models import get_spec
+    from rnnforge.export.onnx_export import check_graph, convert
+    from rnnforge.models import get_spec
 
     spec = get_spec("sketch")
     inputs = keras.Input((None, 3), name="strokes")
@@ -94,7 +94,7 @@ def test_graph_rewrites_move_layout_ops_to_uint8_and_fold_the_scale():
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from export.graph_opt import optimise
+    from rnnforge.export.graph_opt import optimise
 
     rng = np.random.default_rng(0)
     weights = rng.normal(size=(4, 3, 3, 3)).astype(np.float32)

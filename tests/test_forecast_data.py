@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
-from cluster.launch import resolve_config
 from conftest import SHARED_DATA, error_line, run_cli
-from models import get_spec
-from models.forecast import naive_forecast, train_targets
-from pipeline import timeseries
+
+from rnnforge.cluster.launch import resolve_config
+from rnnforge.models import get_spec
+from rnnforge.models.forecast import naive_forecast, train_targets
+from rnnforge.pipeline import timeseries
 
 CTA_DIR = SHARED_DATA / "cta_ridership"
 needs_cta = pytest.mark.skipif(not CTA_DIR.is_dir(), reason="needs ../shared/data/cta_ridership")

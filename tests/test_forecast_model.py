@@ -7,10 +7,10 @@ import json
 import numpy as np
 import onnx
 import pytest
-
-from cluster.launch import resolve_config
 from conftest import run_cli
-from models import get_spec
+
+from rnnforge.cluster.launch import resolve_config
+from rnnforge.models import get_spec
 
 
 def test_serving_model_is_the_last_step_of_the_training_model():

@@ -1,7 +1,7 @@
 """Nothing half-written: SIGKILL ``export onnx`` and ``bench`` in the middle of writing an artifact.
 
 The command runs in a subprocess whose ``Path.write_bytes``/``write_text`` write half of the
-chosen artifact's temporary file (``.NAME.XXXX.tmp``, see ``rnnforge.fileio``), say so, and hang:
+chosen artifact's temporary file (``.NAME.XXXX.tmp``, see ``rnnforge.core.fileio``), say so, and hang:
 the kill lands exactly mid-write, every time. The previous artifacts must be byte-identical and
 load; the half-written temp file is a hidden leftover that nothing reads; the next run succeeds.
 """
@@ -18,7 +18,6 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, run_cli
 
 STALL = r"""
@@ -78,7 +77,7 @@ def assert_loadable_onnx(path: Path) -> None:
 def assert_leftover(tmp: Path, target: Path) -> None:
     """The killed write left only a hidden, half-written temp file beside its target."""
     assert tmp.parent == target.parent and tmp.name.startswith(f".{target.name}.") and ".tmp" in tmp.name
-    assert tmp.is_file() and 0 < tmp.stat().st_size
+    assert tmp.is_file() and tmp.stat().st_size > 0
 
 
 @pytest.fixture

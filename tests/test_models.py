@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cluster.launch import resolve_config
-from models import get_spec
-from models.common import compile_model, learning_rate
+from rnnforge.cluster.launch import resolve_config
+from rnnforge.models import get_spec
+from rnnforge.models.common import compile_model, learning_rate
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.input import steps_per_epoch, worker_dataset
+from rnnforge.pipeline.input import steps_per_epoch, worker_dataset
 
 
 def test_two_workers_read_disjoint_shards_covering_the_epoch():

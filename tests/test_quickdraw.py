@@ -7,10 +7,10 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import SHARED_DATA, error_line, run_cli
-from pipeline import quickdraw
-from rnnforge.errors import UserError
+
+from rnnforge.core.errors import UserError
+from rnnforge.pipeline import quickdraw
 
 SIMPLIFIED = SHARED_DATA / "quickdraw_simplified"
 SKETCHRNN = SHARED_DATA / "sketchrnn"
@@ -102,7 +102,7 @@ def test_tutorial_tfrecords(tmp_path):
 def test_tfds_load_builds_from_local_files(tmp_path, config, source):
     import tensorflow_datasets as tfds
 
-    import pipeline  # noqa: F401  (registers sketch_rnn)
+    import rnnforge.pipeline  # noqa: F401  (registers sketch_rnn)
 
     ds, info = tfds.load(f"sketch_rnn/{config}", split="test", data_dir=tmp_path, with_info=True,
                          download_and_prepare_kwargs={"download_config": tfds.download.DownloadConfig(manual_dir=source)})
@@ -117,7 +117,7 @@ def test_tfds_load_builds_from_local_files(tmp_path, config, source):
 def test_tfds_load_builds_from_generated_npz(tmp_path):
     import tensorflow_datasets as tfds
 
-    from pipeline.sketch_rnn import SketchRnnConfig
+    from rnnforge.pipeline.sketch_rnn import SketchRnnConfig
 
     manual = tmp_path / "manual"
     manual.mkdir()
@@ -209,7 +209,7 @@ def test_mixed_formats_and_empty_folder_are_refused(tmp_path):
 def test_large_config_has_all_345_categories():
     import tensorflow_datasets as tfds
 
-    from pipeline.sketch_rnn import LARGE_CATEGORIES
+    from rnnforge.pipeline.sketch_rnn import LARGE_CATEGORIES
 
     builder = tfds.builder("sketch_rnn/large")
     names = builder.info.features["label"].names
@@ -220,7 +220,7 @@ def test_large_config_has_all_345_categories():
 def test_bucketed_batches_left_pad_each_drawing_to_its_bucket():
     import tensorflow as tf
 
-    from pipeline.input import bucket_lengths, bucketed_batches
+    from rnnforge.pipeline.input import bucket_lengths, bucketed_batches
 
     sequences = [np.full((n, 3), n, np.float32) for n in range(1, 61)]  # drawing n has n rows of value n
     ds = tf.data.Dataset.from_generator(lambda: ((s, len(s)) for s in sequences),
@@ -247,7 +247,7 @@ def tfds_numpy(ds):
 def test_streamed_shards_are_disjoint_and_cover_the_split(tmp_path):
     import tensorflow as tf
 
-    from pipeline import sketch_rnn
+    from rnnforge.pipeline import sketch_rnn
 
     manual = tmp_path / "manual"
     manual.mkdir()
@@ -270,8 +270,8 @@ def test_streamed_shards_are_disjoint_and_cover_the_split(tmp_path):
 def test_streaming_quickdraw_task_data(tmp_path):
     import tensorflow as tf
 
-    from cluster.launch import resolve_config
-    from models import get_spec
+    from rnnforge.cluster.launch import resolve_config
+    from rnnforge.models import get_spec
 
     manual = tmp_path / "manual"
     manual.mkdir()

@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import SHARED_DATA
-from pipeline import sketch_synthetic, strokes
+
+from rnnforge.pipeline import sketch_synthetic, strokes
 
 
 def test_stroke3_of_a_two_stroke_drawing():

@@ -7,12 +7,12 @@ import json
 import numpy as np
 import onnx
 import pytest
-
-from cluster.launch import resolve_config
 from conftest import error_line, run_cli
-from models import get_spec
-from models.common import compile_model
-from pipeline import video
+
+from rnnforge.cluster.launch import resolve_config
+from rnnforge.models import get_spec
+from rnnforge.models.common import compile_model
+from rnnforge.pipeline import video
 
 
 def test_synthetic_clips_are_deterministic_and_move():

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from pipeline import quickdraw
-from rnnforge.errors import UserError
+from rnnforge.core.errors import UserError
+from rnnforge.pipeline import quickdraw
 
 NPZ_URL = "https://storage.googleapis.com/quickdraw_dataset/sketchrnn/{}.npz"
 SMALL_CATEGORIES = ("apple", "bicycle", "cat", "clock", "envelope", "fish", "house", "star", "sun", "umbrella")

@@ -14,10 +14,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rnnforge.errors import UserError
+from rnnforge.core.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -66,11 +67,11 @@ class RunDir:
         """Every file or directory rnnforge writes into the run dir (what --overwrite removes)."""
         names = ("config.json", "model.keras", "metrics.json", "architecture.txt", "checkpoints", "tensorboard",
                  "model.onnx", "model.fp16.onnx", "parity.json", "bench")
-        # plus what a killed atomic write left (".NAME.<random>.tmp...", see rnnforge.fileio): never read, safe to remove
+        # plus what a killed atomic write left (".NAME.<random>.tmp...", see rnnforge.core.fileio): never read, safe to remove
         return [self.path / n for n in names] + sorted(self.path.glob("*.png")) + sorted(self.path.glob(".*.tmp*"))
 
-    def load_config(self) -> dict:
-        """Read config.json of a finished training run; clear errors for anything else."""
+    def load_config(self, known_tasks: Sequence[str]) -> dict:
+        """Read config.json of a finished training run of one of ``known_tasks``; clear errors otherwise."""
         if not self.path.is_dir():
             raise UserError(f"run dir {self.path} does not exist (expected the --run-dir of 'rnnforge train')")
         if not self.config.is_file():
@@ -81,10 +82,8 @@ class RunDir:
             raise UserError(f"{self.config} is not valid JSON: {exc}") from None
         if not isinstance(config, dict) or "task" not in config or "info" not in config:
             raise UserError(f"{self.config} has no 'task'/'info': not written by 'rnnforge train'")
-        from models import TASKS
-
-        if config["task"] not in TASKS:
-            raise UserError(f"{self.config}: unknown task {config['task']!r}, expected one of {', '.join(TASKS)}")
+        if config["task"] not in known_tasks:
+            raise UserError(f"{self.config}: unknown task {config['task']!r}, expected one of {', '.join(known_tasks)}")
         if not self.model.is_file():
             raise UserError(f"{self.model} is missing: the training run in {self.path} did not finish")
         return config

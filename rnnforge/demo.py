@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-
 #: The demo is not a long job worth resuming: a checkpoint every few epochs keeps it fast.
 DEMO_CHECKPOINT_EVERY = 5
 DEMO_INTRO = ("Every task trained with Ray Train on its embedded dataset, exported with tf2onnx and benchmarked "
@@ -14,11 +13,11 @@ DEMO_INTRO = ("Every task trained with Ray Train on its embedded dataset, export
 
 def run_demo(out: Path, tasks: list[str], workers: int = 2, epochs: int | None = None) -> Path:
     """Run the whole path for each task into ``out/<task>``; return the combined report's path."""
-    from cluster.launch import prepare_run_dir, resolve_config, train
-    from models import get_spec
-    from export.bench import run_bench
-    from export.onnx_export import export_onnx
-    from export.report import summary_markdown, write_report
+    from rnnforge.cluster.launch import prepare_run_dir, resolve_config, train
+    from rnnforge.export.bench import run_bench
+    from rnnforge.export.onnx_export import export_onnx
+    from rnnforge.export.report import summary_markdown, write_report
+    from rnnforge.models import get_spec
 
     out = Path(out)
     results = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 from pathlib import Path
@@ -13,10 +14,8 @@ def versions() -> dict:
 
     out = {"python": platform.python_version()}
     for package in ("tensorflow", "tf-keras", "ray", "tf2onnx", "onnx", "onnxruntime-gpu", "onnxruntime"):
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             out[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
     return out
 
 

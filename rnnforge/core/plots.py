@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from rnnforge.fileio import atomic_path
+from rnnforge.core.fileio import atomic_path
 
 
 def _figure(*args, **kwargs):
