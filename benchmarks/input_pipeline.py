@@ -61,14 +61,26 @@ def measure(task: str, workers: int, steps: int, quickdraw: str | None) -> dict:
         dataset = data.train_stream(context, batch, config["seed"])
     else:
         x, y = data.splits["train"]
-        dataset = worker_dataset(x, spec.targets_for_training(x, y, data.info), batch_size=batch, num_shards=workers,
-                                 shard_index=0, seed=config["seed"])
+        dataset = worker_dataset(
+            x,
+            spec.targets_for_training(x, y, data.info),
+            batch_size=batch,
+            num_shards=workers,
+            shard_index=0,
+            seed=config["seed"],
+        )
     feed = pipeline_rate(dataset, batch, steps)
     model = spec.build_model(config, data.info)
     compile_model(model, spec, config, total_steps=steps * 2)
     train = training_rate(model, dataset, batch, steps)
-    return {"task": task, "dataset": config["dataset"], "batch_size": batch, "pipeline_samples_per_s": round(feed, 1),
-            "training_samples_per_s": round(train, 1), "headroom": round(feed / train, 2)}
+    return {
+        "task": task,
+        "dataset": config["dataset"],
+        "batch_size": batch,
+        "pipeline_samples_per_s": round(feed, 1),
+        "training_samples_per_s": round(train, 1),
+        "headroom": round(feed / train, 2),
+    }
 
 
 def main() -> None:
@@ -80,10 +92,14 @@ def main() -> None:
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
     rows = [measure(t.strip(), args.workers, args.steps, args.quickdraw) for t in args.tasks.split(",") if t.strip()]
-    print("| task | dataset | batch | tf.data samples/s | training samples/s | headroom |\n|---|---|---:|---:|---:|---:|")
+    print(
+        "| task | dataset | batch | tf.data samples/s | training samples/s | headroom |\n|---|---|---:|---:|---:|---:|"
+    )
     for r in rows:
-        print(f"| {r['task']} | {r['dataset']} | {r['batch_size']} | {r['pipeline_samples_per_s']:,.0f} | "
-              f"{r['training_samples_per_s']:,.0f} | {r['headroom']:.1f}x |")
+        print(
+            f"| {r['task']} | {r['dataset']} | {r['batch_size']} | {r['pipeline_samples_per_s']:,.0f} | "
+            f"{r['training_samples_per_s']:,.0f} | {r['headroom']:.1f}x |"
+        )
     if args.output:
         from rnnforge.core.fileio import write_json
 

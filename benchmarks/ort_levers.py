@@ -88,10 +88,20 @@ def measure_run(run_dir: Path, batch_sizes, rounds: int, runs: int) -> list[dict
         tf_ms = float(np.median(figures.pop("tensorflow")))
         for variant, values in figures.items():
             ms = float(np.median(values))
-            rows.append({"task": spec.name, "batch_size": batch, "variant": variant, "ort_p50_ms": round(ms, 4),
-                         "tf_p50_ms": round(tf_ms, 4), "ratio": round(ms / tf_ms, 3)})
-            print(f"{spec.name:>8} batch {batch:>4} {variant:>22}: ORT {ms:8.3f} ms  TF {tf_ms:8.3f} ms  x{ms / tf_ms:.3f}",
-                  flush=True)
+            rows.append(
+                {
+                    "task": spec.name,
+                    "batch_size": batch,
+                    "variant": variant,
+                    "ort_p50_ms": round(ms, 4),
+                    "tf_p50_ms": round(tf_ms, 4),
+                    "ratio": round(ms / tf_ms, 3),
+                }
+            )
+            print(
+                f"{spec.name:>8} batch {batch:>4} {variant:>22}: ORT {ms:8.3f} ms  TF {tf_ms:8.3f} ms  x{ms / tf_ms:.3f}",
+                flush=True,
+            )
     return rows
 
 
@@ -103,8 +113,12 @@ def main() -> None:
     parser.add_argument("--runs-per-round", type=int, default=20)
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
-    dirs = [p for r in args.runs for p in ([r] if (r / "config.json").is_file() else sorted(r.iterdir()))
-            if (p / "model.onnx").is_file()]
+    dirs = [
+        p
+        for r in args.runs
+        for p in ([r] if (r / "config.json").is_file() else sorted(r.iterdir()))
+        if (p / "model.onnx").is_file()
+    ]
     batches = [int(b) for b in args.batch_sizes.split(",")]
     rows = [row for d in dirs for row in measure_run(d, batches, args.rounds, args.runs_per_round)]
     if args.output:

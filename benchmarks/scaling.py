@@ -50,7 +50,9 @@ def plain_fit(config: dict) -> dict:
     compile_model(model, spec, config, total_steps=steps * epochs)
 
     def pipeline(xs, ys, shuffle):
-        return worker_dataset(xs, ys, batch_size=batch, num_shards=1, shard_index=0, seed=config["seed"], shuffle=shuffle)
+        return worker_dataset(
+            xs, ys, batch_size=batch, num_shards=1, shard_index=0, seed=config["seed"], shuffle=shuffle
+        )
 
     seconds = []
 
@@ -62,11 +64,20 @@ def plain_fit(config: dict) -> dict:
             seconds.append(time.perf_counter() - self.began)
 
     fit_started_at = time.time()
-    model.fit(pipeline(x, y, True), epochs=epochs, steps_per_epoch=steps, validation_data=pipeline(x_valid, y_valid, False),
-              validation_steps=steps_per_epoch(len(x_valid), batch), callbacks=[Timer()], verbose=0)
+    model.fit(
+        pipeline(x, y, True),
+        epochs=epochs,
+        steps_per_epoch=steps,
+        validation_data=pipeline(x_valid, y_valid, False),
+        validation_steps=steps_per_epoch(len(x_valid), batch),
+        callbacks=[Timer()],
+        verbose=0,
+    )
     fit = time.time() - fit_started_at
-    return {"samples": [steps * batch / s for s in seconds], "timing": {
-        "until_fit_s": fit_started_at - started_at, "fit_s": fit, "checkpoint_s": 0.0}}
+    return {
+        "samples": [steps * batch / s for s in seconds],
+        "timing": {"until_fit_s": fit_started_at - started_at, "fit_s": fit, "checkpoint_s": 0.0},
+    }
 
 
 def run_row(args: argparse.Namespace, workers: int | None, work: Path) -> dict:
@@ -76,9 +87,23 @@ def run_row(args: argparse.Namespace, workers: int | None, work: Path) -> dict:
     if workers is None:
         command = [sys.executable, __file__, "--plain", args.task, *options]
     else:
-        command = [sys.executable, "-m", "rnnforge.cli", "train", args.task, *options, "--patience", "0",
-                   "--workers", str(workers), "--cpus-per-worker", str(max(1, cores // workers)),
-                   "--run-dir", str(work / f"ray{workers}"), "--overwrite"]
+        command = [
+            sys.executable,
+            "-m",
+            "rnnforge.cli",
+            "train",
+            args.task,
+            *options,
+            "--patience",
+            "0",
+            "--workers",
+            str(workers),
+            "--cpus-per-worker",
+            str(max(1, cores // workers)),
+            "--run-dir",
+            str(work / f"ray{workers}"),
+            "--overwrite",
+        ]
     began = time.perf_counter()
     nice = (lambda: os.nice(RAY_WORKER_NICENESS)) if workers is None else None
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False, preexec_fn=nice)
@@ -91,18 +116,26 @@ def run_row(args: argparse.Namespace, workers: int | None, work: Path) -> dict:
         metrics = json.loads((work / f"ray{workers}" / "metrics.json").read_text())
         result = {"samples": [h["samples_per_s"] for h in metrics["history"]], "timing": metrics["timing"]}
     steady = result["samples"][1:] or result["samples"]
-    return {"row": "plain model.fit" if workers is None else f"Ray Train, {workers} worker{'s' * (workers > 1)}",
-            "wall_s": wall, "samples_per_s": sum(steady) / len(steady), **result["timing"]}
+    return {
+        "row": "plain model.fit" if workers is None else f"Ray Train, {workers} worker{'s' * (workers > 1)}",
+        "wall_s": wall,
+        "samples_per_s": sum(steady) / len(steady),
+        **result["timing"],
+    }
 
 
 def table(rows: list[dict]) -> str:
     plain = rows[0]
-    lines = ["| run | end to end s | start-up s | fit s | checkpoints s | samples/s | samples/s vs plain | time vs plain |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| run | end to end s | start-up s | fit s | checkpoints s | samples/s | samples/s vs plain | time vs plain |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['row']} | {r['wall_s']:.1f} | {r['until_fit_s']:.1f} | {r['fit_s']:.1f} | "
-                     f"{r['checkpoint_s']:.1f} | {r['samples_per_s']:.0f} | {r['samples_per_s'] / plain['samples_per_s']:.2f}x | "
-                     f"{r['wall_s'] / plain['wall_s']:.2f}x |")
+        lines.append(
+            f"| {r['row']} | {r['wall_s']:.1f} | {r['until_fit_s']:.1f} | {r['fit_s']:.1f} | "
+            f"{r['checkpoint_s']:.1f} | {r['samples_per_s']:.0f} | {r['samples_per_s'] / plain['samples_per_s']:.2f}x | "
+            f"{r['wall_s'] / plain['wall_s']:.2f}x |"
+        )
     return "\n".join(lines)
 
 
@@ -110,8 +143,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="sketch")
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--repeat", type=int, default=1, help="rounds of all rows, interleaved; the table shows medians")
-    parser.add_argument("--train-args", default="", help="more 'rnnforge train' options for every row, e.g. '--units 64'")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds of all rows, interleaved; the table shows medians"
+    )
+    parser.add_argument(
+        "--train-args", default="", help="more 'rnnforge train' options for every row, e.g. '--units 64'"
+    )
     parser.add_argument("--plain", metavar="TASK", help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
     if args.plain:  # the child process of the plain row: rnnforge's own option parsing, then fit
@@ -126,13 +163,19 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="rnnforge-scaling-") as work:
         rounds = [[run_row(args, workers, Path(work)) for workers in (None, 1, 2)] for _ in range(args.repeat)]
-    rows = [{"row": runs[0]["row"], **{k: statistics.median(r[k] for r in runs) for k in runs[0] if k != "row"}}
-            for runs in zip(*rounds)]
+    rows = [
+        {"row": runs[0]["row"], **{k: statistics.median(r[k] for r in runs) for k in runs[0] if k != "row"}}
+        for runs in zip(*rounds)
+    ]
     machine = machine_info()
-    text = (f"{args.task}, {args.epochs} epochs, median of {args.repeat} round(s){', ' + args.train_args if args.train_args else ''}; "
-            f"{machine['cpu']}, {machine['logical_cores']} cores\n\n{table(rows)}\n\n"
-            + "\n".join(f"- {r['row']}: {json.dumps({k: round(v, 1) for k, v in r.items() if k.endswith('_s')})}"
-                        for r in rows) + "\n")
+    text = (
+        f"{args.task}, {args.epochs} epochs, median of {args.repeat} round(s){', ' + args.train_args if args.train_args else ''}; "
+        f"{machine['cpu']}, {machine['logical_cores']} cores\n\n{table(rows)}\n\n"
+        + "\n".join(
+            f"- {r['row']}: {json.dumps({k: round(v, 1) for k, v in r.items() if k.endswith('_s')})}" for r in rows
+        )
+        + "\n"
+    )
     print(text)
 
 

@@ -1,2 +1,1 @@
 """Ray Train: the per-worker training loop, its launcher, scaling and checkpoints."""
-

@@ -47,8 +47,23 @@ COMMON_DEFAULTS = {
 #: ``--storage-path`` URI schemes (pyarrow filesystems, as Ray Train uses them).
 STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss", "file")
 #: Filesystem types that several machines can mount (``/proc/mounts``); ``fuse.*`` counts too.
-SHARED_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "beegfs", "ceph", "glusterfs",
-                      "wekafs", "panfs", "gfs2", "ocfs2", "orangefs"}
+SHARED_FILESYSTEMS = {
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smb3",
+    "smbfs",
+    "lustre",
+    "gpfs",
+    "beegfs",
+    "ceph",
+    "glusterfs",
+    "wekafs",
+    "panfs",
+    "gfs2",
+    "ocfs2",
+    "orangefs",
+}
 
 
 def resolve_config(task: str, options: dict) -> dict:
@@ -68,10 +83,23 @@ def resolve_config(task: str, options: dict) -> dict:
     config["task"] = task
     config["dataset"] = config["dataset"] or spec.default_dataset
     if config["dataset"] not in spec.datasets:
-        raise UserError(f"unknown dataset {config['dataset']!r} for task {task!r} (--dataset): "
-                        f"expected one of {', '.join(spec.datasets)}")
-    for key in ("workers", "cpus_per_worker", "epochs", "batch_size", "units", "max_len", "max_per_class", "checkpoint_every",
-                "frames", "frame_size", "length_buckets"):
+        raise UserError(
+            f"unknown dataset {config['dataset']!r} for task {task!r} (--dataset): "
+            f"expected one of {', '.join(spec.datasets)}"
+        )
+    for key in (
+        "workers",
+        "cpus_per_worker",
+        "epochs",
+        "batch_size",
+        "units",
+        "max_len",
+        "max_per_class",
+        "checkpoint_every",
+        "frames",
+        "frame_size",
+        "length_buckets",
+    ):
         if config.get(key) is not None and config[key] < 1:
             raise UserError(f"--{key.replace('_', '-')} must be at least 1, got {config[key]}")
     if not 0.0 <= config["dropout"] < 1.0:
@@ -84,8 +112,10 @@ def resolve_config(task: str, options: dict) -> dict:
     if config["max_failures"] < 0:
         raise UserError(f"--max-failures must be at least 0, got {config['max_failures']}")
     if config["mixed_precision"] and not config["gpus_per_worker"]:
-        raise UserError("--mixed-precision needs GPU workers (--gpus-per-worker > 0): "
-                        "on CPUs float16 is slower than float32, not faster")
+        raise UserError(
+            "--mixed-precision needs GPU workers (--gpus-per-worker > 0): "
+            "on CPUs float16 is slower than float32, not faster"
+        )
     config["storage_path"] = _normalise_storage(config["storage_path"])
     return config
 
@@ -98,15 +128,19 @@ def _normalise_storage(storage: str | None) -> str | None:
     if scheme is None:
         return str(Path(storage).expanduser().resolve())
     if scheme not in STORAGE_SCHEMES:
-        raise UserError(f"--storage-path {storage}: unsupported scheme {scheme}://, expected a directory or one of "
-                        + ", ".join(f"{s}://" for s in STORAGE_SCHEMES))
+        raise UserError(
+            f"--storage-path {storage}: unsupported scheme {scheme}://, expected a directory or one of "
+            + ", ".join(f"{s}://" for s in STORAGE_SCHEMES)
+        )
     from urllib.parse import urlsplit
 
     if urlsplit(storage).password or "access_key=" in storage or "secret_key=" in storage:
         # config.json, logs and reports would carry it: credentials come from the environment instead
-        raise UserError(f"--storage-path {scheme}://...: the URI holds credentials; give them to the cluster through "
-                        "the cloud SDK's environment or credentials file (e.g. AWS_ACCESS_KEY_ID, "
-                        "GOOGLE_APPLICATION_CREDENTIALS), never in the path")
+        raise UserError(
+            f"--storage-path {scheme}://...: the URI holds credentials; give them to the cluster through "
+            "the cloud SDK's environment or credentials file (e.g. AWS_ACCESS_KEY_ID, "
+            "GOOGLE_APPLICATION_CREDENTIALS), never in the path"
+        )
     return storage
 
 
@@ -142,8 +176,10 @@ def prepare_run_dir(path: Path, overwrite: bool, storage_path: str | None = None
         raise UserError(f"--run-dir {run.path} is a file, expected a directory")
     if run.config.exists():
         if not overwrite:
-            raise UserError(f"--run-dir {run.path} already holds a finished run; "
-                            "pass --overwrite to replace it or choose another --run-dir")
+            raise UserError(
+                f"--run-dir {run.path} already holds a finished run; "
+                "pass --overwrite to replace it or choose another --run-dir"
+            )
         for artifact in run.artifacts():
             if artifact.is_dir():
                 shutil.rmtree(artifact)
@@ -161,8 +197,13 @@ def worker_env(config: dict) -> dict:
     threads = str(config["cpus_per_worker"])
     # Inter-op threads matter as much as intra-op ones for RNNs (the time loop's small ops run in
     # parallel): a 2-CPU worker with 1 inter-op thread trained the sketch model 1.45x slower.
-    return {**WORKER_ENV, "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads,
-            "OMP_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}
+    return {
+        **WORKER_ENV,
+        "TF_NUM_INTRAOP_THREADS": threads,
+        "TF_NUM_INTEROP_THREADS": threads,
+        "OMP_NUM_THREADS": threads,
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
 def connect(config: dict, address: str | None) -> None:
@@ -173,8 +214,13 @@ def connect(config: dict, address: str | None) -> None:
     if address:
         ray.init(address=address, runtime_env=runtime_env, logging_level="WARNING")
         return
-    ray.init(num_cpus=os.cpu_count() or 1, dashboard_host="127.0.0.1", include_dashboard=True,
-             runtime_env=runtime_env, logging_level="WARNING")
+    ray.init(
+        num_cpus=os.cpu_count() or 1,
+        dashboard_host="127.0.0.1",
+        include_dashboard=True,
+        runtime_env=runtime_env,
+        logging_level="WARNING",
+    )
 
 
 def check_resources(config: dict) -> None:
@@ -185,11 +231,15 @@ def check_resources(config: dict) -> None:
     need_cpu = config["workers"] * config["cpus_per_worker"]
     need_gpu = config["workers"] * config["gpus_per_worker"]
     if need_cpu > total.get("CPU", 0):
-        raise UserError(f"--workers {config['workers']} x --cpus-per-worker {config['cpus_per_worker']} needs "
-                        f"{need_cpu} CPUs; the Ray cluster has {total.get('CPU', 0):g}")
+        raise UserError(
+            f"--workers {config['workers']} x --cpus-per-worker {config['cpus_per_worker']} needs "
+            f"{need_cpu} CPUs; the Ray cluster has {total.get('CPU', 0):g}"
+        )
     if need_gpu > total.get("GPU", 0):
-        raise UserError(f"--workers {config['workers']} x --gpus-per-worker {config['gpus_per_worker']:g} needs "
-                        f"{need_gpu:g} GPUs; the Ray cluster has {total.get('GPU', 0):g}")
+        raise UserError(
+            f"--workers {config['workers']} x --gpus-per-worker {config['gpus_per_worker']:g} needs "
+            f"{need_gpu:g} GPUs; the Ray cluster has {total.get('GPU', 0):g}"
+        )
 
 
 def check_storage(storage: str, nodes: int) -> None:
@@ -200,9 +250,11 @@ def check_storage(storage: str, nodes: int) -> None:
     fstype = filesystem_type(Path(storage.removeprefix("file://")))
     if fstype in SHARED_FILESYSTEMS or fstype.startswith("fuse."):
         return
-    raise UserError(f"Ray Train storage {storage} is on this node's own disk ({fstype}) but the Ray cluster has "
-                    f"{nodes} nodes: workers on other nodes could not write checkpoints there; pass --storage-path "
-                    "with a shared filesystem mounted at the same path on every node, or an s3:// or gs:// URI")
+    raise UserError(
+        f"Ray Train storage {storage} is on this node's own disk ({fstype}) but the Ray cluster has "
+        f"{nodes} nodes: workers on other nodes could not write checkpoints there; pass --storage-path "
+        "with a shared filesystem mounted at the same path on every node, or an s3:// or gs:// URI"
+    )
 
 
 def filesystem_type(path: Path) -> str:
@@ -227,20 +279,28 @@ def train(config: dict, run_dir: Path, address: str | None = None) -> dict:
     """Run distributed training for ``config`` and write the run dir; returns metrics.json's content."""
     need_cpu = config["workers"] * config["cpus_per_worker"]
     if not address and need_cpu > (os.cpu_count() or 1):  # the local Ray gets one CPU per core
-        raise UserError(f"--workers {config['workers']} x --cpus-per-worker {config['cpus_per_worker']} needs "
-                        f"{need_cpu} CPUs; this machine has {os.cpu_count() or 1} (pass --address to use a cluster)")
+        raise UserError(
+            f"--workers {config['workers']} x --cpus-per-worker {config['cpus_per_worker']} needs "
+            f"{need_cpu} CPUs; this machine has {os.cpu_count() or 1} (pass --address to use a cluster)"
+        )
     from rnnforge.models import get_spec
 
     run = RunDir(Path(run_dir).resolve())
     started, began = time.perf_counter(), time.time()
     # Load the data once here first: bad input fails with one line before any Ray worker starts.
     data = get_spec(config["task"]).load_data(config)
-    print(f"{config['task']}: dataset {config['dataset']}, "
-          + ", ".join(f"{s} {data.num_examples(s)}" for s in data.splits) + " examples", flush=True)
+    print(
+        f"{config['task']}: dataset {config['dataset']}, "
+        + ", ".join(f"{s} {data.num_examples(s)}" for s in data.splits)
+        + " examples",
+        flush=True,
+    )
     for split in ("train", "valid"):  # an empty shard would leave a worker waiting forever
         if data.num_examples(split) < config["workers"]:
-            raise UserError(f"the {split} split has {data.num_examples(split)} example(s), fewer than --workers "
-                            f"{config['workers']}: every worker needs its own shard; add data or use fewer workers")
+            raise UserError(
+                f"the {split} split has {data.num_examples(split)} example(s), fewer than --workers "
+                f"{config['workers']}: every worker needs its own shard; add data or use fewer workers"
+            )
     import ray  # after the data checks: importing Ray Train's TensorFlow support takes seconds
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.tensorflow import TensorflowTrainer
@@ -262,8 +322,9 @@ def train(config: dict, run_dir: Path, address: str | None = None) -> dict:
         trainer = TensorflowTrainer(
             train_loop_per_worker,
             train_loop_config={**config, "tensorboard_dir": str(run.tensorboard)},
-            scaling_config=ScalingConfig(num_workers=config["workers"], use_gpu=use_gpu,
-                                         resources_per_worker=resources),
+            scaling_config=ScalingConfig(
+                num_workers=config["workers"], use_gpu=use_gpu, resources_per_worker=resources
+            ),
             run_config=RunConfig(
                 name=name,
                 storage_path=storage,
@@ -319,8 +380,15 @@ def finish_run(config: dict, run: RunDir, checkpoint, train_seconds: float, timi
     model.summary(print_fn=lines.append, expand_nested=True)
     fileio.write_text(run.architecture, "\n".join(lines) + "\n")
     plots.training_curve(history, run.path / "training_curve.png", spec.metrics[0])
-    fileio.write_json(run.config, {**config, "info": data.info, "num_examples": {
-        s: data.num_examples(s) for s in data.splits}, "versions": versions()})
+    fileio.write_json(
+        run.config,
+        {
+            **config,
+            "info": data.info,
+            "num_examples": {s: data.num_examples(s) for s in data.splits},
+            "versions": versions(),
+        },
+    )
     metrics = {
         "task": config["task"],
         "dataset": config["dataset"],
@@ -345,7 +413,9 @@ def _timing(driver: dict, state: dict) -> dict:
     out = {k: v for k, v in driver.items() if k != "started_at"}
     if "started_at" in driver and "fit_started_at" in state:
         out["until_fit_s"] = state["fit_started_at"] - driver["started_at"]
-    out.update({f"{k.removesuffix('_seconds')}_s": state[k] for k in ("fit_seconds", "checkpoint_seconds") if k in state})
+    out.update(
+        {f"{k.removesuffix('_seconds')}_s": state[k] for k in ("fit_seconds", "checkpoint_seconds") if k in state}
+    )
     return {k: round(v, 1) for k, v in out.items()}
 
 

@@ -61,16 +61,25 @@ def train_loop_per_worker(config: dict) -> None:
     def datasets(x, y, shuffle):
         def make(input_context):
             return worker_dataset(
-                x, y, batch_size=input_context.get_per_replica_batch_size(global_batch),
-                num_shards=input_context.num_input_pipelines, shard_index=input_context.input_pipeline_id,
-                seed=config["seed"], shuffle=shuffle)
+                x,
+                y,
+                batch_size=input_context.get_per_replica_batch_size(global_batch),
+                num_shards=input_context.num_input_pipelines,
+                shard_index=input_context.input_pipeline_id,
+                seed=config["seed"],
+                shuffle=shuffle,
+            )
+
         return strategy.distribute_datasets_from_function(make)
 
     def train_datasets():
         if data.train_stream is None:
             return datasets(x_train, y_train, True)
-        return strategy.distribute_datasets_from_function(lambda input_context: data.train_stream(
-            input_context, input_context.get_per_replica_batch_size(global_batch), config["seed"]))
+        return strategy.distribute_datasets_from_function(
+            lambda input_context: data.train_stream(
+                input_context, input_context.get_per_replica_batch_size(global_batch), config["seed"]
+            )
+        )
 
     if config.get("mixed_precision"):
         keras.mixed_precision.set_global_policy("mixed_float16")
@@ -111,9 +120,13 @@ def train_loop_per_worker(config: dict) -> None:
         def on_epoch_end(self, epoch, logs=None):
             seconds = time.perf_counter() - self.started
             samples_per_s = steps * global_batch / seconds
-            entry = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()},
-                     "seconds": round(seconds, 3), "samples_per_s": round(samples_per_s, 1),
-                     "samples_per_s_per_worker": round(samples_per_s / world_size, 1)}
+            entry = {
+                "epoch": epoch + 1,
+                **{k: float(v) for k, v in (logs or {}).items()},
+                "seconds": round(seconds, 3),
+                "samples_per_s": round(samples_per_s, 1),
+                "samples_per_s_per_worker": round(samples_per_s / world_size, 1),
+            }
             state["epoch"] = epoch + 1
             state["history"].append(entry)
             if state["epoch"] % config["checkpoint_every"] == 0:
@@ -128,14 +141,22 @@ def train_loop_per_worker(config: dict) -> None:
     summaries = _EpochSummaries(config["tensorboard_dir"]) if rank == 0 and config.get("tensorboard_dir") else None
     callbacks = [ReportEachEpoch()]
     if config["patience"] > 0:
-        callbacks.insert(0, keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=config["patience"], restore_best_weights=True))
+        callbacks.insert(
+            0, keras.callbacks.EarlyStopping(monitor="val_loss", patience=config["patience"], restore_best_weights=True)
+        )
     fit_started = time.perf_counter()
     state["fit_started_at"] = time.time()  # wall clock: the driver measures its start-up with it
     if state["epoch"] < config["epochs"]:
-        model.fit(train_datasets(), epochs=config["epochs"], initial_epoch=state["epoch"],
-                  steps_per_epoch=steps, validation_data=datasets(x_valid, y_valid, False),
-                  validation_steps=valid_steps, callbacks=callbacks, verbose=0)
+        model.fit(
+            train_datasets(),
+            epochs=config["epochs"],
+            initial_epoch=state["epoch"],
+            steps_per_epoch=steps,
+            validation_data=datasets(x_valid, y_valid, False),
+            validation_steps=valid_steps,
+            callbacks=callbacks,
+            verbose=0,
+        )
     state["finished"] = True
     state["fit_seconds"] = time.perf_counter() - fit_started
     if rank == 0:
@@ -148,8 +169,10 @@ def _float32_outputs(model):
     loses precision (the Keras mixed-precision guide's advice)."""
     from tensorflow import keras
 
-    outputs = [keras.layers.Activation("linear", dtype="float32", name=f"float32_{i}")(out)
-               for i, out in enumerate(model.outputs)]
+    outputs = [
+        keras.layers.Activation("linear", dtype="float32", name=f"float32_{i}")(out)
+        for i, out in enumerate(model.outputs)
+    ]
     return keras.Model(model.inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
 
 
@@ -173,8 +196,9 @@ class _EpochSummaries:
                 continue
             run, name = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
             with self.writers[run].as_default():
-                tf.summary.write(f"epoch_{name}", tf.constant(float(value)), step=entry["epoch"],
-                                 metadata=self.metadata)
+                tf.summary.write(
+                    f"epoch_{name}", tf.constant(float(value)), step=entry["epoch"], metadata=self.metadata
+                )
         for writer in self.writers.values():
             writer.flush()
 

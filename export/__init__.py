@@ -1,2 +1,1 @@
 """ONNX conversion, parity checks, the ONNX Runtime benchmark and reports."""
-

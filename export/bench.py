@@ -57,10 +57,21 @@ class ProviderSetup:
         return {p[0]: p[1] for p in self.providers if isinstance(p, tuple)}
 
 
-def run_bench(run_dir: Path, provider: str = "cpu", batch_sizes=(1, 32, 256), warmup: int = 10, runs: int = 100,
-              max_seconds: float = 5.0, threads: int | None = None, model_path: Path | None = None,
-              variants=("fp32",), io_binding: bool | None = None, provider_options: dict | None = None,
-              cuda_graph: bool = False, seq_lengths=None) -> dict:
+def run_bench(
+    run_dir: Path,
+    provider: str = "cpu",
+    batch_sizes=(1, 32, 256),
+    warmup: int = 10,
+    runs: int = 100,
+    max_seconds: float = 5.0,
+    threads: int | None = None,
+    model_path: Path | None = None,
+    variants=("fp32",),
+    io_binding: bool | None = None,
+    provider_options: dict | None = None,
+    cuda_graph: bool = False,
+    seq_lengths=None,
+) -> dict:
     """Benchmark the run's ONNX model(s); write bench.json, report.md/html and plots; return the result."""
     from rnnforge.models import TASKS, get_spec
 
@@ -77,11 +88,24 @@ def run_bench(run_dir: Path, provider: str = "cpu", batch_sizes=(1, 32, 256), wa
 
     engines, sessions_info = {}, {}
     for variant, path in paths.items():
-        setup = provider_setup(provider, spec, path, x_test, batch_sizes, seq_lengths, run.bench, variant,
-                               provider_options or {}, io_binding, cuda_graph)
+        setup = provider_setup(
+            provider,
+            spec,
+            path,
+            x_test,
+            batch_sizes,
+            seq_lengths,
+            run.bench,
+            variant,
+            provider_options or {},
+            io_binding,
+            cuda_graph,
+        )
         engine = OrtEngine(path, setup, spec.onnx.inputs[0].name, threads)
-        sessions_info[variant] = {"session_creation_ms": engine.creation_s * 1e3,
-                                  "first_inference_ms": _timed(lambda engine=engine: engine.predict(x_test[:1])) * 1e3}
+        sessions_info[variant] = {
+            "session_creation_ms": engine.creation_s * 1e3,
+            "first_inference_ms": _timed(lambda engine=engine: engine.predict(x_test[:1])) * 1e3,
+        }
         engines[engine_name(variant)] = engine
     engines["tensorflow"] = TfEngine(tf_function(run.load_model(), spec, threads))
 
@@ -91,13 +115,23 @@ def run_bench(run_dir: Path, provider: str = "cpu", batch_sizes=(1, 32, 256), wa
             x = tile_batch(x_test if seq_len is None else x_test[:, -seq_len:], batch_size)
             for name, engine in engines.items():
                 latencies = time_calls(engine.bind(x), warmup, runs, max_seconds)
-                rows.append({"engine": name, "batch_size": batch_size, "seq_len": seq_len,
-                             **latency_stats(latencies, batch_size)})
+                rows.append(
+                    {
+                        "engine": name,
+                        "batch_size": batch_size,
+                        "seq_len": seq_len,
+                        **latency_stats(latencies, batch_size),
+                    }
+                )
                 if batch_size == batch_sizes[0] and seq_len is None:
                     samples[name] = latencies
-                print(f"{name:>16} batch {batch_size:>4}" + (f" len {seq_len:>4}" if seq_len else "")
-                      + f": p50 {rows[-1]['latency_ms']['p50']:.3f} ms  p99 {rows[-1]['latency_ms']['p99']:.3f} ms  "
-                      f"{rows[-1]['throughput_per_s']:.0f} samples/s (n={len(latencies)})", flush=True)
+                print(
+                    f"{name:>16} batch {batch_size:>4}"
+                    + (f" len {seq_len:>4}" if seq_len else "")
+                    + f": p50 {rows[-1]['latency_ms']['p50']:.3f} ms  p99 {rows[-1]['latency_ms']['p99']:.3f} ms  "
+                    f"{rows[-1]['throughput_per_s']:.0f} samples/s (n={len(latencies)})",
+                    flush=True,
+                )
 
     accuracy = score_engines({n: e.predict for n, e in engines.items()}, spec, x_test, y_test, data.info, split)
     first = next(iter(paths))
@@ -108,14 +142,24 @@ def run_bench(run_dir: Path, provider: str = "cpu", batch_sizes=(1, 32, 256), wa
         "run_dir": str(run.path.resolve()),
         "onnx_models": {v: str(p.resolve()) for v, p in paths.items()},
         "onnx_model": str(paths[first].resolve()),
-        "provider": {"requested": provider, "session_providers": engines[engine_name(first)].providers(),
-                     "options": engines[engine_name(first)].setup.options(),
-                     "io_binding": engines[engine_name(first)].setup.io_binding,
-                     "cuda_graph": cuda_graph, "intra_op_threads": threads or os.cpu_count()},
+        "provider": {
+            "requested": provider,
+            "session_providers": engines[engine_name(first)].providers(),
+            "options": engines[engine_name(first)].setup.options(),
+            "io_binding": engines[engine_name(first)].setup.io_binding,
+            "cuda_graph": cuda_graph,
+            "intra_op_threads": threads or os.cpu_count(),
+        },
         "machine": machine_info(),
         "versions": {**versions(), "opset": (parity or {}).get("opset")},
-        "settings": {"batch_sizes": list(batch_sizes), "seq_lengths": list(seq_lengths or []), "variants": list(paths),
-                     "warmup": warmup, "runs": runs, "max_seconds": max_seconds},
+        "settings": {
+            "batch_sizes": list(batch_sizes),
+            "seq_lengths": list(seq_lengths or []),
+            "variants": list(paths),
+            "warmup": warmup,
+            "runs": runs,
+            "max_seconds": max_seconds,
+        },
         "sessions": sessions_info,
         "session_creation_ms": sessions_info[first]["session_creation_ms"],
         "first_inference_ms": sessions_info[first]["first_inference_ms"],
@@ -159,13 +203,22 @@ def run_bench_all(runs_dir: Path, **options) -> Path:
     for run in runs:
         print(f"==> bench {run}", flush=True)
         results[run.name] = run_bench(run, **options)
-    fileio.write_json(runs_dir / "bench_all.json", {name: {k: v for k, v in r.items() if k != "summary"}
-                                                     for name, r in results.items()})
+    fileio.write_json(
+        runs_dir / "bench_all.json",
+        {name: {k: v for k, v in r.items() if k != "summary"} for name, r in results.items()},
+    )
     report = runs_dir / "bench_report.md"
-    write_report(report, summary_markdown(runs_dir, results, "rnnforge benchmark report",
-                                          f"{len(results)} runs under `{runs_dir}`, each benchmarked on ONNX Runtime "
-                                          "beside TensorFlow; `bench_all.json` holds every figure."),
-                 "rnnforge benchmark report")
+    write_report(
+        report,
+        summary_markdown(
+            runs_dir,
+            results,
+            "rnnforge benchmark report",
+            f"{len(results)} runs under `{runs_dir}`, each benchmarked on ONNX Runtime "
+            "beside TensorFlow; `bench_all.json` holds every figure.",
+        ),
+        "rnnforge benchmark report",
+    )
     return report
 
 
@@ -180,7 +233,9 @@ def variant_paths(run: RunDir, model_path: Path | None, variants) -> dict[str, P
 
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
-        raise UserError(f"--variants: unknown variant {unknown[0] if unknown else '(none)'!r}; expected fp32 and/or fp16")
+        raise UserError(
+            f"--variants: unknown variant {unknown[0] if unknown else '(none)'!r}; expected fp32 and/or fp16"
+        )
     fp32 = Path(model_path) if model_path else run.onnx
     paths = {"fp32": fp32, "fp16": fp16_path(fp32)}
     if "fp16" in variants and not paths["fp16"].is_file():
@@ -194,8 +249,10 @@ def check_seq_lengths(spec, x: np.ndarray, seq_lengths) -> list[int] | None:
         return None
     axes = spec.onnx.inputs[0].axes
     if len(axes) < 2 or not isinstance(axes[1], str):
-        raise UserError(f"--seq-lengths: task {spec.name!r} has a fixed input length ({x.shape[1]}); "
-                        "only models with a dynamic time axis (sketch) take a sweep")
+        raise UserError(
+            f"--seq-lengths: task {spec.name!r} has a fixed input length ({x.shape[1]}); "
+            "only models with a dynamic time axis (sketch) take a sweep"
+        )
     too_long = [n for n in seq_lengths if n > x.shape[1]]
     if too_long:
         raise UserError(f"--seq-lengths: {too_long[0]} is longer than the data's {x.shape[1]} rows (--max-len)")
@@ -216,20 +273,37 @@ def check_onnx_file(path: Path, task: str, info: dict | None = None) -> None:
         raise UserError(f"{path} is not a valid ONNX model: {message}") from None
     meta = {p.key: p.value for p in model.metadata_props}
     if "rnnforge.task" not in meta:
-        raise UserError(f"{path} is not an rnnforge export (no 'rnnforge.task' metadata): "
-                        "export the run with 'rnnforge export onnx RUN_DIR'")
+        raise UserError(
+            f"{path} is not an rnnforge export (no 'rnnforge.task' metadata): "
+            "export the run with 'rnnforge export onnx RUN_DIR'"
+        )
     if meta["rnnforge.task"] != task:
         raise UserError(f"{path} was exported for task {meta['rnnforge.task']!r}, but the run is {task!r}")
     for key, value in (info or {}).items():  # same task, another run: other classes or window
-        if key in ("class_names", "window", "horizon") and f"rnnforge.{key}" in meta \
-                and json.loads(meta[f"rnnforge.{key}"]) != value:
-            raise UserError(f"{path} was exported from another {task} run: its {key} differ from the run's "
-                            "(export this run with 'rnnforge export onnx RUN_DIR')")
+        if (
+            key in ("class_names", "window", "horizon")
+            and f"rnnforge.{key}" in meta
+            and json.loads(meta[f"rnnforge.{key}"]) != value
+        ):
+            raise UserError(
+                f"{path} was exported from another {task} run: its {key} differ from the run's "
+                "(export this run with 'rnnforge export onnx RUN_DIR')"
+            )
 
 
-def provider_setup(provider: str, spec, model_path: Path, x: np.ndarray, batch_sizes, seq_lengths, out_dir: Path,
-                   variant: str = "fp32", user_options: dict | None = None, io_binding: bool | None = None,
-                   cuda_graph: bool = False) -> ProviderSetup:
+def provider_setup(
+    provider: str,
+    spec,
+    model_path: Path,
+    x: np.ndarray,
+    batch_sizes,
+    seq_lengths,
+    out_dir: Path,
+    variant: str = "fp32",
+    user_options: dict | None = None,
+    io_binding: bool | None = None,
+    cuda_graph: bool = False,
+) -> ProviderSetup:
     """Providers with their options for ``--provider``; user options override the defaults.
 
     cuda: cuDNN picks convolution algorithms exhaustively, Conv1D models pad to NC1D
@@ -249,16 +323,28 @@ def provider_setup(provider: str, spec, model_path: Path, x: np.ndarray, batch_s
     if provider == "cuda":
         providers = [("CUDAExecutionProvider", {**cuda, **user_options}), "CPUExecutionProvider"]
     elif provider == "tensorrt":
-        trt = {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(out_dir / "trt_cache"),
-               "trt_timing_cache_enable": "True", "trt_fp16_enable": str(variant == "fp16"),
-               **shape_profiles(spec, x, batch_sizes, seq_lengths)}
-        providers = [("TensorrtExecutionProvider", {**trt, **user_options}), ("CUDAExecutionProvider", cuda),
-                     "CPUExecutionProvider"]
+        trt = {
+            "trt_engine_cache_enable": "True",
+            "trt_engine_cache_path": str(out_dir / "trt_cache"),
+            "trt_timing_cache_enable": "True",
+            "trt_fp16_enable": str(variant == "fp16"),
+            **shape_profiles(spec, x, batch_sizes, seq_lengths),
+        }
+        providers = [
+            ("TensorrtExecutionProvider", {**trt, **user_options}),
+            ("CUDAExecutionProvider", cuda),
+            "CPUExecutionProvider",
+        ]
     elif user_options:
         providers = [("CPUExecutionProvider", user_options)]
     gpu = provider != "cpu"
-    return ProviderSetup(provider, providers, io_binding=gpu if io_binding is None else io_binding,
-                         device="cuda" if gpu else "cpu", cuda_graph=cuda_graph)
+    return ProviderSetup(
+        provider,
+        providers,
+        io_binding=gpu if io_binding is None else io_binding,
+        device="cuda" if gpu else "cpu",
+        cuda_graph=cuda_graph,
+    )
 
 
 def shape_profiles(spec, x: np.ndarray, batch_sizes, seq_lengths) -> dict[str, str]:
@@ -275,8 +361,11 @@ def shape_profiles(spec, x: np.ndarray, batch_sizes, seq_lengths) -> dict[str, s
 
     dynamic_time = len(spec.onnx.inputs[0].axes) > 1 and isinstance(spec.onnx.inputs[0].axes[1], str)
     lo, hi = (lengths[0], lengths[-1]) if dynamic_time else (None, None)
-    return {"trt_profile_min_shapes": shape(batches[0], lo), "trt_profile_opt_shapes": shape(batches[len(batches) // 2], hi),
-            "trt_profile_max_shapes": shape(batches[-1], hi)}
+    return {
+        "trt_profile_min_shapes": shape(batches[0], lo),
+        "trt_profile_opt_shapes": shape(batches[len(batches) // 2], hi),
+        "trt_profile_max_shapes": shape(batches[-1], hi),
+    }
 
 
 def _has_conv1d(model_path: Path) -> bool:
@@ -358,8 +447,9 @@ def open_session(path: Path, setup: ProviderSetup, threads: int | None):
     wanted = setup.providers[0][0] if isinstance(setup.providers[0], tuple) else setup.providers[0]
     available = ort.get_available_providers()
     if wanted not in available:
-        raise ProviderError(f"--provider {setup.name}: {wanted} is not in this onnxruntime build "
-                            f"(available: {', '.join(available)})")
+        raise ProviderError(
+            f"--provider {setup.name}: {wanted} is not in this onnxruntime build (available: {', '.join(available)})"
+        )
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
@@ -370,14 +460,18 @@ def open_session(path: Path, setup: ProviderSetup, threads: int | None):
     except Exception as exc:  # ORT raises its own Fail/InvalidArgument for bad provider options
         if isinstance(exc, (UserError, MemoryError)):
             raise
-        raise ProviderError(f"--provider {setup.name}: ONNX Runtime could not create a session for {path}: "
-                            + str(exc).strip().splitlines()[0]) from None
+        raise ProviderError(
+            f"--provider {setup.name}: ONNX Runtime could not create a session for {path}: "
+            + str(exc).strip().splitlines()[0]
+        ) from None
     creation = time.perf_counter() - started
     used = session.get_providers()
     if used[0] != wanted:
-        raise ProviderError(f"--provider {setup.name}: ONNX Runtime fell back to {used[0]} (no usable "
-                            f"{wanted}: no GPU or CUDA/cuDNN libraries); refusing to label those numbers "
-                            f"as {setup.name}")
+        raise ProviderError(
+            f"--provider {setup.name}: ONNX Runtime fell back to {used[0]} (no usable "
+            f"{wanted}: no GPU or CUDA/cuDNN libraries); refusing to label those numbers "
+            f"as {setup.name}"
+        )
     return session, creation
 
 
@@ -413,7 +507,12 @@ def latency_stats(latencies_ms: list[float], batch_size: int) -> dict:
     percentiles = {f"p{p:g}".replace(".", "_"): float(np.percentile(values, p)) for p in PERCENTILES}
     return {
         "runs": int(len(values)),
-        "latency_ms": {"min": float(values.min()), "mean": float(values.mean()), **percentiles, "max": float(values.max())},
+        "latency_ms": {
+            "min": float(values.min()),
+            "mean": float(values.mean()),
+            **percentiles,
+            "max": float(values.max()),
+        },
         "throughput_per_s": float(batch_size / (values.mean() / 1e3)),
     }
 
@@ -421,8 +520,11 @@ def latency_stats(latencies_ms: list[float], batch_size: int) -> dict:
 def ratios(rows: list[dict], engine: str = "onnxruntime") -> dict:
     """``engine`` / TensorFlow p50 latency per batch size (below 1: ONNX Runtime is faster)."""
     by_key = {(r["engine"], r["batch_size"]): r["latency_ms"]["p50"] for r in rows if r.get("seq_len") is None}
-    return {str(b): by_key[(engine, b)] / by_key[("tensorflow", b)]
-            for (e, b) in by_key if e == engine and ("tensorflow", b) in by_key}
+    return {
+        str(b): by_key[(engine, b)] / by_key[("tensorflow", b)]
+        for (e, b) in by_key
+        if e == engine and ("tensorflow", b) in by_key
+    }
 
 
 def scenarios(rows: list[dict]) -> dict:
@@ -432,8 +534,11 @@ def scenarios(rows: list[dict]) -> dict:
         mine = [r for r in rows if r["engine"] == engine and r.get("seq_len") is None]
         single = next((r for r in mine if r["batch_size"] == 1), None)
         best = max(mine, key=lambda r: r["throughput_per_s"])
-        out[engine] = {"single_stream_p90_ms": single["latency_ms"]["p90"] if single else None,
-                       "offline_samples_per_s": best["throughput_per_s"], "offline_batch_size": best["batch_size"]}
+        out[engine] = {
+            "single_stream_p90_ms": single["latency_ms"]["p90"] if single else None,
+            "offline_samples_per_s": best["throughput_per_s"],
+            "offline_batch_size": best["batch_size"],
+        }
     return out
 
 
@@ -443,8 +548,10 @@ def score_engines(predictors: dict, spec, x: np.ndarray, y: np.ndarray, info: di
     ``agreement`` is the fp32 ONNX Runtime engine's; ``agreement_by_engine`` and
     ``delta_vs_tensorflow`` cover every ONNX Runtime engine.
     """
-    predictions = {name: np.concatenate([call(x[i:i + SCORE_BATCH]) for i in range(0, len(x), SCORE_BATCH)])
-                   for name, call in predictors.items()}
+    predictions = {
+        name: np.concatenate([call(x[i : i + SCORE_BATCH]) for i in range(0, len(x), SCORE_BATCH)])
+        for name, call in predictors.items()
+    }
     reference = predictions["tensorflow"]
     scores = {name: spec.score(x, y, p, info) for name, p in predictions.items()}
     agreement, delta = {}, {}
@@ -454,11 +561,20 @@ def score_engines(predictors: dict, spec, x: np.ndarray, y: np.ndarray, info: di
         agreement[name] = {"max_abs_diff": float(np.max(np.abs(pred.astype(np.float64) - reference)))}
         if spec.kind == "classification":
             agreement[name]["top1_agreement"] = float(np.mean(pred.argmax(-1) == reference.argmax(-1)))
-        delta[name] = {k: float(v - scores["tensorflow"][k]) for k, v in scores[name].items()
-                       if isinstance(v, float) and k in scores["tensorflow"]}
+        delta[name] = {
+            k: float(v - scores["tensorflow"][k])
+            for k, v in scores[name].items()
+            if isinstance(v, float) and k in scores["tensorflow"]
+        }
     first = next(n for n in predictions if n != "tensorflow")
-    return {"split": split, "examples": int(len(x)), "agreement": agreement[first], "agreement_by_engine": agreement,
-            "delta_vs_tensorflow": delta, **scores}
+    return {
+        "split": split,
+        "examples": int(len(x)),
+        "agreement": agreement[first],
+        "agreement_by_engine": agreement,
+        "delta_vs_tensorflow": delta,
+        **scores,
+    }
 
 
 def validate_result(result: dict) -> None:
@@ -474,15 +590,22 @@ def summary_line(result: dict) -> str:
     lines = []
     for engine, by_batch in result["ratios_over_tf"].items():
         label = "ORT" if engine == "onnxruntime" else "ORT " + engine.split("_", 1)[1]
-        lines += [f"batch {b}: {label} {by_key[(engine, int(b))]:.3f} ms vs TF {by_key[('tensorflow', int(b))]:.3f} ms "
-                  f"(x{ratio:.2f})" for b, ratio in by_batch.items()]
+        lines += [
+            f"batch {b}: {label} {by_key[(engine, int(b))]:.3f} ms vs TF {by_key[('tensorflow', int(b))]:.3f} ms "
+            f"(x{ratio:.2f})"
+            for b, ratio in by_batch.items()
+        ]
     return "\n".join(lines)
 
 
 def tile_batch(x: np.ndarray, batch_size: int) -> np.ndarray:
     """The first ``batch_size`` examples of ``x`` (repeated when ``x`` has fewer), contiguous."""
     reps = -(-batch_size // len(x))
-    return np.ascontiguousarray(np.concatenate([x] * reps)[:batch_size]) if reps > 1 else np.ascontiguousarray(x[:batch_size])
+    return (
+        np.ascontiguousarray(np.concatenate([x] * reps)[:batch_size])
+        if reps > 1
+        else np.ascontiguousarray(x[:batch_size])
+    )
 
 
 def _timed(fn) -> float:

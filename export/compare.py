@@ -48,9 +48,13 @@ def compare(a_path: Path, b_path: Path, metric: str = "p50", threshold: float = 
     tasks = [t for t in a if t in b]
     if not tasks:
         raise UserError(f"{a_path} and {b_path} share no task ({', '.join(a)} vs {', '.join(b)})")
-    lines = [f"A: `{a_path}`  ", f"B: `{b_path}`", "",
-             "| task | engine | batch | len | p50 A ms | p50 B ms | p50 B/A | p99 B/A | samples/s B/A | gate |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        f"A: `{a_path}`  ",
+        f"B: `{b_path}`",
+        "",
+        "| task | engine | batch | len | p50 A ms | p50 B ms | p50 B/A | p99 B/A | samples/s B/A | gate |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     regressions = []
     lower_is_better = METRICS[metric]
     for task in tasks:
@@ -58,19 +62,28 @@ def compare(a_path: Path, b_path: Path, metric: str = "p50", threshold: float = 
         rows_b = {(r["engine"], r["batch_size"], r.get("seq_len")): r for r in b[task]["latency"]}
         for key in sorted(set(rows_a) & set(rows_b), key=lambda k: (k[0], k[1], k[2] or 0)):
             ra, rb = rows_a[key], rows_b[key]
-            worse = (_figure(rb, metric) / _figure(ra, metric)) if lower_is_better else (_figure(ra, metric) / _figure(rb, metric))
+            worse = (
+                (_figure(rb, metric) / _figure(ra, metric))
+                if lower_is_better
+                else (_figure(ra, metric) / _figure(rb, metric))
+            )
             regressed = worse > threshold
             label = f"{task} {key[0]} batch {key[1]}" + (f" len {key[2]}" if key[2] else "")
             if regressed:
                 regressions.append(f"{label}: {metric} {worse:.2f}x worse")
-            lines.append(f"| {task} | {key[0]} | {key[1]} | {key[2] or ''} | {ra['latency_ms']['p50']:.3f} | "
-                         f"{rb['latency_ms']['p50']:.3f} | {rb['latency_ms']['p50'] / ra['latency_ms']['p50']:.3f} | "
-                         f"{rb['latency_ms']['p99'] / ra['latency_ms']['p99']:.3f} | "
-                         f"{rb['throughput_per_s'] / ra['throughput_per_s']:.3f} | "
-                         + ("REGRESSED" if regressed else "ok") + " |")
-    lines += ["", f"Gate: {metric}, B at most {threshold:g}x worse than A; "
-              + (f"{len(regressions)} row(s) regressed." if regressions else "no regression.")]
+            lines.append(
+                f"| {task} | {key[0]} | {key[1]} | {key[2] or ''} | {ra['latency_ms']['p50']:.3f} | "
+                f"{rb['latency_ms']['p50']:.3f} | {rb['latency_ms']['p50'] / ra['latency_ms']['p50']:.3f} | "
+                f"{rb['latency_ms']['p99'] / ra['latency_ms']['p99']:.3f} | "
+                f"{rb['throughput_per_s'] / ra['throughput_per_s']:.3f} | "
+                + ("REGRESSED" if regressed else "ok")
+                + " |"
+            )
+    lines += [
+        "",
+        f"Gate: {metric}, B at most {threshold:g}x worse than A; "
+        + (f"{len(regressions)} row(s) regressed." if regressions else "no regression."),
+    ]
     providers = {t: (a[t]["provider"]["session_providers"][0], b[t]["provider"]["session_providers"][0]) for t in tasks}
     lines += ["Providers: " + ", ".join(f"{t} {pa} vs {pb}" for t, (pa, pb) in providers.items()) + "."]
     return "\n".join(lines) + "\n", regressions
-

@@ -31,8 +31,11 @@ def tensor_ranges(onnx_model, feeds: dict[str, np.ndarray]) -> dict[str, float]:
             probe.graph.output.append(value)
     session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
-    ranges = {name: float(np.max(np.abs(value))) if value.size else 0.0
-              for name, value in zip(names, session.run(names, feeds)) if np.issubdtype(value.dtype, np.floating)}
+    ranges = {
+        name: float(np.max(np.abs(value))) if value.size else 0.0
+        for name, value in zip(names, session.run(names, feeds))
+        if np.issubdtype(value.dtype, np.floating)
+    }
     for name, value in feeds.items():
         if np.issubdtype(value.dtype, np.floating):
             ranges[name] = float(np.max(np.abs(value))) if value.size else 0.0
@@ -58,8 +61,9 @@ def convert_to_fp16(onnx_model, feeds: dict[str, np.ndarray], safe_abs: float = 
     from onnxconverter_common import float16
 
     kept = nodes_kept_in_fp32(onnx_model, tensor_ranges(onnx_model, feeds), safe_abs)
-    converted = float16.convert_float_to_float16(onnx_model, keep_io_types=True, node_block_list=kept,
-                                                 disable_shape_infer=False)
+    converted = float16.convert_float_to_float16(
+        onnx_model, keep_io_types=True, node_block_list=kept, disable_shape_infer=False
+    )
     _restore_output_types(converted, onnx_model)
     return converted, kept
 

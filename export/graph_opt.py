@@ -22,14 +22,21 @@ SCALAR_OPS = ("Cast", "Mul", "Add", "Sub", "Div")
 
 def optimise(model) -> dict[str, int]:
     """Rewrite ``model`` (an ONNX ModelProto) in place; returns how often each rewrite applied."""
-    counts = {"layout_ops_hoisted": 0, "scales_folded_into_conv": 0, "zero_adds_removed": 0,
-              "zero_initial_states_dropped": 0}
+    counts = {
+        "layout_ops_hoisted": 0,
+        "scales_folded_into_conv": 0,
+        "zero_adds_removed": 0,
+        "zero_initial_states_dropped": 0,
+    }
     changed = True
     while changed:
         changed = False
-        for rewrite, key in ((_remove_zero_add, "zero_adds_removed"), (_hoist_layout_op, "layout_ops_hoisted"),
-                             (_fold_scale_into_conv, "scales_folded_into_conv"),
-                             (_drop_zero_initial_state, "zero_initial_states_dropped")):
+        for rewrite, key in (
+            (_remove_zero_add, "zero_adds_removed"),
+            (_hoist_layout_op, "layout_ops_hoisted"),
+            (_fold_scale_into_conv, "scales_folded_into_conv"),
+            (_drop_zero_initial_state, "zero_initial_states_dropped"),
+        ):
             if rewrite(model):
                 counts[key] += 1
                 changed = True
@@ -155,7 +162,11 @@ def _drop_zero_initial_state(model) -> bool:
         if node.op_type not in ("LSTM", "GRU"):
             continue
         for index in (5, 6):
-            if index < len(node.input) and node.input[index] and _is_zero_state(node.input[index], producers, initializers):
+            if (
+                index < len(node.input)
+                and node.input[index]
+                and _is_zero_state(node.input[index], producers, initializers)
+            ):
                 node.input[index] = ""
                 while node.input and not node.input[-1]:  # trailing optional inputs may be omitted
                     node.input.pop()

@@ -25,8 +25,9 @@ FORBIDDEN_OPS = ("Loop", "Scan")
 PARITY_BATCH = 256
 
 
-def export_onnx(run_dir: Path, opset: int | None = None, output: Path | None = None,
-                atol: float | None = None, fp16: bool = False) -> dict:
+def export_onnx(
+    run_dir: Path, opset: int | None = None, output: Path | None = None, atol: float | None = None, fp16: bool = False
+) -> dict:
     """Convert, validate and write ``model.onnx`` and ``parity.json``; returns the parity record.
 
     With ``fp16``, also the half-precision variant (``model.fp16.onnx`` beside ``output``), which
@@ -39,8 +40,9 @@ def export_onnx(run_dir: Path, opset: int | None = None, output: Path | None = N
     spec = get_spec(config["task"])
     opset = spec.onnx.opset if opset is None else opset
     if opset not in SUPPORTED_OPSETS:
-        raise UserError(f"--opset {opset} is not supported: tf2onnx 1.17 converts opsets "
-                        f"{' or '.join(map(str, SUPPORTED_OPSETS))}")
+        raise UserError(
+            f"--opset {opset} is not supported: tf2onnx 1.17 converts opsets {' or '.join(map(str, SUPPORTED_OPSETS))}"
+        )
     atol = spec.onnx.atol if atol is None else atol
     if not atol >= 0:
         raise UserError(f"--atol must be a non-negative tolerance, got {atol}")
@@ -54,13 +56,26 @@ def export_onnx(run_dir: Path, opset: int | None = None, output: Path | None = N
     attach_metadata(onnx_model, spec, config, run, opset)
     split, x = _parity_batch(spec, config)
     parity = check_parity(model, onnx_model.SerializeToString(), spec, x, atol)
-    parity.update({"task": spec.name, "split": split, "opset": opset, "graph_rewrites": rewrites, "onnx_path": str(output), "source_run": str(run.path.resolve()),
-                   "nodes": len(onnx_model.graph.node), "op_types": sorted({n.op_type for n in onnx_model.graph.node})})
+    parity.update(
+        {
+            "task": spec.name,
+            "split": split,
+            "opset": opset,
+            "graph_rewrites": rewrites,
+            "onnx_path": str(output),
+            "source_run": str(run.path.resolve()),
+            "nodes": len(onnx_model.graph.node),
+            "op_types": sorted({n.op_type for n in onnx_model.graph.node}),
+        }
+    )
     for line in parity["checks"]:
         print(line, flush=True)
     if not parity["passed"]:
-        raise ParityError(f"ONNX Runtime differs from TensorFlow beyond atol {atol:g}: "
-                          + "; ".join(parity["failures"]) + f" ({output} not written)")
+        raise ParityError(
+            f"ONNX Runtime differs from TensorFlow beyond atol {atol:g}: "
+            + "; ".join(parity["failures"])
+            + f" ({output} not written)"
+        )
     if fp16:
         parity["fp16"] = export_fp16(model, onnx_model, spec, x, fp16_path(output))
     fileio.write_bytes(output, onnx_model.SerializeToString())
@@ -87,8 +102,11 @@ def export_fp16(model, onnx_model, spec, x: np.ndarray, output: Path) -> dict:
     for line in parity["checks"]:
         print(line, flush=True)
     if not parity["passed"]:
-        raise ParityError(f"the fp16 variant differs from TensorFlow beyond atol {spec.onnx.fp16_atol:g}: "
-                          + "; ".join(parity["failures"]) + " (nothing written)")
+        raise ParityError(
+            f"the fp16 variant differs from TensorFlow beyond atol {spec.onnx.fp16_atol:g}: "
+            + "; ".join(parity["failures"])
+            + " (nothing written)"
+        )
     fileio.write_bytes(output, half.SerializeToString())
     return parity
 
@@ -101,7 +119,9 @@ def input_signature(model, spec) -> list:
     signature = []
     for tensor, model_input in zip(spec.onnx.inputs, model.inputs):
         dims = list(model_input.shape)
-        shape = [None if isinstance(a, str) else (a if isinstance(a, int) else dims[i]) for i, a in enumerate(tensor.axes)]
+        shape = [
+            None if isinstance(a, str) else (a if isinstance(a, int) else dims[i]) for i, a in enumerate(tensor.axes)
+        ]
         signature.append(tf.TensorSpec(shape, tf.as_dtype(tensor.dtype), name=tensor.name))
     return signature
 
@@ -119,10 +139,14 @@ def check_graph(onnx_model, spec) -> None:
     ops = [n.op_type for n in onnx_model.graph.node]
     slow = sorted({op for op in ops if op in FORBIDDEN_OPS})
     if slow:
-        raise UserError(f"the converted graph holds {', '.join(slow)} node(s) (Keras masking or an unrolled "
-                        "recurrence): ONNX Runtime runs these ~30x slower; handle padding with explicit tensors")
-    for kind, declared, actual in (("input", spec.onnx.inputs, onnx_model.graph.input),
-                                   ("output", spec.onnx.outputs, onnx_model.graph.output)):
+        raise UserError(
+            f"the converted graph holds {', '.join(slow)} node(s) (Keras masking or an unrolled "
+            "recurrence): ONNX Runtime runs these ~30x slower; handle padding with explicit tensors"
+        )
+    for kind, declared, actual in (
+        ("input", spec.onnx.inputs, onnx_model.graph.input),
+        ("output", spec.onnx.outputs, onnx_model.graph.output),
+    ):
         want, got = [t.name for t in declared], [v.name for v in actual]
         if want != got:
             raise UserError(f"ONNX {kind} names {got} differ from the task spec's {want}")
@@ -136,10 +160,15 @@ def attach_metadata(onnx_model, spec, config: dict, run: RunDir, opset: int) -> 
         "rnnforge.opset": str(opset),
         "rnnforge.source_run": str(run.path.resolve()),
         "rnnforge.dataset": config["dataset"],
-        "rnnforge.inputs": json.dumps([{"name": t.name, "dtype": t.dtype, "axes": t.axes, "description": t.description}
-                                       for t in spec.onnx.inputs]),
-        "rnnforge.outputs": json.dumps([{"name": t.name, "dtype": t.dtype, "axes": t.axes, "description": t.description}
-                                        for t in spec.onnx.outputs]),
+        "rnnforge.inputs": json.dumps(
+            [{"name": t.name, "dtype": t.dtype, "axes": t.axes, "description": t.description} for t in spec.onnx.inputs]
+        ),
+        "rnnforge.outputs": json.dumps(
+            [
+                {"name": t.name, "dtype": t.dtype, "axes": t.axes, "description": t.description}
+                for t in spec.onnx.outputs
+            ]
+        ),
         "rnnforge.info": json.dumps(config["info"]),
     }
     for key in ("class_names", "window", "horizon", "units"):
@@ -178,7 +207,9 @@ def check_parity(model, onnx_bytes: bytes, spec, x: np.ndarray, atol: float) -> 
         worst = max(worst, diff)
         ok = diff <= atol
         record["outputs"][tensor.name] = {"shape": list(got.shape), "max_abs_diff": diff, "within_atol": ok}
-        record["checks"].append(f"  -[{'✓' if ok else 'x'}] {tensor.name}: shape {list(got.shape)}, max abs diff {diff:.2e}")
+        record["checks"].append(
+            f"  -[{'✓' if ok else 'x'}] {tensor.name}: shape {list(got.shape)}, max abs diff {diff:.2e}"
+        )
         if not ok:
             record["failures"].append(f"{tensor.name}: max diff = {diff:.3e}")
         if spec.kind == "classification":

@@ -41,56 +41,97 @@ def bench_markdown(result: dict, run: RunDir) -> str:
             f"{metrics['epochs_run']} epochs on `{metrics['dataset']}` with {metrics['workers']} Ray workers in "
             f"{metrics['train_seconds']} s ({metrics['samples_per_s']} samples/s, {metrics['samples_per_s_per_worker']} "
             f"per worker), {metrics['restarts']} restart(s). {split.capitalize()} split: "
-            + format_scores(metrics[split]) + ("" if split == "test" else " (the test split is empty)") + ".",
+            + format_scores(metrics[split])
+            + ("" if split == "test" else " (the test split is empty)")
+            + ".",
             "",
         ]
-        for png, title in (("training_curve.png", "Training curve"), ("confusion_matrix.png", "Confusion matrix"),
-                           ("forecast.png", "Forecast vs actual"), ("mae_per_horizon.png", "MAE per horizon day")):
+        for png, title in (
+            ("training_curve.png", "Training curve"),
+            ("confusion_matrix.png", "Confusion matrix"),
+            ("forecast.png", "Forecast vs actual"),
+            ("mae_per_horizon.png", "MAE per horizon day"),
+        ):
             if (run.path / png).is_file():
                 lines += [f"![{title}]({_rel(run.path / png, out)})", ""]
     lines += _parity_lines(result.get("parity"))
     accuracy = result["accuracy"]
     engines = ["tensorflow", *accuracy["agreement_by_engine"]]
     score_keys = list(headline(accuracy["tensorflow"]))
-    lines += [f"## Accuracy on the {accuracy['split']} split", "",
-              f"{accuracy['examples']} examples. Deltas are the engine's score minus TensorFlow's.", "",
-              "| engine | " + " | ".join(score_keys) + " | max abs diff vs TF | top-1 agreement |",
-              "|---|" + "---|" * (len(score_keys) + 2)]
+    lines += [
+        f"## Accuracy on the {accuracy['split']} split",
+        "",
+        f"{accuracy['examples']} examples. Deltas are the engine's score minus TensorFlow's.",
+        "",
+        "| engine | " + " | ".join(score_keys) + " | max abs diff vs TF | top-1 agreement |",
+        "|---|" + "---|" * (len(score_keys) + 2),
+    ]
     for engine in engines:
         agreement = accuracy["agreement_by_engine"].get(engine, {})
         delta = accuracy["delta_vs_tensorflow"].get(engine, {})
         cells = [format_value(accuracy[engine][k]) + (f" ({delta[k]:+.4f})" if k in delta else "") for k in score_keys]
-        lines.append(f"| {engine} | " + " | ".join(cells) + " | "
-                     + (f"{agreement['max_abs_diff']:.2e}" if agreement else "") + " | "
-                     + (f"{agreement['top1_agreement']:.4f}" if "top1_agreement" in agreement else "") + " |")
+        lines.append(
+            f"| {engine} | "
+            + " | ".join(cells)
+            + " | "
+            + (f"{agreement['max_abs_diff']:.2e}" if agreement else "")
+            + " | "
+            + (f"{agreement['top1_agreement']:.4f}" if "top1_agreement" in agreement else "")
+            + " |"
+        )
     ort = accuracy.get("onnxruntime") or accuracy[engines[1]]  # the fp32 engine unless only fp16 ran
     per_day = sorted(k for k in ort if k.startswith("mae_d+"))
     if per_day:
         lines += ["", "| horizon day | " + " | ".join(k[4:] for k in per_day) + " |", "|---|" + "---:|" * len(per_day)]
-        for label, prefix in (("model MAE (ORT)", "mae_"), ("naive MAE", "naive_mae_"), ("model MAPE % (ORT)", "mape_")):
+        for label, prefix in (
+            ("model MAE (ORT)", "mae_"),
+            ("naive MAE", "naive_mae_"),
+            ("model MAPE % (ORT)", "mape_"),
+        ):
             lines.append(f"| {label} | " + " | ".join(f"{ort[prefix + k[4:]]:,.1f}" for k in per_day) + " |")
     provider = result["provider"]
-    sessions = "; ".join(f"{v}: session creation {s['session_creation_ms']:.1f} ms, first inference "
-                         f"{s['first_inference_ms']:.2f} ms" for v, s in result["sessions"].items())
-    lines += ["", "## Latency", "",
-              f"{sessions}. {result['settings']['warmup']} warm-up runs, then up to {result['settings']['runs']} timed "
-              f"runs (at most {result['settings']['max_seconds']} s) per row. TensorFlow runs a `tf.function` with a "
-              "fixed signature." + (" ONNX Runtime inputs and outputs are bound on the device (IOBinding): host-device "
-                                   "copies are not timed." if provider["io_binding"] else ""),
-              ""]
+    sessions = "; ".join(
+        f"{v}: session creation {s['session_creation_ms']:.1f} ms, first inference {s['first_inference_ms']:.2f} ms"
+        for v, s in result["sessions"].items()
+    )
+    lines += [
+        "",
+        "## Latency",
+        "",
+        f"{sessions}. {result['settings']['warmup']} warm-up runs, then up to {result['settings']['runs']} timed "
+        f"runs (at most {result['settings']['max_seconds']} s) per row. TensorFlow runs a `tf.function` with a "
+        "fixed signature."
+        + (
+            " ONNX Runtime inputs and outputs are bound on the device (IOBinding): host-device copies are not timed."
+            if provider["io_binding"]
+            else ""
+        ),
+        "",
+    ]
     lines += _latency_table([r for r in result["latency"] if r["seq_len"] is None], result["ratios_over_tf"])
     lines += ["", "| engine | SingleStream p90 ms (batch 1) | Offline samples/s (batch) |", "|---|---:|---:|"]
     for engine, figures in result["scenarios"].items():
         single = figures["single_stream_p90_ms"]
-        lines.append(f"| {engine} | {'' if single is None else f'{single:.3f}'} | "
-                     f"{figures['offline_samples_per_s']:,.0f} ({figures['offline_batch_size']}) |")
-    lines += ["", "![Latency vs batch size](latency_vs_batch.png)", "",
-              "![Throughput vs latency](throughput_vs_latency.png)", "",
-              "![Latency distribution](latency_distribution.png)", ""]
+        lines.append(
+            f"| {engine} | {'' if single is None else f'{single:.3f}'} | "
+            f"{figures['offline_samples_per_s']:,.0f} ({figures['offline_batch_size']}) |"
+        )
+    lines += [
+        "",
+        "![Latency vs batch size](latency_vs_batch.png)",
+        "",
+        "![Throughput vs latency](throughput_vs_latency.png)",
+        "",
+        "![Latency distribution](latency_distribution.png)",
+        "",
+    ]
     swept = [r for r in result["latency"] if r["seq_len"] is not None]
     if swept:
-        lines += ["### By sequence length", ""] + _latency_table(swept, None) + [
-            "", "![Latency vs sequence length](latency_vs_seq_len.png)", ""]
+        lines += (
+            ["### By sequence length", ""]
+            + _latency_table(swept, None)
+            + ["", "![Latency vs sequence length](latency_vs_seq_len.png)", ""]
+        )
     if run.architecture.is_file():
         lines += ["## Architecture", "", "```", run.architecture.read_text().rstrip(), "```", ""]
     return "\n".join(lines)
@@ -105,23 +146,29 @@ def _parity_lines(parity: dict | None) -> list[str]:
             continue
         agreement = f", top-1 agreement {record['top1_agreement']:.4f}" if "top1_agreement" in record else ""
         kept = f"; {len(record['nodes_kept_fp32'])} nodes kept in fp32" if "nodes_kept_fp32" in record else ""
-        lines.append(f"- {label}: opset {parity['opset']}, {record['nodes']} nodes{kept}; on {record['batch']} "
-                     f"{parity.get('split', 'test')} examples: max abs diff {record['max_abs_diff']:.2e} "
-                     f"(tolerance {record['atol']:g}){agreement}.")
+        lines.append(
+            f"- {label}: opset {parity['opset']}, {record['nodes']} nodes{kept}; on {record['batch']} "
+            f"{parity.get('split', 'test')} examples: max abs diff {record['max_abs_diff']:.2e} "
+            f"(tolerance {record['atol']:g}){agreement}."
+        )
     return lines + [""]
 
 
 def _latency_table(rows: list[dict], ratios_by_engine: dict | None) -> list[str]:
-    lines = ["| batch | len | engine | n | p50 ms | p90 ms | p95 ms | p99 ms | p99.9 ms | mean ms | samples/s | /TF p50 |",
-             "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| batch | len | engine | n | p50 ms | p90 ms | p95 ms | p99 ms | p99.9 ms | mean ms | samples/s | /TF p50 |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     by_key = {(r["engine"], r["batch_size"], r["seq_len"]): r["latency_ms"]["p50"] for r in rows}
     for row in sorted(rows, key=lambda r: (r["batch_size"], r["seq_len"] or 0, r["engine"])):
         lat = row["latency_ms"]
         tf_p50 = by_key.get(("tensorflow", row["batch_size"], row["seq_len"]))
         ratio = lat["p50"] / tf_p50 if tf_p50 and row["engine"] != "tensorflow" else None
-        lines.append(f"| {row['batch_size']} | {row['seq_len'] or ''} | {row['engine']} | {row['runs']} | {lat['p50']:.3f} | "
-                     f"{lat['p90']:.3f} | {lat['p95']:.3f} | {lat['p99']:.3f} | {lat['p99_9']:.3f} | {lat['mean']:.3f} | "
-                     f"{row['throughput_per_s']:,.0f} | " + (f"{ratio:.3f}" if ratio is not None else "") + " |")
+        lines.append(
+            f"| {row['batch_size']} | {row['seq_len'] or ''} | {row['engine']} | {row['runs']} | {lat['p50']:.3f} | "
+            f"{lat['p90']:.3f} | {lat['p95']:.3f} | {lat['p99']:.3f} | {lat['p99_9']:.3f} | {lat['mean']:.3f} | "
+            f"{row['throughput_per_s']:,.0f} | " + (f"{ratio:.3f}" if ratio is not None else "") + " |"
+        )
     return lines
 
 
@@ -149,27 +196,40 @@ def to_html(markdown: str, base_dir: Path, title: str) -> str:
         return 'src="data:image/png;base64,' + base64.b64encode(image.read_bytes()).decode() + '"'
 
     body = re.sub(r'src="([^"]+)"', inline, body)
-    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-             "table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;padding:3px 8px}"
-             "th{background:#f3f3f3}td{text-align:right}td:first-child,td:nth-child(3){text-align:left}"
-             "img{max-width:100%}pre{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}")
-    return (f"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body>\n{body}</body></html>\n")
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;padding:3px 8px}"
+        "th{background:#f3f3f3}td{text-align:right}td:first-child,td:nth-child(3){text-align:left}"
+        "img{max-width:100%}pre{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}"
+    )
+    return (
+        f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{style}</style></head><body>\n{body}</body></html>\n"
+    )
 
 
 def summary_markdown(out: Path, results: dict[str, dict], title: str, intro: str) -> str:
     """One table over several runs' bench results, linking each run's full report."""
-    lines = [f"# {title}", "", intro, "",
-             "| run | task | provider | scores (TF) | scores (ORT) | parity max abs diff | ORT/TF p50 by batch | report |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# {title}",
+        "",
+        intro,
+        "",
+        "| run | task | provider | scores (TF) | scores (ORT) | parity max abs diff | ORT/TF p50 by batch | report |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, result in results.items():
         acc = result["accuracy"]
-        ratios = "; ".join(f"{engine.replace('onnxruntime', 'ORT')} " + ", ".join(f"{b}: {r:.2f}" for b, r in by_batch.items())
-                           for engine, by_batch in result["ratios_over_tf"].items())
+        ratios = "; ".join(
+            f"{engine.replace('onnxruntime', 'ORT')} " + ", ".join(f"{b}: {r:.2f}" for b, r in by_batch.items())
+            for engine, by_batch in result["ratios_over_tf"].items()
+        )
         parity = result.get("parity") or {}
-        lines.append(f"| {name} | {result['task']} | {result['provider']['requested']} | {format_scores(acc['tensorflow'])} | "
-                     f"{format_scores(acc['onnxruntime'] if 'onnxruntime' in acc else acc['onnxruntime_fp16'])} | "
-                     f"{parity.get('max_abs_diff', float('nan')):.2e} | {ratios} | "
-                     f"[report]({_rel(Path(result['report']), out)}) |")
+        lines.append(
+            f"| {name} | {result['task']} | {result['provider']['requested']} | {format_scores(acc['tensorflow'])} | "
+            f"{format_scores(acc['onnxruntime'] if 'onnxruntime' in acc else acc['onnxruntime_fp16'])} | "
+            f"{parity.get('max_abs_diff', float('nan')):.2e} | {ratios} | "
+            f"[report]({_rel(Path(result['report']), out)}) |"
+        )
     lines.append("")
     return "\n".join(lines)

@@ -60,5 +60,8 @@ def confusion_plot(x, y, predictions, data, split: str, out_dir) -> list:
     """Confusion matrix of the split."""
     from rnnforge.core import plots
 
-    return [plots.confusion_matrix(y, predictions.argmax(axis=1), data.info["class_names"],
-                                   out_dir / "confusion_matrix.png")]
+    return [
+        plots.confusion_matrix(
+            y, predictions.argmax(axis=1), data.info["class_names"], out_dir / "confusion_matrix.png"
+        )
+    ]

@@ -43,13 +43,15 @@ def _split_series(series, config: dict) -> TaskData:
     }
     splits, dates = {}, {}
     for split, (start, end) in bounds.items():
-        part = series[pd.Timestamp(start): pd.Timestamp(end) if end else None]
+        part = series[pd.Timestamp(start) : pd.Timestamp(end) if end else None]
         x, y, starts = timeseries.windows(part, window, horizon)
         splits[split], dates[split] = (x, y), starts
     if not len(splits["train"][0]):
-        raise UserError(f"no training windows between {config['train_start']} and {config['train_end']}: the series "
-                          f"covers {series.index.min():%Y-%m-%d}..{series.index.max():%Y-%m-%d}")
-    train_values = series[pd.Timestamp(config["train_start"]): pd.Timestamp(config["train_end"])].to_numpy()
+        raise UserError(
+            f"no training windows between {config['train_start']} and {config['train_end']}: the series "
+            f"covers {series.index.min():%Y-%m-%d}..{series.index.max():%Y-%m-%d}"
+        )
+    train_values = series[pd.Timestamp(config["train_start"]) : pd.Timestamp(config["train_end"])].to_numpy()
     info = {
         "window": window,
         "horizon": horizon,
@@ -69,7 +71,6 @@ def _next_day(day: str) -> str:
     return f"{pd.Timestamp(day) + pd.Timedelta(days=1):%Y-%m-%d}"
 
 
-
 def load_synthetic(config: dict) -> TaskData:
     """The embedded ridership-like series (``pipeline.timeseries.synthetic_series``)."""
     return _split_series(timeseries.synthetic_series(seed=config["data_seed"]), config)
@@ -84,8 +85,9 @@ def load_csv(config: dict) -> TaskData:
     """Any daily series: ``--data-dir FILE --date-column NAME --value-column NAME``."""
     if not config.get("data_dir"):
         raise UserError("--dataset csv needs --data-dir FILE (a CSV with a date and a value column)")
-    series = timeseries.read_daily_csv(config["data_dir"], config["date_column"], config["value_column"],
-                                       fill_missing=config["fill_missing"])
+    series = timeseries.read_daily_csv(
+        config["data_dir"], config["date_column"], config["value_column"], fill_missing=config["fill_missing"]
+    )
     return _split_series(series, config)
 
 
@@ -133,7 +135,7 @@ def train_targets(x: np.ndarray, y: np.ndarray, info: dict) -> np.ndarray:
 
 def naive_forecast(x: np.ndarray, horizon: int) -> np.ndarray:
     """The seasonal naive forecast: each day's value one week earlier, ``[n, horizon]``."""
-    return x[:, x.shape[1] - SEASON: x.shape[1] - SEASON + horizon, 0]
+    return x[:, x.shape[1] - SEASON : x.shape[1] - SEASON + horizon, 0]
 
 
 def score(x: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, info: dict) -> dict:
@@ -163,11 +165,21 @@ def report_plots(x, y, predictions, data: TaskData, split: str, out_dir) -> list
     scores = score(x, y, predictions, data.info)
     horizon = data.info["horizon"]
     return [
-        plots.forecast_vs_actual(data.dates[split], y, predictions, naive_forecast(x, horizon),
-                                 out_dir / "forecast.png", split, data.info["units"]),
-        plots.mae_per_horizon([scores[f"mae_d+{d}"] for d in range(1, horizon + 1)],
-                              [scores[f"naive_mae_d+{d}"] for d in range(1, horizon + 1)],
-                              out_dir / "mae_per_horizon.png", data.info["units"]),
+        plots.forecast_vs_actual(
+            data.dates[split],
+            y,
+            predictions,
+            naive_forecast(x, horizon),
+            out_dir / "forecast.png",
+            split,
+            data.info["units"],
+        ),
+        plots.mae_per_horizon(
+            [scores[f"mae_d+{d}"] for d in range(1, horizon + 1)],
+            [scores[f"naive_mae_d+{d}"] for d in range(1, horizon + 1)],
+            out_dir / "mae_per_horizon.png",
+            data.info["units"],
+        ),
     ]
 
 
@@ -197,10 +209,15 @@ SPEC = TaskSpec(
     loss="mae",  # MAE is the score; it also shrugs off holiday outliers better than MSE/Huber
     metrics=("mae",),
     onnx=OnnxSpec(
-        inputs=(TensorSpec("series", "float32", ("batch", None, 1),
-                           "the last WINDOW daily values, oldest first, raw units (e.g. riders per day)"),),
-        outputs=(TensorSpec("forecast", "float32", ("batch", None),
-                            "the next HORIZON daily values, raw units"),),
+        inputs=(
+            TensorSpec(
+                "series",
+                "float32",
+                ("batch", None, 1),
+                "the last WINDOW daily values, oldest first, raw units (e.g. riders per day)",
+            ),
+        ),
+        outputs=(TensorSpec("forecast", "float32", ("batch", None), "the next HORIZON daily values, raw units"),),
         atol=1.0,  # raw units: ridership is ~1e5-1e6, float32 keeps ~7 digits
         fp16_atol=1e3,  # fp16 keeps ~3 digits inside the model; scaling to riders stays fp32
     ),

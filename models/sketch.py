@@ -44,8 +44,9 @@ def load_quickdraw(config: dict) -> TaskData:
 
     categories = [c.strip() for c in config["categories"].split(",") if c.strip()] if config["categories"] else None
     if config.get("data_dir") and not config["streaming"]:
-        drawings = quickdraw.load_local(config["data_dir"], categories, config["skip_bad_records"],
-                                        config["max_per_class"])
+        drawings = quickdraw.load_local(
+            config["data_dir"], categories, config["skip_bad_records"], config["max_per_class"]
+        )
         info = {"format": drawings.format, "skipped_records": drawings.skipped, "streaming": False}
         return _task_data(drawings.splits, drawings.class_names, config, info)
     return _stream_quickdraw(config, categories)
@@ -55,8 +56,9 @@ def _stream_quickdraw(config: dict, categories: list[str] | None) -> TaskData:
     from rnnforge.pipeline import sketch_rnn
     from rnnforge.pipeline.input import bucket_lengths, bucketed_batches
 
-    builder = sketch_rnn.prepare(categories, config.get("data_dir"), config["tfds_dir"], config["max_per_class"],
-                                 config["skip_bad_records"])
+    builder = sketch_rnn.prepare(
+        categories, config.get("data_dir"), config["tfds_dir"], config["max_per_class"], config["skip_bad_records"]
+    )
     max_len = config["max_len"]
     splits = {s: sketch_rnn.read_split(builder, s) for s in ("valid", "test")}
     sample, _ = sketch_rnn.read_split(builder, "train", limit=SCALE_SAMPLE)
@@ -65,20 +67,37 @@ def _stream_quickdraw(config: dict, categories: list[str] | None) -> TaskData:
 
     def train_stream(input_context, batch_size: int, seed: int):
         drawings = sketch_rnn.stream_split(builder, "train", input_context=input_context, seed=seed)
-        return bucketed_batches(drawings, batch_size=batch_size, max_len=max_len, shuffle_buffer=SHUFFLE_BUFFER,
-                                seed=seed, buckets=config["length_buckets"])
+        return bucketed_batches(
+            drawings,
+            batch_size=batch_size,
+            max_len=max_len,
+            shuffle_buffer=SHUFFLE_BUFFER,
+            seed=seed,
+            buckets=config["length_buckets"],
+        )
 
-    info = {"format": "tfds", "tfds_dataset": builder.info.full_name, "tfds_dir": str(builder.data_dir),
-            "skipped_records": dict(builder.info.metadata.get("skipped_records", {})), "streaming": True,
-            "bucket_lengths": list(bucket_lengths(max_len, config["length_buckets"]))}
-    data = _task_data({"train": ([], np.zeros(0, np.int64)), **splits}, builder.info.features["label"].names,
-                      config, info, scale_from=sample)
+    info = {
+        "format": "tfds",
+        "tfds_dataset": builder.info.full_name,
+        "tfds_dir": str(builder.data_dir),
+        "skipped_records": dict(builder.info.metadata.get("skipped_records", {})),
+        "streaming": True,
+        "bucket_lengths": list(bucket_lengths(max_len, config["length_buckets"])),
+    }
+    data = _task_data(
+        {"train": ([], np.zeros(0, np.int64)), **splits},
+        builder.info.features["label"].names,
+        config,
+        info,
+        scale_from=sample,
+    )
     data.train_stream, data.train_size = train_stream, builder.info.splits["train"].num_examples
     return data
 
 
-def _task_data(splits: dict, class_names: list[str], config: dict, extra_info: dict,
-               scale_from: list | None = None) -> TaskData:
+def _task_data(
+    splits: dict, class_names: list[str], config: dict, extra_info: dict, scale_from: list | None = None
+) -> TaskData:
     """Pad/crop stroke-3 drawings to ``max_len`` and describe them for the model and reports.
 
     The offsets' scale comes from the training drawings (or ``scale_from``, a sample of them).
@@ -93,7 +112,9 @@ def _task_data(splits: dict, class_names: list[str], config: dict, extra_info: d
         "max_len": max_len,
         **extra_info,
     }
-    return TaskData(splits={s: (strokes.pad_or_crop(d, max_len), labels) for s, (d, labels) in splits.items()}, info=info)
+    return TaskData(
+        splits={s: (strokes.pad_or_crop(d, max_len), labels) for s, (d, labels) in splits.items()}, info=info
+    )
 
 
 def build_model(config: dict, info: dict):
@@ -107,7 +128,9 @@ def build_model(config: dict, info: dict):
     # (dx, dy) / scale, pen_lifted unchanged: a fixed Normalization exports as Sub/Div.
     x = keras.layers.Normalization(mean=[0.0, 0.0, 0.0], variance=[scale**2, scale**2, 1.0], name="scale")(inputs)
     for i, (filters, stride) in enumerate(zip(CONV_FILTERS, CONV_STRIDES)):
-        x = keras.layers.Conv1D(filters, KERNEL_SIZE, strides=stride, padding="same", use_bias=False, name=f"conv{i}")(x)
+        x = keras.layers.Conv1D(filters, KERNEL_SIZE, strides=stride, padding="same", use_bias=False, name=f"conv{i}")(
+            x
+        )
         x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
         x = keras.layers.ReLU(name=f"relu{i}")(x)
     x = recurrent_layer(config, config["units"], return_sequences=True, name="rnn0")(x)
@@ -141,8 +164,14 @@ SPEC = TaskSpec(
     loss="sparse_categorical_crossentropy",
     metrics=("accuracy",),
     onnx=OnnxSpec(
-        inputs=(TensorSpec("strokes", "float32", ("batch", "time", 3),
-                           "stroke-3 rows (dx, dy in canvas pixels, pen_lifted 0/1), left-padded with zero rows"),),
+        inputs=(
+            TensorSpec(
+                "strokes",
+                "float32",
+                ("batch", "time", 3),
+                "stroke-3 rows (dx, dy in canvas pixels, pen_lifted 0/1), left-padded with zero rows",
+            ),
+        ),
         outputs=(TensorSpec("probabilities", "float32", ("batch", None), "softmax over class_names"),),
     ),
     score=classification_scores,

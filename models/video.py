@@ -21,15 +21,21 @@ POOL_GRID = 4  # frames are pooled to POOL_GRID x POOL_GRID cells before the RNN
 def _task_data(splits: dict, class_names: list[str], config: dict, source: str) -> TaskData:
     if not len(splits["train"][0]):
         raise UserError("the video dataset has no training clips")
-    info = {"class_names": list(class_names), "frames": config["frames"], "frame_size": config["frame_size"],
-            "source": source}
+    info = {
+        "class_names": list(class_names),
+        "frames": config["frames"],
+        "frame_size": config["frame_size"],
+        "source": source,
+    }
     return TaskData(splits=splits, info=info)
 
 
 def load_synthetic(config: dict) -> TaskData:
     """Embedded moving-shapes clips (``pipeline.video.synthetic``)."""
-    splits = {s: video.synthetic(s, seed=config["data_seed"], frames=config["frames"], size=config["frame_size"])
-              for s in video.SPLITS}
+    splits = {
+        s: video.synthetic(s, seed=config["data_seed"], frames=config["frames"], size=config["frame_size"])
+        for s in video.SPLITS
+    }
     return _task_data(splits, video.CLASS_NAMES, config, "synthetic")
 
 
@@ -37,16 +43,24 @@ def load_folder(config: dict) -> TaskData:
     """Your own clips: ``--data-dir ROOT`` with ``ROOT/<class>/<clip>`` or ``ROOT/{train,test}/<class>/<clip>``."""
     if not config.get("data_dir"):
         raise UserError("--dataset folder needs --data-dir ROOT (ROOT/<class>/<clip> folders)")
-    splits, names = video.load_folder(config["data_dir"], config["frames"], config["frame_size"],
-                                      config["sampling"], config["data_seed"])
+    splits, names = video.load_folder(
+        config["data_dir"], config["frames"], config["frame_size"], config["sampling"], config["data_seed"]
+    )
     return _task_data(splits, names, config, "folder")
 
 
 def load_ucf101(config: dict) -> TaskData:
     """UCF101 through TFDS (``--ucf101-config``, ``--categories`` for a subset)."""
     categories = [c.strip() for c in config["categories"].split(",")] if config.get("categories") else None
-    splits, names = video.load_ucf101(config["ucf101_config"], config["frames"], config["frame_size"], categories,
-                                      config["sampling"], config["data_seed"], config.get("data_dir"))
+    splits, names = video.load_ucf101(
+        config["ucf101_config"],
+        config["frames"],
+        config["frame_size"],
+        categories,
+        config["sampling"],
+        config["data_seed"],
+        config.get("data_dir"),
+    )
     return _task_data(splits, names, config, "ucf101")
 
 
@@ -96,8 +110,14 @@ SPEC = TaskSpec(
     loss="sparse_categorical_crossentropy",
     metrics=("accuracy",),
     onnx=OnnxSpec(
-        inputs=(TensorSpec("frames", "uint8", ("batch", None, None, None, 3),
-                           "RGB frames, uint8 0-255, [T, H, W] as trained (see rnnforge.info)"),),
+        inputs=(
+            TensorSpec(
+                "frames",
+                "uint8",
+                ("batch", None, None, None, 3),
+                "RGB frames, uint8 0-255, [T, H, W] as trained (see rnnforge.info)",
+            ),
+        ),
         outputs=(TensorSpec("probabilities", "float32", ("batch", None), "softmax over class_names"),),
     ),
     score=classification_scores,

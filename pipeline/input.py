@@ -12,8 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def worker_dataset(x: np.ndarray, y: np.ndarray, *, batch_size: int, num_shards: int, shard_index: int,
-                   seed: int, shuffle: bool = True):
+def worker_dataset(
+    x: np.ndarray, y: np.ndarray, *, batch_size: int, num_shards: int, shard_index: int, seed: int, shuffle: bool = True
+):
     """Endless ``tf.data.Dataset`` of ``(x, y)`` batches from this worker's shard.
 
     x: ``[n, ...]`` features, y: ``[n, ...]`` targets (numpy). Examples ``shard_index``,
@@ -70,7 +71,8 @@ def bucketed_batches(ds, *, batch_size: int, max_len: int, shuffle_buffer: int =
     ds = ds.group_by_window(
         key_func=lambda bucket, sequence, label: bucket,
         reduce_func=lambda bucket, window: window.batch(batch_size, drop_remainder=True),
-        window_size=batch_size)
+        window_size=batch_size,
+    )
     ds = ds.map(lambda bucket, sequences, labels: (sequences, labels), num_parallel_calls=tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF

@@ -47,7 +47,9 @@ def detect_format(data_dir: Path) -> str:
     """``sketchrnn``, ``ndjson`` or ``tfrecord``, from the file names in ``data_dir``."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise UserError(f"--data-dir {data_dir} is not a directory (expected QuickDraw .npz, .ndjson or TFRecord files)")
+        raise UserError(
+            f"--data-dir {data_dir} is not a directory (expected QuickDraw .npz, .ndjson or TFRecord files)"
+        )
     found = {
         "sketchrnn": sorted(data_dir.glob("*.npz")),
         "ndjson": sorted(data_dir.glob("*.ndjson")),
@@ -61,8 +63,12 @@ def detect_format(data_dir: Path) -> str:
     return present[0]
 
 
-def load_local(data_dir: Path, categories: list[str] | None = None, skip_bad_records: bool = False,
-               max_per_class: int | None = None) -> Drawings:
+def load_local(
+    data_dir: Path,
+    categories: list[str] | None = None,
+    skip_bad_records: bool = False,
+    max_per_class: int | None = None,
+) -> Drawings:
     """Read every drawing under ``data_dir`` (one format) into memory, optionally only ``categories``."""
     class_names, _ = category_sources(data_dir, categories)
     splits: dict[str, tuple[list, list]] = {s: ([], []) for s in SPLITS}
@@ -70,8 +76,12 @@ def load_local(data_dir: Path, categories: list[str] | None = None, skip_bad_rec
     for split, _, drawing, label in iter_drawings(data_dir, categories, skip_bad_records, max_per_class, skipped):
         splits[split][0].append(drawing)
         splits[split][1].append(label)
-    return Drawings(detect_format(data_dir), class_names,
-                    {s: (d, np.asarray(labels, np.int64)) for s, (d, labels) in splits.items()}, skipped)
+    return Drawings(
+        detect_format(data_dir),
+        class_names,
+        {s: (d, np.asarray(labels, np.int64)) for s, (d, labels) in splits.items()},
+        skipped,
+    )
 
 
 def category_sources(data_dir: Path, categories: list[str] | None = None) -> tuple[list[str], dict[str, Path]]:
@@ -96,8 +106,13 @@ def category_sources(data_dir: Path, categories: list[str] | None = None) -> tup
     return names, files
 
 
-def iter_drawings(data_dir: Path, categories: list[str] | None = None, skip_bad_records: bool = False,
-                  max_per_class: int | None = None, skipped: dict[str, int] | None = None):
+def iter_drawings(
+    data_dir: Path,
+    categories: list[str] | None = None,
+    skip_bad_records: bool = False,
+    max_per_class: int | None = None,
+    skipped: dict[str, int] | None = None,
+):
     """Yield ``(split, key, stroke3, label)`` for every drawing under ``data_dir``, one category
     file (or one TFRecord file) at a time, so memory stays bounded by the largest file.
 
@@ -151,11 +166,18 @@ def read_npz(path: Path, skip_bad_records: bool = False) -> tuple[dict[str, list
         out[split] = []
         for i, item in enumerate(items):
             drawing = np.asarray(item)
-            if drawing.ndim != 2 or drawing.shape[1] != 3 or len(drawing) == 0 or drawing.dtype.kind not in "iuf" \
-                    or not np.isfinite(drawing).all():
+            if (
+                drawing.ndim != 2
+                or drawing.shape[1] != 3
+                or len(drawing) == 0
+                or drawing.dtype.kind not in "iuf"
+                or not np.isfinite(drawing).all()
+            ):
                 if not skip_bad_records:
-                    raise UserError(f"{path} {split}[{i}]: expected stroke-3 rows of shape [n, 3] holding finite "
-                                    f"numbers, got {drawing.dtype} {drawing.shape}")
+                    raise UserError(
+                        f"{path} {split}[{i}]: expected stroke-3 rows of shape [n, 3] holding finite "
+                        f"numbers, got {drawing.dtype} {drawing.shape}"
+                    )
                 skipped += 1
                 continue
             out[split].append(drawing.astype(np.int16))
@@ -188,8 +210,13 @@ def read_ndjson(path: Path, skip_bad_records: bool = False) -> tuple[dict[str, l
             key = record.get("key_id", f"{Path(path).stem}-{number}")
         except (json.JSONDecodeError, KeyError, TypeError, IndexError, ValueError) as exc:
             if not skip_bad_records:
-                reason = "not JSON" if isinstance(exc, json.JSONDecodeError) else \
-                    "no 'drawing'" if isinstance(exc, KeyError) else f"bad 'drawing' ({exc})"
+                reason = (
+                    "not JSON"
+                    if isinstance(exc, json.JSONDecodeError)
+                    else "no 'drawing'"
+                    if isinstance(exc, KeyError)
+                    else f"bad 'drawing' ({exc})"
+                )
                 raise UserError(f"{path} line {number}: {reason}") from None
             skipped += 1
             continue
@@ -215,8 +242,11 @@ def _iter_tfrecords(data_dir: Path, class_names: list[str], skip_bad_records: bo
 
     all_names = _tfrecord_class_names(data_dir)
     remap = {all_names.index(c): i for i, c in enumerate(class_names)}
-    features = {"ink": tf.io.VarLenFeature(tf.float32), "shape": tf.io.FixedLenFeature([2], tf.int64),
-                "class_index": tf.io.FixedLenFeature([1], tf.int64)}
+    features = {
+        "ink": tf.io.VarLenFeature(tf.float32),
+        "shape": tf.io.FixedLenFeature([2], tf.int64),
+        "class_index": tf.io.FixedLenFeature([1], tf.int64),
+    }
     for prefix in ("training", "eval"):
         files = sorted(data_dir.glob(f"{prefix}.tfrecord-*"))
         if not files and prefix == "training":

@@ -15,8 +15,16 @@ import numpy as np
 from rnnforge.pipeline.strokes import strokes_to_stroke3
 
 CLASS_NAMES = (
-    "circle", "square", "triangle", "star", "zigzag",
-    "spiral", "wave", "plus", "heart", "arrow",
+    "circle",
+    "square",
+    "triangle",
+    "star",
+    "zigzag",
+    "spiral",
+    "wave",
+    "plus",
+    "heart",
+    "arrow",
 )
 SPLIT_SIZES = {"train": 8000, "valid": 1000, "test": 1000}
 _SPLIT_SEED_OFFSET = {"train": 0, "valid": 1_000_003, "test": 2_000_029}

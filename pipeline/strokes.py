@@ -43,7 +43,7 @@ def pad_or_crop(drawings: Sequence[np.ndarray], max_len: int = MAX_LEN) -> np.nd
     for i, drawing in enumerate(drawings):
         rows = np.asarray(drawing, dtype=np.float32)[:max_len]
         if len(rows):
-            out[i, max_len - len(rows):] = rows
+            out[i, max_len - len(rows) :] = rows
     return out
 
 

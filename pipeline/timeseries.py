@@ -32,8 +32,9 @@ CTA_SERIES = {"rail": "rail_boardings", "bus": "bus", "total": "total_rides"}
 FILL_METHODS = ("none", "interpolate")
 
 
-def read_daily_csv(path: Path, date_column: str, value_column: str, date_format: str | None = None,
-                   fill_missing: str = "none"):
+def read_daily_csv(
+    path: Path, date_column: str, value_column: str, date_format: str | None = None, fill_missing: str = "none"
+):
     """Read one daily series from a CSV: parse dates, drop exact duplicate rows, sort, check.
 
     Refuses (one line naming file, row or column): a missing column, an unparsable date, a
@@ -61,20 +62,25 @@ def read_daily_csv(path: Path, date_column: str, value_column: str, date_format:
     bad = dates.isna()
     if bad.any():
         row = bad.idxmax()
-        raise UserError(f"{path} line {lines[row]}: cannot parse {date_column} {frame.at[row, date_column]!r} as a date"
-                        + (f" ({date_format})" if date_format else ""))
+        raise UserError(
+            f"{path} line {lines[row]}: cannot parse {date_column} {frame.at[row, date_column]!r} as a date"
+            + (f" ({date_format})" if date_format else "")
+        )
     values = pd.to_numeric(frame[value_column].str.strip(), errors="coerce")
     bad = values.isna() | ~np.isfinite(values) | (values < 0)
     if bad.any():
         row = bad.idxmax()
-        raise UserError(f"{path} line {lines[row]}: {value_column} {frame.at[row, value_column]!r} is not a "
-                        "non-negative number")
+        raise UserError(
+            f"{path} line {lines[row]}: {value_column} {frame.at[row, value_column]!r} is not a non-negative number"
+        )
     series = pd.Series(values.to_numpy(np.float64), index=dates.to_numpy(), name=value_column).sort_index()
     clash = series.index.duplicated(keep=False)
     if clash.any():
         day = series.index[clash][0]
-        raise UserError(f"{path}: {day:%Y-%m-%d} appears with different {value_column} values "
-                        f"({', '.join(f'{v:g}' for v in series[day])})")
+        raise UserError(
+            f"{path}: {day:%Y-%m-%d} appears with different {value_column} values "
+            f"({', '.join(f'{v:g}' for v in series[day])})"
+        )
     return fill_days(series, path, fill_missing)
 
 
@@ -85,8 +91,10 @@ def fill_days(series, source, fill_missing: str = "none"):
     full = pd.date_range(series.index.min(), series.index.max(), freq="D")
     missing = full.difference(series.index)
     if len(missing) and fill_missing != "interpolate":
-        raise UserError(f"{source}: {len(missing)} missing day(s), first {missing[0]:%Y-%m-%d}; "
-                        "pass --fill-missing interpolate to fill them")
+        raise UserError(
+            f"{source}: {len(missing)} missing day(s), first {missing[0]:%Y-%m-%d}; "
+            "pass --fill-missing interpolate to fill them"
+        )
     return series.reindex(full).interpolate(method="linear") if len(missing) else series.asfreq("D")
 
 
@@ -98,7 +106,9 @@ def cta_csv_path(data_dir: str | None) -> Path:
         if not path.is_file():
             raise UserError(f"{path} does not exist (--data-dir: the CTA daily boardings CSV or its folder)")
         return path
-    cached = Path(os.environ.get("RNNFORGE_CACHE", Path.home() / ".cache" / "rnnforge")) / "cta_ridership" / CTA_FILE_NAME
+    cached = (
+        Path(os.environ.get("RNNFORGE_CACHE", Path.home() / ".cache" / "rnnforge")) / "cta_ridership" / CTA_FILE_NAME
+    )
     if not cached.is_file():
         download(CTA_URL, cached)
     return cached
@@ -162,7 +172,7 @@ def windows(series, window: int, horizon: int) -> tuple[np.ndarray, np.ndarray, 
     idx = np.arange(n)[:, None]
     x = values[idx + np.arange(window)][..., None]
     y = values[idx + window + np.arange(horizon)]
-    starts = np.asarray(series.index[window:window + n], dtype="datetime64[D]")
+    starts = np.asarray(series.index[window : window + n], dtype="datetime64[D]")
     return x, y, starts
 
 

@@ -48,14 +48,20 @@ def synthetic_clip(label: int, rng: np.random.Generator, frames: int = 16, size:
     for _ in range(int(rng.integers(2, 6))):  # static clutter: rectangles of random colours
         y0, x0 = rng.integers(0, size - 8, size=2)
         h, w = rng.integers(4, 14, size=2)
-        base[y0:y0 + h, x0:x0 + w] = rng.integers(0, 256, size=3)
+        base[y0 : y0 + h, x0 : x0 + w] = rng.integers(0, 256, size=3)
     r = rng.uniform(size * 0.12, size * 0.2)
     speed = rng.uniform(size * 0.5, size * 0.8) / frames
     direction = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0)}[motion]
     travel = speed * (frames - 1)
     start = []
     for d in direction:  # start so that the whole path stays inside the frame
-        lo, hi = (r + 2, size - r - 2 - travel) if d > 0 else (r + 2 + travel, size - r - 2) if d < 0 else (r + 2, size - r - 2)
+        lo, hi = (
+            (r + 2, size - r - 2 - travel)
+            if d > 0
+            else (r + 2 + travel, size - r - 2)
+            if d < 0
+            else (r + 2, size - r - 2)
+        )
         start.append(rng.uniform(lo, max(lo, hi)))
     colour = rng.integers(140, 256, size=3)
     distractor = rng.uniform(4, size - 4, size=2), rng.normal(0, 1.5, size=2)
@@ -75,8 +81,11 @@ def synthetic(split: str, seed: int = 0, frames: int = 16, size: int = 64, n: in
     rng = np.random.default_rng(seed + _SPLIT_SEED_OFFSET[split])
     labels = np.arange(n) % len(CLASS_NAMES)
     rng.shuffle(labels)
-    clips = np.stack([synthetic_clip(int(label), rng, frames, size) for label in labels]) if n else \
-        np.zeros((0, frames, size, size, 3), np.uint8)
+    clips = (
+        np.stack([synthetic_clip(int(label), rng, frames, size) for label in labels])
+        if n
+        else np.zeros((0, frames, size, size, 3), np.uint8)
+    )
     return clips, labels.astype(np.int64)
 
 
@@ -87,27 +96,32 @@ def read_clip(path: Path) -> np.ndarray:
         try:
             frames = np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
-            raise UserError(f"{path} is not a readable .npy array (frames of mixed sizes, or truncated?): {exc}") from None
+            raise UserError(
+                f"{path} is not a readable .npy array (frames of mixed sizes, or truncated?): {exc}"
+            ) from None
     else:
         import imageio.v3 as iio
 
         try:
             frames = iio.imread(path, extension=path.suffix)
         except Exception as exc:  # imageio/ffmpeg raise many types for undecodable files
-            raise UserError(f"{path} cannot be decoded as video: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
+            raise UserError(
+                f"{path} cannot be decoded as video: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+            ) from None
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise UserError(f"{path}: expected uint8 frames [T, H, W, 3], got {frames.dtype} {list(frames.shape)}")
     return frames
 
 
-def sample_frames(frames: np.ndarray, count: int, size: int, path, sampling: str = "uniform",
-                  rng: np.random.Generator | None = None) -> np.ndarray:
+def sample_frames(
+    frames: np.ndarray, count: int, size: int, path, sampling: str = "uniform", rng: np.random.Generator | None = None
+) -> np.ndarray:
     """``count`` frames (uniformly spaced, or a random contiguous run), resized to ``size``."""
     if len(frames) < count:
         raise UserError(f"{path} has {len(frames)} frames, fewer than --frames {count}")
     if sampling == "random":
         start = int((rng or np.random.default_rng(0)).integers(0, len(frames) - count + 1))
-        picked = frames[start:start + count]
+        picked = frames[start : start + count]
     else:
         picked = frames[np.linspace(0, len(frames) - 1, count).round().astype(int)]
     if picked.shape[1:3] != (size, size):
@@ -144,18 +158,29 @@ def load_folder(root: Path, frames: int, size: int, sampling: str = "uniform", s
             for clip in clips:
                 relative = clip.relative_to(root).as_posix()
                 if levels:
-                    split = "test" if level.name == "test" else ("valid" if folder_split(relative) != "train" else "train")
+                    split = (
+                        "test" if level.name == "test" else ("valid" if folder_split(relative) != "train" else "train")
+                    )
                 else:
                     split = folder_split(relative)
                 collected[split][0].append(sample_frames(read_clip(clip), frames, size, clip, sampling, rng))
                 collected[split][1].append(label)
-    splits = {s: (np.stack(c) if c else np.zeros((0, frames, size, size, 3), np.uint8), np.asarray(labels, np.int64))
-              for s, (c, labels) in collected.items()}
+    splits = {
+        s: (np.stack(c) if c else np.zeros((0, frames, size, size, 3), np.uint8), np.asarray(labels, np.int64))
+        for s, (c, labels) in collected.items()
+    }
     return splits, class_names
 
 
-def load_ucf101(config_name: str, frames: int, size: int, categories: list[str] | None = None,
-                sampling: str = "uniform", seed: int = 0, data_dir: str | None = None):
+def load_ucf101(
+    config_name: str,
+    frames: int,
+    size: int,
+    categories: list[str] | None = None,
+    sampling: str = "uniform",
+    seed: int = 0,
+    data_dir: str | None = None,
+):
     """UCF101 through TFDS's own builder (downloads ~6.5 GB the first time)."""
     import tensorflow_datasets as tfds
 

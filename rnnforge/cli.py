@@ -45,16 +45,22 @@ def cli(debug: bool) -> None:
     """
 
 
-@cli.command(help="Train TASK with Ray Train (TensorflowTrainer + MultiWorkerMirroredStrategy).\n\n"
-                  f"TASK is one of: {', '.join(TASKS)}.")
+@cli.command(
+    help="Train TASK with Ray Train (TensorflowTrainer + MultiWorkerMirroredStrategy).\n\n"
+    f"TASK is one of: {', '.join(TASKS)}."
+)
 @click.argument("task", type=click.Choice(TASKS), metavar="TASK")
 @click.option("--dataset", help="Dataset to train on (default: the task's embedded 'synthetic').")
 @click.option("--data-dir", help="Files of a real dataset (a folder or, for forecast csv/cta_ridership, the CSV).")
 @click.option("--workers", type=int, help="Ray Train workers.  [default: 2]")
 @click.option("--cpus-per-worker", type=int, help="CPUs reserved for each worker.  [default: 1]")
 @click.option("--gpus-per-worker", type=float, help="GPUs per worker; > 0 trains on GPUs.  [default: 0]")
-@click.option("--mixed-precision", is_flag=True, default=None,
-              help="GPU workers: compute in float16, keep float32 weights (mixed_float16).")
+@click.option(
+    "--mixed-precision",
+    is_flag=True,
+    default=None,
+    help="GPU workers: compute in float16, keep float32 weights (mixed_float16).",
+)
 @click.option("--epochs", type=int, help="Maximum epochs (early stopping may end sooner).")
 @click.option("--batch-size", type=int, help="Per-worker batch size; the global batch is this x workers.")
 @click.option("--learning-rate", type=float, help="Peak learning rate of Adam.")
@@ -65,33 +71,74 @@ def cli(debug: bool) -> None:
 @click.option("--units", type=int, help="Units of each recurrent layer.  [default: the task's]")
 @click.option("--patience", type=int, help="Early-stopping patience on val_loss, in epochs (0 = off).")
 @click.option("--max-failures", type=int, help="Worker-group restarts from the last checkpoint.  [default: 0]")
-@click.option("--storage-path", help="Checkpoints and Ray results: a directory every node shares, or s3://, gs:// URI.  "
-              "[default: RUN_DIR/checkpoints]")
-@click.option("--checkpoint-every", type=int, help="Epochs between checkpoints (the end always gets one).  [default: 1]")
+@click.option(
+    "--storage-path",
+    help="Checkpoints and Ray results: a directory every node shares, or s3://, gs:// URI.  "
+    "[default: RUN_DIR/checkpoints]",
+)
+@click.option(
+    "--checkpoint-every", type=int, help="Epochs between checkpoints (the end always gets one).  [default: 1]"
+)
 @click.option("--seed", type=int, help="Random seed for weights and shuffling.  [default: 42]")
 @click.option("--categories", help="sketch quickdraw, video ucf101: comma-separated categories to use (default: all).")
 @click.option("--max-per-class", type=int, help="sketch, quickdraw: cap training drawings per category.")
-@click.option("--skip-bad-records", is_flag=True, default=None, help="sketch, quickdraw: skip and count bad drawings instead of failing.")
-@click.option("--streaming/--in-memory", default=None, help="sketch, quickdraw: stream TFDS-prepared shards to "
-              "the workers (default: only when downloading), or read --data-dir into memory.")
-@click.option("--tfds-dir", help="sketch, quickdraw --streaming: where TFDS keeps prepared data.  [default: ~/tensorflow_datasets]")
-@click.option("--length-buckets", type=int, help="sketch, --streaming: batch drawings of similar length in N "
-              "buckets (1 = pad every drawing to --max-len).  [default: 1]")
-@click.option("--max-len", type=int, help="sketch: stroke-3 rows fed to the model (longer drawings are cropped).  [default: 100]")
+@click.option(
+    "--skip-bad-records",
+    is_flag=True,
+    default=None,
+    help="sketch, quickdraw: skip and count bad drawings instead of failing.",
+)
+@click.option(
+    "--streaming/--in-memory",
+    default=None,
+    help="sketch, quickdraw: stream TFDS-prepared shards to "
+    "the workers (default: only when downloading), or read --data-dir into memory.",
+)
+@click.option(
+    "--tfds-dir",
+    help="sketch, quickdraw --streaming: where TFDS keeps prepared data.  [default: ~/tensorflow_datasets]",
+)
+@click.option(
+    "--length-buckets",
+    type=int,
+    help="sketch, --streaming: batch drawings of similar length in N "
+    "buckets (1 = pad every drawing to --max-len).  [default: 1]",
+)
+@click.option(
+    "--max-len", type=int, help="sketch: stroke-3 rows fed to the model (longer drawings are cropped).  [default: 100]"
+)
 @click.option("--frames", type=int, help="video: frames sampled per clip.  [default: 16]")
 @click.option("--frame-size", type=int, help="video: frames are resized to SIZE x SIZE.  [default: 64]")
-@click.option("--sampling", type=click.Choice(("uniform", "random")), help="video: uniformly spaced frames or a random contiguous run.")
+@click.option(
+    "--sampling",
+    type=click.Choice(("uniform", "random")),
+    help="video: uniformly spaced frames or a random contiguous run.",
+)
 @click.option("--ucf101-config", help="video, ucf101: TFDS config.  [default: ucf101_1_256]")
 @click.option("--window", type=int, help="forecast: input days.  [default: 56]")
 @click.option("--horizon", type=int, help="forecast: days forecast.  [default: 7]")
-@click.option("--series", type=click.Choice(("rail", "bus", "total")), help="forecast, cta_ridership: which series.  [default: rail]")
+@click.option(
+    "--series",
+    type=click.Choice(("rail", "bus", "total")),
+    help="forecast, cta_ridership: which series.  [default: rail]",
+)
 @click.option("--date-column", help="forecast, csv: the date column.  [default: date]")
 @click.option("--value-column", help="forecast, csv: the value column.  [default: value]")
-@click.option("--fill-missing", type=click.Choice(("none", "interpolate")), help="forecast: missing days are an error (none) or interpolated.")
+@click.option(
+    "--fill-missing",
+    type=click.Choice(("none", "interpolate")),
+    help="forecast: missing days are an error (none) or interpolated.",
+)
 @click.option("--train-start", help="forecast: first training day.  [default: 2016-01-01]")
-@click.option("--train-end", help="forecast: last training day; validation starts the day after.  [default: 2018-12-31]")
+@click.option(
+    "--train-end", help="forecast: last training day; validation starts the day after.  [default: 2018-12-31]"
+)
 @click.option("--valid-end", help="forecast: last validation day; test starts the day after.  [default: 2019-05-31]")
-@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), help="Where the run's artifacts go.  [default: runs/TASK]")
+@click.option(
+    "--run-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the run's artifacts go.  [default: runs/TASK]",
+)
 @click.option("--address", help="Ray cluster to join ('auto' inside 'ray job submit'); default: start a local Ray.")
 @click.option("--overwrite", is_flag=True, help="Replace a finished run in --run-dir instead of refusing.")
 def train(task: str, run_dir: Path | None, address: str | None, overwrite: bool, **options) -> None:
@@ -126,7 +173,9 @@ def export() -> None:
 @export.command("onnx")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--opset", type=int, help="ONNX opset, 17 or 18 (tf2onnx 1.17 refuses 19+).  [default: the task's]")
-@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="ONNX file.  [default: RUN_DIR/model.onnx]")
+@click.option(
+    "--output", type=click.Path(dir_okay=False, path_type=Path), help="ONNX file.  [default: RUN_DIR/model.onnx]"
+)
 @click.option("--atol", type=float, help="Parity tolerance: max abs difference ONNX Runtime vs TensorFlow.")
 @click.option("--fp16", is_flag=True, help="Also write the fp16 variant (model.fp16.onnx), with its own parity gate.")
 def export_onnx(run_dir: Path, opset: int | None, output: Path | None, atol: float | None, fp16: bool) -> None:
@@ -134,8 +183,10 @@ def export_onnx(run_dir: Path, opset: int | None, output: Path | None, atol: flo
     from rnnforge.export.onnx_export import export_onnx as run_export
 
     parity = run_export(run_dir, opset=opset, output=output, atol=atol, fp16=fp16)
-    click.echo(f"parity: max abs diff {parity['max_abs_diff']:.2e} (atol {parity['atol']:g})"
-               + (f", top-1 agreement {parity['top1_agreement']:.4f}" if "top1_agreement" in parity else ""))
+    click.echo(
+        f"parity: max abs diff {parity['max_abs_diff']:.2e} (atol {parity['atol']:g})"
+        + (f", top-1 agreement {parity['top1_agreement']:.4f}" if "top1_agreement" in parity else "")
+    )
     click.echo(f"onnx model: {parity['onnx_path']}")
 
 
@@ -174,23 +225,55 @@ def bench() -> None:
 @bench.command("run")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--all", "all_runs", is_flag=True, help="RUN_DIR is a folder of runs: bench each, write one report.")
-@click.option("--provider", type=click.Choice(PROVIDERS), default="cpu", show_default=True,
-              help="ONNX Runtime execution provider; refused if the session does not really use it.")
-@click.option("--variants", default="fp32", show_default=True,
-              help="Comma-separated: fp32 (model.onnx) and/or fp16 (model.fp16.onnx from 'export onnx --fp16').")
-@click.option("--batch-sizes", default="1,32,256", show_default=True, callback=_batch_sizes, help="Batch sizes to time.")
+@click.option(
+    "--provider",
+    type=click.Choice(PROVIDERS),
+    default="cpu",
+    show_default=True,
+    help="ONNX Runtime execution provider; refused if the session does not really use it.",
+)
+@click.option(
+    "--variants",
+    default="fp32",
+    show_default=True,
+    help="Comma-separated: fp32 (model.onnx) and/or fp16 (model.fp16.onnx from 'export onnx --fp16').",
+)
+@click.option(
+    "--batch-sizes", default="1,32,256", show_default=True, callback=_batch_sizes, help="Batch sizes to time."
+)
 @click.option("--seq-lengths", default="", callback=_batch_sizes, help="sketch: also time these input lengths (rows).")
 @click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Untimed runs first.")
-@click.option("--runs", type=click.IntRange(min=1), default=100, show_default=True, help="Timed runs per batch size and engine.")
-@click.option("--max-seconds", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
-              help="Stop timing one batch size after this long (at least 10 runs).")
+@click.option(
+    "--runs", type=click.IntRange(min=1), default=100, show_default=True, help="Timed runs per batch size and engine."
+)
+@click.option(
+    "--max-seconds",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="Stop timing one batch size after this long (at least 10 runs).",
+)
 @click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads for both engines.  [default: all cores]")
-@click.option("--io-binding/--no-io-binding", default=None,
-              help="Bind inputs and outputs on the device (IOBinding).  [default: on for cuda/tensorrt]")
+@click.option(
+    "--io-binding/--no-io-binding",
+    default=None,
+    help="Bind inputs and outputs on the device (IOBinding).  [default: on for cuda/tensorrt]",
+)
 @click.option("--cuda-graph", is_flag=True, help="cuda: capture a CUDA graph per input shape (enable_cuda_graph).")
-@click.option("--provider-option", "provider_options", multiple=True, callback=_provider_options, metavar="KEY=VALUE",
-              help="Option for the requested provider (repeatable), e.g. cudnn_conv_algo_search=HEURISTIC.")
-@click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), help="ONNX file.  [default: RUN_DIR/model.onnx]")
+@click.option(
+    "--provider-option",
+    "provider_options",
+    multiple=True,
+    callback=_provider_options,
+    metavar="KEY=VALUE",
+    help="Option for the requested provider (repeatable), e.g. cudnn_conv_algo_search=HEURISTIC.",
+)
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="ONNX file.  [default: RUN_DIR/model.onnx]",
+)
 def bench_run(run_dir: Path, all_runs: bool, variants: str, **options) -> None:
     """Time RUN_DIR's ONNX model on ONNX Runtime beside TensorFlow and score both."""
     from rnnforge.export.bench import run_bench, run_bench_all
@@ -209,11 +292,23 @@ def bench_run(run_dir: Path, all_runs: bool, variants: str, **options) -> None:
 @bench.command("compare")
 @click.argument("baseline", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("candidate", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--metric", type=click.Choice(("p50", "p90", "p95", "p99", "mean", "throughput")), default="p50",
-              show_default=True, help="The figure the gate checks.")
-@click.option("--threshold", type=float, default=1.10, show_default=True,
-              help="Fail when CANDIDATE is worse than BASELINE by more than this factor.")
-@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Also write the table as Markdown here.")
+@click.option(
+    "--metric",
+    type=click.Choice(("p50", "p90", "p95", "p99", "mean", "throughput")),
+    default="p50",
+    show_default=True,
+    help="The figure the gate checks.",
+)
+@click.option(
+    "--threshold",
+    type=float,
+    default=1.10,
+    show_default=True,
+    help="Fail when CANDIDATE is worse than BASELINE by more than this factor.",
+)
+@click.option(
+    "--output", type=click.Path(dir_okay=False, path_type=Path), help="Also write the table as Markdown here."
+)
 def bench_compare(baseline: Path, candidate: Path, metric: str, threshold: float, output: Path | None) -> None:
     """Ratios CANDIDATE / BASELINE for every shared row of two bench.json (or bench_all.json) files."""
     from rnnforge.core import fileio
@@ -225,13 +320,21 @@ def bench_compare(baseline: Path, candidate: Path, metric: str, threshold: float
     if output:
         fileio.write_text(output, table)
     if regressions:
-        raise RegressionError(f"{len(regressions)} row(s) regressed beyond {threshold:g}x on {metric}: "
-                              + "; ".join(regressions[:3]) + ("; ..." if len(regressions) > 3 else ""))
+        raise RegressionError(
+            f"{len(regressions)} row(s) regressed beyond {threshold:g}x on {metric}: "
+            + "; ".join(regressions[:3])
+            + ("; ..." if len(regressions) > 3 else "")
+        )
 
 
 @cli.command()
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"), show_default=True,
-              help="Directory for every task's run and the combined report.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs/demo"),
+    show_default=True,
+    help="Directory for every task's run and the combined report.",
+)
 @click.option("--tasks", default=",".join(TASKS), show_default=True, help="Comma-separated tasks to run.")
 @click.option("--workers", type=int, default=2, show_default=True, help="Ray Train workers per task.")
 @click.option("--epochs", type=int, help="Override every task's epochs (for a quick look).")
@@ -242,8 +345,10 @@ def demo(out: Path, tasks: str, workers: int, epochs: int | None) -> None:
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     unknown = [t for t in names if t not in TASKS]
     if unknown or not names:
-        raise click.BadParameter(f"unknown task(s) {', '.join(unknown) or '(none)'}: expected some of {', '.join(TASKS)}",
-                                 param_hint="'--tasks'")
+        raise click.BadParameter(
+            f"unknown task(s) {', '.join(unknown) or '(none)'}: expected some of {', '.join(TASKS)}",
+            param_hint="'--tasks'",
+        )
     report = run_demo(out, names, workers=workers, epochs=epochs)
     click.echo(f"report: {report}")
 

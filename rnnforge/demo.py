@@ -7,8 +7,10 @@ from pathlib import Path
 
 #: The demo is not a long job worth resuming: a checkpoint every few epochs keeps it fast.
 DEMO_CHECKPOINT_EVERY = 5
-DEMO_INTRO = ("Every task trained with Ray Train on its embedded dataset, exported with tf2onnx and benchmarked "
-              "on ONNX Runtime beside TensorFlow.")
+DEMO_INTRO = (
+    "Every task trained with Ray Train on its embedded dataset, exported with tf2onnx and benchmarked "
+    "on ONNX Runtime beside TensorFlow."
+)
 
 
 def run_demo(out: Path, tasks: list[str], workers: int = 2, epochs: int | None = None) -> Path:

@@ -20,8 +20,13 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 def run_cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
     """Run ``rnnforge ARGS`` as a user would, in a fresh process."""
-    return subprocess.run([sys.executable, "-m", "rnnforge.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "rnnforge.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
 
 
 def error_line(result: subprocess.CompletedProcess) -> str:
@@ -33,7 +38,9 @@ def error_line(result: subprocess.CompletedProcess) -> str:
     return errors[0]
 
 
-def make_run_dir(path: Path, task: str = "sketch", epochs_steps: int = 30, config_overrides: dict | None = None) -> Path:
+def make_run_dir(
+    path: Path, task: str = "sketch", epochs_steps: int = 30, config_overrides: dict | None = None
+) -> Path:
     """A finished run without Ray: a briefly trained model written by ``finish_run``."""
     import numpy as np
     import ray.train
@@ -54,10 +61,21 @@ def make_run_dir(path: Path, task: str = "sketch", epochs_steps: int = 30, confi
     x, y = data.splits["train"]
     y = spec.targets_for_training(x, y, data.info)
     x_valid, y_valid = data.splits["valid"]
-    history = model.fit(x[: 64 * epochs_steps], y[: 64 * epochs_steps], batch_size=64, epochs=1, verbose=0,
-                        validation_data=(x_valid, spec.targets_for_training(x_valid, y_valid, data.info)))
-    entry = {"epoch": 1, **{k: float(v[-1]) for k, v in history.history.items()}, "seconds": 1.0,
-             "samples_per_s": 1.0, "samples_per_s_per_worker": 1.0}
+    history = model.fit(
+        x[: 64 * epochs_steps],
+        y[: 64 * epochs_steps],
+        batch_size=64,
+        epochs=1,
+        verbose=0,
+        validation_data=(x_valid, spec.targets_for_training(x_valid, y_valid, data.info)),
+    )
+    entry = {
+        "epoch": 1,
+        **{k: float(v[-1]) for k, v in history.history.items()},
+        "seconds": 1.0,
+        "samples_per_s": 1.0,
+        "samples_per_s_per_worker": 1.0,
+    }
     ckpt = path / "_ckpt"
     ckpt.mkdir(parents=True)
     model.save(ckpt / CHECKPOINT_MODEL, save_format="keras_v3")

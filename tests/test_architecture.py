@@ -72,8 +72,14 @@ def imports(path: Path, module: str) -> list[tuple[int, str, list[str]]]:
 
 def test_every_import_points_down_the_layers():
     modules = package_modules()
-    assert {"rnnforge.cli", "rnnforge.core.run_dir", "rnnforge.models.sketch", "rnnforge.export.bench",
-            "rnnforge.cluster.worker", "rnnforge.pipeline.sketch_rnn"} <= set(modules)
+    assert {
+        "rnnforge.cli",
+        "rnnforge.core.run_dir",
+        "rnnforge.models.sketch",
+        "rnnforge.export.bench",
+        "rnnforge.cluster.worker",
+        "rnnforge.pipeline.sketch_rnn",
+    } <= set(modules)
     problems = []
     for module, path in modules.items():
         for line, target, names in imports(path, module):

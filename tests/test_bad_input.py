@@ -27,6 +27,7 @@ OPTION_ONLY = None  # the case names an option, not a file: its expected text sa
 
 # --- writers of (bad) files ------------------------------------------------------------------
 
+
 def _drawings(n: int, rows: np.ndarray | None = None) -> np.ndarray:
     """An object array of n stroke-3 drawings, as a Sketch-RNN .npz holds them."""
     out = np.empty(n, dtype=object)
@@ -49,7 +50,9 @@ def _npz_folder(tmp: Path, bad: Callable[[Path], Path]) -> tuple[Path, Path]:
 
 
 def _ndjson_line(word: str, i: int) -> str:
-    return json.dumps({"word": word, "key_id": f"{word}{i}", "drawing": [[[0, 10, 20], [0, 15, 5]], [[30, 40], [30, 60]]]})
+    return json.dumps(
+        {"word": word, "key_id": f"{word}{i}", "drawing": [[[0, 10, 20], [0, 15, 5]], [[30, 40], [30, 60]]]}
+    )
 
 
 def _ndjson_folder(tmp: Path, cat_text: str | bytes) -> tuple[Path, Path]:
@@ -73,6 +76,7 @@ def _csv_case(text: str | bytes, *extra) -> Callable:
         path = tmp / "series.csv"
         path.write_bytes(text if isinstance(text, bytes) else text.encode())
         return ["train", "forecast", "--dataset", "csv", "--data-dir", path, *extra], path
+
     return setup
 
 
@@ -103,6 +107,7 @@ def _truncate(path: Path, keep: float = 0.5) -> Path:
 
 # --- run dirs ---------------------------------------------------------------------------------
 
+
 class Runs:
     """Finished runs for export/bench cases: shared ones (read-only, snapshotted) and copies."""
 
@@ -123,10 +128,12 @@ class Runs:
 
 def _run_copy(edit: Callable[[Path], Path | None], *args) -> Callable:
     """A copy of the exported sketch run, damaged by ``edit``; ``args`` follow ``rnnforge``."""
+
     def setup(tmp: Path, runs: Runs):
         run = runs.copy()
         named = edit(run)  # the damaged file, or OPTION_ONLY
         return [a(run) if callable(a) else a for a in args], named
+
     return setup
 
 
@@ -145,33 +152,42 @@ def _set_meta(key: str, value: str) -> Callable:
             if prop.key == key:
                 prop.value = value
         return model
+
     return edit
 
 
 def _identity_model(_):
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "identity",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "identity",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
     return helper.make_model(graph)
 
 
 def _dangling_input_model(_):
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph([helper.make_node("Relu", ["undefined"], ["y"])], "broken",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["undefined"], ["y"])],
+        "broken",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
     return helper.make_model(graph)
 
 
 def _bench_model(make: Callable[[Path, Path, Runs], Path]) -> Callable:
     """``rnnforge bench SHARED_RUN --model FILE``, FILE written into tmp by ``make(FILE, RUN, runs)``."""
+
     def setup(tmp: Path, runs: Runs):
         run = runs.shared_run()
         model = make(tmp / "model.onnx", run, runs)
         return ["bench", run, "--model", model, "--batch-sizes", "1", "--runs", "10"], model
+
     return setup
 
 
@@ -187,11 +203,13 @@ def _not_onnx(path: Path, run: Path, runs: Runs) -> Path:
 
 def _edited_onnx(edit: Callable) -> Callable:
     """The shared run's model.onnx changed by ``edit(ModelProto) -> ModelProto``."""
+
     def make(path: Path, run: Path, runs: Runs) -> Path:
         import onnx
 
         onnx.save(edit(onnx.load(str(run / "model.onnx"))), str(path))
         return path
+
     return make
 
 
@@ -199,6 +217,7 @@ def _remove(name: str) -> Callable:
     def edit(run: Path) -> Path:
         (run / name).unlink()
         return run / name
+
     return edit
 
 
@@ -206,6 +225,7 @@ def _replace(name: str, data: bytes) -> Callable:
     def edit(run: Path) -> Path:
         (run / name).write_bytes(data)
         return run / name
+
     return edit
 
 
@@ -216,8 +236,13 @@ def _run_dir_is_a_file(tmp: Path, runs: Runs):
 
 def _options(*args) -> Callable:
     """Train options only: the case names the option (no file)."""
+
     def setup(tmp: Path, runs: Runs):
-        return [a.replace("{tmp}", str(tmp)) if isinstance(a, str) else a for a in args] + ["--run-dir", tmp / "run"], OPTION_ONLY
+        return [a.replace("{tmp}", str(tmp)) if isinstance(a, str) else a for a in args] + [
+            "--run-dir",
+            tmp / "run",
+        ], OPTION_ONLY
+
     return setup
 
 
@@ -226,109 +251,285 @@ def _options(*args) -> Callable:
 
 CASES = [
     # sketch / QuickDraw files
-    ("quickdraw_dir_missing", lambda tmp, runs: (_quickdraw(tmp / "nope"), tmp / "nope"),
-     ["is not a directory", "expected QuickDraw"], 2),
+    (
+        "quickdraw_dir_missing",
+        lambda tmp, runs: (_quickdraw(tmp / "nope"), tmp / "nope"),
+        ["is not a directory", "expected QuickDraw"],
+        2,
+    ),
     ("quickdraw_dir_empty", lambda tmp, runs: (_quickdraw(tmp), tmp), ["holds no QuickDraw files"], 2),
-    ("npz_not_a_zip", lambda tmp, runs: (_quickdraw((r := _npz_folder(
-        tmp, lambda p: (p.write_bytes(b"\x80\x04not a pickle, not a zip"), p)[1]))[0]), r[1]),
-     ["is not a readable .npz", "not a zip archive"], 2),
-    ("npz_truncated", lambda tmp, runs: (_quickdraw((r := _npz_folder(tmp, lambda p: _truncate(_npz(p))))[0]), r[1]),
-     ["is not a readable .npz (truncated or corrupt?)"], 2),
-    ("npz_unreadable", lambda tmp, runs: (_quickdraw((r := _npz_folder(tmp, lambda p: (p.mkdir(), p)[1]))[0]), r[1]),
-     ["cannot be read"], 2),
-    ("npz_nan_values", lambda tmp, runs: (_quickdraw((r := _npz_folder(tmp, lambda p: _npz(
-        p, np.array([[1.0, np.nan, 0.0], [2.0, 3.0, 1.0]], np.float32))))[0]), r[1]),
-     ["train[0]", "finite numbers", "float32"], 2),
-    ("npz_wrong_shape", lambda tmp, runs: (_quickdraw((r := _npz_folder(tmp, lambda p: _npz(
-        p, np.ones((4, 2), np.int16))))[0]), r[1]),
-     ["train[0]", "shape [n, 3]", "(4, 2)"], 2),
-    ("npz_missing_split", lambda tmp, runs: (_quickdraw((r := _npz_folder(
-        tmp, lambda p: _npz(p, keys=("train", "valid"))))[0]), r[1]),
-     ["no 'test' array"], 2),
-    ("ndjson_not_utf8", lambda tmp, runs: (_quickdraw((r := _ndjson_folder(tmp, b"\xff\xfe\x00\x81 binary"))[0]), r[1]),
-     ["cannot be read as UTF-8 text"], 2),
-    ("ndjson_truncated", lambda tmp, runs: (_quickdraw((r := _ndjson_folder(
-        tmp, _ndjson_line("cat", 0) + "\n" + _ndjson_line("cat", 1)[:40]))[0]), r[1]),
-     ["line 2: not JSON"], 2),
-    ("ndjson_wrong_drawing_type", lambda tmp, runs: (_quickdraw((r := _ndjson_folder(
-        tmp, json.dumps({"key_id": "1", "drawing": "a cat"}) + "\n"))[0]), r[1]),
-     ["line 1: bad 'drawing'"], 2),
-    ("ndjson_nan_coordinates", lambda tmp, runs: (_quickdraw((r := _ndjson_folder(
-        tmp, '{"key_id": "1", "drawing": [[[0, NaN], [1, 2]]]}\n'))[0]), r[1]),
-     ["line 1: bad 'drawing'", "NaN"], 2),
+    (
+        "npz_not_a_zip",
+        lambda tmp, runs: (
+            _quickdraw((r := _npz_folder(tmp, lambda p: (p.write_bytes(b"\x80\x04not a pickle, not a zip"), p)[1]))[0]),
+            r[1],
+        ),
+        ["is not a readable .npz", "not a zip archive"],
+        2,
+    ),
+    (
+        "npz_truncated",
+        lambda tmp, runs: (_quickdraw((r := _npz_folder(tmp, lambda p: _truncate(_npz(p))))[0]), r[1]),
+        ["is not a readable .npz (truncated or corrupt?)"],
+        2,
+    ),
+    (
+        "npz_unreadable",
+        lambda tmp, runs: (_quickdraw((r := _npz_folder(tmp, lambda p: (p.mkdir(), p)[1]))[0]), r[1]),
+        ["cannot be read"],
+        2,
+    ),
+    (
+        "npz_nan_values",
+        lambda tmp, runs: (
+            _quickdraw(
+                (r := _npz_folder(tmp, lambda p: _npz(p, np.array([[1.0, np.nan, 0.0], [2.0, 3.0, 1.0]], np.float32))))[
+                    0
+                ]
+            ),
+            r[1],
+        ),
+        ["train[0]", "finite numbers", "float32"],
+        2,
+    ),
+    (
+        "npz_wrong_shape",
+        lambda tmp, runs: (_quickdraw((r := _npz_folder(tmp, lambda p: _npz(p, np.ones((4, 2), np.int16))))[0]), r[1]),
+        ["train[0]", "shape [n, 3]", "(4, 2)"],
+        2,
+    ),
+    (
+        "npz_missing_split",
+        lambda tmp, runs: (_quickdraw((r := _npz_folder(tmp, lambda p: _npz(p, keys=("train", "valid"))))[0]), r[1]),
+        ["no 'test' array"],
+        2,
+    ),
+    (
+        "ndjson_not_utf8",
+        lambda tmp, runs: (_quickdraw((r := _ndjson_folder(tmp, b"\xff\xfe\x00\x81 binary"))[0]), r[1]),
+        ["cannot be read as UTF-8 text"],
+        2,
+    ),
+    (
+        "ndjson_truncated",
+        lambda tmp, runs: (
+            _quickdraw((r := _ndjson_folder(tmp, _ndjson_line("cat", 0) + "\n" + _ndjson_line("cat", 1)[:40]))[0]),
+            r[1],
+        ),
+        ["line 2: not JSON"],
+        2,
+    ),
+    (
+        "ndjson_wrong_drawing_type",
+        lambda tmp, runs: (
+            _quickdraw((r := _ndjson_folder(tmp, json.dumps({"key_id": "1", "drawing": "a cat"}) + "\n"))[0]),
+            r[1],
+        ),
+        ["line 1: bad 'drawing'"],
+        2,
+    ),
+    (
+        "ndjson_nan_coordinates",
+        lambda tmp, runs: (
+            _quickdraw((r := _ndjson_folder(tmp, '{"key_id": "1", "drawing": [[[0, NaN], [1, 2]]]}\n'))[0]),
+            r[1],
+        ),
+        ["line 1: bad 'drawing'", "NaN"],
+        2,
+    ),
     ("tfrecord_truncated", lambda tmp, runs: (_quickdraw(tmp), _tfrecord(tmp)), ["is not a readable TFRecord file"], 2),
     # forecast / CSV files
-    ("csv_missing", lambda tmp, runs: (["train", "forecast", "--dataset", "csv", "--data-dir", tmp / "none.csv"],
-                                       tmp / "none.csv"), ["does not exist or is not a file", "expected a daily CSV"], 2),
+    (
+        "csv_missing",
+        lambda tmp, runs: (["train", "forecast", "--dataset", "csv", "--data-dir", tmp / "none.csv"], tmp / "none.csv"),
+        ["does not exist or is not a file", "expected a daily CSV"],
+        2,
+    ),
     ("csv_empty", _csv_case(b""), ["is not a readable CSV"], 2),
     ("csv_binary", _csv_case(bytes(range(256)) * 4), ["is not a readable CSV"], 2),
     ("csv_truncated_quote", _csv_case(GOOD_CSV + '"2020-01-29,1'), ["is not a readable CSV"], 2),
     ("csv_wrong_column", _csv_case(GOOD_CSV, "--date-column", "day"), ["has no column 'day' (--date-column)"], 2),
     ("csv_inf_value", _csv_case(GOOD_CSV + "2020-01-29,inf\n"), ["line 30", "'inf' is not a non-negative number"], 2),
-    ("csv_text_value", _csv_case(GOOD_CSV.replace("2020-01-05,105", "2020-01-05,many")),
-     ["line 6", "'many' is not a non-negative number"], 2),
+    (
+        "csv_text_value",
+        _csv_case(GOOD_CSV.replace("2020-01-05,105", "2020-01-05,many")),
+        ["line 6", "'many' is not a non-negative number"],
+        2,
+    ),
     # video / clip files
-    ("clip_wrong_dtype", lambda tmp, runs: (_video((r := _clips(tmp, "f.npy", np.zeros((16, 24, 24, 3), np.float32)))[0]), r[1]),
-     ["expected uint8 frames [T, H, W, 3]", "float32"], 2),
-    ("clip_wrong_shape", lambda tmp, runs: (_video((r := _clips(tmp, "g.npy", np.zeros((16, 24, 24), np.uint8)))[0]), r[1]),
-     ["expected uint8 frames [T, H, W, 3]", "[16, 24, 24]"], 2),
-    ("clip_truncated", lambda tmp, runs: (_video((r := _clips(tmp, "t.npy", _npy_bytes()[:700]))[0]), r[1]),
-     ["is not a readable .npy array"], 2),
+    (
+        "clip_wrong_dtype",
+        lambda tmp, runs: (_video((r := _clips(tmp, "f.npy", np.zeros((16, 24, 24, 3), np.float32)))[0]), r[1]),
+        ["expected uint8 frames [T, H, W, 3]", "float32"],
+        2,
+    ),
+    (
+        "clip_wrong_shape",
+        lambda tmp, runs: (_video((r := _clips(tmp, "g.npy", np.zeros((16, 24, 24), np.uint8)))[0]), r[1]),
+        ["expected uint8 frames [T, H, W, 3]", "[16, 24, 24]"],
+        2,
+    ),
+    (
+        "clip_truncated",
+        lambda tmp, runs: (_video((r := _clips(tmp, "t.npy", _npy_bytes()[:700]))[0]), r[1]),
+        ["is not a readable .npy array"],
+        2,
+    ),
     ("clip_dir_missing", lambda tmp, runs: (_video(tmp / "nope"), tmp / "nope"), ["is not a directory"], 2),
     # training options
     ("workers_negative", _options("train", "sketch", "--workers", "-1"), ["--workers must be at least 1, got -1"], 2),
-    ("batch_size_zero", _options("train", "sketch", "--batch-size", "0"), ["--batch-size must be at least 1, got 0"], 2),
+    (
+        "batch_size_zero",
+        _options("train", "sketch", "--batch-size", "0"),
+        ["--batch-size must be at least 1, got 0"],
+        2,
+    ),
     ("epochs_negative", _options("train", "sketch", "--epochs", "-3"), ["--epochs must be at least 1, got -3"], 2),
     ("max_len_zero", _options("train", "sketch", "--max-len", "0"), ["--max-len must be at least 1"], 2),
-    ("learning_rate_zero", _options("train", "sketch", "--learning-rate", "0"), ["--learning-rate must be positive"], 2),
+    (
+        "learning_rate_zero",
+        _options("train", "sketch", "--learning-rate", "0"),
+        ["--learning-rate must be positive"],
+        2,
+    ),
     ("clipnorm_negative", _options("train", "sketch", "--clipnorm", "-1"), ["--clipnorm must be at least 0"], 2),
-    ("gpus_negative", _options("train", "sketch", "--gpus-per-worker", "-1"), ["--gpus-per-worker must be at least 0"], 2),
-    ("workers_not_a_number", _options("train", "sketch", "--workers", "two"), ["'--workers'", "'two' is not a valid integer"], 2),
+    (
+        "gpus_negative",
+        _options("train", "sketch", "--gpus-per-worker", "-1"),
+        ["--gpus-per-worker must be at least 0"],
+        2,
+    ),
+    (
+        "workers_not_a_number",
+        _options("train", "sketch", "--workers", "two"),
+        ["'--workers'", "'two' is not a valid integer"],
+        2,
+    ),
     ("window_zero", _options("train", "forecast", "--window", "0"), ["--window must be at least 7", "got 0"], 2),
-    ("train_start_not_a_date", _options("train", "forecast", "--train-start", "someday"),
-     ["--train-start 'someday' is not a date (expected YYYY-MM-DD)"], 2),
-    ("workers_more_than_cpus", _options("train", "sketch", "--workers", str(8 * (os.cpu_count() or 1))),
-     ["CPUs; this machine has"], 2),
-    ("gpus_more_than_available", _options("train", "sketch", "--gpus-per-worker", "64"),
-     ["--gpus-per-worker 64", "needs 128 GPUs; the Ray cluster has"], 2),
+    (
+        "train_start_not_a_date",
+        _options("train", "forecast", "--train-start", "someday"),
+        ["--train-start 'someday' is not a date (expected YYYY-MM-DD)"],
+        2,
+    ),
+    (
+        "workers_more_than_cpus",
+        _options("train", "sketch", "--workers", str(8 * (os.cpu_count() or 1))),
+        ["CPUs; this machine has"],
+        2,
+    ),
+    (
+        "gpus_more_than_available",
+        _options("train", "sketch", "--gpus-per-worker", "64"),
+        ["--gpus-per-worker 64", "needs 128 GPUs; the Ray cluster has"],
+        2,
+    ),
     ("run_dir_is_a_file", _run_dir_is_a_file, ["'--run-dir'", "is a file"], 2),
-    ("overwrite_with_bad_data", lambda tmp, runs: (
-        _quickdraw((r := _npz_folder(tmp, lambda p: _truncate(_npz(p))))[0], "--run-dir", runs.copy(), "--overwrite"), r[1]),
-     ["is not a readable .npz"], 2),
+    (
+        "overwrite_with_bad_data",
+        lambda tmp, runs: (
+            _quickdraw(
+                (r := _npz_folder(tmp, lambda p: _truncate(_npz(p))))[0], "--run-dir", runs.copy(), "--overwrite"
+            ),
+            r[1],
+        ),
+        ["is not a readable .npz"],
+        2,
+    ),
     # export
-    ("export_failed_run", _run_copy(_failed_run, "export", "onnx", lambda run: run),
-     ["config.json is missing", "is not a finished 'rnnforge train' run"], 2),
-    ("export_model_missing", _run_copy(_remove("model.keras"), "export", "onnx", lambda run: run),
-     ["model.keras is missing", "did not finish"], 2),
-    ("export_model_corrupt", _run_copy(lambda run: _truncate(run / "model.keras", 0.3), "export", "onnx", lambda run: run),
-     ["model.keras cannot be loaded by tf-keras"], 2),
-    ("export_config_truncated", _run_copy(lambda run: _truncate(run / "config.json"), "export", "onnx", lambda run: run),
-     ["config.json is not valid JSON"], 2),
-    ("export_config_unknown_task", _run_copy(_replace("config.json", b'{"task": "pottery", "info": {}}'),
-                                             "export", "onnx", lambda run: run), ["unknown task 'pottery'"], 2),
-    ("export_opset_zero", _run_copy(lambda run: OPTION_ONLY, "export", "onnx", lambda run: run, "--opset", "0"),
-     ["--opset 0 is not supported", "17 or 18"], 2),
-    ("export_atol_negative", _run_copy(lambda run: OPTION_ONLY, "export", "onnx", lambda run: run, "--atol", "-1"),
-     ["--atol must be a non-negative tolerance"], 2),
+    (
+        "export_failed_run",
+        _run_copy(_failed_run, "export", "onnx", lambda run: run),
+        ["config.json is missing", "is not a finished 'rnnforge train' run"],
+        2,
+    ),
+    (
+        "export_model_missing",
+        _run_copy(_remove("model.keras"), "export", "onnx", lambda run: run),
+        ["model.keras is missing", "did not finish"],
+        2,
+    ),
+    (
+        "export_model_corrupt",
+        _run_copy(lambda run: _truncate(run / "model.keras", 0.3), "export", "onnx", lambda run: run),
+        ["model.keras cannot be loaded by tf-keras"],
+        2,
+    ),
+    (
+        "export_config_truncated",
+        _run_copy(lambda run: _truncate(run / "config.json"), "export", "onnx", lambda run: run),
+        ["config.json is not valid JSON"],
+        2,
+    ),
+    (
+        "export_config_unknown_task",
+        _run_copy(_replace("config.json", b'{"task": "pottery", "info": {}}'), "export", "onnx", lambda run: run),
+        ["unknown task 'pottery'"],
+        2,
+    ),
+    (
+        "export_opset_zero",
+        _run_copy(lambda run: OPTION_ONLY, "export", "onnx", lambda run: run, "--opset", "0"),
+        ["--opset 0 is not supported", "17 or 18"],
+        2,
+    ),
+    (
+        "export_atol_negative",
+        _run_copy(lambda run: OPTION_ONLY, "export", "onnx", lambda run: run, "--atol", "-1"),
+        ["--atol must be a non-negative tolerance"],
+        2,
+    ),
     # bench
-    ("bench_not_exported", _run_copy(_remove("model.onnx"), "bench", lambda run: run),
-     ["model.onnx does not exist", "rnnforge export onnx"], 2),
-    ("bench_onnx_empty", _run_copy(_replace("model.onnx", b""), "bench", lambda run: run), ["is not a valid ONNX model"], 2),
-    ("bench_onnx_truncated", _run_copy(lambda run: _truncate(run / "model.onnx"), "bench", lambda run: run),
-     ["is not a valid ONNX model"], 2),
-    ("bench_not_onnx", _bench_model(_not_onnx),
-     ["is not a valid ONNX model"], 2),
-    ("bench_onnx_fails_checker", _bench_model(_edited_onnx(_dangling_input_model)),
-     ["is not a valid ONNX model", "undefined"], 2),
-    ("bench_onnx_not_rnnforge", _bench_model(_edited_onnx(_identity_model)),
-     ["is not an rnnforge export"], 2),
-    ("bench_onnx_other_task", _bench_model(_forecast_onnx), ["was exported for task 'forecast', but the run is 'sketch'"], 2),
-    ("bench_onnx_other_run", _bench_model(_edited_onnx(_set_meta("rnnforge.class_names", json.dumps(["cat", "dog"])))),
-     ["was exported from another sketch run", "class_names"], 2),
-    ("bench_batch_sizes_zero", lambda tmp, runs: (["bench", runs.shared_run(), "--batch-sizes", "0"], OPTION_ONLY),
-     ["'--batch-sizes'", "must be positive integers"], 2),
-    ("bench_runs_zero", lambda tmp, runs: (["bench", runs.shared_run(), "--runs", "0"], OPTION_ONLY),
-     ["'--runs'", "0 is not in the range"], 2),
+    (
+        "bench_not_exported",
+        _run_copy(_remove("model.onnx"), "bench", lambda run: run),
+        ["model.onnx does not exist", "rnnforge export onnx"],
+        2,
+    ),
+    (
+        "bench_onnx_empty",
+        _run_copy(_replace("model.onnx", b""), "bench", lambda run: run),
+        ["is not a valid ONNX model"],
+        2,
+    ),
+    (
+        "bench_onnx_truncated",
+        _run_copy(lambda run: _truncate(run / "model.onnx"), "bench", lambda run: run),
+        ["is not a valid ONNX model"],
+        2,
+    ),
+    ("bench_not_onnx", _bench_model(_not_onnx), ["is not a valid ONNX model"], 2),
+    (
+        "bench_onnx_fails_checker",
+        _bench_model(_edited_onnx(_dangling_input_model)),
+        ["is not a valid ONNX model", "undefined"],
+        2,
+    ),
+    ("bench_onnx_not_rnnforge", _bench_model(_edited_onnx(_identity_model)), ["is not an rnnforge export"], 2),
+    (
+        "bench_onnx_other_task",
+        _bench_model(_forecast_onnx),
+        ["was exported for task 'forecast', but the run is 'sketch'"],
+        2,
+    ),
+    (
+        "bench_onnx_other_run",
+        _bench_model(_edited_onnx(_set_meta("rnnforge.class_names", json.dumps(["cat", "dog"])))),
+        ["was exported from another sketch run", "class_names"],
+        2,
+    ),
+    (
+        "bench_batch_sizes_zero",
+        lambda tmp, runs: (["bench", runs.shared_run(), "--batch-sizes", "0"], OPTION_ONLY),
+        ["'--batch-sizes'", "must be positive integers"],
+        2,
+    ),
+    (
+        "bench_runs_zero",
+        lambda tmp, runs: (["bench", runs.shared_run(), "--runs", "0"], OPTION_ONLY),
+        ["'--runs'", "0 is not in the range"],
+        2,
+    ),
 ]
 
 

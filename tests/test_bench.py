@@ -16,8 +16,22 @@ from conftest import error_line, run_cli
 def bench_result(exported_run):
     export = run_cli("export", "onnx", exported_run, "--fp16")
     assert export.returncode == 0, export.stderr
-    result = run_cli("bench", exported_run, "--batch-sizes", "1,8", "--seq-lengths", "40", "--variants", "fp32,fp16",
-                     "--warmup", "2", "--runs", "15", "--max-seconds", "0.5")
+    result = run_cli(
+        "bench",
+        exported_run,
+        "--batch-sizes",
+        "1,8",
+        "--seq-lengths",
+        "40",
+        "--variants",
+        "fp32,fp16",
+        "--warmup",
+        "2",
+        "--runs",
+        "15",
+        "--max-seconds",
+        "0.5",
+    )
     assert result.returncode == 0, result.stderr
     assert "batch 1: ORT" in result.stdout and "batch 1: ORT fp16" in result.stdout and "report:" in result.stdout
     return json.loads((exported_run / "bench" / "bench.json").read_text())
@@ -46,7 +60,8 @@ def test_bench_json_fields(bench_result):
     assert set(bench_result["ratios_over_tf"]) == {"onnxruntime", "onnxruntime_fp16"}
     assert bench_result["ratio_ort_over_tf"] == bench_result["ratios_over_tf"]["onnxruntime"]
     assert bench_result["ratio_ort_over_tf"]["1"] == pytest.approx(
-        rows[("onnxruntime", 1, None)]["latency_ms"]["p50"] / rows[("tensorflow", 1, None)]["latency_ms"]["p50"])
+        rows[("onnxruntime", 1, None)]["latency_ms"]["p50"] / rows[("tensorflow", 1, None)]["latency_ms"]["p50"]
+    )
     single = bench_result["scenarios"]["tensorflow"]
     assert single["single_stream_p90_ms"] == rows[("tensorflow", 1, None)]["latency_ms"]["p90"]
     assert single["offline_samples_per_s"] == max(rows[("tensorflow", b, None)]["throughput_per_s"] for b in (1, 8))
@@ -98,7 +113,12 @@ def test_bench_reports_and_plots(bench_result, exported_run):
     html = (out / "report.html").read_text()
     assert html.startswith("<!doctype html>") and "<table>" in html
     assert html.count('src="data:image/png;base64,') >= 5 and 'src="latency' not in html  # self-contained
-    for png in ("latency_vs_batch.png", "latency_distribution.png", "throughput_vs_latency.png", "latency_vs_seq_len.png"):
+    for png in (
+        "latency_vs_batch.png",
+        "latency_distribution.png",
+        "throughput_vs_latency.png",
+        "latency_vs_seq_len.png",
+    ):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -173,19 +193,39 @@ def test_gpu_provider_settings(exported_run, forecast_run, tmp_path):
     assert name == "CUDAExecutionProvider" and cuda.io_binding and cuda.device == "cuda"
     assert options["cudnn_conv_algo_search"] == "EXHAUSTIVE" and options["cudnn_conv1d_pad_to_nc1d"] == "1"
     assert "enable_cuda_graph" not in options and cuda.providers[-1] == "CPUExecutionProvider"
-    forecast = provider_setup("cuda", get_spec("forecast"), forecast_run / "model.onnx", np.zeros((4, 56, 1), np.float32),
-                              (1, 8), None, tmp_path, cuda_graph=True, user_options={"cudnn_conv_algo_search": "HEURISTIC"})
+    forecast = provider_setup(
+        "cuda",
+        get_spec("forecast"),
+        forecast_run / "model.onnx",
+        np.zeros((4, 56, 1), np.float32),
+        (1, 8),
+        None,
+        tmp_path,
+        cuda_graph=True,
+        user_options={"cudnn_conv_algo_search": "HEURISTIC"},
+    )
     assert "cudnn_conv1d_pad_to_nc1d" not in forecast.providers[0][1]  # no Conv1D in the forecaster
     assert forecast.providers[0][1]["enable_cuda_graph"] == "1" and forecast.cuda_graph
     assert forecast.providers[0][1]["cudnn_conv_algo_search"] == "HEURISTIC"
 
-    trt = provider_setup("tensorrt", get_spec("sketch"), exported_run / "model.onnx", x, (1, 32, 256), [25, 100],
-                         tmp_path, variant="fp16")
+    trt = provider_setup(
+        "tensorrt",
+        get_spec("sketch"),
+        exported_run / "model.onnx",
+        x,
+        (1, 32, 256),
+        [25, 100],
+        tmp_path,
+        variant="fp16",
+    )
     name, options = trt.providers[0]
     assert name == "TensorrtExecutionProvider" and trt.providers[1][0] == "CUDAExecutionProvider"
     assert options["trt_fp16_enable"] == "True" and options["trt_engine_cache_path"] == str(tmp_path / "trt_cache")
-    assert (options["trt_profile_min_shapes"], options["trt_profile_opt_shapes"], options["trt_profile_max_shapes"]) == (
-        "strokes:1x25x3", "strokes:32x100x3", "strokes:256x100x3")
+    assert (
+        options["trt_profile_min_shapes"],
+        options["trt_profile_opt_shapes"],
+        options["trt_profile_max_shapes"],
+    ) == ("strokes:1x25x3", "strokes:32x100x3", "strokes:256x100x3")
     with pytest.raises(UserError, match="--cuda-graph needs --provider cuda"):
         provider_setup("cpu", get_spec("sketch"), exported_run / "model.onnx", x, (1,), None, tmp_path, cuda_graph=True)
     assert "CPUExecutionProvider" in ort.get_available_providers()
@@ -197,7 +237,9 @@ def test_io_binding_gives_the_same_outputs(exported_run, tmp_path):
 
     x = np.random.default_rng(0).normal(0, 5, size=(16, 100, 3)).astype(np.float32)
     plain = provider_setup("cpu", get_spec("sketch"), exported_run / "model.onnx", x, (16,), None, tmp_path)
-    bound = provider_setup("cpu", get_spec("sketch"), exported_run / "model.onnx", x, (16,), None, tmp_path, io_binding=True)
+    bound = provider_setup(
+        "cpu", get_spec("sketch"), exported_run / "model.onnx", x, (16,), None, tmp_path, io_binding=True
+    )
     assert not plain.io_binding and bound.io_binding and bound.device == "cpu"
     expected = OrtEngine(exported_run / "model.onnx", plain, "strokes", 1).predict(x)
     engine = OrtEngine(exported_run / "model.onnx", bound, "strokes", 1)
@@ -212,7 +254,9 @@ def test_bench_all_and_compare_gate(exported_run, forecast_run, tmp_path):
     for name, source in (("sketch", exported_run), ("forecast", forecast_run)):
         shutil.copytree(source, runs / name, ignore=shutil.ignore_patterns("bench", "*.fp16.onnx"))
     (runs / "notes").mkdir()  # not a run: ignored
-    result = run_cli("bench", "--all", runs, "--batch-sizes", "1,4", "--warmup", "1", "--runs", "10", "--max-seconds", "0.2")
+    result = run_cli(
+        "bench", "--all", runs, "--batch-sizes", "1,4", "--warmup", "1", "--runs", "10", "--max-seconds", "0.2"
+    )
     assert result.returncode == 0, result.stderr
     combined = json.loads((runs / "bench_all.json").read_text())
     assert set(combined) == {"sketch", "forecast"} and combined["forecast"]["task"] == "forecast"
@@ -236,5 +280,9 @@ def test_bench_all_and_compare_gate(exported_run, forecast_run, tmp_path):
     assert "1 row(s) regressed beyond 1.2x on p50" in line and "sketch onnxruntime batch 4: p50 1.50x worse" in line
     assert "| 1.500 |" in (tmp_path / "cmp.md").read_text()
     assert run_cli("bench", "compare", baseline, candidate, "--threshold", "1.6").returncode == 0
-    assert run_cli("bench", "compare", baseline, candidate, "--metric", "throughput", "--threshold", "1.2").returncode == 5
-    assert "is neither a bench.json" in error_line(run_cli("bench", "compare", baseline, runs / "sketch" / "config.json"))
+    assert (
+        run_cli("bench", "compare", baseline, candidate, "--metric", "throughput", "--threshold", "1.2").returncode == 5
+    )
+    assert "is neither a bench.json" in error_line(
+        run_cli("bench", "compare", baseline, runs / "sketch" / "config.json")
+    )

@@ -81,8 +81,13 @@ def _registered_epoch(storage_run: Path) -> int:
 
 def _start_cli(*args) -> subprocess.Popen:
     log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  (the process writes it until it ends)
-    proc = subprocess.Popen([sys.executable, "-m", "rnnforge.cli", *map(str, args)], cwd=ROOT, stdout=log,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rnnforge.cli", *map(str, args)],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     proc.log = log
     return proc
 
@@ -112,23 +117,55 @@ def job_run(tmp_path_factory):
     token = base / "auth_token"
     token.touch(mode=0o600)
     token.write_text(secrets.token_hex(32))
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
-           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(token),
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     dashboard = _free_port()
-    ports = {"--port": _free_port(), "--dashboard-port": dashboard, "--node-manager-port": _free_port(),
-             "--object-manager-port": _free_port(), "--ray-client-server-port": _free_port(),
-             "--dashboard-agent-grpc-port": _free_port(), "--dashboard-agent-listen-port": _free_port(),
-             "--metrics-export-port": _free_port(), "--runtime-env-agent-port": _free_port()}
+    ports = {
+        "--port": _free_port(),
+        "--dashboard-port": dashboard,
+        "--node-manager-port": _free_port(),
+        "--object-manager-port": _free_port(),
+        "--ray-client-server-port": _free_port(),
+        "--dashboard-agent-grpc-port": _free_port(),
+        "--dashboard-agent-listen-port": _free_port(),
+        "--metrics-export-port": _free_port(),
+        "--runtime-env-agent-port": _free_port(),
+    }
     head_log = open(base / "head.log", "w")  # noqa: SIM115  (the Ray head writes it until it stops)
     head = subprocess.Popen(
-        [BIN / "ray", "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1",
-         "--num-cpus", "2", "--num-gpus", "0", "--temp-dir", base / "ray",
-         *[str(a) for item in ports.items() for a in item]],
-        env=env, stdout=head_log, stderr=subprocess.STDOUT, cwd=base)
+        [
+            BIN / "ray",
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--dashboard-host",
+            "127.0.0.1",
+            "--num-cpus",
+            "2",
+            "--num-gpus",
+            "0",
+            "--temp-dir",
+            base / "ray",
+            *[str(a) for item in ports.items() for a in item],
+        ],
+        env=env,
+        stdout=head_log,
+        stderr=subprocess.STDOUT,
+        cwd=base,
+    )
     address = f"http://127.0.0.1:{dashboard}"
     try:
-        _wait_for(lambda: "Ray runtime started" in (base / "head.log").read_text() or head.poll() is not None,
-                  120, "ray start --head")
+        _wait_for(
+            lambda: "Ray runtime started" in (base / "head.log").read_text() or head.poll() is not None,
+            120,
+            "ray start --head",
+        )
         assert head.poll() is None, (base / "head.log").read_text()
 
         def dashboard_up():
@@ -139,17 +176,50 @@ def job_run(tmp_path_factory):
             except OSError:
                 return False
             return True
+
         _wait_for(dashboard_up, 60, "the dashboard's job server", poll=1)
 
         out = tmp_path_factory.mktemp("job")
         run_dir, storage = out / "tiny", out / "storage"
         submit = subprocess.run(
-            [BIN / "ray", "job", "submit", "--address", address, "--submission-id", "rnnforge-tiny", "--working-dir", ".",
-             "--", "python", "-m", "rnnforge", "train", *TINY, "--address", "auto", "--run-dir", run_dir,
-             "--storage-path", storage],
-            env=env, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
-        status = subprocess.run([BIN / "ray", "job", "status", "--address", address, "rnnforge-tiny"],
-                                env=env, capture_output=True, text=True, timeout=60, check=False)
+            [
+                BIN / "ray",
+                "job",
+                "submit",
+                "--address",
+                address,
+                "--submission-id",
+                "rnnforge-tiny",
+                "--working-dir",
+                ".",
+                "--",
+                "python",
+                "-m",
+                "rnnforge",
+                "train",
+                *TINY,
+                "--address",
+                "auto",
+                "--run-dir",
+                run_dir,
+                "--storage-path",
+                storage,
+            ],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        status = subprocess.run(
+            [BIN / "ray", "job", "status", "--address", address, "rnnforge-tiny"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         return {"submit": submit, "status": status.stdout + status.stderr, "run_dir": run_dir, "storage": storage}
     finally:
         _stop(_tree(head.pid) + [p for p in psutil.process_iter() if _mentions(p, str(base))], grace=5)
@@ -192,8 +262,11 @@ def _scalar_steps(log_dir: Path, tag: str) -> list[int]:
     for path in log_dir.glob("events.out.tfevents.*"):
         for record in tf.data.TFRecordDataset(str(path)):
             event = event_pb2.Event.FromString(record.numpy())
-            steps += [event.step for value in event.summary.value
-                      if value.tag == tag and value.metadata.plugin_data.plugin_name == "scalars"]
+            steps += [
+                event.step
+                for value in event.summary.value
+                if value.tag == tag and value.metadata.plugin_data.plugin_name == "scalars"
+            ]
     return sorted(steps)
 
 
@@ -202,8 +275,11 @@ def test_a_sigkilled_worker_restarts_from_the_last_checkpoint(tmp_path, job_run)
     run_dir = tmp_path / "killed"
     proc = _start_cli("train", *TINY, "--max-failures", "1", "--run-dir", run_dir)
     try:
-        _wait_for(lambda: _registered_epoch(run_dir / "checkpoints" / "train") or proc.poll() is not None, 300,
-                  "the first checkpoint")
+        _wait_for(
+            lambda: _registered_epoch(run_dir / "checkpoints" / "train") or proc.poll() is not None,
+            300,
+            "the first checkpoint",
+        )
         workers = _wait_for(lambda: _train_workers(proc), 10, "the Ray Train workers")
         assert proc.poll() is None, _output(proc)[-3000:]
         victim = workers[-1]
@@ -220,7 +296,10 @@ def test_a_sigkilled_worker_restarts_from_the_last_checkpoint(tmp_path, job_run)
     assert metrics["restarts"] == 1 and metrics["epochs_run"] == 4
     assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3, 4]
     uninterrupted = json.loads((job_run["run_dir"] / "metrics.json").read_text())
-    assert abs(metrics["test"]["accuracy"] - uninterrupted["test"]["accuracy"]) < 0.1, (metrics["test"], uninterrupted["test"])
+    assert abs(metrics["test"]["accuracy"] - uninterrupted["test"]["accuracy"]) < 0.1, (
+        metrics["test"],
+        uninterrupted["test"],
+    )
 
 
 @pytest.mark.slow
@@ -229,8 +308,11 @@ def test_rerun_after_the_driver_died_resumes_the_run(tmp_path):
     args = ("train", *TINY, "--workers", "1", "--cpus-per-worker", "2", "--run-dir", run_dir)  # the last --workers wins
     first = _start_cli(*args)
     try:
-        _wait_for(lambda: _registered_epoch(run_dir / "checkpoints" / "train") or first.poll() is not None, 300,
-                  "the first checkpoint")
+        _wait_for(
+            lambda: _registered_epoch(run_dir / "checkpoints" / "train") or first.poll() is not None,
+            300,
+            "the first checkpoint",
+        )
         assert first.poll() is None, _output(first)[-3000:]
     finally:
         tree = _tree(first.pid)
@@ -269,7 +351,9 @@ def test_cluster_options_are_checked_before_any_work(tmp_path):
 
 
 def test_storage_uri_with_credentials_is_refused_without_echoing_them(tmp_path):
-    result = run_cli("train", "sketch", "--storage-path", "s3://AKIAEXAMPLE:s3cr3tKey@bucket/runs", "--run-dir", tmp_path / "r")
+    result = run_cli(
+        "train", "sketch", "--storage-path", "s3://AKIAEXAMPLE:s3cr3tKey@bucket/runs", "--run-dir", tmp_path / "r"
+    )
     line = error_line(result)
     assert "the URI holds credentials" in line and "AWS_ACCESS_KEY_ID" in line
     assert "s3cr3tKey" not in result.stdout + result.stderr and "AKIAEXAMPLE" not in result.stdout + result.stderr

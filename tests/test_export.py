@@ -71,8 +71,9 @@ def test_keras_masking_is_refused_as_a_loop():
     onnx_model = convert(model, spec, 17)
     with pytest.raises(UserError, match="Loop"):
         check_graph(onnx_model, spec)
-    renamed = dataclasses.replace(spec, onnx=dataclasses.replace(
-        spec.onnx, outputs=(dataclasses.replace(spec.onnx.outputs[0], name="logits"),)))
+    renamed = dataclasses.replace(
+        spec, onnx=dataclasses.replace(spec.onnx, outputs=(dataclasses.replace(spec.onnx.outputs[0], name="logits"),))
+    )
     with pytest.raises(UserError, match="output names"):
         check_graph(_no_loop(onnx_model), renamed)
 
@@ -99,26 +100,42 @@ def test_graph_rewrites_move_layout_ops_to_uint8_and_fold_the_scale():
     rng = np.random.default_rng(0)
     weights = rng.normal(size=(4, 3, 3, 3)).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("Cast", ["frames"], ["f"], to=TensorProto.FLOAT),
-         helper.make_node("Mul", ["f", "scale"], ["scaled"]),
-         helper.make_node("Add", ["scaled", "zero"], ["shifted"]),
-         helper.make_node("Reshape", ["shifted", "shape"], ["per_frame"]),
-         helper.make_node("Transpose", ["per_frame"], ["nchw"], perm=[0, 3, 1, 2]),
-         helper.make_node("Conv", ["nchw", "W"], ["out"], pads=[1, 1, 1, 1])],
-        "g", [helper.make_tensor_value_info("frames", TensorProto.UINT8, [2, 5, 8, 8, 3])],
+        [
+            helper.make_node("Cast", ["frames"], ["f"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", ["f", "scale"], ["scaled"]),
+            helper.make_node("Add", ["scaled", "zero"], ["shifted"]),
+            helper.make_node("Reshape", ["shifted", "shape"], ["per_frame"]),
+            helper.make_node("Transpose", ["per_frame"], ["nchw"], perm=[0, 3, 1, 2]),
+            helper.make_node("Conv", ["nchw", "W"], ["out"], pads=[1, 1, 1, 1]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("frames", TensorProto.UINT8, [2, 5, 8, 8, 3])],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, [10, 4, 8, 8])],
-        [numpy_helper.from_array(np.array(1 / 255, np.float32), "scale"), numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
-         numpy_helper.from_array(np.array([-1, 8, 8, 3], np.int64), "shape"), numpy_helper.from_array(weights, "W")])
+        [
+            numpy_helper.from_array(np.array(1 / 255, np.float32), "scale"),
+            numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+            numpy_helper.from_array(np.array([-1, 8, 8, 3], np.int64), "shape"),
+            numpy_helper.from_array(weights, "W"),
+        ],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     x = rng.integers(0, 256, size=(2, 5, 8, 8, 3), dtype=np.uint8)
-    before = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"frames": x})[0]
+    before = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"frames": x}
+    )[0]
     counts = optimise(model)
     onnx.checker.check_model(model, full_check=True)
-    assert counts == {"layout_ops_hoisted": 4, "scales_folded_into_conv": 1, "zero_adds_removed": 1,
-                      "zero_initial_states_dropped": 0}
+    assert counts == {
+        "layout_ops_hoisted": 4,
+        "scales_folded_into_conv": 1,
+        "zero_adds_removed": 1,
+        "zero_initial_states_dropped": 0,
+    }
     assert [n.op_type for n in model.graph.node] == ["Reshape", "Transpose", "Cast", "Conv"]
     assert {i.name for i in model.graph.initializer} == {"shape", "W"}
-    after = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"frames": x})[0]
+    after = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"frames": x}
+    )[0]
     np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5)
 
 

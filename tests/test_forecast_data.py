@@ -54,8 +54,9 @@ def test_naive_baseline_is_last_week_on_the_same_windows():
     assert scores["mae"] == pytest.approx(1000.0) and scores["mae_d+3"] == pytest.approx(1000.0)
     rail = timeseries.load_cta(str(CTA_DIR))
     weekly_error = (rail - rail.shift(7)).abs()
-    expected = np.mean([[weekly_error[pd.Timestamp(start) + pd.Timedelta(days=d)] for d in range(7)]
-                        for start in data.dates["valid"]])
+    expected = np.mean(
+        [[weekly_error[pd.Timestamp(start) + pd.Timedelta(days=d)] for d in range(7)] for start in data.dates["valid"]]
+    )
     assert scores["naive_mae"] == pytest.approx(expected)
     assert scores["mae_vs_naive"] == pytest.approx(1000.0 / expected)
     assert 35_000 < scores["naive_mae"] < 45_000  # Géron's figure for Mar-May 2019: 42,143

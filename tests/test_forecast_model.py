@@ -66,8 +66,9 @@ def test_forecast_run_scores_and_plots(forecast_run):
 
 
 def test_forecast_bench_reports_mae_per_horizon(forecast_run):
-    result = run_cli("bench", forecast_run, "--batch-sizes", "1,16", "--warmup", "1", "--runs", "10",
-                     "--max-seconds", "0.3")
+    result = run_cli(
+        "bench", forecast_run, "--batch-sizes", "1,16", "--warmup", "1", "--runs", "10", "--max-seconds", "0.3"
+    )
     assert result.returncode == 0, result.stderr
     bench = json.loads((forecast_run / "bench" / "bench.json").read_text())
     accuracy = bench["accuracy"]

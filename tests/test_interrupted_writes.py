@@ -45,8 +45,14 @@ FAST_BENCH = ("--batch-sizes", "1", "--warmup", "0", "--runs", "10", "--max-seco
 def kill_mid_write(args, target: str, log: Path, timeout: int = 300) -> Path:
     """Run ``rnnforge ARGS``, SIGKILL it while it writes ``target``'s temp file; the temp file."""
     with open(log, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-c", STALL, *map(str, args)], cwd=ROOT, text=True,
-                                stdout=subprocess.PIPE, stderr=err, env={**os.environ, "RNNFORGE_TEST_STALL_ON": target})
+        proc = subprocess.Popen(
+            [sys.executable, "-c", STALL, *map(str, args)],
+            cwd=ROOT,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env={**os.environ, "RNNFORGE_TEST_STALL_ON": target},
+        )
         watchdog = threading.Timer(timeout, proc.kill)
         watchdog.start()
         try:
@@ -118,7 +124,9 @@ def test_sigkill_during_bench_keeps_the_previous_report(run_copy, tmp_path):
     assert sorted(set(after) - set(before)) == [tmp.name]
     for name, data in before.items():  # untouched, or (plots, written before bench.json) a whole new file
         if after[name] != data:
-            assert name.endswith(".png") and after[name].startswith(b"\x89PNG") and after[name].endswith(b"IEND\xaeB`\x82")
+            assert (
+                name.endswith(".png") and after[name].startswith(b"\x89PNG") and after[name].endswith(b"IEND\xaeB`\x82")
+            )
     assert after["bench.json"] == before["bench.json"] and after["report.md"] == before["report.md"]
     assert json.loads(after["bench.json"])["task"] == "sketch"
 

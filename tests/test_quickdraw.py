@@ -38,8 +38,11 @@ def write_ndjson(path, word, n=12):
     for i in range(n):
         xs = [10 + i, 40, 80, 120 - i]
         ys = [20, 60 + i, 30, 90]
-        lines.append(json.dumps({"word": word, "key_id": f"{word}{i}", "recognized": True,
-                                 "drawing": [[xs, ys], [[5, 9], [7, 3]]]}))
+        lines.append(
+            json.dumps(
+                {"word": word, "key_id": f"{word}{i}", "recognized": True, "drawing": [[xs, ys], [[5, 9], [7, 3]]]}
+            )
+        )
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -104,11 +107,19 @@ def test_tfds_load_builds_from_local_files(tmp_path, config, source):
 
     import rnnforge.pipeline  # noqa: F401  (registers sketch_rnn)
 
-    ds, info = tfds.load(f"sketch_rnn/{config}", split="test", data_dir=tmp_path, with_info=True,
-                         download_and_prepare_kwargs={"download_config": tfds.download.DownloadConfig(manual_dir=source)})
+    ds, info = tfds.load(
+        f"sketch_rnn/{config}",
+        split="test",
+        data_dir=tmp_path,
+        with_info=True,
+        download_and_prepare_kwargs={"download_config": tfds.download.DownloadConfig(manual_dir=source)},
+    )
     names = info.features["label"].names
-    assert names == (list(quickdraw.load_local(source).class_names) if config == "small"
-                     else ["aaron_sheep", "omniglot", "short_kanji"])
+    assert names == (
+        list(quickdraw.load_local(source).class_names)
+        if config == "small"
+        else ["aaron_sheep", "omniglot", "short_kanji"]
+    )
     example = next(iter(tfds.as_numpy(ds)))
     assert example["strokes"].ndim == 2 and example["strokes"].shape[1] == 3
     assert info.splits["test"].num_examples == len(quickdraw.load_local(source).splits["test"][0])
@@ -123,8 +134,9 @@ def test_tfds_load_builds_from_generated_npz(tmp_path):
     manual.mkdir()
     write_npz(manual / "cat.npz", seed=1)
     write_npz(manual / "dog.npz", seed=2)
-    builder = tfds.builder("sketch_rnn", config=SketchRnnConfig(name="pets", categories=["cat", "dog"]),
-                           data_dir=tmp_path / "tfds")
+    builder = tfds.builder(
+        "sketch_rnn", config=SketchRnnConfig(name="pets", categories=["cat", "dog"]), data_dir=tmp_path / "tfds"
+    )
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual))
     assert builder.info.splits["train"].num_examples == 12
     labels = sorted(int(e["label"]) for e in tfds.as_numpy(builder.as_dataset(split="valid")))
@@ -172,15 +184,23 @@ def _missing_feature(tmp_path):
         (_no_drawing, [], "line 4: no 'drawing'"),
         (_empty_file, [], "holds no drawings"),
         (_missing_feature, [], "record 0: "),
-        (lambda tmp: write_ndjson(tmp / "cat.ndjson", "cat") and tmp, ["--categories", "cat,zebra"],
-         "category 'zebra' is not in"),
-        (lambda tmp: write_ndjson(tmp / "cat.ndjson", "cat") and tmp, [], "has 1 category; a classifier needs at least 2"),
+        (
+            lambda tmp: write_ndjson(tmp / "cat.ndjson", "cat") and tmp,
+            ["--categories", "cat,zebra"],
+            "category 'zebra' is not in",
+        ),
+        (
+            lambda tmp: write_ndjson(tmp / "cat.ndjson", "cat") and tmp,
+            [],
+            "has 1 category; a classifier needs at least 2",
+        ),
     ],
 )
 def test_bad_quickdraw_files_get_one_line(tmp_path, make, extra, expected):
     named = make(tmp_path)
-    result = run_cli("train", "sketch", "--dataset", "quickdraw", "--data-dir", tmp_path, "--run-dir",
-                     tmp_path / "run", *extra)
+    result = run_cli(
+        "train", "sketch", "--dataset", "quickdraw", "--data-dir", tmp_path, "--run-dir", tmp_path / "run", *extra
+    )
     line = error_line(result)
     assert expected in line
     assert str(named if named != tmp_path else tmp_path) in line or "category" in expected
@@ -223,8 +243,10 @@ def test_bucketed_batches_left_pad_each_drawing_to_its_bucket():
     from rnnforge.pipeline.input import bucket_lengths, bucketed_batches
 
     sequences = [np.full((n, 3), n, np.float32) for n in range(1, 61)]  # drawing n has n rows of value n
-    ds = tf.data.Dataset.from_generator(lambda: ((s, len(s)) for s in sequences),
-                                        output_signature=(tf.TensorSpec((None, 3), tf.float32), tf.TensorSpec((), tf.int64)))
+    ds = tf.data.Dataset.from_generator(
+        lambda: ((s, len(s)) for s in sequences),
+        output_signature=(tf.TensorSpec((None, 3), tf.float32), tf.TensorSpec((), tf.int64)),
+    )
     assert bucket_lengths(40) == (10, 20, 30, 40)
     seen = set()
     for x, y in tfds_numpy(bucketed_batches(ds, batch_size=4, max_len=40).take(30)):
@@ -233,7 +255,7 @@ def test_bucketed_batches_left_pad_each_drawing_to_its_bucket():
             kept = min(n, 40)  # longer drawings are cropped to max_len
             bucket = next(b for b in (10, 20, 30, 40) if kept <= b)
             assert x.shape[1] == bucket, (n, x.shape)
-            assert (rows[: bucket - kept] == 0).all() and (rows[bucket - kept:] == n).all()
+            assert (rows[: bucket - kept] == 0).all() and (rows[bucket - kept :] == n).all()
             seen.add(int(n))
     assert seen == set(range(1, 61))  # every drawing reached a batch
 
@@ -261,8 +283,17 @@ def test_streamed_shards_are_disjoint_and_cover_the_split(tmp_path):
         return sorted(strokes.tobytes() + bytes([label]) for strokes, label in tfds_numpy(ds))
 
     everything = drawings(sketch_rnn.stream_split(builder, "train", shuffle=False))
-    shards = [drawings(sketch_rnn.stream_split(builder, "train", shuffle=False, input_context=tf.distribute.InputContext(
-        num_input_pipelines=2, input_pipeline_id=i))) for i in range(2)]
+    shards = [
+        drawings(
+            sketch_rnn.stream_split(
+                builder,
+                "train",
+                shuffle=False,
+                input_context=tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=i),
+            )
+        )
+        for i in range(2)
+    ]
     assert len(everything) == 50 and len(shards[0]) == len(shards[1]) == 25
     assert sorted(shards[0] + shards[1]) == everything
 
@@ -277,8 +308,16 @@ def test_streaming_quickdraw_task_data(tmp_path):
     manual.mkdir()
     write_npz(manual / "cat.npz", sizes=(40, 5, 6), seed=1)
     write_npz(manual / "dog.npz", sizes=(40, 5, 6), seed=2)
-    config = resolve_config("sketch", {"dataset": "quickdraw", "data_dir": str(manual), "streaming": True,
-                                       "tfds_dir": str(tmp_path / "tfds"), "max_len": 20})
+    config = resolve_config(
+        "sketch",
+        {
+            "dataset": "quickdraw",
+            "data_dir": str(manual),
+            "streaming": True,
+            "tfds_dir": str(tmp_path / "tfds"),
+            "max_len": 20,
+        },
+    )
     data = get_spec("sketch").load_data(config)
     assert data.num_examples("train") == 80 and data.num_examples("valid") == 10 and data.num_examples("test") == 12
     assert data.splits["valid"][0].shape == (10, 20, 3) and data.info["streaming"] is True
@@ -291,9 +330,31 @@ def test_streaming_quickdraw_task_data(tmp_path):
 @needs_samples
 def test_streaming_training_on_the_sketchrnn_sample_exports(tmp_path):
     run_dir = tmp_path / "qd"
-    result = run_cli("train", "sketch", "--dataset", "quickdraw", "--data-dir", SKETCHRNN, "--streaming",
-                     "--tfds-dir", tmp_path / "tfds", "--max-per-class", "600", "--max-len", "60", "--units", "32",
-                     "--batch-size", "32", "--epochs", "4", "--workers", "2", "--run-dir", run_dir)
+    result = run_cli(
+        "train",
+        "sketch",
+        "--dataset",
+        "quickdraw",
+        "--data-dir",
+        SKETCHRNN,
+        "--streaming",
+        "--tfds-dir",
+        tmp_path / "tfds",
+        "--max-per-class",
+        "600",
+        "--max-len",
+        "60",
+        "--units",
+        "32",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "4",
+        "--workers",
+        "2",
+        "--run-dir",
+        run_dir,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     config = json.loads((run_dir / "config.json").read_text())

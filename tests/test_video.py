@@ -103,8 +103,11 @@ def _single_class(tmp):
 @pytest.mark.parametrize("make", [_fewer_frames, _undecodable, _mixed_sizes, _empty_class, _single_class])
 def test_bad_clips_get_one_line(tmp_path, make):
     named, expected = make(tmp_path / "clips")
-    line = error_line(run_cli("train", "video", "--dataset", "folder", "--data-dir", tmp_path / "clips",
-                              "--run-dir", tmp_path / "run"))
+    line = error_line(
+        run_cli(
+            "train", "video", "--dataset", "folder", "--data-dir", tmp_path / "clips", "--run-dir", tmp_path / "run"
+        )
+    )
     assert expected in line and str(named) in line
     assert not (tmp_path / "run").exists()
 
@@ -113,8 +116,12 @@ def test_bad_clips_get_one_line(tmp_path, make):
 def video_run(tmp_path_factory):
     from conftest import make_run_dir
 
-    path = make_run_dir(tmp_path_factory.mktemp("run") / "video", task="video", epochs_steps=4,
-                        config_overrides={"frames": 8, "frame_size": 32})
+    path = make_run_dir(
+        tmp_path_factory.mktemp("run") / "video",
+        task="video",
+        epochs_steps=4,
+        config_overrides={"frames": 8, "frame_size": 32},
+    )
     result = run_cli("export", "onnx", path)
     assert result.returncode == 0, result.stderr
     return path
@@ -150,8 +157,24 @@ def test_folder_dataset_end_to_end_from_the_cli(tmp_path):
     write_folder(tmp_path / "clips", per_class=8, frames=12, size=32, fmt="npy")
     write_folder(tmp_path / "clips", classes=("jump", "wave"), per_class=3, frames=12, size=32, fmt="mp4")
     run_dir = tmp_path / "run"
-    result = run_cli("train", "video", "--dataset", "folder", "--data-dir", tmp_path / "clips", "--frames", "8",
-                     "--frame-size", "32", "--epochs", "1", "--batch-size", "2", "--run-dir", run_dir)
+    result = run_cli(
+        "train",
+        "video",
+        "--dataset",
+        "folder",
+        "--data-dir",
+        tmp_path / "clips",
+        "--frames",
+        "8",
+        "--frame-size",
+        "32",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--run-dir",
+        run_dir,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     config = json.loads((run_dir / "config.json").read_text())
     assert config["info"]["class_names"] == ["jump", "wave"] and config["info"]["source"] == "folder"

@@ -28,8 +28,10 @@ NPZ_URL = "https://storage.googleapis.com/quickdraw_dataset/sketchrnn/{}.npz"
 SMALL_CATEGORIES = ("apple", "bicycle", "cat", "clock", "envelope", "fish", "house", "star", "sun", "umbrella")
 #: The 345 QuickDraw categories, as listed by TFDS's own quickdraw_bitmap dataset.
 LARGE_CATEGORIES = tuple(
-    line.strip() for line in tfds.core.tfds_path("datasets/quickdraw_bitmap/labels.txt").read_text().splitlines()
-    if line.strip())
+    line.strip()
+    for line in tfds.core.tfds_path("datasets/quickdraw_bitmap/labels.txt").read_text().splitlines()
+    if line.strip()
+)
 
 
 class SketchRnnConfig(tfds.core.BuilderConfig):
@@ -39,7 +41,9 @@ class SketchRnnConfig(tfds.core.BuilderConfig):
         kwargs.setdefault("version", tfds.core.Version("1.0.0"))
         super().__init__(**kwargs)
         if len(categories) < 2:
-            raise ValueError(f"SketchRnnConfig {kwargs.get('name')!r} needs at least 2 categories, got {len(categories)}")
+            raise ValueError(
+                f"SketchRnnConfig {kwargs.get('name')!r} needs at least 2 categories, got {len(categories)}"
+            )
         self.categories = tuple(categories)
         self.max_per_class = max_per_class
         self.skip_bad_records = skip_bad_records
@@ -58,16 +62,21 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     BUILDER_CONFIGS = [
         SketchRnnConfig(name="small", description="10 QuickDraw categories", categories=SMALL_CATEGORIES),
         SketchRnnConfig(name="large", description="all 345 QuickDraw categories", categories=LARGE_CATEGORIES),
-        SketchRnnConfig(name="shared_sample", description="Sketch-RNN sample files (sheep, omniglot, kanji)",
-                        categories=("aaron_sheep", "omniglot", "short_kanji")),
+        SketchRnnConfig(
+            name="shared_sample",
+            description="Sketch-RNN sample files (sheep, omniglot, kanji)",
+            categories=("aaron_sheep", "omniglot", "short_kanji"),
+        ),
     ]
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict({
-                "strokes": tfds.features.Tensor(shape=(None, 3), dtype=np.float32),
-                "label": tfds.features.ClassLabel(names=list(self.builder_config.categories)),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "strokes": tfds.features.Tensor(shape=(None, 3), dtype=np.float32),
+                    "label": tfds.features.ClassLabel(names=list(self.builder_config.categories)),
+                }
+            ),
             supervised_keys=("strokes", "label"),
             homepage="https://github.com/googlecreativelab/quickdraw-dataset",
             metadata=tfds.core.MetadataDict(),
@@ -95,7 +104,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         config = self.builder_config
         skipped: dict[str, int] = {}
         for drawing_split, key, drawing, label in quickdraw.iter_drawings(
-                source, list(config.categories), config.skip_bad_records, config.max_per_class, skipped):
+            source, list(config.categories), config.skip_bad_records, config.max_per_class, skipped
+        ):
             if drawing_split == split:
                 yield key, {"strokes": np.asarray(drawing, np.float32), "label": int(label)}
         self.info.metadata["skipped_records"].update(skipped)
@@ -109,8 +119,13 @@ def _manual_dir(dl_manager) -> Path | None:
     return manual if manual.is_dir() and any(manual.iterdir()) else None
 
 
-def prepare(categories: list[str] | None, data_dir: str | None = None, tfds_dir: str | None = None,
-            max_per_class: int | None = None, skip_bad_records: bool = False):
+def prepare(
+    categories: list[str] | None,
+    data_dir: str | None = None,
+    tfds_dir: str | None = None,
+    max_per_class: int | None = None,
+    skip_bad_records: bool = False,
+):
     """Build ``sketch_rnn`` once (from ``data_dir``, else by download) and return the prepared builder.
 
     The config's name is a hash of everything that changes the records (categories, the source
@@ -119,17 +134,22 @@ def prepare(categories: list[str] | None, data_dir: str | None = None, tfds_dir:
     """
     if data_dir:
         names, _ = quickdraw.category_sources(Path(data_dir), categories)
-        listing = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in Path(data_dir).iterdir()
-                         if p.is_file())
+        listing = sorted(
+            (p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in Path(data_dir).iterdir() if p.is_file()
+        )
     else:
         names, listing = list(categories or SMALL_CATEGORIES), "download"
     unknown = [c for c in names if c not in LARGE_CATEGORIES] if not data_dir else []
     if unknown:
         raise UserError(f"--categories: {unknown[0]!r} is not a QuickDraw category (see README for the 345 names)")
     key = json.dumps([names, str(data_dir), listing, max_per_class, skip_bad_records])
-    config = SketchRnnConfig(name="rnnforge_" + hashlib.sha256(key.encode()).hexdigest()[:12], categories=names,
-                             max_per_class=max_per_class, skip_bad_records=skip_bad_records,
-                             description=f"{len(names)} categories from {data_dir or 'the Sketch-RNN download'}")
+    config = SketchRnnConfig(
+        name="rnnforge_" + hashlib.sha256(key.encode()).hexdigest()[:12],
+        categories=names,
+        max_per_class=max_per_class,
+        skip_bad_records=skip_bad_records,
+        description=f"{len(names)} categories from {data_dir or 'the Sketch-RNN download'}",
+    )
     builder = tfds.builder("sketch_rnn", config=config, data_dir=tfds_dir)
     download_config = tfds.download.DownloadConfig(manual_dir=data_dir) if data_dir else None
     builder.download_and_prepare(download_config=download_config)
@@ -160,9 +180,12 @@ def stream_split(builder, split: str, *, input_context=None, shuffle: bool = Tru
 
     pipelines = input_context.num_input_pipelines if input_context else 1
     by_files = pipelines > 1 and builder.info.splits[split].num_shards >= pipelines
-    read_config = tfds.ReadConfig(shuffle_seed=seed, input_context=input_context if by_files else None,
-                                  num_parallel_calls_for_decode=tf.data.AUTOTUNE,
-                                  num_parallel_calls_for_interleave_files=tf.data.AUTOTUNE)
+    read_config = tfds.ReadConfig(
+        shuffle_seed=seed,
+        input_context=input_context if by_files else None,
+        num_parallel_calls_for_decode=tf.data.AUTOTUNE,
+        num_parallel_calls_for_interleave_files=tf.data.AUTOTUNE,
+    )
     ds = builder.as_dataset(split=split, shuffle_files=shuffle, read_config=read_config, as_supervised=True)
     if pipelines > 1 and not by_files:
         ds = ds.shard(pipelines, input_context.input_pipeline_id)

@@ -35,8 +35,16 @@ def machine_info() -> dict:
     info = {"cpu": cpu, "logical_cores": os.cpu_count(), "platform": platform.platform(), "gpu": None}
     if shutil.which("nvidia-smi"):
         try:
-            out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
-                                 capture_output=True, text=True, timeout=10).stdout.strip().splitlines()
+            out = (
+                subprocess.run(
+                    ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                )
+                .stdout.strip()
+                .splitlines()
+            )
             if out:
                 name, driver = (s.strip() for s in out[0].split(",", 1))
                 info["gpu"] = {"name": name, "driver": driver}

@@ -67,8 +67,15 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequen
         for i in range(n):
             for j in range(n):
                 if counts[i, j]:
-                    ax.text(j, i, counts[i, j], ha="center", va="center", fontsize=7,
-                            color="white" if share[i, j] > 0.5 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        counts[i, j],
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if share[i, j] > 0.5 else "black",
+                    )
     fig.colorbar(image, ax=ax, fraction=0.046)
     return _save(fig, path)
 
@@ -110,8 +117,9 @@ def latency_distribution(samples: dict[str, Sequence[float]], path: Path, batch_
     return _save(fig, path)
 
 
-def forecast_vs_actual(starts, actual: np.ndarray, forecast: np.ndarray, naive: np.ndarray, path: Path,
-                       split: str, units: str) -> Path:
+def forecast_vs_actual(
+    starts, actual: np.ndarray, forecast: np.ndarray, naive: np.ndarray, path: Path, split: str, units: str
+) -> Path:
     """Next-day (+1) and last-day (+horizon) forecasts against what happened, with the naive line."""
     horizon = actual.shape[1]
     fig, axes = _figure(2, 1, figsize=(11, 6), sharex=True)
@@ -165,9 +173,15 @@ def latency_vs_seq_len(rows: Sequence[dict], path: Path) -> Path:
     """p50 latency against input length, one line per engine and batch size."""
     fig, ax = _figure(figsize=(7, 4))
     for engine, batch in sorted({(r["engine"], r["batch_size"]) for r in rows}):
-        mine = sorted((r for r in rows if r["engine"] == engine and r["batch_size"] == batch), key=lambda r: r["seq_len"])
-        ax.plot([r["seq_len"] for r in mine], [r["latency_ms"]["p50"] for r in mine], marker="o",
-                label=f"{engine}, batch {batch}")
+        mine = sorted(
+            (r for r in rows if r["engine"] == engine and r["batch_size"] == batch), key=lambda r: r["seq_len"]
+        )
+        ax.plot(
+            [r["seq_len"] for r in mine],
+            [r["latency_ms"]["p50"] for r in mine],
+            marker="o",
+            label=f"{engine}, batch {batch}",
+        )
     ax.set_yscale("log")
     ax.set_xlabel("sequence length (rows)")
     ax.set_ylabel("p50 latency ms")

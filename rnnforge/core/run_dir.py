@@ -1,14 +1,14 @@
 """The run directory: what ``rnnforge train`` leaves and ``export``/``bench`` read.
 
-    RUN_DIR/config.json          everything needed to rebuild, export and bench (task, options, data info)
-    RUN_DIR/model.keras          the trained model, loadable by plain tf-keras
-    RUN_DIR/metrics.json         per-epoch history, restarts, throughput, test-split scores
-    RUN_DIR/architecture.txt     the Keras model summary
-    RUN_DIR/*.png                training curve, confusion matrix, ...
-    RUN_DIR/checkpoints/         Ray Train storage (per-epoch checkpoints) unless --storage-path
-    RUN_DIR/tensorboard/         TensorBoard logs (train/ and validation/ scalars per epoch)
-    RUN_DIR/model.onnx           written by ``rnnforge export onnx``, with parity.json
-    RUN_DIR/bench/               written by ``rnnforge bench``
+RUN_DIR/config.json          everything needed to rebuild, export and bench (task, options, data info)
+RUN_DIR/model.keras          the trained model, loadable by plain tf-keras
+RUN_DIR/metrics.json         per-epoch history, restarts, throughput, test-split scores
+RUN_DIR/architecture.txt     the Keras model summary
+RUN_DIR/*.png                training curve, confusion matrix, ...
+RUN_DIR/checkpoints/         Ray Train storage (per-epoch checkpoints) unless --storage-path
+RUN_DIR/tensorboard/         TensorBoard logs (train/ and validation/ scalars per epoch)
+RUN_DIR/model.onnx           written by ``rnnforge export onnx``, with parity.json
+RUN_DIR/bench/               written by ``rnnforge bench``
 """
 
 from __future__ import annotations
@@ -65,8 +65,18 @@ class RunDir:
 
     def artifacts(self) -> list[Path]:
         """Every file or directory rnnforge writes into the run dir (what --overwrite removes)."""
-        names = ("config.json", "model.keras", "metrics.json", "architecture.txt", "checkpoints", "tensorboard",
-                 "model.onnx", "model.fp16.onnx", "parity.json", "bench")
+        names = (
+            "config.json",
+            "model.keras",
+            "metrics.json",
+            "architecture.txt",
+            "checkpoints",
+            "tensorboard",
+            "model.onnx",
+            "model.fp16.onnx",
+            "parity.json",
+            "bench",
+        )
         # plus what a killed atomic write left (".NAME.<random>.tmp...", see rnnforge.core.fileio): never read, safe to remove
         return [self.path / n for n in names] + sorted(self.path.glob("*.png")) + sorted(self.path.glob(".*.tmp*"))
 
