@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install clean
+.PHONY: demo test test-fast lint install clean
 
 install: $(VENV)/.installed
 
@@ -18,7 +18,15 @@ demo: install
 	$(BIN)/rnnforge demo
 
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=15
+
+# The inner loop: unit and in-process tests, no Ray cluster, no multi-epoch training.
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow" --durations=15
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf runs .pytest_cache
