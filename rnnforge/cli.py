@@ -12,10 +12,24 @@ from pathlib import Path
 
 import click
 
-from rnnforge.core.errors import UserError
+from rnnforge.core.errors import MissingStackError, UserError
 from rnnforge.models import TASKS
 
 PROVIDERS = ("cpu", "cuda", "tensorrt")
+#: Modules of the ``[train]`` extra: a serving install (``pip install rnnforge``) has none of them.
+TRAINING_STACK = frozenset(
+    (
+        "tensorflow",
+        "tf_keras",
+        "tensorflow_datasets",
+        "ray",
+        "tf2onnx",
+        "onnxconverter_common",
+        "pandas",
+        "pyarrow",
+        "imageio",
+    )
+)
 
 
 def _batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
@@ -367,6 +381,16 @@ def main(argv: list[str] | None = None) -> int:
             raise
         click.echo(f"error: {exc.format_message()}", err=True)
         return exc.exit_code
+    except ModuleNotFoundError as exc:
+        package = (exc.name or "").split(".")[0]
+        if debug or package not in TRAINING_STACK:
+            raise
+        error = MissingStackError(
+            f"this command needs {package}, part of the training stack, which this install lacks: "
+            'pip install "rnnforge[train]" (a plain install is the serving half: bench and bench compare)'
+        )
+        click.echo(f"error: {error}", err=True)
+        return error.exit_code
     except UserError as exc:
         if debug:
             raise

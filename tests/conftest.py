@@ -106,3 +106,17 @@ def forecast_run(tmp_path_factory) -> Path:
     result = run_cli("export", "onnx", path)
     assert result.returncode == 0, result.stderr
     return path
+
+
+#: Python source that makes the training stack unimportable, as on an inference box with only the
+#: serving install: prepend it to a ``python -c`` script.
+BLOCK_TRAINING_STACK = """
+import importlib.abc, sys
+class _BlockTrainingStack(importlib.abc.MetaPathFinder):
+    BLOCKED = {"tensorflow", "tf_keras", "keras", "ray", "tf2onnx", "tensorflow_datasets"}
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in self.BLOCKED:
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked: no training stack here)", name=name)
+        return None
+sys.meta_path.insert(0, _BlockTrainingStack())
+"""

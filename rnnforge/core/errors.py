@@ -23,3 +23,9 @@ class RegressionError(UserError):
     """``bench compare``: a chosen figure got worse than the allowed threshold."""
 
     exit_code = 5
+
+
+class MissingStackError(UserError):
+    """The command needs the training stack, which a serving install (``pip install rnnforge``) lacks."""
+
+    exit_code = 6
