@@ -44,9 +44,9 @@ def training_rate(model, dataset, batch_size: int, steps: int) -> float:
 def measure(task: str, workers: int, steps: int, quickdraw: str | None) -> dict:
     import tensorflow as tf
 
-    from rnnforge.cluster.launch import resolve_config
     from rnnforge.models import get_spec
     from rnnforge.models.common import compile_model
+    from rnnforge.models.resolve import resolve_config
     from rnnforge.pipeline.input import worker_dataset
 
     options = {"workers": workers}
@@ -55,10 +55,10 @@ def measure(task: str, workers: int, steps: int, quickdraw: str | None) -> dict:
     config = resolve_config(task, options)
     spec = get_spec(task)
     data = spec.load_data(config)
-    batch = config["batch_size"]
+    batch = config.batch_size
     if data.train_stream is not None:
         context = tf.distribute.InputContext(num_input_pipelines=workers, input_pipeline_id=0)
-        dataset = data.train_stream(context, batch, config["seed"])
+        dataset = data.train_stream(context, batch, config.seed)
     else:
         x, y = data.splits["train"]
         dataset = worker_dataset(
@@ -67,7 +67,7 @@ def measure(task: str, workers: int, steps: int, quickdraw: str | None) -> dict:
             batch_size=batch,
             num_shards=workers,
             shard_index=0,
-            seed=config["seed"],
+            seed=config.seed,
         )
     feed = pipeline_rate(dataset, batch, steps)
     model = spec.build_model(config, data.info)
@@ -75,7 +75,7 @@ def measure(task: str, workers: int, steps: int, quickdraw: str | None) -> dict:
     train = training_rate(model, dataset, batch, steps)
     return {
         "task": task,
-        "dataset": config["dataset"],
+        "dataset": config.dataset,
         "batch_size": batch,
         "pipeline_samples_per_s": round(feed, 1),
         "training_samples_per_s": round(train, 1),

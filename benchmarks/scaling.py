@@ -24,13 +24,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rnnforge.core.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY_WORKER_NICENESS = 15  # Ray's default worker_niceness
 sys.path.insert(0, str(ROOT))
 
 
-def plain_fit(config: dict) -> dict:
+def plain_fit(config: TrainConfig) -> dict:
     """One process, no Ray, no strategy: the task's model, data pipeline and options."""
     started_at = time.time()
     from tensorflow import keras
@@ -39,20 +43,18 @@ def plain_fit(config: dict) -> dict:
     from rnnforge.models.common import compile_model
     from rnnforge.pipeline.input import steps_per_epoch, worker_dataset
 
-    spec = get_spec(config["task"])
+    spec = get_spec(config.task)
     data = spec.load_data(config)
     (x, y), (x_valid, y_valid) = data.splits["train"], data.splits["valid"]
     y, y_valid = spec.targets_for_training(x, y, data.info), spec.targets_for_training(x_valid, y_valid, data.info)
-    batch, epochs = config["batch_size"], config["epochs"]
+    batch, epochs = config.batch_size, config.epochs
     steps = steps_per_epoch(len(x), batch)
-    keras.utils.set_random_seed(config["seed"])
+    keras.utils.set_random_seed(config.seed)
     model = spec.build_model(config, data.info)
     compile_model(model, spec, config, total_steps=steps * epochs)
 
     def pipeline(xs, ys, shuffle):
-        return worker_dataset(
-            xs, ys, batch_size=batch, num_shards=1, shard_index=0, seed=config["seed"], shuffle=shuffle
-        )
+        return worker_dataset(xs, ys, batch_size=batch, num_shards=1, shard_index=0, seed=config.seed, shuffle=shuffle)
 
     seconds = []
 
@@ -152,12 +154,9 @@ def main() -> None:
     parser.add_argument("--plain", metavar="TASK", help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
     if args.plain:  # the child process of the plain row: rnnforge's own option parsing, then fit
-        from rnnforge.cli import train
-        from rnnforge.cluster.launch import resolve_config
+        from rnnforge.cli import parse_train_args
 
-        context = train.make_context("train", [args.plain, "--epochs", str(args.epochs), *rest])
-        params = {k: v for k, v in context.params.items() if k not in ("task", "run_dir", "address", "overwrite")}
-        print(json.dumps(plain_fit(resolve_config(args.plain, params))))
+        print(json.dumps(plain_fit(parse_train_args([args.plain, "--epochs", str(args.epochs), *rest]))))
         return
     from rnnforge.core.machine import machine_info
 

@@ -1,15 +1,19 @@
-"""The training loop every Ray worker runs: ``train_loop_per_worker(config)``.
+"""The training loop every Ray worker runs: ``train_loop_per_worker(loop_config)``.
 
-``config`` carries the task name and scalars, never data: each worker loads the task's dataset
-itself and reads its own shard. The model is built and compiled inside
+``loop_config`` is plain data: ``config`` (``TrainConfig.to_dict()``: the task name and scalars,
+never data) and ``tensorboard_dir`` beside it. Each worker loads the task's dataset itself and
+reads its own shard. The model is built and compiled inside
 ``MultiWorkerMirroredStrategy.scope()`` (a single worker uses the default strategy). After every
-epoch each worker reports its metrics and rank 0 reports a checkpoint (``model.keras``, the TF
-training state with optimizer slots, and ``state.json`` with the epoch and history); a restarted
-worker group resumes from ``ray.train.get_checkpoint()``. Rank 0 also writes TensorBoard scalars.
+epoch each worker reports its metrics, and every ``--checkpoint-every`` epochs a checkpoint
+(``model.keras``, the TF training state with optimizer slots, and ``state.json`` with the epoch
+and history) of which Ray keeps rank 0's; a restarted worker group resumes from
+``ray.train.get_checkpoint()``. Rank 0 prints one progress line per epoch and writes
+TensorBoard scalars.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -18,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from rnnforge.core.config import TrainConfig
 from rnnforge.core.env import WORKER_ENV
 
 CHECKPOINT_MODEL = "model.keras"
@@ -25,143 +30,219 @@ CHECKPOINT_STATE = "state.json"
 CHECKPOINT_TF = "train_state"
 
 
-def train_loop_per_worker(config: dict) -> None:
-    """Train ``config["task"]`` on this worker's shard; report metrics and checkpoints to Ray."""
-    for key, value in WORKER_ENV.items():  # in case the runtime env did not reach this process
-        os.environ.setdefault(key, value)
+def train_loop_per_worker(loop_config: dict) -> None:
+    """Train ``loop_config["config"]``'s task on this worker's shard; report metrics and checkpoints to Ray."""
+    _set_up_process()
     import ray.train
-    import tensorflow as tf
     from tensorflow import keras
 
     from rnnforge.models import get_spec
-    from rnnforge.models.common import compile_model
-    from rnnforge.pipeline.input import steps_per_epoch, worker_dataset
+    from rnnforge.pipeline.input import steps_per_epoch
+
+    config = TrainConfig.from_dict(loop_config["config"])
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    strategy = _strategy(world_size)
+    keras.utils.set_random_seed(config.seed)
+    spec = get_spec(config.task)
+    data = spec.load_data(config)
+    global_batch = config.batch_size * world_size
+    steps = steps_per_epoch(data.num_examples("train"), global_batch)
+    model = _build_model(spec, config, data.info, strategy, total_steps=steps * config.epochs)
+    tensorboard_dir = loop_config.get("tensorboard_dir") if rank == 0 else None
+    training = WorkerTraining(config, model, rank, world_size, steps * global_batch, spec.metrics[0], tensorboard_dir)
+    training.resume(ray.train.get_checkpoint())
+    train, valid = _distributed_batches(strategy, data, spec, global_batch, config.seed)
+    training.fit(train, steps, valid, steps_per_epoch(data.num_examples("valid"), global_batch))
+
+
+def _set_up_process() -> None:
+    """The worker's environment, quiet loggers, and GPU memory that grows as it is needed."""
+    for key, value in WORKER_ENV.items():  # in case the runtime env did not reach this process
+        os.environ.setdefault(key, value)
+    import tensorflow as tf
 
     tf.get_logger().setLevel("WARNING")
     # Ray Train logs every report at INFO through the root logger; they drown the progress lines.
     logging.getLogger().setLevel(logging.WARNING)
-    context = ray.train.get_context()
-    rank, world_size = context.get_world_rank(), context.get_world_size()
     for gpu in tf.config.list_physical_devices("GPU"):
         tf.config.experimental.set_memory_growth(gpu, True)
+
+
+def _strategy(world_size: int):
+    """MultiWorkerMirroredStrategy, or the default strategy for a single worker."""
+    import tensorflow as tf
+
     # One worker has nothing to all-reduce: the default strategy spares MultiWorkerMirroredStrategy's
     # per-step collectives (about 20% of a small model's step time on CPU, benchmarks/scaling.py).
-    strategy = tf.distribute.MultiWorkerMirroredStrategy() if world_size > 1 else tf.distribute.get_strategy()
-    keras.utils.set_random_seed(config["seed"])
+    return tf.distribute.MultiWorkerMirroredStrategy() if world_size > 1 else tf.distribute.get_strategy()
 
-    spec = get_spec(config["task"])
-    data = spec.load_data(config)
-    (x_train, y_train), (x_valid, y_valid) = data.splits["train"], data.splits["valid"]
-    y_train = spec.targets_for_training(x_train, y_train, data.info)
-    y_valid = spec.targets_for_training(x_valid, y_valid, data.info)
-    global_batch = config["batch_size"] * world_size
-    steps = steps_per_epoch(data.num_examples("train"), global_batch)
-    valid_steps = steps_per_epoch(len(x_valid), global_batch)
 
-    def datasets(x, y, shuffle):
-        def make(input_context):
-            return worker_dataset(
-                x,
-                y,
-                batch_size=input_context.get_per_replica_batch_size(global_batch),
-                num_shards=input_context.num_input_pipelines,
-                shard_index=input_context.input_pipeline_id,
-                seed=config["seed"],
-                shuffle=shuffle,
-            )
+def _build_model(spec, config: TrainConfig, info: dict, strategy, total_steps: int):
+    """The task's model, built and compiled inside ``strategy.scope()`` (mixed_float16 if asked)."""
+    from tensorflow import keras
 
-        return strategy.distribute_datasets_from_function(make)
+    from rnnforge.models.common import compile_model
 
-    def train_datasets():
-        if data.train_stream is None:
-            return datasets(x_train, y_train, True)
-        return strategy.distribute_datasets_from_function(
-            lambda input_context: data.train_stream(
-                input_context, input_context.get_per_replica_batch_size(global_batch), config["seed"]
-            )
-        )
-
-    if config.get("mixed_precision"):
+    if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     with strategy.scope():
-        model = spec.build_model(config, data.info)
-        if config.get("mixed_precision"):
+        model = spec.build_model(config, info)
+        if config.mixed_precision:
             model = _float32_outputs(model)
-        compile_model(model, spec, config, total_steps=steps * config["epochs"])
-    tf_state = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+        compile_model(model, spec, config, total_steps=total_steps)
+    return model
 
-    state = {"epoch": 0, "history": [], "restarts": 0, "world_size": world_size}
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
+
+def _distributed_batches(strategy, data, spec, global_batch: int, seed: int) -> tuple:
+    """This worker's endless training and validation batches, as ``strategy`` distributes them."""
+    (x_train, y_train), (x_valid, y_valid) = data.splits["train"], data.splits["valid"]
+    if data.train_stream is None:
+        y_train = spec.targets_for_training(x_train, y_train, data.info)
+        make_train = functools.partial(_shard_batches, x=x_train, y=y_train, shuffle=True)
+    else:
+        make_train = functools.partial(_streamed_batches, stream=data.train_stream)
+    y_valid = spec.targets_for_training(x_valid, y_valid, data.info)
+    make_valid = functools.partial(_shard_batches, x=x_valid, y=y_valid, shuffle=False)
+    return tuple(
+        strategy.distribute_datasets_from_function(functools.partial(make, global_batch=global_batch, seed=seed))
+        for make in (make_train, make_valid)
+    )
+
+
+def _shard_batches(input_context, *, x, y, global_batch: int, seed: int, shuffle: bool):
+    """In-memory arrays: the batches of this input pipeline's shard."""
+    from rnnforge.pipeline.input import worker_dataset
+
+    return worker_dataset(
+        x,
+        y,
+        batch_size=input_context.get_per_replica_batch_size(global_batch),
+        num_shards=input_context.num_input_pipelines,
+        shard_index=input_context.input_pipeline_id,
+        seed=seed,
+        shuffle=shuffle,
+    )
+
+
+def _streamed_batches(input_context, *, stream, global_batch: int, seed: int):
+    """A streamed training split (``TaskData.train_stream``): this input pipeline's batches."""
+    return stream(input_context, input_context.get_per_replica_batch_size(global_batch), seed)
+
+
+class WorkerTraining:
+    """One worker's ``model.fit``: resuming, and what the end of each epoch does (report to Ray,
+    checkpoint, progress line, TensorBoard scalars).
+
+    ``state`` (epoch, history, restarts, world size, timings) is saved with every checkpoint and
+    read back on resume; ``samples_per_epoch`` is steps x global batch.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        model,
+        rank: int,
+        world_size: int,
+        samples_per_epoch: int,
+        metric: str,
+        tensorboard_dir: str | None = None,
+    ):
+        import tensorflow as tf
+
+        self.config, self.model, self.rank, self.world_size = config, model, rank, world_size
+        self.samples_per_epoch, self.metric = samples_per_epoch, metric
+        self.tf_state = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+        self.state = {"epoch": 0, "history": [], "restarts": 0, "world_size": world_size}
+        self.summaries = _EpochSummaries(tensorboard_dir) if tensorboard_dir else None
+        self.epoch_started = 0.0
+
+    def resume(self, checkpoint) -> None:
+        """Restore weights, optimizer slots and ``state`` from Ray's last checkpoint, if any."""
+        if not checkpoint:
+            return
         with checkpoint.as_directory() as ckpt_dir:
-            tf_state.restore(str(Path(ckpt_dir) / CHECKPOINT_TF / "ckpt"))
-            state = json.loads((Path(ckpt_dir) / CHECKPOINT_STATE).read_text())
-        state["restarts"] += 1
-        if rank == 0:
-            _say(f"resumed from checkpoint after epoch {state['epoch']} (restart {state['restarts']})")
+            self.tf_state.restore(str(Path(ckpt_dir) / CHECKPOINT_TF / "ckpt"))
+            self.state = json.loads((Path(ckpt_dir) / CHECKPOINT_STATE).read_text())
+        self.state["restarts"] += 1
+        if self.rank == 0:
+            _say(f"resumed from checkpoint after epoch {self.state['epoch']} (restart {self.state['restarts']})")
 
-    def save_and_report(metrics: dict) -> None:
-        # Every worker writes: reading sync-on-read variables (BatchNorm statistics, metrics) is an
-        # all-reduce under MultiWorkerMirroredStrategy, so a chief-only save deadlocks. Only
-        # rank 0's files are kept; every worker reports (Ray's barrier).
+    def fit(self, train, steps: int, valid, valid_steps: int) -> None:
+        """Train from the resumed epoch to ``config.epochs`` (early stopping may end sooner), then
+        save and report the final model."""
+        from tensorflow import keras
+
+        callbacks = [keras.callbacks.LambdaCallback(on_epoch_begin=self.begin_epoch, on_epoch_end=self.end_epoch)]
+        if self.config.patience > 0:
+            callbacks.insert(
+                0,
+                keras.callbacks.EarlyStopping(
+                    monitor="val_loss", patience=self.config.patience, restore_best_weights=True
+                ),
+            )
+        fit_started = time.perf_counter()
+        self.state["fit_started_at"] = time.time()  # wall clock: the driver measures its start-up with it
+        if self.state["epoch"] < self.config.epochs:
+            self.model.fit(
+                train,
+                epochs=self.config.epochs,
+                initial_epoch=self.state["epoch"],
+                steps_per_epoch=steps,
+                validation_data=valid,
+                validation_steps=valid_steps,
+                callbacks=callbacks,
+                verbose=0,
+            )
+        self.state["finished"] = True
+        self.state["fit_seconds"] = time.perf_counter() - fit_started
+        if self.rank == 0:
+            _say(f"training done in {self.state['fit_seconds']:.1f}s; saving the final model")
+        self.save_and_report({"epoch": self.state["epoch"], "finished": True})
+
+    def begin_epoch(self, epoch: int, logs=None) -> None:
+        self.epoch_started = time.perf_counter()
+
+    def end_epoch(self, epoch: int, logs=None) -> None:
+        """Record the epoch; report it to Ray (with a checkpoint every ``checkpoint_every`` epochs)."""
+        seconds = time.perf_counter() - self.epoch_started
+        samples_per_s = self.samples_per_epoch / seconds
+        entry = {
+            "epoch": epoch + 1,
+            **{k: float(v) for k, v in (logs or {}).items()},
+            "seconds": round(seconds, 3),
+            "samples_per_s": round(samples_per_s, 1),
+            "samples_per_s_per_worker": round(samples_per_s / self.world_size, 1),
+        }
+        self.state["epoch"] = epoch + 1
+        self.state["history"].append(entry)
+        if self.state["epoch"] % self.config.checkpoint_every == 0:
+            self.save_and_report(entry)
+        else:
+            import ray.train
+
+            ray.train.report(entry, checkpoint=None)
+        if self.rank == 0:
+            _print_progress(entry, self.config.epochs, self.metric)
+            if self.summaries:
+                self.summaries.write(entry)
+
+    def save_and_report(self, metrics: dict) -> None:
+        """Every worker saves a checkpoint and reports; Ray keeps rank 0's.
+
+        Every worker writes: reading sync-on-read variables (BatchNorm statistics, metrics) is an
+        all-reduce under MultiWorkerMirroredStrategy, so a chief-only save deadlocks. Every
+        worker reports too (Ray's barrier)."""
+        import ray.train
+
         began = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="rnnforge-ckpt-") as ckpt_dir:
-            model.save(Path(ckpt_dir) / CHECKPOINT_MODEL, save_format="keras_v3")
-            tf_state.write(str(Path(ckpt_dir) / CHECKPOINT_TF / "ckpt"))
-            (Path(ckpt_dir) / CHECKPOINT_STATE).write_text(json.dumps(state))
-            report_checkpoint = ray.train.Checkpoint.from_directory(ckpt_dir) if rank == 0 else None
+            self.model.save(Path(ckpt_dir) / CHECKPOINT_MODEL, save_format="keras_v3")
+            self.tf_state.write(str(Path(ckpt_dir) / CHECKPOINT_TF / "ckpt"))
+            (Path(ckpt_dir) / CHECKPOINT_STATE).write_text(json.dumps(self.state))
+            report_checkpoint = ray.train.Checkpoint.from_directory(ckpt_dir) if self.rank == 0 else None
             ray.train.report(metrics, checkpoint=report_checkpoint)
-        state["checkpoint_seconds"] = state.get("checkpoint_seconds", 0.0) + time.perf_counter() - began
-
-    class ReportEachEpoch(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.started = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            seconds = time.perf_counter() - self.started
-            samples_per_s = steps * global_batch / seconds
-            entry = {
-                "epoch": epoch + 1,
-                **{k: float(v) for k, v in (logs or {}).items()},
-                "seconds": round(seconds, 3),
-                "samples_per_s": round(samples_per_s, 1),
-                "samples_per_s_per_worker": round(samples_per_s / world_size, 1),
-            }
-            state["epoch"] = epoch + 1
-            state["history"].append(entry)
-            if state["epoch"] % config["checkpoint_every"] == 0:
-                save_and_report(entry)
-            else:
-                ray.train.report(entry, checkpoint=None)
-            if rank == 0:
-                _print_progress(entry, config["epochs"], spec.metrics[0])
-                if summaries:
-                    summaries.write(entry)
-
-    summaries = _EpochSummaries(config["tensorboard_dir"]) if rank == 0 and config.get("tensorboard_dir") else None
-    callbacks = [ReportEachEpoch()]
-    if config["patience"] > 0:
-        callbacks.insert(
-            0, keras.callbacks.EarlyStopping(monitor="val_loss", patience=config["patience"], restore_best_weights=True)
-        )
-    fit_started = time.perf_counter()
-    state["fit_started_at"] = time.time()  # wall clock: the driver measures its start-up with it
-    if state["epoch"] < config["epochs"]:
-        model.fit(
-            train_datasets(),
-            epochs=config["epochs"],
-            initial_epoch=state["epoch"],
-            steps_per_epoch=steps,
-            validation_data=datasets(x_valid, y_valid, False),
-            validation_steps=valid_steps,
-            callbacks=callbacks,
-            verbose=0,
-        )
-    state["finished"] = True
-    state["fit_seconds"] = time.perf_counter() - fit_started
-    if rank == 0:
-        _say(f"training done in {state['fit_seconds']:.1f}s; saving the final model")
-    save_and_report({"epoch": state["epoch"], "finished": True})
+        self.state["checkpoint_seconds"] = self.state.get("checkpoint_seconds", 0.0) + time.perf_counter() - began
 
 
 def _float32_outputs(model):

@@ -9,26 +9,25 @@ from __future__ import annotations
 
 import numpy as np
 
-RNN_CELLS = ("lstm", "gru")
-LR_SCHEDULES = ("constant", "cosine", "exponential")
+from rnnforge.core.config import TrainConfig
 
 
-def recurrent_layer(config: dict, units: int, *, return_sequences: bool, name: str):
-    """An LSTM or GRU layer (``config["rnn"]``) with input dropout ``config["dropout"]``."""
+def recurrent_layer(config: TrainConfig, units: int, *, return_sequences: bool, name: str):
+    """An LSTM or GRU layer (``config.rnn``) with input dropout ``config.dropout``."""
     from tensorflow import keras
 
-    kwargs = {"return_sequences": return_sequences, "dropout": config["dropout"], "name": name}
-    if config["rnn"] == "gru":
+    kwargs = {"return_sequences": return_sequences, "dropout": config.dropout, "name": name}
+    if config.rnn == "gru":
         return keras.layers.GRU(units, reset_after=True, **kwargs)
     return keras.layers.LSTM(units, **kwargs)
 
 
-def learning_rate(config: dict, total_steps: int):
-    """The learning rate or schedule of ``config["lr_schedule"]`` over ``total_steps`` steps."""
+def learning_rate(config: TrainConfig, total_steps: int):
+    """The learning rate or schedule of ``config.lr_schedule`` over ``total_steps`` steps."""
     from tensorflow import keras
 
-    base = config["learning_rate"]
-    schedule = config["lr_schedule"]
+    base = config.learning_rate
+    schedule = config.lr_schedule
     if schedule == "cosine":
         return keras.optimizers.schedules.CosineDecay(base, decay_steps=max(1, total_steps), alpha=0.05)
     if schedule == "exponential":
@@ -36,13 +35,13 @@ def learning_rate(config: dict, total_steps: int):
     return base
 
 
-def compile_model(model, spec, config: dict, total_steps: int) -> None:
+def compile_model(model, spec, config: TrainConfig, total_steps: int) -> None:
     """Compile ``model`` with Adam, gradient clipping by global norm, and the task's loss/metrics."""
     from tensorflow import keras
 
     optimizer = keras.optimizers.Adam(
         learning_rate=learning_rate(config, total_steps),
-        global_clipnorm=config["clipnorm"] or None,
+        global_clipnorm=config.clipnorm or None,
     )
     model.compile(optimizer=optimizer, loss=spec.loss, metrics=list(spec.metrics))
 

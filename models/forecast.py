@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from rnnforge.core.config import TrainConfig
 from rnnforge.core.errors import UserError
 from rnnforge.models.spec import OnnxSpec, TaskData, TaskSpec, TensorSpec
 from rnnforge.pipeline import timeseries
@@ -20,26 +21,27 @@ from rnnforge.pipeline import timeseries
 SEASON = 7  # the naive baseline repeats the value one week earlier
 
 
-def _split_series(series, config: dict) -> TaskData:
-    """Windows per date split (inputs and targets inside the split, as in Géron) and info."""
+def _split_series(series, config: TrainConfig) -> TaskData:
+    """Windows per date split (inputs and targets inside the split, as in Géron) and info.
+
+    ``--window`` (at least SEASON days) and ``--horizon`` (at most SEASON) are checked by their
+    declarations in ``rnnforge.core.config``."""
     import pandas as pd
 
-    window, horizon = config["window"], config["horizon"]
-    if window < SEASON:
-        raise UserError(f"--window must be at least {SEASON} days (the naive baseline looks a week back), got {window}")
-    if horizon < 1 or horizon > SEASON:
-        raise UserError(f"--horizon must be between 1 and {SEASON} days, got {horizon}")
+    window, horizon = config.window, config.horizon
     for key in ("train_start", "train_end", "valid_end"):
         try:
-            pd.Timestamp(config[key])
+            pd.Timestamp(getattr(config, key))
         except (TypeError, ValueError):  # pandas' DateParseError is a ValueError
-            raise UserError(f"--{key.replace('_', '-')} {config[key]!r} is not a date (expected YYYY-MM-DD)") from None
+            raise UserError(
+                f"--{key.replace('_', '-')} {getattr(config, key)!r} is not a date (expected YYYY-MM-DD)"
+            ) from None
     if len(series) < window + horizon:
         raise UserError(f"the series has {len(series)} days, fewer than --window {window} + --horizon {horizon}")
     bounds = {
-        "train": (config["train_start"], config["train_end"]),
-        "valid": (_next_day(config["train_end"]), config["valid_end"]),
-        "test": (_next_day(config["valid_end"]), None),
+        "train": (config.train_start, config.train_end),
+        "valid": (_next_day(config.train_end), config.valid_end),
+        "test": (_next_day(config.valid_end), None),
     }
     splits, dates = {}, {}
     for split, (start, end) in bounds.items():
@@ -48,10 +50,10 @@ def _split_series(series, config: dict) -> TaskData:
         splits[split], dates[split] = (x, y), starts
     if not len(splits["train"][0]):
         raise UserError(
-            f"no training windows between {config['train_start']} and {config['train_end']}: the series "
+            f"no training windows between {config.train_start} and {config.train_end}: the series "
             f"covers {series.index.min():%Y-%m-%d}..{series.index.max():%Y-%m-%d}"
         )
-    train_values = series[pd.Timestamp(config["train_start"]) : pd.Timestamp(config["train_end"])].to_numpy()
+    train_values = series[pd.Timestamp(config.train_start) : pd.Timestamp(config.train_end)].to_numpy()
     info = {
         "window": window,
         "horizon": horizon,
@@ -60,7 +62,7 @@ def _split_series(series, config: dict) -> TaskData:
         "series": str(series.name),
         "first_day": f"{series.index.min():%Y-%m-%d}",
         "last_day": f"{series.index.max():%Y-%m-%d}",
-        "units": "riders per day" if config["dataset"] != "csv" else str(series.name),
+        "units": "riders per day" if config.dataset != "csv" else str(series.name),
     }
     return TaskData(splits=splits, info=info, dates=dates)
 
@@ -71,27 +73,27 @@ def _next_day(day: str) -> str:
     return f"{pd.Timestamp(day) + pd.Timedelta(days=1):%Y-%m-%d}"
 
 
-def load_synthetic(config: dict) -> TaskData:
+def load_synthetic(config: TrainConfig) -> TaskData:
     """The embedded ridership-like series (``pipeline.timeseries.synthetic_series``)."""
-    return _split_series(timeseries.synthetic_series(seed=config["data_seed"]), config)
+    return _split_series(timeseries.synthetic_series(seed=config.data_seed), config)
 
 
-def load_cta(config: dict) -> TaskData:
+def load_cta(config: TrainConfig) -> TaskData:
     """CTA daily boardings (``--data-dir`` or the portal download), ``--series`` rail/bus/total."""
-    return _split_series(timeseries.load_cta(config.get("data_dir"), config["series"], config["fill_missing"]), config)
+    return _split_series(timeseries.load_cta(config.data_dir, config.series, config.fill_missing), config)
 
 
-def load_csv(config: dict) -> TaskData:
+def load_csv(config: TrainConfig) -> TaskData:
     """Any daily series: ``--data-dir FILE --date-column NAME --value-column NAME``."""
-    if not config.get("data_dir"):
+    if not config.data_dir:
         raise UserError("--dataset csv needs --data-dir FILE (a CSV with a date and a value column)")
     series = timeseries.read_daily_csv(
-        config["data_dir"], config["date_column"], config["value_column"], fill_missing=config["fill_missing"]
+        config.data_dir, config.date_column, config.value_column, fill_missing=config.fill_missing
     )
     return _split_series(series, config)
 
 
-def _network(config: dict, info: dict, every_step: bool):
+def _network(config: TrainConfig, info: dict, every_step: bool):
     """The shared layers. ``every_step``: standardised ``[batch, window, horizon]`` (training);
     otherwise raw ``[batch, horizon]`` from the last step (serving). Same layer names, so
     weights move from one to the other by name."""
@@ -102,8 +104,8 @@ def _network(config: dict, info: dict, every_step: bool):
     mean, std = info["mean"], info["std"]
     inputs = keras.Input(shape=(info["window"], 1), name="series", dtype="float32")
     x = keras.layers.Normalization(mean=[mean], variance=[std**2], name="standardise")(inputs)
-    x = recurrent_layer(config, config["units"], return_sequences=True, name="rnn0")(x)
-    x = recurrent_layer(config, config["units"], return_sequences=every_step, name="rnn1")(x)
+    x = recurrent_layer(config, config.units, return_sequences=True, name="rnn0")(x)
+    x = recurrent_layer(config, config.units, return_sequences=every_step, name="rnn1")(x)
     x = keras.layers.Dense(info["horizon"], name="next_days")(x)
     if every_step:
         return keras.Model(inputs, x, name="forecaster_seq2seq")
@@ -111,12 +113,12 @@ def _network(config: dict, info: dict, every_step: bool):
     return keras.Model(inputs, outputs, name="forecaster")
 
 
-def build_model(config: dict, info: dict):
+def build_model(config: TrainConfig, info: dict):
     """The training graph: a stacked RNN that forecasts the next days at every step."""
     return _network(config, info, every_step=True)
 
 
-def serving_model(trained, config: dict, info: dict):
+def serving_model(trained, config: TrainConfig, info: dict):
     """The inference graph: raw ``[batch, window, 1]`` -> raw ``[batch, horizon]``, trained weights."""
     served = _network(config, info, every_step=False)
     for layer in served.layers:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from rnnforge.core.config import TrainConfig
 from rnnforge.core.errors import UserError
 from rnnforge.models.common import classification_scores, confusion_plot
 from rnnforge.models.spec import OnnxSpec, TaskData, TaskSpec, TensorSpec
@@ -23,15 +24,15 @@ SCALE_SAMPLE = 20_000  # streamed data: training drawings that set the offsets' 
 SHUFFLE_BUFFER = 10_000  # streamed data: per-worker shuffle buffer (TFDS also shuffles files)
 
 
-def load_synthetic(config: dict) -> TaskData:
+def load_synthetic(config: TrainConfig) -> TaskData:
     """The embedded procedurally drawn dataset (``pipeline.sketch_synthetic``)."""
     from rnnforge.pipeline import sketch_synthetic
 
-    splits = {split: sketch_synthetic.generate(split, seed=config["data_seed"]) for split in ("train", "valid", "test")}
+    splits = {split: sketch_synthetic.generate(split, seed=config.data_seed) for split in ("train", "valid", "test")}
     return _task_data(splits, list(sketch_synthetic.CLASS_NAMES), config, {"format": "synthetic"})
 
 
-def load_quickdraw(config: dict) -> TaskData:
+def load_quickdraw(config: TrainConfig) -> TaskData:
     """Real QuickDraw strokes: local files of any public format (``--data-dir``), or the
     ``sketch_rnn`` TFDS builder, which downloads the Sketch-RNN ``.npz`` files.
 
@@ -42,24 +43,23 @@ def load_quickdraw(config: dict) -> TaskData:
     """
     from rnnforge.pipeline import quickdraw
 
-    categories = [c.strip() for c in config["categories"].split(",") if c.strip()] if config["categories"] else None
-    if config.get("data_dir") and not config["streaming"]:
+    if config.data_dir and not config.streaming:
         drawings = quickdraw.load_local(
-            config["data_dir"], categories, config["skip_bad_records"], config["max_per_class"]
+            config.data_dir, config.categories, config.skip_bad_records, config.max_per_class
         )
         info = {"format": drawings.format, "skipped_records": drawings.skipped, "streaming": False}
         return _task_data(drawings.splits, drawings.class_names, config, info)
-    return _stream_quickdraw(config, categories)
+    return _stream_quickdraw(config)
 
 
-def _stream_quickdraw(config: dict, categories: list[str] | None) -> TaskData:
+def _stream_quickdraw(config: TrainConfig) -> TaskData:
     from rnnforge.pipeline import sketch_rnn
     from rnnforge.pipeline.input import bucket_lengths, bucketed_batches
 
     builder = sketch_rnn.prepare(
-        categories, config.get("data_dir"), config["tfds_dir"], config["max_per_class"], config["skip_bad_records"]
+        config.categories, config.data_dir, config.tfds_dir, config.max_per_class, config.skip_bad_records
     )
-    max_len = config["max_len"]
+    max_len = config.max_len
     splits = {s: sketch_rnn.read_split(builder, s) for s in ("valid", "test")}
     sample, _ = sketch_rnn.read_split(builder, "train", limit=SCALE_SAMPLE)
     if not sample:
@@ -73,7 +73,7 @@ def _stream_quickdraw(config: dict, categories: list[str] | None) -> TaskData:
             max_len=max_len,
             shuffle_buffer=SHUFFLE_BUFFER,
             seed=seed,
-            buckets=config["length_buckets"],
+            buckets=config.length_buckets,
         )
 
     info = {
@@ -82,7 +82,7 @@ def _stream_quickdraw(config: dict, categories: list[str] | None) -> TaskData:
         "tfds_dir": str(builder.data_dir),
         "skipped_records": dict(builder.info.metadata.get("skipped_records", {})),
         "streaming": True,
-        "bucket_lengths": list(bucket_lengths(max_len, config["length_buckets"])),
+        "bucket_lengths": list(bucket_lengths(max_len, config.length_buckets)),
     }
     data = _task_data(
         {"train": ([], np.zeros(0, np.int64)), **splits},
@@ -96,13 +96,13 @@ def _stream_quickdraw(config: dict, categories: list[str] | None) -> TaskData:
 
 
 def _task_data(
-    splits: dict, class_names: list[str], config: dict, extra_info: dict, scale_from: list | None = None
+    splits: dict, class_names: list[str], config: TrainConfig, extra_info: dict, scale_from: list | None = None
 ) -> TaskData:
     """Pad/crop stroke-3 drawings to ``max_len`` and describe them for the model and reports.
 
     The offsets' scale comes from the training drawings (or ``scale_from``, a sample of them).
     """
-    max_len = config["max_len"]
+    max_len = config.max_len
     scale_from = scale_from if scale_from is not None else splits["train"][0]
     if not len(scale_from):
         raise UserError("the dataset has no training drawings")
@@ -117,7 +117,7 @@ def _task_data(
     )
 
 
-def build_model(config: dict, info: dict):
+def build_model(config: TrainConfig, info: dict):
     """Conv1D + stacked RNN classifier: float32 ``[batch, time, 3]`` -> ``[batch, classes]``."""
     from tensorflow import keras
 
@@ -133,9 +133,9 @@ def build_model(config: dict, info: dict):
         )
         x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
         x = keras.layers.ReLU(name=f"relu{i}")(x)
-    x = recurrent_layer(config, config["units"], return_sequences=True, name="rnn0")(x)
-    x = recurrent_layer(config, config["units"], return_sequences=False, name="rnn1")(x)
-    x = keras.layers.Dropout(config["dropout"], name="dropout")(x)
+    x = recurrent_layer(config, config.units, return_sequences=True, name="rnn0")(x)
+    x = recurrent_layer(config, config.units, return_sequences=False, name="rnn1")(x)
+    x = keras.layers.Dropout(config.dropout, name="dropout")(x)
     outputs = keras.layers.Dense(len(info["class_names"]), activation="softmax", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="sketch_classifier")
 
@@ -147,12 +147,7 @@ SPEC = TaskSpec(
     datasets={"synthetic": load_synthetic, "quickdraw": load_quickdraw},
     defaults={
         "max_len": strokes.MAX_LEN,
-        "categories": None,  # quickdraw: comma-separated subset (default: every category found)
-        "skip_bad_records": False,
-        "max_per_class": None,
-        "streaming": None,  # quickdraw: stream prepared TFDS shards (default: only when downloading)
-        "tfds_dir": None,  # quickdraw, streaming: where TFDS keeps prepared data (default ~/tensorflow_datasets)
-        "length_buckets": 1,  # quickdraw, streaming: batch drawings of similar length (1 = pad all to max_len)
+        "length_buckets": 1,  # quickdraw, streaming: 1 pads every drawing to max_len
         "epochs": 15,
         "batch_size": 64,
         "dropout": 0.1,

@@ -8,14 +8,15 @@ TensorFlow; builders import it when they are called.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-_LAST_DATA: dict[str, tuple[str, TaskData]] = {}
+from rnnforge.core.config import TrainConfig
+
+_LAST_DATA: dict[str, tuple[TrainConfig, TaskData]] = {}
 
 
 @dataclass(frozen=True)
@@ -80,9 +81,11 @@ class TaskSpec:
     name: str
     summary: str
     kind: str  # "classification" (scores: accuracy) or "forecast" (scores: MAE)
-    datasets: Mapping[str, Callable[[dict], TaskData]]  # dataset name -> loader(config)
-    defaults: Mapping[str, Any]  # task hyper-parameters; CLI options override them
-    build_model: Callable[[dict, dict], Any]  # (config, data info) -> keras.Model to train
+    datasets: Mapping[str, Callable[[TrainConfig], TaskData]]  # dataset name -> loader(config)
+    # This task's values of TrainConfig's options (rnnforge.core.config declares them with their
+    # common defaults); CLI options override them.
+    defaults: Mapping[str, Any]
+    build_model: Callable[[TrainConfig, dict], Any]  # (config, data info) -> keras.Model to train
     loss: str
     metrics: tuple[str, ...]
     onnx: OnnxSpec
@@ -92,29 +95,30 @@ class TaskSpec:
     # the serving-form data to training targets, and the trained model to the one that is served.
     demo_options: Mapping[str, Any] = field(default_factory=dict)  # what ``rnnforge demo`` changes
     train_targets: Callable[[np.ndarray, np.ndarray, dict], np.ndarray] | None = None
-    serving_model: Callable[[Any, dict, dict], Any] | None = None  # (trained model, config, info)
+    serving_model: Callable[[Any, TrainConfig, dict], Any] | None = None  # (trained model, config, info)
 
     @property
     def default_dataset(self) -> str:
         return next(iter(self.datasets))
 
-    def load_data(self, config: dict) -> TaskData:
-        """Load the dataset named in ``config["dataset"]``.
+    def load_data(self, config: TrainConfig | Mapping[str, Any]) -> TaskData:
+        """Load the dataset named in ``config.dataset``. A mapping is a run dir's config.json
+        (as export and bench read it), made into its ``TrainConfig`` first.
 
         The last result is kept per task: train, export and bench in one process (``demo``)
         read the same data, and regenerating the synthetic video clips alone takes seconds.
         """
-        keys = sorted({"dataset", "data_dir", "data_seed", *self.defaults} & set(config))
-        key = json.dumps({k: config[k] for k in keys}, sort_keys=True, default=str)
+        if not isinstance(config, TrainConfig):
+            config = TrainConfig.from_dict(config)
         cached = _LAST_DATA.get(self.name)
-        if cached is None or cached[0] != key:
-            _LAST_DATA[self.name] = (key, self.datasets[config["dataset"]](config))
+        if cached is None or cached[0] != config:
+            _LAST_DATA[self.name] = (config, self.datasets[config.dataset](config))
         return _LAST_DATA[self.name][1]
 
     def targets_for_training(self, x: np.ndarray, y: np.ndarray, info: dict) -> np.ndarray:
         """What the training graph is fitted to (``y`` itself unless the task says otherwise)."""
         return self.train_targets(x, y, info) if self.train_targets else y
 
-    def to_serving(self, model, config: dict, info: dict):
+    def to_serving(self, model, config: TrainConfig, info: dict):
         """The model users run and export (the trained model itself unless the task says otherwise)."""
         return self.serving_model(model, config, info) if self.serving_model else model

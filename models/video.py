@@ -9,6 +9,7 @@ softmax. ConvLSTM2D is not offered: tf2onnx exports it as a ``Loop`` (onnx/tenso
 
 from __future__ import annotations
 
+from rnnforge.core.config import TrainConfig
 from rnnforge.core.errors import UserError
 from rnnforge.models.common import classification_scores, confusion_plot
 from rnnforge.models.spec import OnnxSpec, TaskData, TaskSpec, TensorSpec
@@ -18,53 +19,51 @@ CONV_FILTERS = (16, 32, 48)
 POOL_GRID = 4  # frames are pooled to POOL_GRID x POOL_GRID cells before the RNN
 
 
-def _task_data(splits: dict, class_names: list[str], config: dict, source: str) -> TaskData:
+def _task_data(splits: dict, class_names: list[str], config: TrainConfig, source: str) -> TaskData:
     if not len(splits["train"][0]):
         raise UserError("the video dataset has no training clips")
     info = {
         "class_names": list(class_names),
-        "frames": config["frames"],
-        "frame_size": config["frame_size"],
+        "frames": config.frames,
+        "frame_size": config.frame_size,
         "source": source,
     }
     return TaskData(splits=splits, info=info)
 
 
-def load_synthetic(config: dict) -> TaskData:
+def load_synthetic(config: TrainConfig) -> TaskData:
     """Embedded moving-shapes clips (``pipeline.video.synthetic``)."""
     splits = {
-        s: video.synthetic(s, seed=config["data_seed"], frames=config["frames"], size=config["frame_size"])
-        for s in video.SPLITS
+        s: video.synthetic(s, seed=config.data_seed, frames=config.frames, size=config.frame_size) for s in video.SPLITS
     }
     return _task_data(splits, video.CLASS_NAMES, config, "synthetic")
 
 
-def load_folder(config: dict) -> TaskData:
+def load_folder(config: TrainConfig) -> TaskData:
     """Your own clips: ``--data-dir ROOT`` with ``ROOT/<class>/<clip>`` or ``ROOT/{train,test}/<class>/<clip>``."""
-    if not config.get("data_dir"):
+    if not config.data_dir:
         raise UserError("--dataset folder needs --data-dir ROOT (ROOT/<class>/<clip> folders)")
     splits, names = video.load_folder(
-        config["data_dir"], config["frames"], config["frame_size"], config["sampling"], config["data_seed"]
+        config.data_dir, config.frames, config.frame_size, config.sampling, config.data_seed
     )
     return _task_data(splits, names, config, "folder")
 
 
-def load_ucf101(config: dict) -> TaskData:
+def load_ucf101(config: TrainConfig) -> TaskData:
     """UCF101 through TFDS (``--ucf101-config``, ``--categories`` for a subset)."""
-    categories = [c.strip() for c in config["categories"].split(",")] if config.get("categories") else None
     splits, names = video.load_ucf101(
-        config["ucf101_config"],
-        config["frames"],
-        config["frame_size"],
-        categories,
-        config["sampling"],
-        config["data_seed"],
-        config.get("data_dir"),
+        config.ucf101_config,
+        config.frames,
+        config.frame_size,
+        config.categories,
+        config.sampling,
+        config.data_seed,
+        config.data_dir,
     )
     return _task_data(splits, names, config, "ucf101")
 
 
-def build_model(config: dict, info: dict):
+def build_model(config: TrainConfig, info: dict):
     """CNN-RNN classifier: uint8 ``[batch, T, H, W, 3]`` -> ``[batch, classes]``."""
     from tensorflow import keras
 
@@ -82,8 +81,8 @@ def build_model(config: dict, info: dict):
     cnn.add(keras.layers.Flatten(name="flatten"))
     cnn.add(keras.layers.Dense(96, activation="relu", name="frame_features"))
     x = keras.layers.TimeDistributed(cnn, name="per_frame")(x)
-    x = recurrent_layer(config, config["units"], return_sequences=False, name="rnn0")(x)
-    x = keras.layers.Dropout(config["dropout"], name="dropout")(x)
+    x = recurrent_layer(config, config.units, return_sequences=False, name="rnn0")(x)
+    x = keras.layers.Dropout(config.dropout, name="dropout")(x)
     outputs = keras.layers.Dense(len(info["class_names"]), activation="softmax", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="video_cnn_rnn")
 
@@ -97,7 +96,6 @@ SPEC = TaskSpec(
         "frames": 16,
         "frame_size": 64,
         "sampling": "uniform",
-        "categories": None,
         "ucf101_config": "ucf101_1_256",
         "epochs": 16,
         "batch_size": 16,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import zipfile
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +31,6 @@ from rnnforge.core.errors import UserError
 from rnnforge.pipeline.strokes import strokes_to_stroke3
 
 SPLITS = ("train", "valid", "test")
-FORMATS = ("sketchrnn", "ndjson", "tfrecord")
 
 
 @dataclass
@@ -65,7 +65,7 @@ def detect_format(data_dir: Path) -> str:
 
 def load_local(
     data_dir: Path,
-    categories: list[str] | None = None,
+    categories: Sequence[str] | None = None,
     skip_bad_records: bool = False,
     max_per_class: int | None = None,
 ) -> Drawings:
@@ -84,7 +84,7 @@ def load_local(
     )
 
 
-def category_sources(data_dir: Path, categories: list[str] | None = None) -> tuple[list[str], dict[str, Path]]:
+def category_sources(data_dir: Path, categories: Sequence[str] | None = None) -> tuple[list[str], dict[str, Path]]:
     """The class names (``categories`` or all found, in order) and, for per-category formats,
     each class's file. Refuses absent categories and fewer than two classes."""
     data_dir = Path(data_dir)
@@ -108,7 +108,7 @@ def category_sources(data_dir: Path, categories: list[str] | None = None) -> tup
 
 def iter_drawings(
     data_dir: Path,
-    categories: list[str] | None = None,
+    categories: Sequence[str] | None = None,
     skip_bad_records: bool = False,
     max_per_class: int | None = None,
     skipped: dict[str, int] | None = None,

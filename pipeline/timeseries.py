@@ -29,7 +29,6 @@ CTA_URL = "https://data.cityofchicago.org/api/views/6iiy-9s97/rows.csv?accessTyp
 CTA_DATE_COLUMN = "service_date"
 CTA_DATE_FORMAT = "%m/%d/%Y"
 CTA_SERIES = {"rail": "rail_boardings", "bus": "bus", "total": "total_rides"}
-FILL_METHODS = ("none", "interpolate")
 
 
 def read_daily_csv(

@@ -14,6 +14,7 @@ Each clip is reduced to T frames (uniformly spaced, or a random contiguous run w
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -176,7 +177,7 @@ def load_ucf101(
     config_name: str,
     frames: int,
     size: int,
-    categories: list[str] | None = None,
+    categories: Sequence[str] | None = None,
     sampling: str = "uniform",
     seed: int = 0,
     data_dir: str | None = None,

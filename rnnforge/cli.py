@@ -8,10 +8,12 @@ naming the argument or file, and a non-zero exit; ``--debug`` shows the tracebac
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
 
+from rnnforge.core.config import TrainConfig, declarations, value_type
 from rnnforge.core.errors import MissingStackError, UserError
 from rnnforge.models import TASKS
 
@@ -59,95 +61,64 @@ def cli(debug: bool) -> None:
     """
 
 
+class _DeclaredOption(click.Option):
+    """An option generated from its ``TrainConfig`` declaration. ``--help`` shows its default in
+    each task and its range; the task specs are read only when help is shown, so ``rnnforge
+    --help`` stays light."""
+
+    def __init__(self, *args, demo: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.demo = demo
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str]:
+        spec, text = super().get_help_record(ctx)
+        default = _default_text(self.name, self.demo)
+        extra = "; ".join(filter(None, (default and f"default: {default}", declarations()[self.name].range_text())))
+        return spec, f"{text}  [{extra}]" if extra else text
+
+
+def _default_text(name: str, demo: bool = False) -> str:
+    """``15``, or ``sketch 15, forecast 80, video 16`` where the tasks differ; the declaration's
+    ``default_text`` where the default is None (unset)."""
+    from rnnforge.models.resolve import defaults_per_task
+
+    values = defaults_per_task(name, demo)
+    unset = declarations()[name].default_text
+    shown = {task: unset if value is None else "" if value is False else str(value) for task, value in values.items()}
+    if len(set(shown.values())) == 1:
+        return next(iter(shown.values()))
+    return ", ".join(f"{task} {text or '-'}" for task, text in shown.items())
+
+
+def _declared_option(name: str, *, demo: bool = False, help: str | None = None):
+    """The click option of ``TrainConfig.<name>`` (``--name``), made from its declaration."""
+    option = declarations()[name]
+    flag = "--" + name.replace("_", "-")
+    text = help or option.help
+    if option.where():
+        text = f"{option.where()}: {text if text[:2].isupper() else text[0].lower() + text[1:]}"
+    if value_type(name) is bool:
+        decls = [f"{flag}/{option.off_switch}"] if option.off_switch else [flag]
+        return click.option(*decls, cls=_DeclaredOption, demo=demo, is_flag=True, default=None, help=text)
+    kind = click.Choice(option.choices) if option.choices else {int: int, float: float}.get(value_type(name), str)
+    return click.option(flag, cls=_DeclaredOption, demo=demo, type=kind, help=text)
+
+
+def _train_options(command):
+    """Every ``TrainConfig`` option ``rnnforge train`` takes, in declaration order."""
+    for name in reversed([name for name, option in declarations().items() if option.cli]):
+        command = _declared_option(name)(command)
+    return command
+
+
 @cli.command(
     help="Train TASK with Ray Train (TensorflowTrainer + MultiWorkerMirroredStrategy).\n\n"
-    f"TASK is one of: {', '.join(TASKS)}."
+    f"TASK is one of: {', '.join(TASKS)}. An option whose help starts with task names (e.g. "
+    "'forecast:') applies to those tasks only, and the others refuse it; a dataset after the task "
+    "(e.g. 'forecast csv:') means that dataset only."
 )
 @click.argument("task", type=click.Choice(TASKS), metavar="TASK")
-@click.option("--dataset", help="Dataset to train on (default: the task's embedded 'synthetic').")
-@click.option("--data-dir", help="Files of a real dataset (a folder or, for forecast csv/cta_ridership, the CSV).")
-@click.option("--workers", type=int, help="Ray Train workers.  [default: 2]")
-@click.option("--cpus-per-worker", type=int, help="CPUs reserved for each worker.  [default: 1]")
-@click.option("--gpus-per-worker", type=float, help="GPUs per worker; > 0 trains on GPUs.  [default: 0]")
-@click.option(
-    "--mixed-precision",
-    is_flag=True,
-    default=None,
-    help="GPU workers: compute in float16, keep float32 weights (mixed_float16).",
-)
-@click.option("--epochs", type=int, help="Maximum epochs (early stopping may end sooner).")
-@click.option("--batch-size", type=int, help="Per-worker batch size; the global batch is this x workers.")
-@click.option("--learning-rate", type=float, help="Peak learning rate of Adam.")
-@click.option("--lr-schedule", type=click.Choice(("constant", "cosine", "exponential")), help="Learning-rate schedule.")
-@click.option("--clipnorm", type=float, help="Clip gradients to this global norm (0 = off).")
-@click.option("--dropout", type=float, help="Dropout on the recurrent layers' inputs (never recurrent_dropout).")
-@click.option("--rnn", type=click.Choice(("lstm", "gru")), help="Recurrent cell (GRU uses reset_after=True).")
-@click.option("--units", type=int, help="Units of each recurrent layer.  [default: the task's]")
-@click.option("--patience", type=int, help="Early-stopping patience on val_loss, in epochs (0 = off).")
-@click.option("--max-failures", type=int, help="Worker-group restarts from the last checkpoint.  [default: 0]")
-@click.option(
-    "--storage-path",
-    help="Checkpoints and Ray results: a directory every node shares, or s3://, gs:// URI.  "
-    "[default: RUN_DIR/checkpoints]",
-)
-@click.option(
-    "--checkpoint-every", type=int, help="Epochs between checkpoints (the end always gets one).  [default: 1]"
-)
-@click.option("--seed", type=int, help="Random seed for weights and shuffling.  [default: 42]")
-@click.option("--categories", help="sketch quickdraw, video ucf101: comma-separated categories to use (default: all).")
-@click.option("--max-per-class", type=int, help="sketch, quickdraw: cap training drawings per category.")
-@click.option(
-    "--skip-bad-records",
-    is_flag=True,
-    default=None,
-    help="sketch, quickdraw: skip and count bad drawings instead of failing.",
-)
-@click.option(
-    "--streaming/--in-memory",
-    default=None,
-    help="sketch, quickdraw: stream TFDS-prepared shards to "
-    "the workers (default: only when downloading), or read --data-dir into memory.",
-)
-@click.option(
-    "--tfds-dir",
-    help="sketch, quickdraw --streaming: where TFDS keeps prepared data.  [default: ~/tensorflow_datasets]",
-)
-@click.option(
-    "--length-buckets",
-    type=int,
-    help="sketch, --streaming: batch drawings of similar length in N "
-    "buckets (1 = pad every drawing to --max-len).  [default: 1]",
-)
-@click.option(
-    "--max-len", type=int, help="sketch: stroke-3 rows fed to the model (longer drawings are cropped).  [default: 100]"
-)
-@click.option("--frames", type=int, help="video: frames sampled per clip.  [default: 16]")
-@click.option("--frame-size", type=int, help="video: frames are resized to SIZE x SIZE.  [default: 64]")
-@click.option(
-    "--sampling",
-    type=click.Choice(("uniform", "random")),
-    help="video: uniformly spaced frames or a random contiguous run.",
-)
-@click.option("--ucf101-config", help="video, ucf101: TFDS config.  [default: ucf101_1_256]")
-@click.option("--window", type=int, help="forecast: input days.  [default: 56]")
-@click.option("--horizon", type=int, help="forecast: days forecast.  [default: 7]")
-@click.option(
-    "--series",
-    type=click.Choice(("rail", "bus", "total")),
-    help="forecast, cta_ridership: which series.  [default: rail]",
-)
-@click.option("--date-column", help="forecast, csv: the date column.  [default: date]")
-@click.option("--value-column", help="forecast, csv: the value column.  [default: value]")
-@click.option(
-    "--fill-missing",
-    type=click.Choice(("none", "interpolate")),
-    help="forecast: missing days are an error (none) or interpolated.",
-)
-@click.option("--train-start", help="forecast: first training day.  [default: 2016-01-01]")
-@click.option(
-    "--train-end", help="forecast: last training day; validation starts the day after.  [default: 2018-12-31]"
-)
-@click.option("--valid-end", help="forecast: last validation day; test starts the day after.  [default: 2019-05-31]")
+@_train_options
 @click.option(
     "--run-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -156,19 +127,32 @@ def cli(debug: bool) -> None:
 @click.option("--address", help="Ray cluster to join ('auto' inside 'ray job submit'); default: start a local Ray.")
 @click.option("--overwrite", is_flag=True, help="Replace a finished run in --run-dir instead of refusing.")
 def train(task: str, run_dir: Path | None, address: str | None, overwrite: bool, **options) -> None:
-
-    from rnnforge.cluster.launch import prepare_run_dir, resolve_config
     from rnnforge.cluster.launch import train as run_training
+    from rnnforge.cluster.storage import prepare_run_dir
+    from rnnforge.models.resolve import resolve_config
 
     config = resolve_config(task, options)
     if overwrite:  # bad data must fail before --overwrite removes a finished run (load_data caches it)
         from rnnforge.models import get_spec
 
         get_spec(task).load_data(config)
-    run_dir = prepare_run_dir(run_dir or Path("runs") / task, overwrite, config["storage_path"])
+    run_dir = prepare_run_dir(run_dir or Path("runs") / task, overwrite, config.storage_path)
     metrics = run_training(config, run_dir, address=address)
     _print_scores(metrics)
     click.echo(f"run dir: {run_dir}")
+
+
+def parse_train_args(args: Sequence[str]) -> TrainConfig:
+    """The checked config that ``rnnforge train ARGS`` (TASK, then options) would train with;
+    ``--run-dir``, ``--address`` and ``--overwrite`` are accepted and left out."""
+    from rnnforge.models.resolve import resolve_config
+
+    with train.make_context("train", list(args)) as ctx:
+        params = dict(ctx.params)
+    task = params.pop("task")
+    for name in ("run_dir", "address", "overwrite"):
+        params.pop(name)
+    return resolve_config(task, params)
 
 
 def _print_scores(metrics: dict) -> None:
@@ -350,9 +334,9 @@ def bench_compare(baseline: Path, candidate: Path, metric: str, threshold: float
     help="Directory for every task's run and the combined report.",
 )
 @click.option("--tasks", default=",".join(TASKS), show_default=True, help="Comma-separated tasks to run.")
-@click.option("--workers", type=int, default=2, show_default=True, help="Ray Train workers per task.")
-@click.option("--epochs", type=int, help="Override every task's epochs (for a quick look).")
-def demo(out: Path, tasks: str, workers: int, epochs: int | None) -> None:
+@_declared_option("workers", demo=True, help="Ray Train workers per task.")
+@_declared_option("epochs", demo=True, help="Epochs of every task (early stopping may end sooner).")
+def demo(out: Path, tasks: str, workers: int | None, epochs: int | None) -> None:
     """Train, export and benchmark every task on its embedded dataset; write one report."""
     from rnnforge.demo import run_demo
 

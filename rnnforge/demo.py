@@ -13,23 +13,28 @@ DEMO_INTRO = (
 )
 
 
-def run_demo(out: Path, tasks: list[str], workers: int = 2, epochs: int | None = None) -> Path:
-    """Run the whole path for each task into ``out/<task>``; return the combined report's path."""
-    from rnnforge.cluster.launch import prepare_run_dir, resolve_config, train
+def run_demo(out: Path, tasks: list[str], workers: int | None = None, epochs: int | None = None) -> Path:
+    """Run the whole path for each task into ``out/<task>``; return the combined report's path.
+
+    ``workers`` and ``epochs`` (``None``: the demo's defaults, ``spec.demo_options`` over the
+    task's) apply to every task."""
+    from rnnforge.cluster.launch import train
+    from rnnforge.cluster.storage import prepare_run_dir
     from rnnforge.export.bench import run_bench
     from rnnforge.export.onnx_export import export_onnx
     from rnnforge.export.report import summary_markdown, write_report
     from rnnforge.models import get_spec
+    from rnnforge.models.resolve import resolve_config
 
     out = Path(out)
+    given = {name: value for name, value in (("workers", workers), ("epochs", epochs)) if value is not None}
     results = {}
     for task in tasks:
         started = time.perf_counter()
-        _step(f"{task}: training with {workers} Ray workers")
-        options = {"checkpoint_every": DEMO_CHECKPOINT_EVERY, **get_spec(task).demo_options, "workers": workers}
-        if epochs:
-            options["epochs"] = epochs
-        config = resolve_config(task, options)
+        config = resolve_config(
+            task, {"checkpoint_every": DEMO_CHECKPOINT_EVERY, **get_spec(task).demo_options, **given}
+        )
+        _step(f"{task}: training with {config.workers} Ray workers")
         run_dir = prepare_run_dir(out / task, overwrite=True)
         train(config, run_dir)
         _step(f"{task}: exporting to ONNX")

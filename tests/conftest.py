@@ -46,11 +46,12 @@ def make_run_dir(
     import ray.train
     from tensorflow import keras
 
-    from rnnforge.cluster.launch import finish_run, resolve_config
+    from rnnforge.cluster.finish import finish_run
     from rnnforge.cluster.worker import CHECKPOINT_MODEL, CHECKPOINT_STATE
     from rnnforge.core.run_dir import RunDir
     from rnnforge.models import get_spec
     from rnnforge.models.common import compile_model
+    from rnnforge.models.resolve import resolve_config
 
     config = resolve_config(task, {"epochs": 1, **(config_overrides or {})})
     spec = get_spec(task)

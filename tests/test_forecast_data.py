@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from conftest import SHARED_DATA, error_line, run_cli
 
-from rnnforge.cluster.launch import resolve_config
 from rnnforge.models import get_spec
 from rnnforge.models.forecast import naive_forecast, train_targets
+from rnnforge.models.resolve import resolve_config
 from rnnforge.pipeline import timeseries
 
 CTA_DIR = SHARED_DATA / "cta_ridership"

@@ -9,8 +9,8 @@ import onnx
 import pytest
 from conftest import run_cli
 
-from rnnforge.cluster.launch import resolve_config
 from rnnforge.models import get_spec
+from rnnforge.models.resolve import resolve_config
 
 
 def test_serving_model_is_the_last_step_of_the_training_model():

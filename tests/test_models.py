@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from rnnforge.cluster.launch import resolve_config
 from rnnforge.models import get_spec
 from rnnforge.models.common import compile_model, learning_rate
+from rnnforge.models.resolve import resolve_config
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +24,7 @@ def test_sketch_model_trains_a_step(small_data, rnn):
     from tensorflow import keras
 
     spec, config, data = small_data
-    config = {**config, "rnn": rnn}
+    config = replace(config, rnn=rnn)
     model = spec.build_model(config, data.info)
     compile_model(model, spec, config, total_steps=10)
     x, y = data.splits["train"]
@@ -46,13 +48,13 @@ def test_sketch_model_trains_a_step(small_data, rnn):
 def test_clipping_and_schedule_reach_the_optimizer(small_data):
     spec, config, data = small_data
     model = spec.build_model(config, data.info)
-    compile_model(model, spec, {**config, "clipnorm": 0.5, "lr_schedule": "cosine"}, total_steps=100)
+    compile_model(model, spec, replace(config, clipnorm=0.5, lr_schedule="cosine"), total_steps=100)
     assert model.optimizer.global_clipnorm == 0.5
-    schedule = learning_rate({**config, "learning_rate": 1e-3, "lr_schedule": "cosine"}, total_steps=100)
+    schedule = learning_rate(replace(config, learning_rate=1e-3, lr_schedule="cosine"), total_steps=100)
     assert float(schedule(0)) == pytest.approx(1e-3)
     assert float(schedule(50)) == pytest.approx(1e-3 * (0.05 + 0.95 * 0.5), rel=1e-4)
     assert float(schedule(100)) == pytest.approx(1e-3 * 0.05, rel=1e-4)
-    assert learning_rate({**config, "learning_rate": 1e-3, "lr_schedule": "constant"}, 100) == 1e-3
+    assert learning_rate(replace(config, learning_rate=1e-3, lr_schedule="constant"), 100) == 1e-3
 
 
 def test_input_scaling_lives_in_the_model(small_data):

@@ -105,7 +105,7 @@ def test_tutorial_tfrecords(tmp_path):
 def test_tfds_load_builds_from_local_files(tmp_path, config, source):
     import tensorflow_datasets as tfds
 
-    import rnnforge.pipeline  # noqa: F401  (registers sketch_rnn)
+    import rnnforge.pipeline.sketch_rnn  # noqa: F401  (registers sketch_rnn)
 
     ds, info = tfds.load(
         f"sketch_rnn/{config}",
@@ -301,8 +301,8 @@ def test_streamed_shards_are_disjoint_and_cover_the_split(tmp_path):
 def test_streaming_quickdraw_task_data(tmp_path):
     import tensorflow as tf
 
-    from rnnforge.cluster.launch import resolve_config
     from rnnforge.models import get_spec
+    from rnnforge.models.resolve import resolve_config
 
     manual = tmp_path / "manual"
     manual.mkdir()

@@ -9,9 +9,9 @@ import onnx
 import pytest
 from conftest import error_line, run_cli
 
-from rnnforge.cluster.launch import resolve_config
 from rnnforge.models import get_spec
 from rnnforge.models.common import compile_model
+from rnnforge.models.resolve import resolve_config
 from rnnforge.pipeline import video
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     """QuickDraw drawings as stroke-3 sequences ``(dx, dy, pen_lifted)``, float32 ``[n, 3]``."""
 
     name = "sketch_rnn"
+    # TFDS finds a builder's folder from its module name (rnnforge/pipeline/sketch_rnn), but in a
+    # source checkout the folder is pipeline/ at the top level (rnnforge/__init__.py): say where.
+    pkg_dir_path = Path(__file__).resolve().parent
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Sketch-RNN .npz, simplified ndjson and tutorial TFRecords."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
@@ -120,7 +124,7 @@ def _manual_dir(dl_manager) -> Path | None:
 
 
 def prepare(
-    categories: list[str] | None,
+    categories: Sequence[str] | None,
     data_dir: str | None = None,
     tfds_dir: str | None = None,
     max_per_class: int | None = None,

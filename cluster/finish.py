@@ -1,0 +1,119 @@
+"""Turn a finished Ray Train run into a run dir.
+
+``finish_run`` takes the final checkpoint the workers reported, scores its model on the
+validation and test splits, and writes ``model.keras``, ``config.json`` (the ``TrainConfig``'s
+fields plus the data's ``info``, ``num_examples`` and the library ``versions``),
+``metrics.json``, ``architecture.txt`` and the plots. ``cluster.launch.train`` calls it after
+``trainer.fit()``; tests call it on a checkpoint they made without Ray.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rnnforge.cluster.worker import CHECKPOINT_MODEL, CHECKPOINT_STATE
+from rnnforge.core import fileio, plots
+from rnnforge.core.config import TrainConfig
+from rnnforge.core.machine import versions
+from rnnforge.core.run_dir import RunDir
+
+
+def finish_run(config: TrainConfig, run: RunDir, checkpoint, train_seconds: float, timing: dict | None = None) -> dict:
+    """Copy the final model out of ``checkpoint`` (a ``ray.train.Checkpoint``), score it, write
+    the run dir; returns metrics.json's content.
+
+    ``timing``: the driver's ``started_at`` (wall clock) and seconds per phase, completed here with
+    the workers' (start-up until ``fit``, ``fit``, checkpoint saving) for metrics.json."""
+    from rnnforge.models import get_spec
+
+    spec = get_spec(config.task)
+    data = spec.load_data(config)
+    state, model = _final_model(config, spec, data, checkpoint)
+    with fileio.atomic_path(run.model, suffix=".keras") as tmp:
+        model.save(tmp, save_format="keras_v3")
+    scores = _score(model, spec, data, run)
+    lines: list[str] = []
+    model.summary(print_fn=lines.append, expand_nested=True)
+    fileio.write_text(run.architecture, "\n".join(lines) + "\n")
+    history = state["history"]
+    plots.training_curve(history, run.path / "training_curve.png", spec.metrics[0])
+    fileio.write_json(
+        run.config,
+        {
+            **config.to_dict(),
+            "info": data.info,
+            "num_examples": {s: data.num_examples(s) for s in data.splits},
+            "versions": versions(),
+        },
+    )
+    metrics = {
+        "task": config.task,
+        "dataset": config.dataset,
+        "epochs_run": state["epoch"],
+        "restarts": state["restarts"],
+        "workers": state["world_size"],
+        "train_seconds": round(train_seconds, 1),
+        "samples_per_s": _mean([h["samples_per_s"] for h in history]),
+        "samples_per_s_per_worker": _mean([h["samples_per_s_per_worker"] for h in history]),
+        "timing": _timing(timing or {}, state),
+        "history": history,
+        **scores,
+    }
+    fileio.write_json(run.metrics, metrics)
+    return metrics
+
+
+def _final_model(config: TrainConfig, spec, data, checkpoint):
+    """The checkpoint's ``state.json`` and the served form of its model (float32)."""
+    from tensorflow import keras
+
+    with checkpoint.as_directory() as ckpt_dir:
+        state = json.loads((Path(ckpt_dir) / CHECKPOINT_STATE).read_text())
+        trained = keras.models.load_model(Path(ckpt_dir) / CHECKPOINT_MODEL, compile=False)
+    if config.mixed_precision:
+        trained = _float32_twin(trained, spec, config, data.info)
+    return state, spec.to_serving(trained, config, data.info)
+
+
+def _score(model, spec, data, run: RunDir) -> dict:
+    """The task's scores on valid and test; the task's plots of the evaluation split."""
+    scores = {}
+    for split in ("valid", "test"):
+        x, y = data.splits[split]
+        if not len(x):
+            scores[split] = {"examples": 0}
+            continue
+        predictions = model.predict(x, batch_size=256, verbose=0)
+        scores[split] = {"examples": int(len(x)), **spec.score(x, y, predictions, data.info)}
+        if split == data.evaluation_split():
+            spec.report_plots(x, y, predictions, data, split, run.path)
+    return scores
+
+
+def _timing(driver: dict, state: dict) -> dict:
+    """Where a run's seconds went: data loading and Ray start-up in the driver, start-up until the
+    workers' ``fit`` (their TF import, data, model, strategy), ``fit`` itself and, inside it,
+    saving per-epoch checkpoints (the gaps between epochs)."""
+    out = {k: v for k, v in driver.items() if k != "started_at"}
+    if "started_at" in driver and "fit_started_at" in state:
+        out["until_fit_s"] = state["fit_started_at"] - driver["started_at"]
+    out.update(
+        {f"{k.removesuffix('_seconds')}_s": state[k] for k in ("fit_seconds", "checkpoint_seconds") if k in state}
+    )
+    return {k: round(v, 1) for k, v in out.items()}
+
+
+def _float32_twin(trained, spec, config: TrainConfig, info: dict):
+    """The task's model built in float32 with the weights of ``trained`` (trained under
+    mixed_float16, whose weights are float32 already): what export and CPU inference want."""
+    from tensorflow import keras
+
+    keras.mixed_precision.set_global_policy("float32")
+    twin = spec.build_model(config, info)
+    twin.set_weights(trained.get_weights())
+    return twin
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 1) if values else None

@@ -1,0 +1,62 @@
+"""Where a run lives: its run dir and its copy in Ray Train's storage.
+
+``prepare_run_dir`` checks ``--run-dir`` before any work: it refuses to clobber a finished run
+(unless ``--overwrite``), and tells an interrupted run, which Ray Train resumes from its last
+checkpoint, from a new one. ``storage_location`` says where Ray Train keeps a run's checkpoints.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from rnnforge.core.errors import UserError
+from rnnforge.core.run_dir import RunDir
+
+
+def storage_location(storage_path: str | None, run: RunDir) -> tuple[str, str]:
+    """Ray Train's ``(storage_path, name)`` for a run: RUN_DIR/checkpoints/train by default,
+    STORAGE/<run dir's name> with ``--storage-path``."""
+    if storage_path:
+        return storage_path, run.path.name
+    return str(run.checkpoints), "train"
+
+
+def _storage_fs(uri: str):
+    """The pyarrow filesystem of ``uri`` (a URI or an absolute path) and the path inside it."""
+    import pyarrow.fs
+
+    try:
+        return pyarrow.fs.FileSystem.from_uri(uri)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--storage-path {uri}: {exc}".splitlines()[0]) from None
+
+
+def prepare_run_dir(path: Path, overwrite: bool, storage_path: str | None = None) -> Path:
+    """Check ``--run-dir`` before any work: refuse to clobber a finished run unless ``overwrite``.
+
+    A run without config.json whose Ray Train storage holds checkpoints is an interrupted run:
+    Ray Train resumes it from its last checkpoint. ``overwrite`` also clears ``storage_path``'s
+    copy of the run.
+    """
+    run = RunDir(Path(path).resolve())
+    fs, stored_run = _storage_fs("/".join(storage_location(storage_path, run)))
+    interrupted = fs.get_file_info(stored_run).type.name == "Directory"
+    if run.path.exists() and not run.path.is_dir():
+        raise UserError(f"--run-dir {run.path} is a file, expected a directory")
+    if run.config.exists():
+        if not overwrite:
+            raise UserError(
+                f"--run-dir {run.path} already holds a finished run; "
+                "pass --overwrite to replace it or choose another --run-dir"
+            )
+        for artifact in run.artifacts():
+            if artifact.is_dir():
+                shutil.rmtree(artifact)
+            elif artifact.exists():
+                artifact.unlink()
+        if storage_path and interrupted:
+            fs.delete_dir(stored_run)
+    elif interrupted:
+        print(f"resuming the interrupted run in {run.path} from its last checkpoint", flush=True)
+    return run.path

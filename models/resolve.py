@@ -1,0 +1,83 @@
+"""From ``rnnforge train TASK --OPTION VALUE ...`` to a checked ``TrainConfig``.
+
+An option's value is the user's, else the task spec's ``defaults`` (``models/<task>.py``), else
+its declaration's default (``rnnforge.core.config``). ``resolve_config`` refuses an option that
+does not apply to the task, an unknown dataset and a ``--storage-path`` no worker could use;
+``TrainConfig`` itself checks ranges and choices. ``task_defaults`` is what ``--help`` shows.
+
+    resolve_config("sketch", {"epochs": 3, "units": None})   # None: not given
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from rnnforge.core.config import TrainConfig, declarations, declared_defaults
+from rnnforge.core.errors import UserError
+from rnnforge.models import TASKS, get_spec
+
+#: ``--storage-path`` URI schemes (pyarrow filesystems, as Ray Train uses them).
+STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss", "file")
+#: Options holding local paths: made absolute here, since workers may run in another directory.
+PATH_OPTIONS = ("data_dir", "tfds_dir")
+
+
+def task_defaults(task: str, demo: bool = False) -> dict[str, Any]:
+    """Every option that applies to ``task`` -> its default there (``demo``: as ``rnnforge demo`` trains)."""
+    spec = get_spec(task)
+    declared = declarations()
+    defaults = {name: value for name, value in declared_defaults().items() if declared[name].applies_to(task)}
+    return {**defaults, "dataset": spec.default_dataset, **spec.defaults, **(spec.demo_options if demo else {})}
+
+
+def defaults_per_task(name: str, demo: bool = False) -> dict[str, Any]:
+    """Option ``name``'s default in each task it applies to: ``{"sketch": 15, "forecast": 80, ...}``."""
+    option = declarations()[name]
+    return {task: task_defaults(task, demo)[name] for task in TASKS if option.applies_to(task)}
+
+
+def resolve_config(task: str, options: Mapping[str, Any]) -> TrainConfig:
+    """The checked config of ``task`` with ``options`` (option name -> value; ``None``: not given)."""
+    spec = get_spec(task)
+    given = {name: value for name, value in options.items() if value is not None}
+    declared = declarations()
+    foreign = sorted(name for name in given if name not in declared or not declared[name].applies_to(task))
+    if foreign:
+        raise UserError(f"--{foreign[0].replace('_', '-')} does not apply to task {task!r}")
+    values = {**task_defaults(task), **given}
+    for name in PATH_OPTIONS:
+        if values.get(name):
+            values[name] = str(Path(values[name]).expanduser().resolve())
+    if values["dataset"] not in spec.datasets:
+        raise UserError(
+            f"unknown dataset {values['dataset']!r} for task {task!r} (--dataset): "
+            f"expected one of {', '.join(spec.datasets)}"
+        )
+    values["storage_path"] = normalise_storage(values["storage_path"])
+    return TrainConfig(task=task, **values)
+
+
+def normalise_storage(storage: str | None) -> str | None:
+    """``--storage-path``: an absolute local path, or a URI of a filesystem pyarrow reads."""
+    if not storage:
+        return None
+    scheme = storage.split("://", 1)[0].lower() if "://" in storage else None
+    if scheme is None:
+        return str(Path(storage).expanduser().resolve())
+    if scheme not in STORAGE_SCHEMES:
+        raise UserError(
+            f"--storage-path {storage}: unsupported scheme {scheme}://, expected a directory or one of "
+            + ", ".join(f"{s}://" for s in STORAGE_SCHEMES)
+        )
+    from urllib.parse import urlsplit
+
+    if urlsplit(storage).password or "access_key=" in storage or "secret_key=" in storage:
+        # config.json, logs and reports would carry it: credentials come from the environment instead
+        raise UserError(
+            f"--storage-path {scheme}://...: the URI holds credentials; give them to the cluster through "
+            "the cloud SDK's environment or credentials file (e.g. AWS_ACCESS_KEY_ID, "
+            "GOOGLE_APPLICATION_CREDENTIALS), never in the path"
+        )
+    return storage
