@@ -341,21 +341,24 @@ def train(config: dict, run_dir: Path, address: str | None = None) -> dict:
         raise RuntimeError(f"training failed: {result.error}")
     if result.checkpoint is None:
         raise RuntimeError("training finished without a checkpoint")
-    return finish_run(config, run, result.checkpoint, time.perf_counter() - started, timing)
+    return finish_run(config, run, result.checkpoint, time.perf_counter() - started, timing, data)
 
 
-def finish_run(config: dict, run: RunDir, checkpoint, train_seconds: float, timing: dict | None = None) -> dict:
+def finish_run(
+    config: dict, run: RunDir, checkpoint, train_seconds: float, timing: dict | None = None, data=None
+) -> dict:
     """Copy the final model out of ``checkpoint``, score it on the test split, write the run dir.
 
     ``timing``: the driver's ``started_at`` (wall clock) and seconds per phase, completed here with
-    the workers' (start-up until ``fit``, ``fit``, checkpoint saving) for metrics.json."""
+    the workers' (start-up until ``fit``, ``fit``, checkpoint saving) for metrics.json. ``data``:
+    the driver's ``TaskData`` (loaded again from ``config`` when not given)."""
     from tensorflow import keras
 
     from rnnforge.cluster.worker import CHECKPOINT_MODEL, CHECKPOINT_STATE
     from rnnforge.models import get_spec
 
     spec = get_spec(config["task"])
-    data = spec.load_data(config)
+    data = spec.load_data(config) if data is None else data
     with checkpoint.as_directory() as ckpt_dir:
         state = json.loads((Path(ckpt_dir) / CHECKPOINT_STATE).read_text())
         trained = keras.models.load_model(Path(ckpt_dir) / CHECKPOINT_MODEL, compile=False)
