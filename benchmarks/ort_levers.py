@@ -1,8 +1,10 @@
 """ONNX Runtime session levers, measured on exported runs: what helps, what does not.
 
 For every exported run under RUNS_DIR (or the runs named), each variant below runs the same
-inputs as TensorFlow's ``tf.function``, interleaved in rounds so that machine noise hits both
-alike; the figure is the median p50 over the rounds, and the ratio ORT / TF.
+inputs (the run's ``eval.npz``, from ``rnnforge export onnx``) as TensorFlow's ``tf.function``,
+interleaved in rounds in one process so that machine noise hits both alike (``rnnforge bench``,
+by contrast, times each engine in its own process); the figure is the median p50 over the
+rounds, and the ratio ORT / TF.
 
 Variants: the bench's default session (``ORT_ENABLE_ALL``, all cores), each graph optimisation
 level, 1 intra-op thread, no spin-waiting, sequential vs parallel execution, IOBinding on CPU.
@@ -58,25 +60,23 @@ def measure_run(run_dir: Path, batch_sizes, rounds: int, runs: int) -> list[dict
     import onnxruntime as ort
 
     from rnnforge.core.run_dir import RunDir
-    from rnnforge.export.bench import OrtEngine, ProviderSetup, tf_function, tile_batch
+    from rnnforge.export.engines import OrtEngine, ProviderSetup, tf_function
+    from rnnforge.export.eval_set import load_eval_set
+    from rnnforge.export.measure import tile_batch
     from rnnforge.models import TASKS, get_spec
 
     run = RunDir(run_dir)
-    config = run.load_config(TASKS)
-    spec = get_spec(config["task"])
-    x_all = spec.load_data(config).splits[spec.load_data(config).evaluation_split()][0]
+    spec = get_spec(run.load_config(TASKS)["task"])
+    x_all = load_eval_set(run.eval_set, spec.name).x
     tf_call = tf_function(run.load_model(), spec, None)
-    name = spec.onnx.inputs[0].name
     sessions = {}
     for variant, (tweak, binding) in session_variants().items():
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         tweak(options)
         session = ort.InferenceSession(str(run.onnx), options, providers=["CPUExecutionProvider"])
-        engine = OrtEngine.__new__(OrtEngine)
-        engine.session, engine.input_name, engine._by_shape = session, name, {}
-        engine.setup = ProviderSetup("cpu", ["CPUExecutionProvider"], io_binding=binding)
-        sessions[variant] = engine
+        setup = ProviderSetup("cpu", ["CPUExecutionProvider"], io_binding=binding)
+        sessions[variant] = OrtEngine.from_session(session, setup)
     rows = []
     for batch in batch_sizes:
         x = tile_batch(x_all, batch)

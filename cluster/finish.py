@@ -17,18 +17,27 @@ from rnnforge.core import fileio, plots
 from rnnforge.core.config import TrainConfig
 from rnnforge.core.machine import versions
 from rnnforge.core.run_dir import RunDir
+from rnnforge.models.spec import TaskData
 
 
-def finish_run(config: TrainConfig, run: RunDir, checkpoint, train_seconds: float, timing: dict | None = None) -> dict:
+def finish_run(
+    config: TrainConfig,
+    run: RunDir,
+    checkpoint,
+    train_seconds: float,
+    timing: dict | None = None,
+    data: TaskData | None = None,
+) -> dict:
     """Copy the final model out of ``checkpoint`` (a ``ray.train.Checkpoint``), score it, write
     the run dir; returns metrics.json's content.
 
     ``timing``: the driver's ``started_at`` (wall clock) and seconds per phase, completed here with
-    the workers' (start-up until ``fit``, ``fit``, checkpoint saving) for metrics.json."""
+    the workers' (start-up until ``fit``, ``fit``, checkpoint saving) for metrics.json. ``data``:
+    the driver's already loaded data (loaded from ``config`` when not given)."""
     from rnnforge.models import get_spec
 
     spec = get_spec(config.task)
-    data = spec.load_data(config)
+    data = spec.load_data(config) if data is None else data
     state, model = _final_model(config, spec, data, checkpoint)
     with fileio.atomic_path(run.model, suffix=".keras") as tmp:
         model.save(tmp, save_format="keras_v3")

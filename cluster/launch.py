@@ -20,6 +20,7 @@ from rnnforge.core.config import TrainConfig
 from rnnforge.core.env import WORKER_ENV
 from rnnforge.core.errors import UserError
 from rnnforge.core.run_dir import RunDir
+from rnnforge.models.spec import TaskData
 
 #: Filesystem types that several machines can mount (``/proc/mounts``); ``fuse.*`` counts too.
 SHARED_FILESYSTEMS = {
@@ -124,8 +125,9 @@ def filesystem_type(path: Path) -> str:
     return fstype
 
 
-def train(config: TrainConfig, run_dir: Path, address: str | None = None) -> dict:
-    """Run distributed training for ``config`` and write the run dir; returns metrics.json's content."""
+def train(config: TrainConfig, run_dir: Path, address: str | None = None, data: TaskData | None = None) -> dict:
+    """Run distributed training for ``config`` and write the run dir; returns metrics.json's content.
+    ``data``: what ``check_data(config)`` returned, when the caller checked the data already."""
     need_cpu = config.workers * config.cpus_per_worker
     if not address and need_cpu > (os.cpu_count() or 1):  # the local Ray gets one CPU per core
         raise UserError(
@@ -134,7 +136,7 @@ def train(config: TrainConfig, run_dir: Path, address: str | None = None) -> dic
         )
     run = RunDir(Path(run_dir).resolve())
     started, began = time.perf_counter(), time.time()
-    check_data(config)
+    data = check_data(config) if data is None else data
     import ray  # after the data checks: importing Ray Train's TensorFlow support takes seconds
 
     timing = {"started_at": began, "load_data_s": time.perf_counter() - started}
@@ -153,12 +155,13 @@ def train(config: TrainConfig, run_dir: Path, address: str | None = None) -> dic
         raise RuntimeError(f"training failed: {result.error}")
     if result.checkpoint is None:
         raise RuntimeError("training finished without a checkpoint")
-    return finish_run(config, run, result.checkpoint, time.perf_counter() - started, timing)
+    return finish_run(config, run, result.checkpoint, time.perf_counter() - started, timing, data)
 
 
-def check_data(config: TrainConfig) -> None:
+def check_data(config: TrainConfig) -> TaskData:
     """Load the data once in the driver, so bad input fails with one line before any Ray worker
-    starts, and refuse splits too small to give every worker its own shard."""
+    starts, and refuse splits too small to give every worker its own shard; returns the data
+    (the driver scores the final model on it)."""
     from rnnforge.models import get_spec
 
     data = get_spec(config.task).load_data(config)

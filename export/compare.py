@@ -1,37 +1,26 @@
 """``rnnforge bench compare A.json B.json``: ratios between two benchmark results, as a CI gate.
 
-A and B are ``bench.json`` files (one run) or ``bench_all.json`` files (``bench --all``). Rows
-are matched by task, engine, batch size and sequence length; each ratio is B / A, so for
-latency below 1 means B is faster and for throughput above 1 means B is faster. ``--metric``
+A and B are ``bench.json`` files (one run) or ``bench_all.json`` files (``bench --all``), of schema
+version 2 or 3. Rows are matched by task, engine, batch size and sequence length; each ratio is
+B / A, so for latency below 1 means B is faster and for throughput above 1 means B is faster. ``--metric``
 names the gated figure: a row regresses when B is worse than A by more than ``--threshold``
 (1.10 = 10 % slower latency or 10 % less throughput).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from rnnforge.core.errors import UserError
+from rnnforge.export.results import load_results, row_key
 
 #: Figures ``--metric`` may gate on, and whether lower is better.
 METRICS = {"p50": True, "p90": True, "p95": True, "p99": True, "mean": True, "throughput": False}
 
 
-def load_results(path: Path) -> dict[str, dict]:
-    """``{task: result}`` from a bench.json or a bench_all.json."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path} is not a readable bench.json: {exc}") from None
-    if isinstance(data, dict) and "latency" in data:
-        results = [data]  # one bench.json
-    elif isinstance(data, dict) and data and all(isinstance(v, dict) and "latency" in v for v in data.values()):
-        results = list(data.values())  # bench_all.json: run name -> result
-    else:
-        raise UserError(f"{path} is neither a bench.json nor a bench_all.json (no 'latency' rows)")
-    return {r["task"]: r for r in results}
+def _tf_source(result: dict) -> str:
+    """measured, recorded or none (schema 2 always measured TensorFlow in the same run)."""
+    return result.get("tensorflow", {}).get("source", "measured")
 
 
 def _figure(row: dict, metric: str) -> float:
@@ -58,8 +47,8 @@ def compare(a_path: Path, b_path: Path, metric: str = "p50", threshold: float = 
     regressions = []
     lower_is_better = METRICS[metric]
     for task in tasks:
-        rows_a = {(r["engine"], r["batch_size"], r.get("seq_len")): r for r in a[task]["latency"]}
-        rows_b = {(r["engine"], r["batch_size"], r.get("seq_len")): r for r in b[task]["latency"]}
+        rows_a = {row_key(r): r for r in a[task]["latency"]}
+        rows_b = {row_key(r): r for r in b[task]["latency"]}
         for key in sorted(set(rows_a) & set(rows_b), key=lambda k: (k[0], k[1], k[2] or 0)):
             ra, rb = rows_a[key], rows_b[key]
             worse = (
@@ -86,4 +75,7 @@ def compare(a_path: Path, b_path: Path, metric: str = "p50", threshold: float = 
     ]
     providers = {t: (a[t]["provider"]["session_providers"][0], b[t]["provider"]["session_providers"][0]) for t in tasks}
     lines += ["Providers: " + ", ".join(f"{t} {pa} vs {pb}" for t, (pa, pb) in providers.items()) + "."]
+    sources = {t: (_tf_source(a[t]), _tf_source(b[t])) for t in tasks}
+    if any(pair != ("measured", "measured") for pair in sources.values()):
+        lines += ["TensorFlow rows: " + ", ".join(f"{t} {sa} vs {sb}" for t, (sa, sb) in sources.items()) + "."]
     return "\n".join(lines) + "\n", regressions

@@ -1,10 +1,17 @@
 """``rnnforge export onnx RUN_DIR``: tf2onnx conversion that always ends with a parity check.
 
-The task spec declares the ONNX inputs and outputs (names, dynamic axes), the opset and the
-tolerance. ``tf2onnx.convert.from_keras`` swallows conversion errors, so only running the model
-proves it: the converted graph is checked for ``Loop``/``Scan`` nodes (Keras masking makes them,
-~30x slower on ONNX Runtime), its output names against the spec, then run on ONNX Runtime
-against TensorFlow on a real test batch. Only a model that passes is written, atomically.
+The task spec declares the ONNX inputs and outputs (names, named dynamic axes), the opset and
+the tolerance. ``tf2onnx.convert.from_keras`` swallows conversion errors, so only running the
+model proves it: the converted graph is checked for ``Loop``/``Scan`` nodes (Keras masking makes
+them, ~30x slower on ONNX Runtime), its input and output names against the spec, its dynamic
+axes get the spec's names (``batch``, ``time``), then it runs on ONNX Runtime against TensorFlow
+on a real test batch. Only a model that passes is written, atomically.
+
+Export is the last step that reads the dataset: it writes ``eval.npz`` beside the model (the
+evaluation split, capped at ``--eval-examples``, with TensorFlow's outputs on it), from which
+``rnnforge bench`` scores and checks every engine without the dataset or TensorFlow.
+
+    rnnforge export onnx runs/sketch --fp16 --eval-examples 500
 """
 
 from __future__ import annotations
@@ -17,49 +24,55 @@ import numpy as np
 import rnnforge
 from rnnforge.core import fileio
 from rnnforge.core.errors import ParityError, UserError
+from rnnforge.core.machine import versions
 from rnnforge.core.run_dir import RunDir
 from rnnforge.export import graph_opt
+from rnnforge.export.eval_set import EvalSet, default_cap, select, write_eval_set
 
 SUPPORTED_OPSETS = (17, 18)
 FORBIDDEN_OPS = ("Loop", "Scan")
 PARITY_BATCH = 256
+PREDICT_BATCH = 256
 
 
 def export_onnx(
-    run_dir: Path, opset: int | None = None, output: Path | None = None, atol: float | None = None, fp16: bool = False
+    run_dir: Path,
+    opset: int | None = None,
+    output: Path | None = None,
+    atol: float | None = None,
+    fp16: bool = False,
+    eval_examples: int | None = None,
 ) -> dict:
-    """Convert, validate and write ``model.onnx`` and ``parity.json``; returns the parity record.
+    """Convert, validate and write ``model.onnx``, ``eval.npz`` and ``parity.json``; returns the
+    parity record (``parity["eval_set"]``: the eval file's path, example counts and size).
 
     With ``fp16``, also the half-precision variant (``model.fp16.onnx`` beside ``output``), which
     must pass its own, looser parity gate (``spec.onnx.fp16_atol``); its record is ``parity["fp16"]``.
+    ``eval_examples`` caps the stored evaluation examples (evenly spaced over the split); ``None``:
+    ``eval_set.default_cap``.
     """
     from rnnforge.models import TASKS, get_spec
 
     run = RunDir(Path(run_dir))
     config = run.load_config(TASKS)
     spec = get_spec(config["task"])
-    opset = spec.onnx.opset if opset is None else opset
-    if opset not in SUPPORTED_OPSETS:
-        raise UserError(
-            f"--opset {opset} is not supported: tf2onnx 1.17 converts opsets {' or '.join(map(str, SUPPORTED_OPSETS))}"
-        )
-    atol = spec.onnx.atol if atol is None else atol
-    if not atol >= 0:
-        raise UserError(f"--atol must be a non-negative tolerance, got {atol}")
+    opset, atol = _checked_options(spec, opset, atol, eval_examples)
     output = Path(output) if output else run.onnx
 
     model = run.load_model()
     print(f"converting {run.model} with tf2onnx (opset {opset})", flush=True)
     onnx_model = convert(model, spec, opset)
     check_graph(onnx_model, spec)
+    name_dynamic_axes(onnx_model, spec)
     rewrites = graph_opt.optimise(onnx_model)
     attach_metadata(onnx_model, spec, config, run, opset)
-    split, x = _parity_batch(spec, config)
-    parity = check_parity(model, onnx_model.SerializeToString(), spec, x, atol)
+    eval_set = evaluation_set(model, spec, config, run, eval_examples)
+    x = eval_set.x[:PARITY_BATCH]
+    parity = parity_gate(model, onnx_model, spec, x, atol, output)
     parity.update(
         {
             "task": spec.name,
-            "split": split,
+            "split": eval_set.split,
             "opset": opset,
             "graph_rewrites": rewrites,
             "onnx_path": str(output),
@@ -68,6 +81,37 @@ def export_onnx(
             "op_types": sorted({n.op_type for n in onnx_model.graph.node}),
         }
     )
+    if fp16:
+        parity["fp16"] = export_fp16(model, onnx_model, spec, x, fp16_path(output))
+    fileio.write_bytes(output, onnx_model.SerializeToString())
+    size = write_eval_set(run.eval_set, eval_set)
+    parity["eval_set"] = {"path": str(run.eval_set), "examples": len(eval_set.x), "bytes": size}
+    parity["eval_set"]["examples_in_split"] = eval_set.meta["examples_in_split"]
+    fileio.write_json(run.parity, parity)
+    if not fp16 and fp16_path(output).exists():  # derived from the model just replaced
+        fp16_path(output).unlink()
+        print(f"removed the stale {fp16_path(output)} (export again with --fp16 to refresh it)", flush=True)
+    return parity
+
+
+def _checked_options(spec, opset: int | None, atol: float | None, eval_examples: int | None) -> tuple[int, float]:
+    """``--opset`` and ``--atol`` (the spec's unless given), checked with ``--eval-examples``."""
+    opset = spec.onnx.opset if opset is None else opset
+    if opset not in SUPPORTED_OPSETS:
+        raise UserError(
+            f"--opset {opset} is not supported: tf2onnx 1.17 converts opsets {' or '.join(map(str, SUPPORTED_OPSETS))}"
+        )
+    atol = spec.onnx.atol if atol is None else atol
+    if not atol >= 0:
+        raise UserError(f"--atol must be a non-negative tolerance, got {atol}")
+    if eval_examples is not None and eval_examples < 1:
+        raise UserError(f"--eval-examples must be at least 1, got {eval_examples}")
+    return opset, atol
+
+
+def parity_gate(model, onnx_model, spec, x: np.ndarray, atol: float, output: Path) -> dict:
+    """``check_parity`` on ``x``, each check printed; ``ParityError`` (nothing written) on failure."""
+    parity = check_parity(model, onnx_model.SerializeToString(), spec, x, atol)
     for line in parity["checks"]:
         print(line, flush=True)
     if not parity["passed"]:
@@ -76,13 +120,6 @@ def export_onnx(
             + "; ".join(parity["failures"])
             + f" ({output} not written)"
         )
-    if fp16:
-        parity["fp16"] = export_fp16(model, onnx_model, spec, x, fp16_path(output))
-    fileio.write_bytes(output, onnx_model.SerializeToString())
-    fileio.write_json(run.parity, parity)
-    if not fp16 and fp16_path(output).exists():  # derived from the model just replaced
-        fp16_path(output).unlink()
-        print(f"removed the stale {fp16_path(output)} (export again with --fp16 to refresh it)", flush=True)
     return parity
 
 
@@ -181,11 +218,56 @@ def attach_metadata(onnx_model, spec, config: dict, run: RunDir, opset: int) -> 
     onnx_model.producer_name = "rnnforge (tf2onnx)"
 
 
-def _parity_batch(spec, config: dict) -> tuple[str, np.ndarray]:
-    """The first examples of the test split (or validation, when the test split is empty)."""
+def evaluation_set(model, spec, config: dict, run: RunDir, cap: int | None) -> EvalSet:
+    """The evaluation split (test, or valid when test is empty), at most ``cap`` examples evenly
+    spaced (``None``: the default cap), with TensorFlow's outputs on them: the one read of the
+    dataset after training."""
     data = spec.load_data(config)
     split = data.evaluation_split()
-    return split, data.splits[split][0][:PARITY_BATCH]
+    x_all, y_all = data.splits[split]
+    keep = select(len(x_all), default_cap(x_all) if cap is None else cap)
+    x, y = np.ascontiguousarray(x_all[keep]), np.ascontiguousarray(y_all[keep])
+    reference = np.concatenate(
+        [_first_output(model, x[i : i + PREDICT_BATCH]) for i in range(0, len(x), PREDICT_BATCH)]
+    )
+    tensor = spec.onnx.inputs[0]
+    meta = {
+        "task": spec.name,
+        "source_run": str(run.path.resolve()),
+        "dataset": config["dataset"],
+        "split": split,
+        "examples_in_split": int(len(x_all)),
+        "selection": "all" if len(keep) == len(x_all) else f"{len(keep)} evenly spaced",
+        "input": {"name": tensor.name, "dtype": str(x.dtype), "shape": ["batch", *x.shape[1:]]},
+        "reference": {"name": spec.onnx.outputs[0].name, "engine": "tensorflow"},
+        "info": config["info"],
+        "versions": versions(),
+    }
+    print(f"eval set: {len(x)} of {len(x_all)} {split} examples, with TensorFlow's outputs", flush=True)
+    return EvalSet(x, y, reference, meta)
+
+
+def _first_output(model, x: np.ndarray) -> np.ndarray:
+    out = model(x, training=False)
+    return np.asarray(out[0] if isinstance(out, (list, tuple)) else out)
+
+
+def name_dynamic_axes(onnx_model, spec) -> None:
+    """Name the graph inputs' and outputs' dynamic axes as the spec declares them (``batch``,
+    ``time``); tf2onnx leaves ``unk__N``. Inner shapes that used those names follow them."""
+    renames = {}
+    for declared, values in ((spec.onnx.inputs, onnx_model.graph.input), (spec.onnx.outputs, onnx_model.graph.output)):
+        for tensor, value in zip(declared, values):
+            dims = value.type.tensor_type.shape.dim
+            for index, name in tensor.dynamic_axes().items():
+                if index < len(dims):
+                    if dims[index].dim_param:
+                        renames[dims[index].dim_param] = name
+                    dims[index].dim_param = name
+    for value in onnx_model.graph.value_info:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in renames:
+                dim.dim_param = renames[dim.dim_param]
 
 
 def check_parity(model, onnx_bytes: bytes, spec, x: np.ndarray, atol: float) -> dict:

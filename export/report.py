@@ -9,6 +9,7 @@ from pathlib import Path
 from rnnforge.core import fileio
 from rnnforge.core.run_dir import RunDir
 from rnnforge.core.scores import format_scores, format_value, headline
+from rnnforge.export.results import machine_line, p50_index
 
 
 def _rel(target: Path, start: Path) -> str:
@@ -17,124 +18,56 @@ def _rel(target: Path, start: Path) -> str:
 
 def bench_markdown(result: dict, run: RunDir) -> str:
     """The report a user reads before shipping: model, training, parity, accuracy, latency."""
-    out = run.bench
-    metrics = json.loads(run.metrics.read_text()) if run.metrics.is_file() else {}
+    lines = _header(result)
+    lines += _training(run)
+    lines += _parity_lines(result.get("parity"))
+    lines += _accuracy(result["accuracy"], result.get("eval"))
+    lines += _latency(result)
+    if run.architecture.is_file():
+        lines += ["## Architecture", "", "```", run.architecture.read_text().rstrip(), "```", ""]
+    return "\n".join(lines)
+
+
+def _header(result: dict) -> list[str]:
     provider = result["provider"]
-    machine = result["machine"]
-    gpu = f", GPU {machine['gpu']['name']} (driver {machine['gpu']['driver']})" if machine.get("gpu") else ""
-    lines = [
+    return [
         f"# rnnforge report: {result['task']}",
         "",
         f"- run: `{result['run_dir']}`",
         "- ONNX models: " + ", ".join(f"{v} `{path}`" for v, path in result["onnx_models"].items()),
-        f"- machine: {machine['cpu']}, {machine['logical_cores']} logical cores{gpu}",
+        f"- machine: {machine_line(result['machine'])}",
         f"- ONNX Runtime providers: requested `{provider['requested']}`, session used "
         f"`{', '.join(provider['session_providers'])}`; intra-op threads {provider['intra_op_threads']}",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items()),
         "",
     ]
-    if metrics:
-        split = "test" if metrics.get("test", {}).get("examples") else "valid"
-        lines += [
-            "## Training",
-            "",
-            f"{metrics['epochs_run']} epochs on `{metrics['dataset']}` with {metrics['workers']} Ray workers in "
-            f"{metrics['train_seconds']} s ({metrics['samples_per_s']} samples/s, {metrics['samples_per_s_per_worker']} "
-            f"per worker), {metrics['restarts']} restart(s). {split.capitalize()} split: "
-            + format_scores(metrics[split])
-            + ("" if split == "test" else " (the test split is empty)")
-            + ".",
-            "",
-        ]
-        for png, title in (
-            ("training_curve.png", "Training curve"),
-            ("confusion_matrix.png", "Confusion matrix"),
-            ("forecast.png", "Forecast vs actual"),
-            ("mae_per_horizon.png", "MAE per horizon day"),
-        ):
-            if (run.path / png).is_file():
-                lines += [f"![{title}]({_rel(run.path / png, out)})", ""]
-    lines += _parity_lines(result.get("parity"))
-    accuracy = result["accuracy"]
-    engines = ["tensorflow", *accuracy["agreement_by_engine"]]
-    score_keys = list(headline(accuracy["tensorflow"]))
-    lines += [
-        f"## Accuracy on the {accuracy['split']} split",
+
+
+def _training(run: RunDir) -> list[str]:
+    if not run.metrics.is_file():
+        return []
+    metrics = json.loads(run.metrics.read_text())
+    split = "test" if metrics.get("test", {}).get("examples") else "valid"
+    lines = [
+        "## Training",
         "",
-        f"{accuracy['examples']} examples. Deltas are the engine's score minus TensorFlow's.",
-        "",
-        "| engine | " + " | ".join(score_keys) + " | max abs diff vs TF | top-1 agreement |",
-        "|---|" + "---|" * (len(score_keys) + 2),
-    ]
-    for engine in engines:
-        agreement = accuracy["agreement_by_engine"].get(engine, {})
-        delta = accuracy["delta_vs_tensorflow"].get(engine, {})
-        cells = [format_value(accuracy[engine][k]) + (f" ({delta[k]:+.4f})" if k in delta else "") for k in score_keys]
-        lines.append(
-            f"| {engine} | "
-            + " | ".join(cells)
-            + " | "
-            + (f"{agreement['max_abs_diff']:.2e}" if agreement else "")
-            + " | "
-            + (f"{agreement['top1_agreement']:.4f}" if "top1_agreement" in agreement else "")
-            + " |"
-        )
-    ort = accuracy.get("onnxruntime") or accuracy[engines[1]]  # the fp32 engine unless only fp16 ran
-    per_day = sorted(k for k in ort if k.startswith("mae_d+"))
-    if per_day:
-        lines += ["", "| horizon day | " + " | ".join(k[4:] for k in per_day) + " |", "|---|" + "---:|" * len(per_day)]
-        for label, prefix in (
-            ("model MAE (ORT)", "mae_"),
-            ("naive MAE", "naive_mae_"),
-            ("model MAPE % (ORT)", "mape_"),
-        ):
-            lines.append(f"| {label} | " + " | ".join(f"{ort[prefix + k[4:]]:,.1f}" for k in per_day) + " |")
-    provider = result["provider"]
-    sessions = "; ".join(
-        f"{v}: session creation {s['session_creation_ms']:.1f} ms, first inference {s['first_inference_ms']:.2f} ms"
-        for v, s in result["sessions"].items()
-    )
-    lines += [
-        "",
-        "## Latency",
-        "",
-        f"{sessions}. {result['settings']['warmup']} warm-up runs, then up to {result['settings']['runs']} timed "
-        f"runs (at most {result['settings']['max_seconds']} s) per row. TensorFlow runs a `tf.function` with a "
-        "fixed signature."
-        + (
-            " ONNX Runtime inputs and outputs are bound on the device (IOBinding): host-device copies are not timed."
-            if provider["io_binding"]
-            else ""
-        ),
+        f"{metrics['epochs_run']} epochs on `{metrics['dataset']}` with {metrics['workers']} Ray workers in "
+        f"{metrics['train_seconds']} s ({metrics['samples_per_s']} samples/s, {metrics['samples_per_s_per_worker']} "
+        f"per worker), {metrics['restarts']} restart(s). {split.capitalize()} split: "
+        + format_scores(metrics[split])
+        + ("" if split == "test" else " (the test split is empty)")
+        + ".",
         "",
     ]
-    lines += _latency_table([r for r in result["latency"] if r["seq_len"] is None], result["ratios_over_tf"])
-    lines += ["", "| engine | SingleStream p90 ms (batch 1) | Offline samples/s (batch) |", "|---|---:|---:|"]
-    for engine, figures in result["scenarios"].items():
-        single = figures["single_stream_p90_ms"]
-        lines.append(
-            f"| {engine} | {'' if single is None else f'{single:.3f}'} | "
-            f"{figures['offline_samples_per_s']:,.0f} ({figures['offline_batch_size']}) |"
-        )
-    lines += [
-        "",
-        "![Latency vs batch size](latency_vs_batch.png)",
-        "",
-        "![Throughput vs latency](throughput_vs_latency.png)",
-        "",
-        "![Latency distribution](latency_distribution.png)",
-        "",
-    ]
-    swept = [r for r in result["latency"] if r["seq_len"] is not None]
-    if swept:
-        lines += (
-            ["### By sequence length", ""]
-            + _latency_table(swept, None)
-            + ["", "![Latency vs sequence length](latency_vs_seq_len.png)", ""]
-        )
-    if run.architecture.is_file():
-        lines += ["## Architecture", "", "```", run.architecture.read_text().rstrip(), "```", ""]
-    return "\n".join(lines)
+    for png, title in (
+        ("training_curve.png", "Training curve"),
+        ("confusion_matrix.png", "Confusion matrix"),
+        ("forecast.png", "Forecast vs actual"),
+        ("mae_per_horizon.png", "MAE per horizon day"),
+    ):
+        if (run.path / png).is_file():
+            lines += [f"![{title}]({_rel(run.path / png, run.bench)})", ""]
+    return lines
 
 
 def _parity_lines(parity: dict | None) -> list[str]:
@@ -154,15 +87,113 @@ def _parity_lines(parity: dict | None) -> list[str]:
     return lines + [""]
 
 
-def _latency_table(rows: list[dict], ratios_by_engine: dict | None) -> list[str]:
+def _accuracy(accuracy: dict, stored: dict | None) -> list[str]:
+    engines = ["tensorflow", *accuracy["agreement_by_engine"]]
+    score_keys = list(headline(accuracy["tensorflow"]))
+    of_split = ""
+    if stored:
+        whole = stored["examples_in_split"] == accuracy["examples"]
+        of_split = " (the whole split)" if whole else f" of the split's {stored['examples_in_split']}, evenly spaced"
+    lines = [
+        f"## Accuracy on the {accuracy['split']} split",
+        "",
+        f"{accuracy['examples']} examples{of_split}, stored by `export onnx` (`eval.npz`) with TensorFlow's "
+        "outputs on them: the TensorFlow row scores those outputs. Deltas are the engine's score minus TensorFlow's.",
+        "",
+        "| engine | " + " | ".join(score_keys) + " | max abs diff vs TF | top-1 agreement |",
+        "|---|" + "---|" * (len(score_keys) + 2),
+    ]
+    for engine in engines:
+        agreement = accuracy["agreement_by_engine"].get(engine, {})
+        delta = accuracy["delta_vs_tensorflow"].get(engine, {})
+        cells = [format_value(accuracy[engine][k]) + (f" ({delta[k]:+.4f})" if k in delta else "") for k in score_keys]
+        diff = f"{agreement['max_abs_diff']:.2e}" if agreement else ""
+        top1 = f"{agreement['top1_agreement']:.4f}" if "top1_agreement" in agreement else ""
+        lines.append(f"| {engine} | " + " | ".join(cells) + f" | {diff} | {top1} |")
+    return lines + _horizon_days(accuracy.get("onnxruntime") or accuracy[engines[1]])
+
+
+def _horizon_days(scores: dict) -> list[str]:
+    """The forecaster's per-day MAE/MAPE table (ONNX Runtime's scores), empty for classifiers."""
+    per_day = sorted(k for k in scores if k.startswith("mae_d+"))
+    if not per_day:
+        return []
+    lines = ["", "| horizon day | " + " | ".join(k[4:] for k in per_day) + " |", "|---|" + "---:|" * len(per_day)]
+    for label, prefix in (("model MAE (ORT)", "mae_"), ("naive MAE", "naive_mae_"), ("model MAPE % (ORT)", "mape_")):
+        lines.append(f"| {label} | " + " | ".join(f"{scores[prefix + k[4:]]:,.1f}" for k in per_day) + " |")
+    return lines
+
+
+def _latency(result: dict) -> list[str]:
+    settings, provider = result["settings"], result["provider"]
+    sessions = "; ".join(
+        f"{v}: session creation {s['session_creation_ms']:.1f} ms, first inference {s['first_inference_ms']:.2f} ms"
+        for v, s in result["sessions"].items()
+    )
+    tensorflow = result.get("tensorflow", {"source": "measured", "note": ""})
+    lines = [
+        "",
+        "## Latency",
+        "",
+        f"{sessions}. {settings['warmup']} warm-up runs, then up to {settings['runs']} timed runs (at most "
+        f"{settings['max_seconds']} s) per row. Each engine ran in its own process, one after the other, on the "
+        f"same inputs with {provider['intra_op_threads']} intra-op thread(s)."
+        + (
+            " ONNX Runtime inputs and outputs are bound on the device (IOBinding): host-device copies are not timed."
+            if provider["io_binding"]
+            else ""
+        ),
+        "",
+        _tensorflow_line(tensorflow),
+        "",
+    ]
+    full = [r for r in result["latency"] if r["seq_len"] is None]
+    lines += _latency_table(full)
+    lines += ["", "| engine | SingleStream p90 ms (batch 1) | Offline samples/s (batch) |", "|---|---:|---:|"]
+    for engine, figures in result["scenarios"].items():
+        single = figures["single_stream_p90_ms"]
+        lines.append(
+            f"| {engine} | {'' if single is None else f'{single:.3f}'} | "
+            f"{figures['offline_samples_per_s']:,.0f} ({figures['offline_batch_size']}) |"
+        )
+    lines += [
+        "",
+        "![Latency vs batch size](latency_vs_batch.png)",
+        "",
+        "![Throughput vs latency](throughput_vs_latency.png)",
+    ]
+    lines += ["", "![Latency distribution](latency_distribution.png)", ""]
+    swept = [r for r in result["latency"] if r["seq_len"] is not None]
+    if swept:
+        lines += ["### By sequence length", "", *_latency_table(swept)]
+        lines += ["", "![Latency vs sequence length](latency_vs_seq_len.png)", ""]
+    return lines
+
+
+def _tensorflow_line(tensorflow: dict) -> str:
+    """Where the TensorFlow rows come from, in words a reader cannot miss."""
+    if tensorflow["source"] == "measured":
+        return (
+            "**TensorFlow**: measured now on this machine, in its own process: a `tf.function` with a fixed signature."
+        )
+    said = tensorflow["note"].removeprefix("TensorFlow: ")
+    if tensorflow["source"] == "recorded":
+        return (
+            f"**TensorFlow**: {said}. Its rows and the /TF ratios set this machine's ONNX Runtime against "
+            "TensorFlow as recorded then, on that machine."
+        )
+    return f"**TensorFlow**: no figures ({said})."
+
+
+def _latency_table(rows: list[dict]) -> list[str]:
     lines = [
         "| batch | len | engine | n | p50 ms | p90 ms | p95 ms | p99 ms | p99.9 ms | mean ms | samples/s | /TF p50 |",
         "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    by_key = {(r["engine"], r["batch_size"], r["seq_len"]): r["latency_ms"]["p50"] for r in rows}
+    p50 = p50_index(rows)
     for row in sorted(rows, key=lambda r: (r["batch_size"], r["seq_len"] or 0, r["engine"])):
         lat = row["latency_ms"]
-        tf_p50 = by_key.get(("tensorflow", row["batch_size"], row["seq_len"]))
+        tf_p50 = p50.get(("tensorflow", row["batch_size"], row["seq_len"]))
         ratio = lat["p50"] / tf_p50 if tf_p50 and row["engine"] != "tensorflow" else None
         lines.append(
             f"| {row['batch_size']} | {row['seq_len'] or ''} | {row['engine']} | {row['runs']} | {lat['p50']:.3f} | "
@@ -223,6 +254,10 @@ def summary_markdown(out: Path, results: dict[str, dict], title: str, intro: str
         ratios = "; ".join(
             f"{engine.replace('onnxruntime', 'ORT')} " + ", ".join(f"{b}: {r:.2f}" for b, r in by_batch.items())
             for engine, by_batch in result["ratios_over_tf"].items()
+        )
+        source = result.get("tensorflow", {}).get("source", "measured")
+        ratios = {"measured": ratios, "recorded": f"{ratios} (TF figures recorded earlier, see the report)"}.get(
+            source, "no TensorFlow baseline"
         )
         parity = result.get("parity") or {}
         lines.append(

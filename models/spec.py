@@ -16,8 +16,6 @@ import numpy as np
 
 from rnnforge.core.config import TrainConfig
 
-_LAST_DATA: dict[str, tuple[TrainConfig, TaskData]] = {}
-
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -102,18 +100,12 @@ class TaskSpec:
         return next(iter(self.datasets))
 
     def load_data(self, config: TrainConfig | Mapping[str, Any]) -> TaskData:
-        """Load the dataset named in ``config.dataset``. A mapping is a run dir's config.json
-        (as export and bench read it), made into its ``TrainConfig`` first.
-
-        The last result is kept per task: train, export and bench in one process (``demo``)
-        read the same data, and regenerating the synthetic video clips alone takes seconds.
-        """
+        """Load the dataset named in ``config.dataset`` (train and ``export onnx`` only: the exported
+        run dir carries the evaluation split, so bench never reads the dataset). A mapping is a run
+        dir's config.json, made into its ``TrainConfig`` first."""
         if not isinstance(config, TrainConfig):
             config = TrainConfig.from_dict(config)
-        cached = _LAST_DATA.get(self.name)
-        if cached is None or cached[0] != config:
-            _LAST_DATA[self.name] = (config, self.datasets[config.dataset](config))
-        return _LAST_DATA[self.name][1]
+        return self.datasets[config.dataset](config)
 
     def targets_for_training(self, x: np.ndarray, y: np.ndarray, info: dict) -> np.ndarray:
         """What the training graph is fitted to (``y`` itself unless the task says otherwise)."""

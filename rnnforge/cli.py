@@ -15,9 +15,9 @@ import click
 
 from rnnforge.core.config import TrainConfig, declarations, value_type
 from rnnforge.core.errors import MissingStackError, UserError
+from rnnforge.export.settings import DEFAULT_EVAL_BYTES, DEFAULT_EVAL_EXAMPLES, PROVIDERS, TF_BASELINES
 from rnnforge.models import TASKS
 
-PROVIDERS = ("cpu", "cuda", "tensorrt")
 #: Modules of the ``[train]`` extra: a serving install (``pip install rnnforge``) has none of them.
 TRAINING_STACK = frozenset(
     (
@@ -127,17 +127,15 @@ def _train_options(command):
 @click.option("--address", help="Ray cluster to join ('auto' inside 'ray job submit'); default: start a local Ray.")
 @click.option("--overwrite", is_flag=True, help="Replace a finished run in --run-dir instead of refusing.")
 def train(task: str, run_dir: Path | None, address: str | None, overwrite: bool, **options) -> None:
+    from rnnforge.cluster.launch import check_data
     from rnnforge.cluster.launch import train as run_training
     from rnnforge.cluster.storage import prepare_run_dir
     from rnnforge.models.resolve import resolve_config
 
     config = resolve_config(task, options)
-    if overwrite:  # bad data must fail before --overwrite removes a finished run (load_data caches it)
-        from rnnforge.models import get_spec
-
-        get_spec(task).load_data(config)
+    data = check_data(config) if overwrite else None  # bad data must fail before --overwrite removes a finished run
     run_dir = prepare_run_dir(run_dir or Path("runs") / task, overwrite, config.storage_path)
-    metrics = run_training(config, run_dir, address=address)
+    metrics = run_training(config, run_dir, address=address, data=data)
     _print_scores(metrics)
     click.echo(f"run dir: {run_dir}")
 
@@ -176,16 +174,30 @@ def export() -> None:
 )
 @click.option("--atol", type=float, help="Parity tolerance: max abs difference ONNX Runtime vs TensorFlow.")
 @click.option("--fp16", is_flag=True, help="Also write the fp16 variant (model.fp16.onnx), with its own parity gate.")
-def export_onnx(run_dir: Path, opset: int | None, output: Path | None, atol: float | None, fp16: bool) -> None:
-    """Convert RUN_DIR's model with tf2onnx and check parity on ONNX Runtime."""
+@click.option(
+    "--eval-examples",
+    type=click.IntRange(min=1),
+    help="Evaluation examples stored in RUN_DIR/eval.npz (evenly spaced over the split) for 'bench'.  "
+    f"[default: {DEFAULT_EVAL_EXAMPLES}, fewer if their inputs pass {DEFAULT_EVAL_BYTES // 2**20} MiB]",
+)
+def export_onnx(
+    run_dir: Path, opset: int | None, output: Path | None, atol: float | None, fp16: bool, eval_examples: int | None
+) -> None:
+    """Convert RUN_DIR's model with tf2onnx, check parity on ONNX Runtime, and store the
+    evaluation examples (eval.npz) that 'bench' needs, so it runs without the dataset or TensorFlow."""
     from rnnforge.export.onnx_export import export_onnx as run_export
 
-    parity = run_export(run_dir, opset=opset, output=output, atol=atol, fp16=fp16)
+    parity = run_export(run_dir, opset=opset, output=output, atol=atol, fp16=fp16, eval_examples=eval_examples)
     click.echo(
         f"parity: max abs diff {parity['max_abs_diff']:.2e} (atol {parity['atol']:g})"
         + (f", top-1 agreement {parity['top1_agreement']:.4f}" if "top1_agreement" in parity else "")
     )
+    stored = parity["eval_set"]
     click.echo(f"onnx model: {parity['onnx_path']}")
+    click.echo(
+        f"eval set: {stored['path']} ({stored['examples']} of {stored['examples_in_split']} examples, "
+        f"{stored['bytes'] / 1e6:.1f} MB)"
+    )
 
 
 class _DefaultCommandGroup(click.Group):
@@ -211,7 +223,8 @@ def _provider_options(ctx, param, values: tuple[str, ...]) -> dict:
 
 @cli.group(cls=_DefaultCommandGroup)
 def bench() -> None:
-    """Benchmark ONNX Runtime beside TensorFlow, or compare two results.
+    """Benchmark ONNX Runtime beside TensorFlow, or compare two results. Needs only the run dir
+    and ONNX Runtime: TensorFlow is measured where it is installed, else its recorded timing is used.
 
     \b
         rnnforge bench RUN_DIR [options]          one run (same as 'bench run')
@@ -272,17 +285,28 @@ def bench() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="ONNX file.  [default: RUN_DIR/model.onnx]",
 )
-def bench_run(run_dir: Path, all_runs: bool, variants: str, **options) -> None:
-    """Time RUN_DIR's ONNX model on ONNX Runtime beside TensorFlow and score both."""
+@click.option(
+    "--tf-baseline",
+    type=click.Choice(TF_BASELINES),
+    default="auto",
+    show_default=True,
+    help="TensorFlow's figures: auto measures them where TensorFlow is installed, else uses the last "
+    "recorded timing (bench/tf_timing.json, machine named in the report), else leaves them out; "
+    "measure or recorded insist on one; none leaves TensorFlow out.",
+)
+def bench_run(run_dir: Path, all_runs: bool, variants: str, model_path: Path | None, **options) -> None:
+    """Time RUN_DIR's ONNX model on ONNX Runtime beside TensorFlow (each engine in its own
+    process) and score every engine on the examples 'export onnx' stored."""
     from rnnforge.export.bench import run_bench, run_bench_all
+    from rnnforge.export.settings import BenchSettings
 
-    options["variants"] = tuple(v.strip() for v in variants.split(",") if v.strip())
+    settings = BenchSettings(variants=tuple(v.strip() for v in variants.split(",") if v.strip()), **options)
     if all_runs:
-        if options.pop("model_path"):
+        if model_path:
             raise click.BadParameter("--model names one ONNX file; it cannot go with --all", param_hint="'--model'")
-        click.echo(f"report: {run_bench_all(run_dir, **options)}")
+        click.echo(f"report: {run_bench_all(run_dir, settings)}")
         return
-    result = run_bench(run_dir, **options)
+    result = run_bench(run_dir, settings, model_path)
     click.echo(result["summary"])
     click.echo(f"report: {result['report']}")
 

@@ -23,6 +23,7 @@ def run_demo(out: Path, tasks: list[str], workers: int | None = None, epochs: in
     from rnnforge.export.bench import run_bench
     from rnnforge.export.onnx_export import export_onnx
     from rnnforge.export.report import summary_markdown, write_report
+    from rnnforge.export.settings import BenchSettings
     from rnnforge.models import get_spec
     from rnnforge.models.resolve import resolve_config
 
@@ -40,7 +41,7 @@ def run_demo(out: Path, tasks: list[str], workers: int | None = None, epochs: in
         _step(f"{task}: exporting to ONNX")
         export_onnx(run_dir)
         _step(f"{task}: benchmarking ONNX Runtime vs TensorFlow")
-        results[task] = run_bench(run_dir, warmup=5, max_seconds=2.0)
+        results[task] = run_bench(run_dir, BenchSettings(warmup=5, max_seconds=2.0))
         print(results[task]["summary"], flush=True)
         _step(f"{task}: done in {time.perf_counter() - started:.0f}s")
     report = out / "report.md"

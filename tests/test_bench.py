@@ -1,5 +1,6 @@
 """``rnnforge bench``: bench.json's schema and fields, honest providers, fp16 variants, reports,
-``bench --all`` and the ``bench compare`` gate."""
+``bench --all`` and the ``bench compare`` gate. Shared fixtures are never modified: a test that
+exports or benches copies its run first."""
 
 from __future__ import annotations
 
@@ -12,13 +13,25 @@ import pytest
 from conftest import error_line, run_cli
 
 
+def copy_run(source, target):
+    """A private copy of a shared run (without its bench results and checkpoints)."""
+    return shutil.copytree(source, target, ignore=shutil.ignore_patterns("bench", "_ckpt"))
+
+
 @pytest.fixture(scope="module")
-def bench_result(exported_run):
-    export = run_cli("export", "onnx", exported_run, "--fp16")
+def fp16_run(exported_run, tmp_path_factory):
+    """A copy of the exported sketch run, exported again with --fp16."""
+    run = copy_run(exported_run, tmp_path_factory.mktemp("fp16") / "sketch")
+    export = run_cli("export", "onnx", run, "--fp16")
     assert export.returncode == 0, export.stderr
+    return run
+
+
+@pytest.fixture(scope="module")
+def bench_result(fp16_run):
     result = run_cli(
         "bench",
-        exported_run,
+        fp16_run,
         "--batch-sizes",
         "1,8",
         "--seq-lengths",
@@ -34,14 +47,22 @@ def bench_result(exported_run):
     )
     assert result.returncode == 0, result.stderr
     assert "batch 1: ORT" in result.stdout and "batch 1: ORT fp16" in result.stdout and "report:" in result.stdout
-    return json.loads((exported_run / "bench" / "bench.json").read_text())
+    assert "tensorflow batch    1:" in result.stdout and "onnxruntime_fp16 batch    8 len   40:" in result.stdout
+    return json.loads((fp16_run / "bench" / "bench.json").read_text())
 
 
 def test_bench_json_fields(bench_result):
-    from rnnforge.export.bench import validate_result
+    import jsonschema
+
+    from rnnforge.export.results import SCHEMA_PATH, validate_result
 
     validate_result(bench_result)  # the documented schema, export/bench.schema.json
-    assert bench_result["task"] == "sketch" and bench_result["schema_version"] == 2
+    jsonschema.validate(bench_result, json.loads(SCHEMA_PATH.read_text()))  # a real JSON Schema validator agrees
+    assert bench_result["task"] == "sketch" and bench_result["schema_version"] == 3
+    assert not {"onnx_model", "session_creation_ms", "first_inference_ms", "ratio_ort_over_tf"} & set(bench_result)
+    assert bench_result["tensorflow"]["source"] == "measured" and bench_result["settings"]["tf_baseline"] == "auto"
+    assert bench_result["tensorflow"]["machine"] == bench_result["machine"]
+    assert bench_result["eval"]["examples"] == bench_result["eval"]["examples_in_split"] == 1000
     assert bench_result["provider"]["requested"] == "cpu" and bench_result["provider"]["io_binding"] is False
     assert bench_result["provider"]["session_providers"][0] == "CPUExecutionProvider"
     assert bench_result["machine"]["logical_cores"] >= 1 and bench_result["machine"]["cpu"]
@@ -58,8 +79,8 @@ def test_bench_json_fields(bench_result):
         assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p95"] <= lat["p99"] <= lat["p99_9"] <= lat["max"]
         assert row["throughput_per_s"] == pytest.approx(batch / (lat["mean"] / 1e3))
     assert set(bench_result["ratios_over_tf"]) == {"onnxruntime", "onnxruntime_fp16"}
-    assert bench_result["ratio_ort_over_tf"] == bench_result["ratios_over_tf"]["onnxruntime"]
-    assert bench_result["ratio_ort_over_tf"]["1"] == pytest.approx(
+    assert set(bench_result["ratios_over_tf"]["onnxruntime"]) == {"1", "8"}
+    assert bench_result["ratios_over_tf"]["onnxruntime"]["1"] == pytest.approx(
         rows[("onnxruntime", 1, None)]["latency_ms"]["p50"] / rows[("tensorflow", 1, None)]["latency_ms"]["p50"]
     )
     single = bench_result["scenarios"]["tensorflow"]
@@ -70,16 +91,48 @@ def test_bench_json_fields(bench_result):
 def test_schema_rejects_a_result_missing_a_percentile(bench_result):
     import jsonschema
 
-    from rnnforge.export.bench import validate_result
+    from rnnforge.export.results import SCHEMA_PATH, SchemaError, validate_result
 
+    schema = json.loads(SCHEMA_PATH.read_text())
     broken = json.loads(json.dumps(bench_result))
     del broken["latency"][0]["latency_ms"]["p99"]
-    with pytest.raises(jsonschema.ValidationError, match="p99"):
+    with pytest.raises(SchemaError, match="p99"):
         validate_result(broken)
+    with pytest.raises(jsonschema.ValidationError, match="p99"):
+        jsonschema.validate(broken, schema)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda r: r.update(schema_version=2), "is not 3"),
+        (lambda r: r["latency"][0].update(engine="pytorch"), "is not one of"),
+        (lambda r: r["latency"][0].update(batch_size=0), "less than the minimum"),
+        (lambda r: r["latency"][0].update(runs=2.5), "is not of type"),
+        (lambda r: r["provider"].update(io_binding="yes"), "is not of type"),
+        (lambda r: r["onnx_models"].update(int8="model.int8.onnx"), "is not one of"),
+        (lambda r: r["tensorflow"].update(source="guessed"), "is not one of"),
+        (lambda r: r["latency"][0]["latency_ms"].update(p50=-1.0), "less than the minimum"),
+        (lambda r: r["settings"].update(batch_sizes=[]), "at least 1"),
+        (lambda r: r.pop("eval"), "'eval' is a required property"),
+    ],
+)
+def test_schema_check_agrees_with_jsonschema(bench_result, edit, message):
+    """The built-in check (no jsonschema on an inference machine) rejects what jsonschema rejects."""
+    import jsonschema
+
+    from rnnforge.export.results import SCHEMA_PATH, SchemaError, validate_result
+
+    broken = json.loads(json.dumps(bench_result))
+    edit(broken)
+    with pytest.raises(SchemaError, match=message):
+        validate_result(broken)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, json.loads(SCHEMA_PATH.read_text()))
 
 
 def test_percentiles_on_known_timings():
-    from rnnforge.export.bench import latency_stats
+    from rnnforge.export.measure import latency_stats
 
     stats = latency_stats([float(v) for v in range(1, 101)], batch_size=4)
     lat = stats["latency_ms"]
@@ -89,9 +142,9 @@ def test_percentiles_on_known_timings():
     assert stats["runs"] == 100 and stats["throughput_per_s"] == pytest.approx(4 / 0.0505)
 
 
-def test_bench_scores_every_engine_on_the_test_split(bench_result, exported_run):
+def test_bench_scores_every_engine_on_the_test_split(bench_result, fp16_run):
     accuracy = bench_result["accuracy"]
-    metrics = json.loads((exported_run / "metrics.json").read_text())
+    metrics = json.loads((fp16_run / "metrics.json").read_text())
     assert accuracy["examples"] == 1000 and accuracy["split"] == "test"
     assert accuracy["tensorflow"]["accuracy"] == pytest.approx(metrics["test"]["accuracy"], abs=1e-6)
     assert accuracy["onnxruntime"]["accuracy"] == pytest.approx(accuracy["tensorflow"]["accuracy"], abs=0.002)
@@ -104,10 +157,11 @@ def test_bench_scores_every_engine_on_the_test_split(bench_result, exported_run)
     assert parity["passed"] is True and parity["fp16"]["passed"] is True and parity["fp16"]["atol"] == 1e-2
 
 
-def test_bench_reports_and_plots(bench_result, exported_run):
-    out = exported_run / "bench"
+def test_bench_reports_and_plots(bench_result, fp16_run):
+    out = fp16_run / "bench"
     report = (out / "report.md").read_text()
     assert "| batch | len | engine | n | p50 ms" in report and "## Architecture" in report
+    assert "Each engine ran in its own process" in report and "**TensorFlow**: measured now" in report
     assert "rnn0 (LSTM)" in report and "![Training curve](../training_curve.png)" in report
     assert "- fp16: opset 17" in report and "SingleStream p90" in report and "### By sequence length" in report
     html = (out / "report.html").read_text()
@@ -127,14 +181,15 @@ def test_fp16_parity_gate_refuses_and_writes_nothing(exported_run, tmp_path):
 
     from rnnforge.core.errors import ParityError
     from rnnforge.core.run_dir import RunDir
+    from rnnforge.export.eval_set import load_eval_set
     from rnnforge.export.onnx_export import check_parity, export_fp16
-    from rnnforge.models import TASKS, get_spec
+    from rnnforge.models import get_spec
 
     run = RunDir(exported_run)
     spec = get_spec("sketch")
     strict = dataclasses.replace(spec, onnx=dataclasses.replace(spec.onnx, fp16_atol=1e-7))
     model = run.load_model()
-    x = get_spec("sketch").load_data(run.load_config(TASKS)).splits["test"][0][:64]
+    x = load_eval_set(run.eval_set, "sketch").x[:64]
     with pytest.raises(ParityError, match="fp16 variant differs from TensorFlow beyond atol 1e-07"):
         export_fp16(model, onnx.load(str(run.onnx)), strict, x, tmp_path / "model.fp16.onnx")
     assert not (tmp_path / "model.fp16.onnx").exists()
@@ -143,19 +198,19 @@ def test_fp16_parity_gate_refuses_and_writes_nothing(exported_run, tmp_path):
 
 def test_fp16_keeps_out_of_range_tensors_in_fp32(forecast_run, tmp_path):
     """The forecaster reads and writes raw riders (> 65,504): scaling must stay fp32."""
-    result = run_cli("export", "onnx", forecast_run, "--fp16", "--output", tmp_path / "model.onnx")
+    run = copy_run(forecast_run, tmp_path / "forecast")
+    result = run_cli("export", "onnx", run, "--fp16", "--output", tmp_path / "model.onnx")
     assert result.returncode == 0, result.stderr
     import onnxruntime as ort
 
-    parity = json.loads((forecast_run / "parity.json").read_text())["fp16"]
+    parity = json.loads((run / "parity.json").read_text())["fp16"]
     assert parity["passed"] and len(parity["nodes_kept_fp32"]) >= 4 and parity["max_abs_diff"] <= 1e3
     session = ort.InferenceSession(str(tmp_path / "model.fp16.onnx"), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].type == "tensor(float)" and session.get_outputs()[0].type == "tensor(float)"
 
 
 def test_bench_fp16_needs_the_export(exported_run, tmp_path):
-    run = tmp_path / "run"
-    shutil.copytree(exported_run, run, ignore=shutil.ignore_patterns("bench"))
+    run = copy_run(exported_run, tmp_path / "run")
     (run / "model.fp16.onnx").write_bytes(b"stale")  # from an earlier export --fp16
     exported = run_cli("export", "onnx", run)  # a plain export replaces the model: the fp16 copy is stale
     assert exported.returncode == 0, exported.stderr
@@ -164,57 +219,56 @@ def test_bench_fp16_needs_the_export(exported_run, tmp_path):
     assert f"{run / 'model.fp16.onnx'} does not exist" in line and "--fp16" in line
 
 
-def test_cuda_is_never_faked(exported_run):
+def test_cuda_is_never_faked(exported_run, tmp_path):
     """Asking for CUDA on a machine without a usable GPU must fail, not report CPU numbers."""
-    bench_json = exported_run / "bench" / "bench.json"
-    before = bench_json.read_bytes() if bench_json.exists() else None
+    run = copy_run(exported_run, tmp_path / "run")
+    bench_json = run / "bench" / "bench.json"
+    first = run_cli("bench", run, "--batch-sizes", "1", "--runs", "10", "--max-seconds", "0.1")
+    assert first.returncode == 0, first.stderr
+    before = bench_json.read_bytes()
     for provider in ("cuda", "tensorrt"):
-        result = run_cli("bench", exported_run, "--provider", provider, "--batch-sizes", "1", "--runs", "10")
+        result = run_cli("bench", run, "--provider", provider, "--batch-sizes", "1", "--runs", "10")
         if shutil.which("nvidia-smi") is None:
             assert result.returncode == 4
             line = error_line(result)
             assert f"--provider {provider}" in line
             assert ("CPU" in line and "refusing" in line) or "not in this onnxruntime build" in line
-            assert (bench_json.read_bytes() if bench_json.exists() else None) == before
+            assert bench_json.read_bytes() == before
         else:
             assert result.returncode == 0, result.stderr
 
 
 def test_gpu_provider_settings(exported_run, forecast_run, tmp_path):
-    import onnxruntime as ort
-
     from rnnforge.core.errors import UserError
-    from rnnforge.export.bench import provider_setup
-    from rnnforge.models import get_spec
+    from rnnforge.export.engines import provider_setup
+    from rnnforge.export.settings import BenchSettings
 
-    x = np.zeros((8, 100, 3), np.float32)
-    cuda = provider_setup("cuda", get_spec("sketch"), exported_run / "model.onnx", x, (1, 32, 256), None, tmp_path)
+    example = (100, 3)  # one input's shape, without the batch axis
+    cuda = provider_setup(BenchSettings(provider="cuda"), exported_run / "model.onnx", example, tmp_path)
     name, options = cuda.providers[0]
     assert name == "CUDAExecutionProvider" and cuda.io_binding and cuda.device == "cuda"
     assert options["cudnn_conv_algo_search"] == "EXHAUSTIVE" and options["cudnn_conv1d_pad_to_nc1d"] == "1"
     assert "enable_cuda_graph" not in options and cuda.providers[-1] == "CPUExecutionProvider"
     forecast = provider_setup(
-        "cuda",
-        get_spec("forecast"),
+        BenchSettings(
+            provider="cuda",
+            batch_sizes=(1, 8),
+            cuda_graph=True,
+            provider_options={"cudnn_conv_algo_search": "HEURISTIC"},
+        ),
         forecast_run / "model.onnx",
-        np.zeros((4, 56, 1), np.float32),
-        (1, 8),
-        None,
+        (56, 1),
         tmp_path,
-        cuda_graph=True,
-        user_options={"cudnn_conv_algo_search": "HEURISTIC"},
     )
     assert "cudnn_conv1d_pad_to_nc1d" not in forecast.providers[0][1]  # no Conv1D in the forecaster
     assert forecast.providers[0][1]["enable_cuda_graph"] == "1" and forecast.cuda_graph
     assert forecast.providers[0][1]["cudnn_conv_algo_search"] == "HEURISTIC"
+    assert forecast.requested == {"cudnn_conv_algo_search": "HEURISTIC"}  # the session must report it back
 
     trt = provider_setup(
-        "tensorrt",
-        get_spec("sketch"),
+        BenchSettings(provider="tensorrt", seq_lengths=(25, 100)),
         exported_run / "model.onnx",
-        x,
-        (1, 32, 256),
-        [25, 100],
+        example,
         tmp_path,
         variant="fp16",
     )
@@ -227,25 +281,49 @@ def test_gpu_provider_settings(exported_run, forecast_run, tmp_path):
         options["trt_profile_max_shapes"],
     ) == ("strokes:1x25x3", "strokes:32x100x3", "strokes:256x100x3")
     with pytest.raises(UserError, match="--cuda-graph needs --provider cuda"):
-        provider_setup("cpu", get_spec("sketch"), exported_run / "model.onnx", x, (1,), None, tmp_path, cuda_graph=True)
-    assert "CPUExecutionProvider" in ort.get_available_providers()
+        provider_setup(BenchSettings(cuda_graph=True), exported_run / "model.onnx", example, tmp_path)
+
+
+def test_provider_options_reach_the_session_or_are_refused(exported_run, tmp_path):
+    """``--provider-option`` goes to the requested provider; an option the session does not report
+    back (ONNX Runtime drops unknown CPU options without a word) is refused, never ignored."""
+    from rnnforge.core.errors import UserError
+    from rnnforge.export.engines import OrtEngine, provider_setup
+    from rnnforge.export.settings import BenchSettings
+
+    model = exported_run / "model.onnx"
+    setup = provider_setup(BenchSettings(provider_options={"arena_extend_strategy": "1"}), model, (100, 3), tmp_path)
+    assert setup.providers == [("CPUExecutionProvider", {"arena_extend_strategy": "1"})]
+    assert setup.options() == {"CPUExecutionProvider": {"arena_extend_strategy": "1"}}
+    with pytest.raises(UserError, match="--provider-option arena_extend_strategy: CPUExecutionProvider does not take"):
+        OrtEngine(model, setup, threads=1)
+    assert OrtEngine(model, provider_setup(BenchSettings(), model, (100, 3), tmp_path), 1).providers() == [
+        "CPUExecutionProvider"
+    ]
+
+    run = copy_run(exported_run, tmp_path / "run")
+    line = error_line(run_cli("bench", run, "--runs", "10", "--provider-option", "arena_extend_strategy=1"))
+    assert "--provider-option arena_extend_strategy" in line and "silently ignored" in line
+    assert not (run / "bench" / "bench.json").exists()
+    assert "expected KEY=VALUE" in error_line(run_cli("bench", run, "--provider-option", "no_value"))
 
 
 def test_io_binding_gives_the_same_outputs(exported_run, tmp_path):
-    from rnnforge.export.bench import OrtEngine, provider_setup
-    from rnnforge.models import get_spec
+    from rnnforge.export.engines import OrtEngine, provider_setup
+    from rnnforge.export.measure import time_calls
+    from rnnforge.export.settings import BenchSettings
 
     x = np.random.default_rng(0).normal(0, 5, size=(16, 100, 3)).astype(np.float32)
-    plain = provider_setup("cpu", get_spec("sketch"), exported_run / "model.onnx", x, (16,), None, tmp_path)
-    bound = provider_setup(
-        "cpu", get_spec("sketch"), exported_run / "model.onnx", x, (16,), None, tmp_path, io_binding=True
-    )
+    model = exported_run / "model.onnx"
+    plain = provider_setup(BenchSettings(batch_sizes=(16,)), model, x.shape[1:], tmp_path)
+    bound = provider_setup(BenchSettings(batch_sizes=(16,), io_binding=True), model, x.shape[1:], tmp_path)
     assert not plain.io_binding and bound.io_binding and bound.device == "cpu"
-    expected = OrtEngine(exported_run / "model.onnx", plain, "strokes", 1).predict(x)
-    engine = OrtEngine(exported_run / "model.onnx", bound, "strokes", 1)
+    expected = OrtEngine(model, plain, 1).predict(x)
+    engine = OrtEngine(model, bound, 1)
+    assert engine.input_name == "strokes"
     np.testing.assert_array_equal(engine.predict(x), expected)
-    call = engine.bind(x)
-    call()  # the timed call runs on the bound buffers
+    latencies = time_calls(engine.bind(x), warmup=1, runs=10, max_seconds=0.1)  # the timed call, on bound buffers
+    assert len(latencies) == 10 and min(latencies) > 0
     assert expected.shape == (16, 10)
 
 
@@ -286,3 +364,36 @@ def test_bench_all_and_compare_gate(exported_run, forecast_run, tmp_path):
     assert "is neither a bench.json" in error_line(
         run_cli("bench", "compare", baseline, runs / "sketch" / "config.json")
     )
+
+
+def test_compare_reads_schema_2_and_3(bench_result, tmp_path):
+    """``bench compare`` gates a schema-3 result against a schema-2 one (with its duplicates)."""
+    v3 = tmp_path / "v3.json"
+    v3.write_text(json.dumps(bench_result))
+    v2 = json.loads(json.dumps(bench_result))
+    for key in ("eval", "tensorflow"):
+        del v2[key]
+    del v2["settings"]["tf_baseline"]
+    v2.update(
+        schema_version=2,
+        onnx_model=v2["onnx_models"]["fp32"],
+        session_creation_ms=v2["sessions"]["fp32"]["session_creation_ms"],
+        first_inference_ms=v2["sessions"]["fp32"]["first_inference_ms"],
+        ratio_ort_over_tf=v2["ratios_over_tf"]["onnxruntime"],
+    )
+    (tmp_path / "v2.json").write_text(json.dumps(v2))
+    result = run_cli("bench", "compare", tmp_path / "v2.json", v3)
+    assert result.returncode == 0, result.stderr
+    assert "no regression" in result.stdout and "| sketch | tensorflow | 8 | 40 |" in result.stdout
+    assert "TensorFlow rows" not in result.stdout  # both measured
+
+    recorded = json.loads(json.dumps(bench_result))
+    recorded["tensorflow"]["source"] = "recorded"
+    (tmp_path / "recorded.json").write_text(json.dumps(recorded))
+    result = run_cli("bench", "compare", tmp_path / "v2.json", tmp_path / "recorded.json")
+    assert result.returncode == 0 and "TensorFlow rows: sketch measured vs recorded." in result.stdout
+
+    future = dict(bench_result, schema_version=9)
+    (tmp_path / "v9.json").write_text(json.dumps(future))
+    line = error_line(run_cli("bench", "compare", v3, tmp_path / "v9.json"))
+    assert "v9.json: bench.json schema_version 9; this rnnforge reads 2 and 3" in line

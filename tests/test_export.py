@@ -21,6 +21,8 @@ def test_export_writes_a_native_lstm_graph_with_metadata(exported_run):
     assert inp.name == "strokes" and out.name == "probabilities"
     dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
     assert isinstance(dims[0], str) and isinstance(dims[1], str) and dims[2] == 3
+    assert dims == ["batch", "time", 3]  # the spec's axis names, not tf2onnx's unk__N
+    assert [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim] == ["batch", 10]
     meta = {p.key: p.value for p in model.metadata_props}
     assert meta["rnnforge.task"] == "sketch" and meta["rnnforge.opset"] == "17"
     assert json.loads(meta["rnnforge.class_names"])[:3] == ["circle", "square", "triangle"]
@@ -147,3 +149,74 @@ def test_export_drops_the_zero_initial_state_chains(exported_run):
     assert all(len(n.input) <= 5 for n in model.graph.node if n.op_type == "LSTM")
     rewrites = json.loads((exported_run / "parity.json").read_text())["graph_rewrites"]
     assert rewrites["zero_initial_states_dropped"] == 4  # initial_h and initial_c of two layers
+
+
+def test_dynamic_axes_carry_the_spec_names(forecast_run):
+    """``TensorSpec.dynamic_axes()`` reaches the graph: named axes are ``dim_param``, the rest fixed."""
+    from rnnforge.models import get_spec
+
+    spec = get_spec("forecast")
+    assert spec.onnx.inputs[0].dynamic_axes() == {0: "batch"}
+    graph = onnx.load(str(forecast_run / "model.onnx")).graph
+    series = graph.input[0].type.tensor_type.shape.dim
+    assert series[0].dim_param == "batch" and (series[1].dim_value, series[2].dim_value) == (56, 1)
+    forecast = graph.output[0].type.tensor_type.shape.dim
+    assert forecast[0].dim_param == "batch" and forecast[1].dim_value == 7
+
+
+def test_export_stores_the_eval_set(exported_run):
+    """eval.npz: the test split's inputs and labels, TensorFlow's outputs on them, and who it belongs to."""
+    from tensorflow import keras
+
+    from rnnforge.export.eval_set import load_eval_set
+
+    eval_set = load_eval_set(exported_run / "eval.npz", "sketch")
+    x, y, reference, meta = eval_set.x, eval_set.y, eval_set.reference, eval_set.meta
+    assert x.dtype == np.float32 and x.shape == (1000, 100, 3) and y.shape == (1000,) and reference.shape == (1000, 10)
+    assert meta["task"] == "sketch" and meta["split"] == "test" and meta["examples_in_split"] == 1000
+    assert meta["source_run"] == str(exported_run.resolve()) and meta["selection"] == "all"
+    assert meta["info"]["class_names"][:3] == ["circle", "square", "triangle"] and "tensorflow" in meta["versions"]
+    model = keras.models.load_model(exported_run / "model.keras", compile=False)
+    np.testing.assert_allclose(reference[:64], model(x[:64], training=False).numpy(), atol=1e-6)
+    metrics = json.loads((exported_run / "metrics.json").read_text())
+    assert np.mean(reference.argmax(-1) == y) == pytest.approx(metrics["test"]["accuracy"], abs=1e-6)
+    parity = json.loads((exported_run / "parity.json").read_text())
+    assert (
+        parity["eval_set"]["examples"] == 1000
+        and parity["eval_set"]["bytes"] == (exported_run / "eval.npz").stat().st_size
+    )
+
+
+def test_eval_examples_caps_the_stored_split_and_reads_the_data_once(exported_run, tmp_path, monkeypatch):
+    """--eval-examples keeps an evenly spaced subset; export reads the dataset once, for it and parity."""
+    import shutil
+
+    from rnnforge.export.eval_set import load_eval_set, select
+    from rnnforge.export.onnx_export import export_onnx
+    from rnnforge.models.spec import TaskSpec
+
+    run = shutil.copytree(exported_run, tmp_path / "run", ignore=shutil.ignore_patterns("bench", "_ckpt"))
+    loads = []
+    original = TaskSpec.load_data
+    monkeypatch.setattr(TaskSpec, "load_data", lambda spec, config: loads.append(spec.name) or original(spec, config))
+    parity = export_onnx(run, eval_examples=300)
+    assert loads == ["sketch"]
+    capped = load_eval_set(run / "eval.npz", "sketch")
+    full = load_eval_set(exported_run / "eval.npz", "sketch")
+    keep = select(1000, 300)
+    assert len(keep) == 300 and keep[0] == 0 and keep[-1] == 999 and np.all(np.diff(keep) > 0)
+    np.testing.assert_array_equal(capped.x, full.x[keep])
+    np.testing.assert_array_equal(capped.y, full.y[keep])
+    assert capped.meta["selection"] == "300 evenly spaced" and capped.meta["examples_in_split"] == 1000
+    assert parity["eval_set"]["examples"] == 300 and parity["batch"] == 256
+    assert "--eval-examples" in error_line(run_cli("export", "onnx", run, "--eval-examples", "0"))
+
+
+def test_the_default_cap_keeps_eval_npz_small():
+    """1000 examples, or fewer when their inputs pass 64 MiB (uint8 video clips are 192 KiB each)."""
+    from rnnforge.export.eval_set import default_cap
+
+    assert default_cap(np.zeros((1000, 100, 3), np.float32)) == 1000  # sketch: 1.2 kB per drawing
+    assert default_cap(np.zeros((2, 16, 64, 64, 3), np.uint8)) == 341  # video: 64 MiB / 192 KiB
+    assert default_cap(np.zeros((2, 8, 32, 32, 3), np.uint8)) == 1000
+    assert default_cap(np.zeros((1, 4096, 4096, 4), np.float32)) == 1  # never none

@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, error_line, run_cli
 
 STALL = r"""
 import os, pathlib, sys, time
@@ -110,6 +110,26 @@ def test_sigkill_during_export_keeps_the_previous_model(run_copy, tmp_path):
     assert json.loads((run_copy / "parity.json").read_text())["passed"] is True
     bench = run_cli("bench", run_copy, *FAST_BENCH)  # and bench takes the new model, ignoring the leftover
     assert bench.returncode == 0, bench.stderr[-3000:]
+
+
+def test_sigkill_during_the_eval_set_keeps_the_previous_one(run_copy, tmp_path):
+    before = files(run_copy)
+    tmp = kill_mid_write(["export", "onnx", run_copy], "eval.npz", tmp_path / "export.log")
+
+    assert_leftover(tmp, run_copy / "eval.npz")
+    after = files(run_copy)
+    assert sorted(set(after) - set(before)) == [tmp.name]
+    assert after["eval.npz"] == before["eval.npz"] and after["parity.json"] == before["parity.json"]
+    assert_loadable_onnx(run_copy / "model.onnx")  # the new model, written just before
+    # This copy's new model names this run dir as its source; the old eval set names the run it was copied from:
+    line = error_line(run_cli("bench", run_copy, *FAST_BENCH))
+    assert f"{run_copy / 'eval.npz'} was written for the run exported from" in line and "re-run" in line
+
+    result = run_cli("export", "onnx", run_copy)  # the next export succeeds despite the leftover
+    assert result.returncode == 0, result.stderr[-3000:]
+    bench = run_cli("bench", run_copy, *FAST_BENCH)
+    assert bench.returncode == 0, bench.stderr[-3000:]
+    assert json.loads((run_copy / "bench" / "bench.json").read_text())["accuracy"]["examples"] == 1000
 
 
 def test_sigkill_during_bench_keeps_the_previous_report(run_copy, tmp_path):

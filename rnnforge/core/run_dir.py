@@ -7,8 +7,11 @@ RUN_DIR/architecture.txt     the Keras model summary
 RUN_DIR/*.png                training curve, confusion matrix, ...
 RUN_DIR/checkpoints/         Ray Train storage (per-epoch checkpoints) unless --storage-path
 RUN_DIR/tensorboard/         TensorBoard logs (train/ and validation/ scalars per epoch)
-RUN_DIR/model.onnx           written by ``rnnforge export onnx``, with parity.json
-RUN_DIR/bench/               written by ``rnnforge bench``
+RUN_DIR/model.onnx           written by ``rnnforge export onnx``, with parity.json and eval.npz
+RUN_DIR/eval.npz             the evaluation inputs, labels and TensorFlow's outputs on them: what
+                             ``bench`` scores and checks parity against, without the dataset or TensorFlow
+RUN_DIR/bench/               written by ``rnnforge bench`` (bench/tf_timing.json: the last TensorFlow
+                             timing, reused where TensorFlow is not installed)
 """
 
 from __future__ import annotations
@@ -60,8 +63,16 @@ class RunDir:
         return self.path / "parity.json"
 
     @property
+    def eval_set(self) -> Path:
+        return self.path / "eval.npz"
+
+    @property
     def bench(self) -> Path:
         return self.path / "bench"
+
+    @property
+    def tf_timing(self) -> Path:
+        return self.bench / "tf_timing.json"
 
     def artifacts(self) -> list[Path]:
         """Every file or directory rnnforge writes into the run dir (what --overwrite removes)."""
@@ -75,13 +86,17 @@ class RunDir:
             "model.onnx",
             "model.fp16.onnx",
             "parity.json",
+            "eval.npz",
             "bench",
         )
         # plus what a killed atomic write left (".NAME.<random>.tmp...", see rnnforge.core.fileio): never read, safe to remove
         return [self.path / n for n in names] + sorted(self.path.glob("*.png")) + sorted(self.path.glob(".*.tmp*"))
 
-    def load_config(self, known_tasks: Sequence[str]) -> dict:
-        """Read config.json of a finished training run of one of ``known_tasks``; clear errors otherwise."""
+    def load_config(self, known_tasks: Sequence[str], require_model: bool = True) -> dict:
+        """Read config.json of a finished training run of one of ``known_tasks``; clear errors otherwise.
+
+        ``require_model=False`` (bench) accepts a run dir without ``model.keras``: a copy made for
+        an inference machine needs only config.json and the files ``export onnx`` wrote."""
         if not self.path.is_dir():
             raise UserError(f"run dir {self.path} does not exist (expected the --run-dir of 'rnnforge train')")
         if not self.config.is_file():
@@ -94,7 +109,7 @@ class RunDir:
             raise UserError(f"{self.config} has no 'task'/'info': not written by 'rnnforge train'")
         if config["task"] not in known_tasks:
             raise UserError(f"{self.config}: unknown task {config['task']!r}, expected one of {', '.join(known_tasks)}")
-        if not self.model.is_file():
+        if require_model and not self.model.is_file():
             raise UserError(f"{self.model} is missing: the training run in {self.path} did not finish")
         return config
 

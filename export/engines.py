@@ -1,0 +1,303 @@
+"""The engines ``rnnforge bench`` times: ONNX Runtime sessions and TensorFlow's ``tf.function``.
+
+``provider_setup`` turns ``--provider`` and its options into what ``InferenceSession`` takes;
+``OrtEngine`` opens the session and refuses one that did not get the requested provider (never a
+CPU figure labelled GPU); ``TfEngine`` wraps a ``tf.function`` with the same interface. Both
+give ``bind(x)`` (a zero-argument call to time) and ``predict(x)`` (the first output on the
+host). ONNX Runtime, onnx and TensorFlow are imported inside the functions that use them.
+
+    setup = provider_setup(BenchSettings(provider="cuda"), Path("runs/sketch/model.onnx"), (100, 3), Path("/tmp"))
+    engine = OrtEngine(Path("runs/sketch/model.onnx"), setup, threads=2)
+    probabilities = engine.predict(strokes)  # float32 [batch, time, 3] -> [batch, classes]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rnnforge.core.errors import ProviderError, UserError
+from rnnforge.export.settings import BenchSettings
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """An ONNX model's first input: name, numpy dtype name and dims (ints fixed, strings named)."""
+
+    name: str
+    dtype: str
+    dims: tuple[int | str, ...]
+
+    @property
+    def dynamic_time(self) -> bool:
+        """Whether axis 1 is dynamic (the sketch model's ``time``), so lengths can be swept."""
+        return len(self.dims) > 1 and isinstance(self.dims[1], str)
+
+
+def model_input(onnx_model) -> ModelInput:
+    """The first graph input of ``onnx_model`` (a ModelProto)."""
+    from onnx import helper
+
+    value = onnx_model.graph.input[0]
+    tensor = value.type.tensor_type
+    dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor.shape.dim)
+    return ModelInput(value.name, np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type)).name, dims)
+
+
+@dataclass
+class ProviderSetup:
+    """How ONNX Runtime sessions are created: providers, their options, IOBinding and device."""
+
+    name: str  # cpu, cuda or tensorrt
+    providers: list = field(default_factory=list)  # names or (name, options) tuples, for InferenceSession
+    io_binding: bool = False
+    device: str = "cpu"  # where IOBinding puts inputs and outputs
+    cuda_graph: bool = False  # one session per input shape (a CUDA graph fixes the shapes)
+    requested: dict = field(default_factory=dict)  # --provider-option values: the session must report them back
+
+    def options(self) -> dict:
+        """Every provider's options, for the report."""
+        return {p[0]: p[1] for p in self.providers if isinstance(p, tuple)}
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "providers": [list(p) if isinstance(p, tuple) else p for p in self.providers],
+            "io_binding": self.io_binding,
+            "device": self.device,
+            "cuda_graph": self.cuda_graph,
+            "requested": self.requested,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ProviderSetup:
+        providers = [tuple(p) if isinstance(p, list) else p for p in data["providers"]]
+        return cls(data["name"], providers, data["io_binding"], data["device"], data["cuda_graph"], data["requested"])
+
+
+def provider_setup(
+    settings: BenchSettings, model_path: Path, example_shape: tuple, out_dir: Path, variant: str = "fp32"
+) -> ProviderSetup:
+    """Providers with their options for ``settings.provider``; ``settings.provider_options`` override
+    the defaults. ``example_shape`` is one input's shape (no batch axis), for TensorRT's profiles.
+
+    cuda: cuDNN picks convolution algorithms exhaustively, Conv1D models pad to NC1D
+    (``cudnn_conv1d_pad_to_nc1d``), ``enable_cuda_graph`` on request. tensorrt: an engine cache in
+    ``out_dir/trt_cache``, fp16 for the fp16 variant, shape profiles spanning the batch sizes (and
+    sequence lengths). IOBinding (inputs and outputs on the device) is on for GPU providers.
+    """
+    import onnx
+
+    provider = settings.provider
+    if settings.cuda_graph and provider == "cpu":
+        raise UserError("--cuda-graph needs --provider cuda or tensorrt")
+    user_options = dict(settings.provider_options or {})
+    model = onnx.load(str(model_path), load_external_data=False)
+    cuda = {"cudnn_conv_algo_search": "EXHAUSTIVE", "do_copy_in_default_stream": "1"}
+    if has_conv1d(model):
+        cuda["cudnn_conv1d_pad_to_nc1d"] = "1"
+    if settings.cuda_graph:
+        cuda["enable_cuda_graph"] = "1"
+    providers: list = ["CPUExecutionProvider"]
+    if provider == "cuda":
+        providers = [("CUDAExecutionProvider", {**cuda, **user_options}), "CPUExecutionProvider"]
+    elif provider == "tensorrt":
+        trt = {
+            "trt_engine_cache_enable": "True",
+            "trt_engine_cache_path": str(Path(out_dir) / "trt_cache"),
+            "trt_timing_cache_enable": "True",
+            "trt_fp16_enable": str(variant == "fp16"),
+            **shape_profiles(model_input(model), example_shape, settings.batch_sizes, settings.seq_lengths),
+        }
+        providers = [
+            ("TensorrtExecutionProvider", {**trt, **user_options}),
+            ("CUDAExecutionProvider", cuda),
+            "CPUExecutionProvider",
+        ]
+    elif user_options:
+        providers = [("CPUExecutionProvider", user_options)]
+    gpu = provider != "cpu"
+    return ProviderSetup(
+        provider,
+        providers,
+        io_binding=gpu if settings.io_binding is None else settings.io_binding,
+        device="cuda" if gpu else "cpu",
+        cuda_graph=settings.cuda_graph,
+        requested=user_options,
+    )
+
+
+def shape_profiles(inp: ModelInput, example_shape: tuple, batch_sizes, seq_lengths) -> dict[str, str]:
+    """TensorRT optimisation profile over the dynamic axes: min/opt/max batch (and length)."""
+    lengths = sorted(seq_lengths or [example_shape[0]]) if example_shape else []
+    batches = sorted(batch_sizes)
+
+    def shape(batch: int, length: int | None) -> str:
+        dims = [batch, *example_shape]
+        if length is not None:
+            dims[1] = length
+        return f"{inp.name}:" + "x".join(str(d) for d in dims)
+
+    lo, hi = (lengths[0], lengths[-1]) if inp.dynamic_time else (None, None)
+    return {
+        "trt_profile_min_shapes": shape(batches[0], lo),
+        "trt_profile_opt_shapes": shape(batches[len(batches) // 2], hi),
+        "trt_profile_max_shapes": shape(batches[-1], hi),
+    }
+
+
+def has_conv1d(onnx_model) -> bool:
+    """Whether the graph convolves over one spatial axis (Keras Conv1D: a 1 x k kernel)."""
+    for node in onnx_model.graph.node:
+        if node.op_type == "Conv":
+            kernel = next((list(a.ints) for a in node.attribute if a.name == "kernel_shape"), [])
+            if len(kernel) == 1 or (len(kernel) == 2 and 1 in kernel and kernel != [1, 1]):
+                return True
+    return False
+
+
+def session_options(threads: int | None):
+    """The bench's ``SessionOptions``: every graph optimisation, ``threads`` intra-op threads."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    return options
+
+
+def open_session(path: Path, setup: ProviderSetup, options):
+    """Create the ONNX Runtime session; refuse one that did not get the requested provider, or
+    that does not report back a ``--provider-option`` (ORT drops unknown CPU options silently).
+
+    Returns ``(session, seconds it took)``."""
+    import onnxruntime as ort
+
+    wanted = setup.providers[0][0] if isinstance(setup.providers[0], tuple) else setup.providers[0]
+    available = ort.get_available_providers()
+    if wanted not in available:
+        raise ProviderError(
+            f"--provider {setup.name}: {wanted} is not in this onnxruntime build (available: {', '.join(available)})"
+        )
+    started = time.perf_counter()
+    try:
+        session = ort.InferenceSession(str(path), sess_options=options, providers=setup.providers)
+    except Exception as exc:  # ORT raises its own Fail/InvalidArgument for bad provider options
+        if isinstance(exc, (UserError, MemoryError)):
+            raise
+        raise ProviderError(
+            f"--provider {setup.name}: ONNX Runtime could not create a session for {path}: "
+            + str(exc).strip().splitlines()[0]
+        ) from None
+    creation = time.perf_counter() - started
+    used = session.get_providers()
+    if used[0] != wanted:
+        raise ProviderError(
+            f"--provider {setup.name}: ONNX Runtime fell back to {used[0]} (no usable "
+            f"{wanted}: no GPU or CUDA/cuDNN libraries); refusing to label those numbers "
+            f"as {setup.name}"
+        )
+    effective = session.get_provider_options().get(wanted, {})
+    ignored = [key for key in setup.requested if key not in effective]
+    if ignored:
+        raise UserError(
+            f"--provider-option {ignored[0]}: {wanted} does not take it (the session reports "
+            + (f"only {', '.join(sorted(effective))}" if effective else "no options")
+            + "); it would be silently ignored"
+        )
+    return session, creation
+
+
+class OrtEngine:
+    """An ONNX Runtime session (or one per shape, with CUDA graphs) that runs as ``setup`` says.
+
+    ``OrtEngine(path, setup, threads)`` opens the bench's session; ``OrtEngine.from_session`` wraps
+    one made elsewhere (e.g. with other ``SessionOptions``, as ``benchmarks/ort_levers.py`` does).
+    """
+
+    def __init__(self, path: Path, setup: ProviderSetup, threads: int | None = None, options=None):
+        self.path, self.setup = Path(path), setup
+        self.options = options if options is not None else session_options(threads)
+        self.session, self.creation_s = open_session(self.path, setup, self.options)
+        self.input_name = self.session.get_inputs()[0].name
+        self._by_shape: dict[tuple, object] = {}
+
+    @classmethod
+    def from_session(cls, session, setup: ProviderSetup) -> OrtEngine:
+        """Wrap an open ``InferenceSession`` (no CUDA graphs: it cannot be reopened per shape)."""
+        if setup.cuda_graph:
+            raise UserError("OrtEngine.from_session cannot capture CUDA graphs: open it with OrtEngine(path, ...)")
+        engine = cls.__new__(cls)
+        engine.path, engine.setup, engine.options = None, setup, None
+        engine.session, engine.creation_s = session, 0.0
+        engine.input_name = session.get_inputs()[0].name
+        engine._by_shape = {}
+        return engine
+
+    def providers(self) -> list[str]:
+        return self.session.get_providers()
+
+    def _session_for(self, shape: tuple):
+        if not self.setup.cuda_graph:
+            return self.session
+        if shape not in self._by_shape:  # a captured CUDA graph replays one shape only
+            self._by_shape[shape] = open_session(self.path, self.setup, self.options)[0]
+        return self._by_shape[shape]
+
+    def bind(self, x: np.ndarray):
+        """A zero-argument call that runs the model on ``x`` (inputs bound once with IOBinding)."""
+        session = self._session_for(x.shape)
+        if not self.setup.io_binding:
+            return lambda: session.run(None, {self.input_name: x})
+        binding = self._bind_on_device(session, x)
+        return lambda: session.run_with_iobinding(binding)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """The first output, on the host."""
+        x = np.ascontiguousarray(x)
+        session = self._session_for(x.shape)
+        if not self.setup.io_binding:
+            return session.run(None, {self.input_name: x})[0]
+        binding = self._bind_on_device(session, x)
+        session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]
+
+    def _bind_on_device(self, session, x: np.ndarray):
+        import onnxruntime as ort
+
+        binding = session.io_binding()
+        binding.bind_ortvalue_input(self.input_name, ort.OrtValue.ortvalue_from_numpy(x, self.setup.device, 0))
+        for output in session.get_outputs():
+            binding.bind_output(output.name, self.setup.device)
+        return binding
+
+
+class TfEngine:
+    """TensorFlow's ``tf.function`` with the same interface as ``OrtEngine``."""
+
+    def __init__(self, call):
+        self.call = call
+
+    def bind(self, x: np.ndarray):
+        return lambda: self.call(x).numpy()
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.call(x).numpy()
+
+
+def tf_function(model, spec, threads: int | None):
+    """``model`` as a ``tf.function`` with the spec's fixed input signature, on ``threads`` intra-op
+    threads (set before TensorFlow's first op in this process, else left as they are)."""
+    import tensorflow as tf
+
+    if threads:
+        with contextlib.suppress(RuntimeError):  # already initialised in this process
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+    from rnnforge.export.onnx_export import input_signature
+
+    return tf.function(lambda x: model(x, training=False), input_signature=input_signature(model, spec))

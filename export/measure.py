@@ -1,0 +1,207 @@
+"""Each engine timed in its own process: one ``Job``, one fresh Python, one result.
+
+On a few cores, TensorFlow's and ONNX Runtime's thread pools spin and steal each other's cores
+when they share a process, so ``rnnforge bench`` runs each engine (TensorFlow, then each ONNX
+Runtime variant) alone, one after the other, on the same inputs (``eval.npz``'s ``x``) with the
+same batch sizes, lengths and intra-op thread count. ``run_in_subprocess`` starts
+``main`` in a new interpreter with the parent's ``sys.path`` (as multiprocessing's spawn does)
+and re-raises what went wrong there as the same one-line error. The timing itself follows
+tf2onnx's harness plus warm-up and percentiles: ``warmup`` untimed calls, then up to ``runs``
+timed calls, cut after ``max_seconds`` once ``MIN_RUNS`` are in.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rnnforge.core import errors, fileio
+from rnnforge.core.errors import UserError
+from rnnforge.export.settings import BenchSettings
+
+MIN_RUNS = 10
+SCORE_BATCH = 256
+PERCENTILES = (50, 90, 95, 99, 99.9)
+TENSORFLOW = "tensorflow"
+#: Starts ``main`` in the child with the parent's import path, so both run the same rnnforge.
+BOOTSTRAP = (
+    "import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
+    "from rnnforge.export.measure import main; sys.exit(main(sys.argv[2:]))"
+)
+#: Error classes a child may report, by name; they keep their exit codes in the parent.
+ERRORS = {cls.__name__: cls for cls in (UserError, errors.ParityError, errors.ProviderError)}
+
+
+class EngineUnavailable(Exception):
+    """The engine cannot run in this environment (TensorFlow is not installed or does not import)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One engine to time. ``model``: the ONNX file, or ``model.keras`` for TensorFlow;
+    ``eval_set``: the ``eval.npz`` whose ``x`` are the inputs; ``settings``: ``BenchSettings.to_dict()``
+    with threads resolved; ``setup``: ``ProviderSetup.to_dict()`` (ONNX Runtime only);
+    ``predictions``: where to save the engine's first output on every ``x`` (``.npy``), if wanted."""
+
+    engine: str
+    model: str
+    eval_set: str
+    task: str
+    settings: dict
+    setup: dict | None = None
+    predictions: str | None = None
+
+
+def run_in_subprocess(job: Job, work_dir: Path) -> dict:
+    """Run ``job`` in a fresh Python process and return its result (see ``run_job``).
+
+    Raises the child's ``UserError`` (same class, same message) or ``EngineUnavailable``.
+    """
+    job_path, result_path = Path(work_dir) / f"{job.engine}.job.json", Path(work_dir) / f"{job.engine}.result.json"
+    job_path.write_text(json.dumps({"job": asdict(job), "result": str(result_path)}))
+    sys.stdout.flush()
+    code = subprocess.run([sys.executable, "-c", BOOTSTRAP, json.dumps(sys.path), str(job_path)]).returncode
+    if not result_path.is_file():
+        raise RuntimeError(f"the {job.engine} timing process ended with exit code {code} and no result")
+    result = json.loads(result_path.read_text())
+    if "error" in result:
+        kind, message = result["error"]["type"], result["error"]["message"]
+        raise EngineUnavailable(message) if kind == "unavailable" else ERRORS[kind](message)
+    return result
+
+
+def main(argv: list[str]) -> int:
+    """The child: read the job file ``argv[0]``, run it, write its result (or error) where it says."""
+    request = json.loads(Path(argv[0]).read_text())
+    try:
+        result = run_job(Job(**request["job"]))
+    except EngineUnavailable as exc:
+        result = {"error": {"type": "unavailable", "message": str(exc)}}
+    except UserError as exc:
+        result = {
+            "error": {"type": type(exc).__name__ if type(exc).__name__ in ERRORS else "UserError", "message": str(exc)}
+        }
+    fileio.write_json(request["result"], result)
+    return 2 if "error" in result else 0
+
+
+def run_job(job: Job) -> dict:
+    """Time ``job.engine`` on every (length, batch size) row; returns ``{"engine", "rows", "samples",
+    ...}`` plus, for ONNX Runtime, the session's figures and providers, and for TensorFlow the
+    machine and versions (a recorded baseline names them)."""
+    from rnnforge.core.machine import machine_info, versions
+
+    settings = BenchSettings.from_dict(job.settings)
+    with np.load(job.eval_set, allow_pickle=False) as data:
+        x = data["x"]
+    extra: dict = {}
+    if job.engine == TENSORFLOW:
+        engine = tensorflow_engine(Path(job.model), job.task, settings.threads)
+        extra = {"machine": machine_info(), "versions": versions()}
+    else:
+        from rnnforge.export.engines import OrtEngine, ProviderSetup
+
+        engine = OrtEngine(Path(job.model), ProviderSetup.from_dict(job.setup), settings.threads)
+        first = timed(lambda: engine.predict(x[:1]))
+        extra = {
+            "session": {"session_creation_ms": engine.creation_s * 1e3, "first_inference_ms": first * 1e3},
+            "session_providers": engine.providers(),
+        }
+    rows, samples = time_rows(job.engine, engine, x, settings)
+    if job.predictions:
+        np.save(job.predictions, predict_all(engine.predict, x))
+    return {"engine": job.engine, "rows": rows, "samples": samples, "threads": settings.threads, **extra}
+
+
+def tensorflow_engine(model_path: Path, task: str, threads: int):
+    """``model.keras`` as a ``tf.function`` engine; ``EngineUnavailable`` without TensorFlow."""
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError as exc:
+        raise EngineUnavailable(f"TensorFlow cannot be imported here ({exc})") from None
+    from rnnforge.core.run_dir import RunDir
+    from rnnforge.export.engines import TfEngine, tf_function
+    from rnnforge.models import get_spec
+
+    model = RunDir(model_path.parent).load_model()
+    return TfEngine(tf_function(model, get_spec(task), threads))
+
+
+def time_rows(name: str, engine, x: np.ndarray, settings: BenchSettings) -> tuple[list[dict], dict]:
+    """One latency row per (length, batch size), printed as it is measured; and the latencies of
+    the first batch size at full length, for the distribution plot."""
+    rows, samples = [], {}
+    for seq_len in [None, *settings.seq_lengths]:
+        for batch_size in settings.batch_sizes:
+            batch = tile_batch(x if seq_len is None else x[:, -seq_len:], batch_size)
+            latencies = time_calls(engine.bind(batch), settings.warmup, settings.runs, settings.max_seconds)
+            row = {"engine": name, "batch_size": batch_size, "seq_len": seq_len, **latency_stats(latencies, batch_size)}
+            rows.append(row)
+            if batch_size == settings.batch_sizes[0] and seq_len is None:
+                samples = {"batch_size": batch_size, "latency_ms": latencies}
+            print(row_line(row), flush=True)
+    return rows, samples
+
+
+def row_line(row: dict) -> str:
+    """``     onnxruntime batch    8 len   40: p50 0.412 ms  p99 0.530 ms  19417 samples/s (n=100)``"""
+    return (
+        f"{row['engine']:>16} batch {row['batch_size']:>4}"
+        + (f" len {row['seq_len']:>4}" if row["seq_len"] else "")
+        + f": p50 {row['latency_ms']['p50']:.3f} ms  p99 {row['latency_ms']['p99']:.3f} ms  "
+        f"{row['throughput_per_s']:.0f} samples/s (n={row['runs']})"
+    )
+
+
+def time_calls(call, warmup: int, runs: int, max_seconds: float) -> list[float]:
+    """Latencies in ms of ``call()`` after ``warmup`` untimed calls; stops after ``max_seconds``
+    once ``MIN_RUNS`` calls are timed."""
+    for _ in range(warmup):
+        call()
+    latencies: list[float] = []
+    deadline = time.perf_counter() + max_seconds
+    while len(latencies) < runs:
+        latencies.append(timed(call) * 1e3)
+        if len(latencies) >= MIN_RUNS and time.perf_counter() > deadline:
+            break
+    return latencies
+
+
+def latency_stats(latencies_ms: list[float], batch_size: int) -> dict:
+    """min/mean/percentiles (p99.9 as ``p99_9``) in ms and samples per second for one series."""
+    values = np.asarray(latencies_ms)
+    percentiles = {f"p{p:g}".replace(".", "_"): float(np.percentile(values, p)) for p in PERCENTILES}
+    return {
+        "runs": int(len(values)),
+        "latency_ms": {
+            "min": float(values.min()),
+            "mean": float(values.mean()),
+            **percentiles,
+            "max": float(values.max()),
+        },
+        "throughput_per_s": float(batch_size / (values.mean() / 1e3)),
+    }
+
+
+def predict_all(predict, x: np.ndarray) -> np.ndarray:
+    """``predict`` over ``x`` in batches of ``SCORE_BATCH``, concatenated."""
+    return np.concatenate([predict(x[i : i + SCORE_BATCH]) for i in range(0, len(x), SCORE_BATCH)])
+
+
+def tile_batch(x: np.ndarray, batch_size: int) -> np.ndarray:
+    """The first ``batch_size`` examples of ``x`` (repeated when ``x`` has fewer), contiguous."""
+    reps = -(-batch_size // len(x))
+    return np.ascontiguousarray(np.concatenate([x] * reps)[:batch_size] if reps > 1 else x[:batch_size])
+
+
+def timed(fn) -> float:
+    """Seconds ``fn()`` took."""
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started

@@ -1,0 +1,209 @@
+"""``bench.json``: its figures (p50 index, ratios, scenarios, scores), its schema check, and reading
+it back (``bench compare`` reads schema versions 2 and 3).
+
+Schema 3 (``bench.schema.json``) drops schema 2's duplicates (``onnx_model``, the top-level
+``session_creation_ms``/``first_inference_ms`` and ``ratio_ort_over_tf``: read ``onnx_models``,
+``sessions`` and ``ratios_over_tf``) and adds ``eval`` (the stored examples scored) and
+``tensorflow`` (where the TensorFlow baseline comes from: measured now, recorded on another
+machine, or none). ``validate_result`` checks the JSON Schema subset that file uses with the
+standard library only, so an inference machine needs no ``jsonschema``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from rnnforge.core.errors import UserError
+
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (2, 3)
+SCHEMA_PATH = Path(__file__).with_name("bench.schema.json")
+TENSORFLOW = "tensorflow"
+
+
+class SchemaError(ValueError):
+    """A result that does not follow ``bench.schema.json``: a bug in rnnforge, never user input."""
+
+
+def engine_name(variant: str) -> str:
+    """``onnxruntime`` for fp32, ``onnxruntime_fp16`` for the fp16 variant."""
+    return "onnxruntime" if variant == "fp32" else f"onnxruntime_{variant}"
+
+
+def machine_line(machine: dict) -> str:
+    """``AMD EPYC 7B13, 2 logical cores, GPU NVIDIA H100 (driver 550.54)``"""
+    gpu = f", GPU {machine['gpu']['name']} (driver {machine['gpu']['driver']})" if machine.get("gpu") else ""
+    return f"{machine['cpu'] or 'unknown CPU'}, {machine['logical_cores']} logical cores{gpu}"
+
+
+def row_key(row: dict) -> tuple:
+    """``(engine, batch size, sequence length or None)``: how latency rows are matched everywhere."""
+    return row["engine"], row["batch_size"], row.get("seq_len")
+
+
+def p50_index(rows: list[dict]) -> dict[tuple, float]:
+    """``{(engine, batch size, seq len): p50 ms}`` of ``rows``."""
+    return {row_key(r): r["latency_ms"]["p50"] for r in rows}
+
+
+def ratios(rows: list[dict], engine: str = "onnxruntime") -> dict[str, float]:
+    """``engine`` / TensorFlow p50 per batch size at full length (below 1: ``engine`` is faster);
+    empty without TensorFlow rows."""
+    p50 = p50_index(rows)
+    return {
+        str(batch): ms / p50[(TENSORFLOW, batch, None)]
+        for (name, batch, seq_len), ms in p50.items()
+        if name == engine and seq_len is None and (TENSORFLOW, batch, None) in p50
+    }
+
+
+def scenarios(rows: list[dict]) -> dict:
+    """MLPerf-style figures per engine: SingleStream p90 (batch 1) and Offline samples/s (best batch)."""
+    out = {}
+    for engine in sorted({r["engine"] for r in rows}):
+        mine = [r for r in rows if r["engine"] == engine and r.get("seq_len") is None]
+        single = next((r for r in mine if r["batch_size"] == 1), None)
+        best = max(mine, key=lambda r: r["throughput_per_s"])
+        out[engine] = {
+            "single_stream_p90_ms": single["latency_ms"]["p90"] if single else None,
+            "offline_samples_per_s": best["throughput_per_s"],
+            "offline_batch_size": best["batch_size"],
+        }
+    return out
+
+
+def summary_line(result: dict) -> str:
+    """One line per batch size and ONNX Runtime engine: its p50, TensorFlow's, and their ratio."""
+    p50 = p50_index(result["latency"])
+    lines = []
+    for variant in result["onnx_models"]:
+        name, label = engine_name(variant), "ORT" if variant == "fp32" else f"ORT {variant}"
+        for batch in result["settings"]["batch_sizes"]:
+            tf = p50.get((TENSORFLOW, batch, None))
+            lines.append(
+                f"batch {batch}: {label} {p50[(name, batch, None)]:.3f} ms"
+                + (f" vs TF {tf:.3f} ms (x{p50[(name, batch, None)] / tf:.2f})" if tf else " (no TensorFlow baseline)")
+            )
+    return "\n".join(lines)
+
+
+def score_engines(predictions: dict[str, np.ndarray], reference: np.ndarray, spec, x, y, info: dict) -> dict:
+    """Every engine's task scores on ``x``/``y``, and its agreement with and score deltas against
+    TensorFlow's stored outputs ``reference`` (scored as ``tensorflow``).
+
+    ``agreement`` is the first engine's; ``agreement_by_engine`` and ``delta_vs_tensorflow`` cover all.
+    """
+    scores = {TENSORFLOW: spec.score(x, y, reference, info)}
+    agreement, delta = {}, {}
+    for name, pred in predictions.items():
+        scores[name] = spec.score(x, y, pred, info)
+        agreement[name] = {"max_abs_diff": float(np.max(np.abs(pred.astype(np.float64) - reference)))}
+        if spec.kind == "classification":
+            agreement[name]["top1_agreement"] = float(np.mean(pred.argmax(-1) == reference.argmax(-1)))
+        delta[name] = {
+            k: float(v - scores[TENSORFLOW][k])
+            for k, v in scores[name].items()
+            if isinstance(v, float) and k in scores[TENSORFLOW]
+        }
+    return {
+        "agreement": agreement[next(iter(predictions))],
+        "agreement_by_engine": agreement,
+        "delta_vs_tensorflow": delta,
+        **scores,
+    }
+
+
+def validate_result(result: dict) -> None:
+    """Check ``result`` against ``bench.schema.json``; ``SchemaError`` names the first violation."""
+    schema = json.loads(SCHEMA_PATH.read_text())
+    _check(result, schema, schema, "bench.json")
+
+
+def load_results(path: Path) -> dict[str, dict]:
+    """``{task: result}`` from a bench.json or a bench_all.json of schema version 2 or 3."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path} is not a readable bench.json: {exc}") from None
+    if isinstance(data, dict) and "latency" in data:
+        results = [data]  # one bench.json
+    elif isinstance(data, dict) and data and all(isinstance(v, dict) and "latency" in v for v in data.values()):
+        results = list(data.values())  # bench_all.json: run name -> result
+    else:
+        raise UserError(f"{path} is neither a bench.json nor a bench_all.json (no 'latency' rows)")
+    for result in results:
+        if result.get("schema_version") not in READABLE_VERSIONS:
+            raise UserError(
+                f"{path}: bench.json schema_version {result.get('schema_version')!r}; this rnnforge reads "
+                + " and ".join(map(str, READABLE_VERSIONS))
+            )
+    return {r["task"]: r for r in results}
+
+
+# --- the JSON Schema subset bench.schema.json uses -------------------------------------------
+
+_TYPES = {
+    "object": dict,
+    "array": list,
+    "string": str,
+    "boolean": bool,
+    "null": type(None),
+    "integer": int,
+    "number": (int, float),
+}
+
+
+def _is(value, kind: str) -> bool:
+    if kind in ("integer", "number") and isinstance(value, bool):
+        return False
+    if kind == "integer" and isinstance(value, float):
+        return value.is_integer()
+    return isinstance(value, _TYPES[kind])
+
+
+def _check(value, schema: dict, root: dict, where: str) -> None:
+    if "$ref" in schema:
+        target = root
+        for part in schema["$ref"].lstrip("#/").split("/"):
+            target = target[part]
+        return _check(value, target, root, where)
+    kinds = schema.get("type")
+    if kinds is not None and not any(_is(value, k) for k in ([kinds] if isinstance(kinds, str) else kinds)):
+        raise SchemaError(f"{where}: {value!r:.80} is not of type {kinds}")
+    if "const" in schema and value != schema["const"]:
+        raise SchemaError(f"{where}: {value!r:.80} is not {schema['const']!r}")
+    if "enum" in schema and value not in schema["enum"]:
+        raise SchemaError(f"{where}: {value!r:.80} is not one of {schema['enum']}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if "minimum" in schema and value < schema["minimum"]:
+            raise SchemaError(f"{where}: {value} is less than the minimum of {schema['minimum']}")
+        if "exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"]:
+            raise SchemaError(f"{where}: {value} is not above {schema['exclusiveMinimum']}")
+    if isinstance(value, list):
+        if len(value) < schema.get("minItems", 0):
+            raise SchemaError(f"{where}: {len(value)} item(s), expected at least {schema['minItems']}")
+        for i, item in enumerate(value):
+            if "items" in schema:
+                _check(item, schema["items"], root, f"{where}[{i}]")
+    if isinstance(value, dict):
+        _check_object(value, schema, root, where)
+
+
+def _check_object(value: dict, schema: dict, root: dict, where: str) -> None:
+    for key in schema.get("required", []):
+        if key not in value:
+            raise SchemaError(f"{where}: {key!r} is a required property")
+    properties = schema.get("properties", {})
+    for key, item in value.items():
+        if "propertyNames" in schema:
+            _check(key, schema["propertyNames"], root, f"{where} key {key!r}")
+        if key in properties:
+            _check(item, properties[key], root, f"{where}.{key}")
+        elif schema.get("additionalProperties") is False:
+            raise SchemaError(f"{where}: unexpected property {key!r}")
+        elif isinstance(schema.get("additionalProperties"), dict):
+            _check(item, schema["additionalProperties"], root, f"{where}.{key}")

@@ -1,0 +1,90 @@
+"""``BenchSettings``: what ``rnnforge bench`` measures and how, in one object.
+
+The CLI builds it from its options; ``run_bench`` checks it once and hands it, as JSON, to each
+engine's timing process, so every engine runs the same batch sizes, lengths and thread count.
+
+    from rnnforge.export.settings import BenchSettings
+    settings = BenchSettings(batch_sizes=(1, 8), warmup=2, runs=20)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+
+from rnnforge.core.errors import UserError
+
+PROVIDERS = ("cpu", "cuda", "tensorrt")
+#: ``export onnx --eval-examples`` by default: evaluation examples stored in ``eval.npz`` for bench,
+#: at most 1000 and at most 64 MiB of inputs (the video task's uint8 clips are 192 KiB each).
+DEFAULT_EVAL_EXAMPLES = 1000
+DEFAULT_EVAL_BYTES = 64 * 2**20
+VARIANTS = ("fp32", "fp16")
+#: ``--tf-baseline``: measure TensorFlow when it can run here, else use the last recorded timing
+#: (auto); insist on one of them (measure, recorded); or leave TensorFlow out (none).
+TF_BASELINES = ("auto", "measure", "recorded", "none")
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """Every ``rnnforge bench`` option but the run dir and ``--model``.
+
+    ``threads`` is the intra-op thread count of both engines (``None``: every core this process
+    may run on); ``provider_options`` override the requested provider's defaults.
+    """
+
+    provider: str = "cpu"
+    variants: tuple[str, ...] = ("fp32",)
+    batch_sizes: tuple[int, ...] = (1, 32, 256)
+    seq_lengths: tuple[int, ...] = ()
+    warmup: int = 10
+    runs: int = 100
+    max_seconds: float = 5.0
+    threads: int | None = None
+    io_binding: bool | None = None
+    cuda_graph: bool = False
+    provider_options: dict = field(default_factory=dict)
+    tf_baseline: str = "auto"
+
+    def checked(self) -> BenchSettings:
+        """These settings with ``threads`` resolved; one-line errors name the option."""
+        if self.provider not in PROVIDERS:
+            raise UserError(f"--provider {self.provider!r}: expected one of {', '.join(PROVIDERS)}")
+        unknown = [v for v in self.variants if v not in VARIANTS]
+        if unknown or not self.variants:
+            raise UserError(
+                f"--variants: unknown variant {unknown[0] if unknown else '(none)'!r}; expected fp32 and/or fp16"
+            )
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise UserError(f"--batch-sizes must be positive integers, got {list(self.batch_sizes)}")
+        if self.tf_baseline not in TF_BASELINES:
+            raise UserError(f"--tf-baseline {self.tf_baseline!r}: expected one of {', '.join(TF_BASELINES)}")
+        if self.cuda_graph and self.provider == "cpu":
+            raise UserError("--cuda-graph needs --provider cuda or tensorrt")
+        if self.threads is not None and self.threads < 1:
+            raise UserError(f"--threads must be at least 1, got {self.threads}")
+        if self.warmup < 0 or self.runs < 1 or not self.max_seconds > 0:
+            raise UserError("--warmup must be >= 0, --runs >= 1 and --max-seconds > 0")
+        return dataclasses.replace(
+            self,
+            variants=tuple(v for v in VARIANTS if v in self.variants),
+            batch_sizes=tuple(self.batch_sizes),
+            seq_lengths=tuple(self.seq_lengths or ()),
+            threads=self.threads or available_cores(),
+        )
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> BenchSettings:
+        tuples = {"variants", "batch_sizes", "seq_lengths"}
+        return cls(**{k: tuple(v) if k in tuples else v for k, v in data.items()})
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity, else every core)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
