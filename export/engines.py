@@ -184,6 +184,10 @@ def open_session(path: Path, setup: ProviderSetup, options):
         raise ProviderError(
             f"--provider {setup.name}: {wanted} is not in this onnxruntime build (available: {', '.join(available)})"
         )
+    if setup.name != "cpu" and hasattr(ort, "preload_dlls"):
+        # onnxruntime-gpu finds CUDA and cuDNN installed as nvidia-* pip packages only once they
+        # are preloaded (ORT >= 1.21); system-wide libraries are found either way.
+        ort.preload_dlls()
     started = time.perf_counter()
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=setup.providers)

@@ -1,0 +1,277 @@
+"""The GPU proof: every exported run benchmarked on ONNX Runtime CUDA, CUDA graphs, TensorRT and
+the same machine's CPU, compared, and checked against the project's goals. Figures, not a test.
+
+Runs on the serving install alone (onnxruntime-gpu, onnx, numpy, click, matplotlib,
+markdown-it-py; no TensorFlow, no Ray), from a source checkout or an installed wheel:
+
+    python benchmarks/gpu_bench.py RUNS_DIR --out gpu-bench      # RUNS_DIR: runs/demo after make demo
+    python benchmarks/gpu_bench.py RUNS_DIR --out cpu-rehearsal --cpu-only
+
+Steps, each a fresh ``rnnforge`` process writing under OUT (the runs are copied to OUT/runs
+first, so the originals stay as they were):
+
+1. ``cuda``: ``bench --all --provider cuda --variants fp32,fp16`` (exit 4 here ends the script:
+   no usable CUDA, and never a CPU figure under a GPU label);
+2. ``cuda_graph``: each run with ``--cuda-graph`` (where the graph allows it; a refusal is
+   recorded per run);
+3. ``tensorrt``: ``bench --all --provider tensorrt``; where the TensorRT libraries are missing,
+   OUT/tensorrt/NOT_AVAILABLE.txt says so;
+4. ``cpu``: the same ``bench --all`` on the CPU provider;
+5. ``bench compare`` CPU (baseline) vs CUDA (candidate) on throughput;
+6. ``profile``: node events per inference at batch 1 from ONNX Runtime's profiler, per provider;
+7. OUT/summary.md: the goals (p50 at batch 1, CUDA graph speed-up, CUDA/CPU throughput for
+   video, agreement with TensorFlow's stored outputs) with each figure and whether it is met.
+
+TensorFlow figures come from each run's recorded timing (``--tf-baseline auto``), named as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+#: p50 at batch 1 on an H100-class card, ms (the issue's goals).
+P50_GOALS_MS = {"sketch": 0.25, "forecast": 0.10, "video": 0.30}
+CUDA_GRAPH_SPEEDUP_GOAL = 1.5
+VIDEO_CUDA_OVER_CPU_GOAL = 10.0
+AGREEMENT_GOALS = {"onnxruntime": 0.999, "onnxruntime_fp16": 0.99}
+PROFILE_RUNS = 20
+
+
+def rnnforge(args: list, log: Path) -> subprocess.CompletedProcess:
+    """``rnnforge ARGS`` in a fresh process; its output goes to ``log`` and to the console."""
+    command = [sys.executable, "-m", "rnnforge", *map(str, args)]
+    print("$ rnnforge " + " ".join(map(str, args)), flush=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(result.stdout + result.stderr)
+    print(result.stdout[-1500:] + result.stderr[-1500:], flush=True)
+    return result
+
+
+def error_line(result: subprocess.CompletedProcess) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    return lines[-1] if lines else f"exit {result.returncode}"
+
+
+def keep_bench_outputs(runs: Path, step_dir: Path) -> None:
+    """Copy what one step wrote (bench_all.json, the summary and each run's bench/) to ``step_dir``."""
+    step_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("bench_all.json", "bench_report.md", "bench_report.html"):
+        if (runs / name).is_file():
+            shutil.copy2(runs / name, step_dir / name)
+    for run in sorted(p for p in runs.iterdir() if (p / "bench").is_dir()):
+        shutil.copytree(run / "bench", step_dir / run.name, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("trt_cache"))
+
+
+def bench_all(runs: Path, out: Path, step: str, provider: str, settings: list) -> subprocess.CompletedProcess:
+    result = rnnforge(["bench", "--all", runs, "--provider", provider, *settings], out / step / "console.log")
+    if result.returncode == 0:
+        keep_bench_outputs(runs, out / step)
+    return result
+
+
+def cuda_graph_step(runs: Path, out: Path, settings: list) -> dict:
+    """Each run with ``--cuda-graph``: {run: bench.json path or the refusal}."""
+    outcome = {}
+    for run in sorted(p for p in runs.iterdir() if (p / "model.onnx").is_file()):
+        result = rnnforge(["bench", run, "--provider", "cuda", "--cuda-graph", *settings],
+                          out / "cuda_graph" / f"{run.name}.log")
+        if result.returncode == 0:
+            shutil.copytree(run / "bench", out / "cuda_graph" / run.name, dirs_exist_ok=True)
+            outcome[run.name] = str(out / "cuda_graph" / run.name / "bench.json")
+        else:
+            outcome[run.name] = f"not possible: {error_line(result)}"
+    return outcome
+
+
+def profile_nodes(runs: Path, providers: list[str]) -> dict:
+    """Node events per inference at batch 1 from ONNX Runtime's profiler: {run: {provider: figures}}.
+
+    On CUDA every node event is at least one kernel launch; the count is what a CUDA graph saves."""
+    import numpy as np
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in providers and hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()
+    out = {}
+    for run in sorted(p for p in runs.iterdir() if (p / "model.onnx").is_file() and (p / "eval.npz").is_file()):
+        with np.load(run / "eval.npz", allow_pickle=False) as stored:
+            x = np.ascontiguousarray(stored["x"][:1])
+        out[run.name] = {}
+        for provider in providers:
+            options = ort.SessionOptions()
+            options.enable_profiling = True
+            options.profile_file_prefix = str(run / f"profile_{provider}")
+            session = ort.InferenceSession(str(run / "model.onnx"), options, providers=[provider, "CPUExecutionProvider"])
+            feed = {session.get_inputs()[0].name: x}
+            for _ in range(PROFILE_RUNS):
+                session.run(None, feed)
+            events = json.loads(Path(session.end_profiling()).read_text())
+            nodes = [e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
+            by_provider: dict[str, int] = {}
+            for event in nodes:
+                name = event.get("args", {}).get("provider", "?")
+                by_provider[name] = by_provider.get(name, 0) + 1
+            out[run.name][provider] = {
+                "node_events_per_inference": round(len(nodes) / PROFILE_RUNS, 1),
+                "by_provider_per_inference": {k: round(v / PROFILE_RUNS, 1) for k, v in by_provider.items()},
+                "session_providers": session.get_providers(),
+            }
+    return out
+
+
+def p50(result: dict, engine: str, batch: int) -> float | None:
+    for row in result["latency"]:
+        if row["engine"] == engine and row["batch_size"] == batch and row.get("seq_len") is None:
+            return row["latency_ms"]["p50"]
+    return None
+
+
+def throughput(result: dict, engine: str, batch: int) -> float | None:
+    for row in result["latency"]:
+        if row["engine"] == engine and row["batch_size"] == batch and row.get("seq_len") is None:
+            return row["throughput_per_s"]
+    return None
+
+
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("met" if ok else "**missed**")
+
+
+def summary(out: Path, record: dict) -> str:
+    """The goals, each figure beside it, from the steps' bench_all.json files."""
+    steps = {}
+    for step in ("cuda", "cpu", "tensorrt"):
+        path = out / step / "bench_all.json"
+        steps[step] = json.loads(path.read_text()) if path.is_file() else {}
+    graphs = {run: json.loads(Path(v).read_text()) for run, v in record["cuda_graph"].items() if v.endswith(".json")}
+    cuda = steps["cuda"]
+    any_result = next(iter(cuda.values()), None) or next(iter(steps["cpu"].values()), None)
+    machine = any_result["machine"] if any_result else {}
+    gpu = machine.get("gpu") or {}
+    lines = [
+        f"# ONNX Runtime on {gpu.get('name', 'no GPU')}",
+        "",
+        f"- machine: {machine.get('cpu', '?')}, {machine.get('logical_cores', '?')} logical cores; "
+        f"GPU {gpu.get('name', 'none')} (driver {gpu.get('driver', '?')})",
+        "- versions: " + (", ".join(f"{k} {v}" for k, v in any_result["versions"].items()) if any_result else "?"),
+        f"- run: {record['started']} to {record['finished']} ({record['seconds']:.0f} s), "
+        f"settings `{' '.join(record['settings'])}`",
+        f"- TensorRT: {record['tensorrt']}",
+        "",
+        "## Goals",
+        "",
+        "| run | goal | figure | verdict |",
+        "|---|---|---|---|",
+    ]
+    for run in sorted(set(cuda) | set(steps["cpu"])):
+        task = (cuda.get(run) or steps["cpu"][run])["task"]
+        if run in cuda:
+            base = p50(cuda[run], "onnxruntime", 1)
+            goal = P50_GOALS_MS.get(task)
+            lines.append(f"| {run} | CUDA p50 at batch 1 <= {goal} ms | {base:.3f} ms | "
+                         f"{verdict(base <= goal if goal and base is not None else None)} |")
+            graph = p50(graphs[run], "onnxruntime", 1) if run in graphs else None
+            speedup = base / graph if graph else None
+            lines.append(f"| {run} | CUDA graph >= {CUDA_GRAPH_SPEEDUP_GOAL}x faster at batch 1 | "
+                         + (f"{graph:.3f} ms ({speedup:.2f}x)" if graph else record["cuda_graph"].get(run, "not run"))
+                         + f" | {verdict(speedup >= CUDA_GRAPH_SPEEDUP_GOAL if speedup else None)} |")
+            agreement = cuda[run]["accuracy"]["agreement_by_engine"]
+            for engine, goal_agreement in AGREEMENT_GOALS.items():
+                if engine in agreement and "top1_agreement" in agreement[engine]:
+                    value = agreement[engine]["top1_agreement"]
+                    lines.append(f"| {run} | {engine} top-1 agreement with TF >= {goal_agreement:.1%} | {value:.4%} | "
+                                 f"{verdict(value >= goal_agreement)} |")
+                elif engine in agreement:
+                    lines.append(f"| {run} | {engine} max abs diff vs TF outputs | "
+                                 f"{agreement[engine]['max_abs_diff']:.3g} | n/a |")
+        if task == "video" and run in cuda and run in steps["cpu"]:
+            gpu_tp, cpu_tp = throughput(cuda[run], "onnxruntime", 256), throughput(steps["cpu"][run], "onnxruntime", 256)
+            ratio = gpu_tp / cpu_tp if gpu_tp and cpu_tp else None
+            lines.append(f"| {run} | CUDA >= {VIDEO_CUDA_OVER_CPU_GOAL:g}x CPU samples/s at batch 256 | "
+                         + (f"{gpu_tp:,.0f} vs {cpu_tp:,.0f} ({ratio:.1f}x)" if ratio else "not measured")
+                         + f" | {verdict(ratio >= VIDEO_CUDA_OVER_CPU_GOAL if ratio else None)} |")
+    lines += ["", "## p50 ms by batch size", "", "| run | engine | step | " + " | ".join(
+        f"b{b}" for b in record["batch_sizes"]) + " |", "|---|---|---|" + "---:|" * len(record["batch_sizes"])]
+    for step, results in (("cuda", cuda), ("tensorrt", steps["tensorrt"]), ("cpu", steps["cpu"])):
+        for run, result in sorted(results.items()):
+            for engine in sorted({r["engine"] for r in result["latency"]}):
+                cells = [p50(result, engine, b) for b in record["batch_sizes"]]
+                lines.append(f"| {run} | {engine} | {step} | "
+                             + " | ".join("" if c is None else f"{c:.3f}" for c in cells) + " |")
+    for run, result in sorted(graphs.items()):
+        cells = [p50(result, "onnxruntime", b) for b in record["batch_sizes"]]
+        lines.append(f"| {run} | onnxruntime | cuda graph | " + " | ".join("" if c is None else f"{c:.3f}" for c in cells) + " |")
+    if record.get("profile"):
+        lines += ["", "## Node events per inference at batch 1 (ONNX Runtime profiler)", "",
+                  "| run | provider | node events | by provider |", "|---|---|---:|---|"]
+        for run, by_provider in record["profile"].items():
+            for provider, figures in by_provider.items():
+                lines.append(f"| {run} | {provider} | {figures['node_events_per_inference']} | "
+                             + ", ".join(f"{k} {v}" for k, v in figures["by_provider_per_inference"].items()) + " |")
+    if (out / "compare_cpu_vs_cuda.md").is_file():
+        lines += ["", "## CUDA / CPU (bench compare, throughput)", "", (out / "compare_cpu_vs_cuda.md").read_text()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", type=Path, help="folder of exported runs (e.g. runs/demo)")
+    parser.add_argument("--out", type=Path, default=Path("gpu-bench"), help="everything is written here")
+    parser.add_argument("--cpu-only", action="store_true", help="rehearse the CPU half on a machine without a GPU")
+    parser.add_argument("--batch-sizes", default="1,8,32,256")
+    parser.add_argument("--max-seconds", default="1.5", help="per bench row")
+    args = parser.parse_args(argv)
+    if not args.runs.is_dir():
+        print(f"error: {args.runs} is not a folder of exported runs", file=sys.stderr)
+        return 2
+    started = time.time()
+    runs = args.out / "runs"
+    if runs.exists():
+        shutil.rmtree(runs)
+    shutil.copytree(args.runs, runs, ignore=shutil.ignore_patterns("checkpoints", "tensorboard", "bench"))
+    settings = ["--batch-sizes", args.batch_sizes, "--max-seconds", args.max_seconds, "--runs", "200",
+                "--variants", "fp32,fp16"]
+    record = {"settings": settings, "batch_sizes": [int(b) for b in args.batch_sizes.split(",")], "cuda_graph": {},
+              "tensorrt": "not tried (--cpu-only)"}
+    providers = ["CPUExecutionProvider"]
+    if not args.cpu_only:
+        cuda = bench_all(runs, args.out, "cuda", "cuda", settings)
+        if cuda.returncode != 0:
+            print(f"gpu_bench: CUDA is not usable here: {error_line(cuda)}", file=sys.stderr)
+            return cuda.returncode
+        record["cuda_graph"] = cuda_graph_step(runs, args.out, settings)
+        trt = bench_all(runs, args.out, "tensorrt", "tensorrt", settings)
+        record["tensorrt"] = "measured" if trt.returncode == 0 else f"not available: {error_line(trt)}"
+        if trt.returncode != 0:
+            (args.out / "tensorrt" / "NOT_AVAILABLE.txt").write_text(record["tensorrt"] + "\n")
+        providers.insert(0, "CUDAExecutionProvider")
+    cpu = bench_all(runs, args.out, "cpu", "cpu", settings)
+    if cpu.returncode != 0:
+        print(f"gpu_bench: the CPU bench failed: {error_line(cpu)}", file=sys.stderr)
+        return cpu.returncode
+    if not args.cpu_only:
+        rnnforge(["bench", "compare", args.out / "cpu" / "bench_all.json", args.out / "cuda" / "bench_all.json",
+                  "--metric", "throughput", "--threshold", "1.0", "--output", args.out / "compare_cpu_vs_cuda.md"],
+                 args.out / "compare.log")
+    record["profile"] = profile_nodes(runs, providers)
+    record.update(started=time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(started)),
+                  finished=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), seconds=time.time() - started)
+    (args.out / "record.json").write_text(json.dumps(record, indent=2) + "\n")
+    (args.out / "summary.md").write_text(summary(args.out, record))
+    print(f"summary: {args.out / 'summary.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
