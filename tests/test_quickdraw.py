@@ -105,7 +105,7 @@ def test_tutorial_tfrecords(tmp_path):
 def test_tfds_load_builds_from_local_files(tmp_path, config, source):
     import tensorflow_datasets as tfds
 
-    import rnnforge.pipeline  # noqa: F401  (registers sketch_rnn)
+    import rnnforge.pipeline.sketch_rnn  # noqa: F401  (registers sketch_rnn)
 
     ds, info = tfds.load(
         f"sketch_rnn/{config}",

@@ -53,6 +53,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     """QuickDraw drawings as stroke-3 sequences ``(dx, dy, pen_lifted)``, float32 ``[n, 3]``."""
 
     name = "sketch_rnn"
+    # TFDS looks for this folder at rnnforge/pipeline/sketch_rnn, which a source checkout lacks.
+    pkg_dir_path = tfds.core.Path(__file__).parent
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Sketch-RNN .npz, simplified ndjson and tutorial TFRecords."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
