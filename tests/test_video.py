@@ -7,7 +7,7 @@ import json
 import numpy as np
 import onnx
 import pytest
-from conftest import error_line, run_cli
+from conftest import error_line, run_cli, run_cli_process
 
 from rnnforge.cluster.launch import resolve_config
 from rnnforge.models import get_spec
@@ -157,7 +157,7 @@ def test_folder_dataset_end_to_end_from_the_cli(tmp_path):
     write_folder(tmp_path / "clips", per_class=8, frames=12, size=32, fmt="npy")
     write_folder(tmp_path / "clips", classes=("jump", "wave"), per_class=3, frames=12, size=32, fmt="mp4")
     run_dir = tmp_path / "run"
-    result = run_cli(
+    result = run_cli_process(
         "train",
         "video",
         "--dataset",
