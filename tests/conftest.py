@@ -11,6 +11,7 @@ Session fixtures are shared read-only: a test that changes a run copies it first
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -114,6 +115,19 @@ def error_line(result: CliResult | subprocess.CompletedProcess) -> str:
     return errors[0]
 
 
+def snapshot(*roots: Path) -> dict:
+    """Every path under ``roots``: directories, and files with size, mtime and hash."""
+    state = {}
+    for root in roots:
+        for path in sorted([root, *root.rglob("*")]):
+            if path.is_dir():
+                state[str(path)] = "dir"
+            else:
+                stat = path.stat()
+                state[str(path)] = (stat.st_size, stat.st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest())
+    return state
+
+
 def copy_run(source: Path, target: Path) -> Path:
     """A private copy of a shared run (without its bench results) for a test that changes it."""
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("bench", "_ckpt"))
@@ -170,7 +184,10 @@ def make_run_dir(
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> Path:
     """A finished (briefly trained, not Ray) sketch run dir, shared read-only by the tests."""
-    return make_run_dir(tmp_path_factory.mktemp("run") / "sketch")
+    path = make_run_dir(tmp_path_factory.mktemp("run") / "sketch")
+    before = snapshot(path)
+    yield path
+    assert snapshot(path) == before, "a test changed the shared trained_run: change a copy (copy_run)"
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ sizes, mtimes and hashes before and after). Every case fails before Ray starts e
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -22,7 +21,7 @@ from pathlib import Path
 import click
 import numpy as np
 import pytest
-from conftest import copy_run, run_cli, run_cli_process
+from conftest import copy_run, run_cli, run_cli_process, snapshot
 
 import rnnforge.cli
 from rnnforge.core.errors import UserError
@@ -585,19 +584,6 @@ def _tfrecord(folder: Path) -> Path:
     path = folder / "training.tfrecord-00000-of-00001"
     path.write_bytes(struct.pack("<Q", 4096) + b"\x00" * 20)  # length says 4096 bytes; 20 follow
     return path
-
-
-def snapshot(*roots: Path) -> dict:
-    """Every path under ``roots``: directories, and files with size, mtime and hash."""
-    state = {}
-    for root in roots:
-        for path in sorted([root, *root.rglob("*")]):
-            if path.is_dir():
-                state[str(path)] = "dir"
-            else:
-                stat = path.stat()
-                state[str(path)] = (stat.st_size, stat.st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest())
-    return state
 
 
 #: Cases that start Ray (in this process Ray would outlive the command): a fresh process each.

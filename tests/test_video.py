@@ -7,7 +7,7 @@ import json
 import numpy as np
 import onnx
 import pytest
-from conftest import error_line, run_cli, run_cli_process
+from conftest import error_line, run_cli, run_cli_process, snapshot
 
 from rnnforge.cluster.launch import resolve_config
 from rnnforge.models import get_spec
@@ -124,7 +124,9 @@ def video_run(tmp_path_factory):
     )
     result = run_cli("export", "onnx", path)
     assert result.returncode == 0, result.stderr
-    return path
+    before = snapshot(path)
+    yield path
+    assert snapshot(path) == before, "a test changed the shared video_run"
 
 
 def test_model_trains_and_takes_uint8_frames(video_run):
