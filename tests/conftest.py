@@ -29,11 +29,12 @@ import pytest
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import rnnforge.cli  # noqa: E402  (click only; sets the package's environment defaults first)
-
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
+if str(ROOT) not in sys.path:  # in-process runs import this checkout, as run_cli_process (cwd ROOT) does
+    sys.path.insert(0, str(ROOT))
+
+import rnnforge.cli  # noqa: E402  (click only; sets the package's environment defaults first)
 
 
 @dataclass
@@ -75,8 +76,10 @@ def run_cli(*args, timeout: float = 900) -> CliResult:
         with warnings.catch_warnings(), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             try:
                 code = rnnforge.cli.main(argv)
-            except SystemExit as exc:
+            except SystemExit as exc:  # as the interpreter turns it into an exit status
                 code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+                if exc.code is not None and not isinstance(exc.code, int):
+                    print(exc.code, file=sys.stderr)
             except Exception:
                 traceback.print_exc()  # what the interpreter prints for an uncaught exception
                 code = 1
