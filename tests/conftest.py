@@ -1,25 +1,105 @@
 """Shared fixtures. Tests never download: they use the embedded synthetic data, files they
-write, and the real samples in ../shared/data/."""
+write, and the real samples in ../shared/data/.
+
+``run_cli`` runs ``rnnforge ARGS`` in this process (``rnnforge.cli.main``), which is what most
+tests need: the one-line errors, exports and benches. ``run_cli_process`` starts a fresh
+interpreter for the tests where a process is the point: start-up imports, SIGKILL, Ray.
+
+Session fixtures are shared read-only: a test that changes a run copies it first (``copy_run``).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
 import json
+import logging
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import traceback
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
+if str(ROOT) not in sys.path:  # in-process runs import this checkout, as run_cli_process (cwd ROOT) does
+    sys.path.insert(0, str(ROOT))
+
+import rnnforge.cli  # noqa: E402  (click only; sets the package's environment defaults first)
 
 
-def run_cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    """Run ``rnnforge ARGS`` as a user would, in a fresh process."""
+@dataclass
+class CliResult:
+    """What ``rnnforge ARGS`` returned and printed: the fields of ``subprocess.CompletedProcess``."""
+
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class _Timeout(BaseException):
+    """Raised by SIGALRM in ``run_cli``: not an ``Exception``, so product code cannot swallow it."""
+
+
+def run_cli(*args, timeout: float = 900) -> CliResult:
+    """Run ``rnnforge ARGS`` in this process as the console script does (``main(args)``).
+
+    Like a fresh process: the working directory is ROOT (``runs`` means ROOT/runs), stdout and
+    stderr are captured, an exception that escapes ``main`` (``--debug``) is a traceback on stderr
+    and exit code 1, and the environment, working directory, logging handlers and warning filters
+    are put back afterwards. A command that leaves Ray running here fails: Ray belongs in
+    ``run_cli_process``.
+    """
+    argv = [str(a) for a in args]
+    stdout, stderr = io.StringIO(), io.StringIO()
+    environ, cwd = dict(os.environ), Path.cwd()
+    root_logger = logging.getLogger()
+    handlers, level = list(root_logger.handlers), root_logger.level
+
+    def on_alarm(signum, frame):
+        raise _Timeout(f"rnnforge {' '.join(argv)} took more than {timeout:g}s")
+
+    previous_alarm = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        os.chdir(ROOT)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                code = rnnforge.cli.main(argv)
+            except SystemExit as exc:  # as the interpreter turns it into an exit status
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+                if exc.code is not None and not isinstance(exc.code, int):
+                    print(exc.code, file=sys.stderr)
+            except Exception:
+                traceback.print_exc()  # what the interpreter prints for an uncaught exception
+                code = 1
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous_alarm)
+        os.chdir(cwd)
+        if dict(os.environ) != environ:
+            os.environ.clear()
+            os.environ.update(environ)
+        root_logger.handlers[:], root_logger.level = handlers, level
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+        raise AssertionError(f"rnnforge {' '.join(argv)} started Ray in the test process: use run_cli_process")
+    return CliResult(argv, code, stdout.getvalue(), stderr.getvalue())
+
+
+def run_cli_process(*args, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run ``rnnforge ARGS`` as a user would, in a fresh process (for Ray, signals, imports)."""
     return subprocess.run(
         [sys.executable, "-m", "rnnforge.cli", *map(str, args)],
         capture_output=True,
@@ -29,13 +109,32 @@ def run_cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
     )
 
 
-def error_line(result: subprocess.CompletedProcess) -> str:
+def error_line(result: CliResult | subprocess.CompletedProcess) -> str:
     """The one-line error a failed command printed (asserting it is one line, no traceback)."""
     assert result.returncode != 0, result.stdout + result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, result.stderr
     return errors[0]
+
+
+def snapshot(*roots: Path) -> dict:
+    """Every path under ``roots``: directories, and files with size, mtime and hash."""
+    state = {}
+    for root in roots:
+        for path in sorted([root, *root.rglob("*")]):
+            if path.is_dir():
+                state[str(path)] = "dir"
+            else:
+                stat = path.stat()
+                state[str(path)] = (stat.st_size, stat.st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest())
+    return state
+
+
+def copy_run(source: Path, target: Path) -> Path:
+    """A private copy of a shared run (without its bench results) for a test that changes it."""
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("bench", "_ckpt"))
+    return target
 
 
 def make_run_dir(
@@ -89,15 +188,19 @@ def make_run_dir(
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> Path:
     """A finished (briefly trained, not Ray) sketch run dir, shared read-only by the tests."""
-    return make_run_dir(tmp_path_factory.mktemp("run") / "sketch")
+    path = make_run_dir(tmp_path_factory.mktemp("run") / "sketch")
+    before = snapshot(path)
+    yield path
+    assert snapshot(path) == before, "a test changed the shared trained_run: change a copy (copy_run)"
 
 
 @pytest.fixture(scope="session")
-def exported_run(trained_run) -> Path:
-    """``trained_run`` after ``rnnforge export onnx``."""
-    result = run_cli("export", "onnx", trained_run)
+def exported_run(trained_run, tmp_path_factory) -> Path:
+    """A copy of ``trained_run`` after ``rnnforge export onnx`` (``trained_run`` stays unexported)."""
+    path = Path(shutil.copytree(trained_run, tmp_path_factory.mktemp("run") / "sketch"))
+    result = run_cli("export", "onnx", path)
     assert result.returncode == 0, result.stderr
-    return trained_run
+    return path
 
 
 @pytest.fixture(scope="session")

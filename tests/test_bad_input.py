@@ -1,26 +1,30 @@
 """Bad input, systematically: one row per case, run through the CLI as a user calls it.
 
 Each case writes its bad file(s) into ``tmp_path`` (or a copy of a finished run), runs
-``rnnforge ...`` in a fresh process and checks what the user gets: exit code 2 (bad input), a
-last stderr line ``error: ...`` that names the file/option and what was expected, no Python
-traceback, and not one file created, changed or removed (a snapshot of paths, sizes, mtimes and
-hashes before and after). Every case fails before Ray starts except ``gpus_more_than_available``,
-which needs Ray's view of the GPUs.
+``rnnforge ...`` (in this process, as ``rnnforge.cli.main``) and checks what the user gets: exit
+code 2 (bad input), a last stderr line ``error: ...`` that names the file/option and what was
+expected, no Python traceback, and not one file created, changed or removed (a snapshot of paths,
+sizes, mtimes and hashes before and after). Every case fails before Ray starts except
+``gpus_more_than_available``, which needs Ray's view of the GPUs: it runs in a fresh process.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+import re
 import shutil
 import struct
 from collections.abc import Callable
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import copy_run, run_cli, run_cli_process, snapshot
+
+import rnnforge.cli
+from rnnforge.core.errors import UserError
 
 OPTION_ONLY = None  # the case names an option, not a file: its expected text says which
 
@@ -121,9 +125,7 @@ class Runs:
         return path
 
     def copy(self, name: str = "exported_run", to: str = "run") -> Path:
-        target = self.tmp / to
-        shutil.copytree(self.request.getfixturevalue(name), target, ignore=shutil.ignore_patterns("bench", "_ckpt"))
-        return target
+        return copy_run(self.request.getfixturevalue(name), self.tmp / to)
 
 
 def _run_copy(edit: Callable[[Path], Path | None], *args) -> Callable:
@@ -405,6 +407,41 @@ CASES = [
         ["'--workers'", "'two' is not a valid integer"],
         2,
     ),
+    (
+        "cpus_per_worker_zero",
+        _options("train", "sketch", "--cpus-per-worker", "0"),
+        ["--cpus-per-worker must be at least 1, got 0"],
+        2,
+    ),
+    ("dropout_one", _options("train", "sketch", "--dropout", "1"), ["--dropout must be in [0, 1), got 1.0"], 2),
+    ("units_zero", _options("train", "sketch", "--units", "0"), ["--units must be at least 1, got 0"], 2),
+    ("patience_negative", _options("train", "sketch", "--patience", "-1"), ["--patience must be at least 0"], 2),
+    (
+        "max_failures_negative",
+        _options("train", "sketch", "--max-failures", "-2"),
+        ["--max-failures must be at least 0, got -2"],
+        2,
+    ),
+    (
+        "checkpoint_every_zero",
+        _options("train", "sketch", "--checkpoint-every", "0"),
+        ["--checkpoint-every must be at least 1, got 0"],
+        2,
+    ),
+    (
+        "max_per_class_zero",
+        _options("train", "sketch", "--max-per-class", "0"),
+        ["--max-per-class must be at least 1, got 0"],
+        2,
+    ),
+    (
+        "length_buckets_zero",
+        _options("train", "sketch", "--length-buckets", "0"),
+        ["--length-buckets must be at least 1, got 0"],
+        2,
+    ),
+    ("frames_zero", _options("train", "video", "--frames", "0"), ["--frames must be at least 1, got 0"], 2),
+    ("frame_size_zero", _options("train", "video", "--frame-size", "0"), ["--frame-size must be at least 1"], 2),
     ("window_zero", _options("train", "forecast", "--window", "0"), ["--window must be at least 7", "got 0"], 2),
     (
         "train_start_not_a_date",
@@ -549,26 +586,21 @@ def _tfrecord(folder: Path) -> Path:
     return path
 
 
-def snapshot(*roots: Path) -> dict:
-    """Every path under ``roots``: directories, and files with size, mtime and hash."""
-    state = {}
-    for root in roots:
-        for path in sorted([root, *root.rglob("*")]):
-            if path.is_dir():
-                state[str(path)] = "dir"
-            else:
-                stat = path.stat()
-                state[str(path)] = (stat.st_size, stat.st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest())
-    return state
+#: Cases that start Ray (in this process Ray would outlive the command): a fresh process each.
+IN_A_PROCESS = {"gpus_more_than_available"}
 
 
-@pytest.mark.parametrize("setup, expected, code", [pytest.param(s, e, c, id=i) for i, s, e, c in CASES])
+@pytest.mark.parametrize(
+    "setup, expected, code",
+    [pytest.param(s, e, c, id=i, marks=[pytest.mark.slow] if i in IN_A_PROCESS else []) for i, s, e, c in CASES],
+)
 def test_bad_input(setup, expected, code, tmp_path, request):
     runs = Runs(request, tmp_path)
     args, named = setup(tmp_path, runs)
     before = snapshot(tmp_path, *runs.shared)
 
-    result = run_cli(*args, timeout=300)
+    run = run_cli_process if request.node.callspec.id in IN_A_PROCESS else run_cli
+    result = run(*args, timeout=300)
 
     output = result.stdout + result.stderr
     assert result.returncode == code, output
@@ -584,5 +616,43 @@ def test_bad_input(setup, expected, code, tmp_path, request):
     assert snapshot(tmp_path, *runs.shared) == before, "a failed command created, changed or removed files"
 
 
-def test_the_table_is_large_enough():
-    assert len(CASES) >= 25 and len({c[0] for c in CASES}) == len(CASES)
+def _cli_options(command: click.Command) -> set[str]:
+    """Every ``--option`` of ``command`` and its sub-commands."""
+    names = {o for p in command.params if isinstance(p, click.Option) for o in p.opts if o.startswith("--")}
+    for sub in getattr(command, "commands", {}).values():
+        names |= _cli_options(sub)
+    return names
+
+
+def _range_checked_train_options() -> set[str]:
+    """The numeric ``train`` options whose out-of-range values ``resolve_config`` refuses."""
+    from rnnforge.cluster.launch import resolve_config
+    from rnnforge.models import TASKS
+
+    refused = set()
+    for param in rnnforge.cli.cli.commands["train"].params:
+        if not isinstance(param, click.Option) or param.type not in (click.INT, click.FLOAT):
+            continue
+        option = "--" + param.name.replace("_", "-")
+        for task in TASKS:
+            try:
+                resolve_config(task, {param.name: -1})
+            except UserError as exc:
+                if "does not apply" not in str(exc):
+                    assert option in str(exc), exc  # the refusal names the option
+                    refused.add(option)
+    return refused
+
+
+def test_the_table_covers_every_checked_option_and_names_real_ones():
+    ids = [case[0] for case in CASES]
+    assert len(set(ids)) == len(ids), "case ids must be distinct"
+    for case_id, _, expected, code in CASES:
+        assert expected and all(expected), case_id  # every row checks some text of the error line
+        assert code == UserError.exit_code == click.UsageError.exit_code == 2, case_id
+    named = {option for _, _, expected, _ in CASES for text in expected for option in re.findall(r"--[a-z0-9-]+", text)}
+    assert named <= _cli_options(rnnforge.cli.cli), named - _cli_options(rnnforge.cli.cli)
+    checked = _range_checked_train_options()
+    assert len(checked) >= 15
+    assert checked <= named, f"range-checked options without a bad-input row: {sorted(checked - named)}"
+    assert {case[0] for case in CASES} >= IN_A_PROCESS

@@ -69,4 +69,7 @@ def test_finished_run_is_not_overwritten(trained_run):
 
 def test_debug_shows_traceback():
     result = run_cli("--debug", "export", "onnx", "/nonexistent/run")
-    assert result.returncode != 0 and "Traceback" in result.stderr
+    assert result.returncode == 1 and "Traceback (most recent call last)" in result.stderr
+    last = result.stderr.rstrip().splitlines()[-1]
+    assert last.startswith("rnnforge.core.errors.UserError: run dir /nonexistent/run does not exist"), last
+    assert not any(line.startswith("error: ") for line in result.stderr.splitlines())

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import onnx
 import pytest
-from conftest import run_cli
+from conftest import copy_run, run_cli
 
 from rnnforge.models import get_spec
 from rnnforge.models.resolve import resolve_config
@@ -65,7 +65,8 @@ def test_forecast_run_scores_and_plots(forecast_run):
         assert (forecast_run / png).read_bytes()[:4] == b"\x89PNG"
 
 
-def test_forecast_bench_reports_mae_per_horizon(forecast_run):
+def test_forecast_bench_reports_mae_per_horizon(forecast_run, tmp_path):
+    forecast_run = copy_run(forecast_run, tmp_path / "forecast")  # bench writes bench/ into the run
     result = run_cli(
         "bench", forecast_run, "--batch-sizes", "1,16", "--warmup", "1", "--runs", "10", "--max-seconds", "0.3"
     )

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA, error_line, run_cli
+from conftest import SHARED_DATA, error_line, run_cli, run_cli_process
 
 from rnnforge.core.errors import UserError
 from rnnforge.pipeline import quickdraw
@@ -203,7 +202,7 @@ def test_bad_quickdraw_files_get_one_line(tmp_path, make, extra, expected):
     )
     line = error_line(result)
     assert expected in line
-    assert str(named if named != tmp_path else tmp_path) in line or "category" in expected
+    assert str(named) in line  # the bad file, or the folder for the category errors
     assert not (tmp_path / "run").exists()
 
 
@@ -223,7 +222,6 @@ def test_mixed_formats_and_empty_folder_are_refused(tmp_path):
     write_npz(tmp_path / "dog.npz")
     with pytest.raises(UserError, match="mixes formats"):
         quickdraw.load_local(tmp_path)
-    shutil.rmtree(tmp_path)
 
 
 def test_large_config_has_all_345_categories():
@@ -330,7 +328,7 @@ def test_streaming_quickdraw_task_data(tmp_path):
 @needs_samples
 def test_streaming_training_on_the_sketchrnn_sample_exports(tmp_path):
     run_dir = tmp_path / "qd"
-    result = run_cli(
+    result = run_cli_process(
         "train",
         "sketch",
         "--dataset",

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import onnx
 import pytest
-from conftest import error_line, run_cli
+from conftest import error_line, run_cli, run_cli_process, snapshot
 
 from rnnforge.models import get_spec
 from rnnforge.models.common import compile_model
@@ -124,7 +124,9 @@ def video_run(tmp_path_factory):
     )
     result = run_cli("export", "onnx", path)
     assert result.returncode == 0, result.stderr
-    return path
+    before = snapshot(path)
+    yield path
+    assert snapshot(path) == before, "a test changed the shared video_run"
 
 
 def test_model_trains_and_takes_uint8_frames(video_run):
@@ -157,7 +159,7 @@ def test_folder_dataset_end_to_end_from_the_cli(tmp_path):
     write_folder(tmp_path / "clips", per_class=8, frames=12, size=32, fmt="npy")
     write_folder(tmp_path / "clips", classes=("jump", "wave"), per_class=3, frames=12, size=32, fmt="mp4")
     run_dir = tmp_path / "run"
-    result = run_cli(
+    result = run_cli_process(
         "train",
         "video",
         "--dataset",

@@ -1,6 +1,6 @@
 """The ``sketch_rnn`` TFDS dataset: QuickDraw strokes (stroke-3), registered on import.
 
-    import rnnforge.pipeline  # registers sketch_rnn
+    import rnnforge.pipeline.sketch_rnn  # registers sketch_rnn
     ds = tfds.load("sketch_rnn/small", split="train")  # downloads the Sketch-RNN .npz files
 
 Offline, put the files of any public format (``<category>.npz``, ``<category>.ndjson`` or the
