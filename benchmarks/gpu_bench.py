@@ -69,8 +69,9 @@ def keep_bench_outputs(runs: Path, step_dir: Path) -> None:
         if (runs / name).is_file():
             shutil.copy2(runs / name, step_dir / name)
     for run in sorted(p for p in runs.iterdir() if (p / "bench").is_dir()):
-        shutil.copytree(run / "bench", step_dir / run.name, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("trt_cache"))
+        shutil.copytree(
+            run / "bench", step_dir / run.name, dirs_exist_ok=True, ignore=shutil.ignore_patterns("trt_cache")
+        )
 
 
 def bench_all(runs: Path, out: Path, step: str, provider: str, settings: list) -> subprocess.CompletedProcess:
@@ -84,8 +85,9 @@ def cuda_graph_step(runs: Path, out: Path, settings: list) -> dict:
     """Each run with ``--cuda-graph``: {run: bench.json path or the refusal}."""
     outcome = {}
     for run in sorted(p for p in runs.iterdir() if (p / "model.onnx").is_file()):
-        result = rnnforge(["bench", run, "--provider", "cuda", "--cuda-graph", *settings],
-                          out / "cuda_graph" / f"{run.name}.log")
+        result = rnnforge(
+            ["bench", run, "--provider", "cuda", "--cuda-graph", *settings], out / "cuda_graph" / f"{run.name}.log"
+        )
         if result.returncode == 0:
             shutil.copytree(run / "bench", out / "cuda_graph" / run.name, dirs_exist_ok=True)
             outcome[run.name] = str(out / "cuda_graph" / run.name / "bench.json")
@@ -112,7 +114,9 @@ def profile_nodes(runs: Path, providers: list[str]) -> dict:
             options = ort.SessionOptions()
             options.enable_profiling = True
             options.profile_file_prefix = str(run / f"profile_{provider}")
-            session = ort.InferenceSession(str(run / "model.onnx"), options, providers=[provider, "CPUExecutionProvider"])
+            session = ort.InferenceSession(
+                str(run / "model.onnx"), options, providers=[provider, "CPUExecutionProvider"]
+            )
             feed = {session.get_inputs()[0].name: x}
             for _ in range(PROFILE_RUNS):
                 session.run(None, feed)
@@ -179,46 +183,77 @@ def summary(out: Path, record: dict) -> str:
         if run in cuda:
             base = p50(cuda[run], "onnxruntime", 1)
             goal = P50_GOALS_MS.get(task)
-            lines.append(f"| {run} | CUDA p50 at batch 1 <= {goal} ms | {base:.3f} ms | "
-                         f"{verdict(base <= goal if goal and base is not None else None)} |")
+            lines.append(
+                f"| {run} | CUDA p50 at batch 1 <= {goal} ms | {base:.3f} ms | "
+                f"{verdict(base <= goal if goal and base is not None else None)} |"
+            )
             graph = p50(graphs[run], "onnxruntime", 1) if run in graphs else None
             speedup = base / graph if graph else None
-            lines.append(f"| {run} | CUDA graph >= {CUDA_GRAPH_SPEEDUP_GOAL}x faster at batch 1 | "
-                         + (f"{graph:.3f} ms ({speedup:.2f}x)" if graph else record["cuda_graph"].get(run, "not run"))
-                         + f" | {verdict(speedup >= CUDA_GRAPH_SPEEDUP_GOAL if speedup else None)} |")
+            lines.append(
+                f"| {run} | CUDA graph >= {CUDA_GRAPH_SPEEDUP_GOAL}x faster at batch 1 | "
+                + (f"{graph:.3f} ms ({speedup:.2f}x)" if graph else record["cuda_graph"].get(run, "not run"))
+                + f" | {verdict(speedup >= CUDA_GRAPH_SPEEDUP_GOAL if speedup else None)} |"
+            )
             agreement = cuda[run]["accuracy"]["agreement_by_engine"]
             for engine, goal_agreement in AGREEMENT_GOALS.items():
                 if engine in agreement and "top1_agreement" in agreement[engine]:
                     value = agreement[engine]["top1_agreement"]
-                    lines.append(f"| {run} | {engine} top-1 agreement with TF >= {goal_agreement:.1%} | {value:.4%} | "
-                                 f"{verdict(value >= goal_agreement)} |")
+                    lines.append(
+                        f"| {run} | {engine} top-1 agreement with TF >= {goal_agreement:.1%} | {value:.4%} | "
+                        f"{verdict(value >= goal_agreement)} |"
+                    )
                 elif engine in agreement:
-                    lines.append(f"| {run} | {engine} max abs diff vs TF outputs | "
-                                 f"{agreement[engine]['max_abs_diff']:.3g} | n/a |")
+                    lines.append(
+                        f"| {run} | {engine} max abs diff vs TF outputs | "
+                        f"{agreement[engine]['max_abs_diff']:.3g} | n/a |"
+                    )
         if task == "video" and run in cuda and run in steps["cpu"]:
-            gpu_tp, cpu_tp = throughput(cuda[run], "onnxruntime", 256), throughput(steps["cpu"][run], "onnxruntime", 256)
+            gpu_tp, cpu_tp = (
+                throughput(cuda[run], "onnxruntime", 256),
+                throughput(steps["cpu"][run], "onnxruntime", 256),
+            )
             ratio = gpu_tp / cpu_tp if gpu_tp and cpu_tp else None
-            lines.append(f"| {run} | CUDA >= {VIDEO_CUDA_OVER_CPU_GOAL:g}x CPU samples/s at batch 256 | "
-                         + (f"{gpu_tp:,.0f} vs {cpu_tp:,.0f} ({ratio:.1f}x)" if ratio else "not measured")
-                         + f" | {verdict(ratio >= VIDEO_CUDA_OVER_CPU_GOAL if ratio else None)} |")
-    lines += ["", "## p50 ms by batch size", "", "| run | engine | step | " + " | ".join(
-        f"b{b}" for b in record["batch_sizes"]) + " |", "|---|---|---|" + "---:|" * len(record["batch_sizes"])]
+            lines.append(
+                f"| {run} | CUDA >= {VIDEO_CUDA_OVER_CPU_GOAL:g}x CPU samples/s at batch 256 | "
+                + (f"{gpu_tp:,.0f} vs {cpu_tp:,.0f} ({ratio:.1f}x)" if ratio else "not measured")
+                + f" | {verdict(ratio >= VIDEO_CUDA_OVER_CPU_GOAL if ratio else None)} |"
+            )
+    lines += [
+        "",
+        "## p50 ms by batch size",
+        "",
+        "| run | engine | step | " + " | ".join(f"b{b}" for b in record["batch_sizes"]) + " |",
+        "|---|---|---|" + "---:|" * len(record["batch_sizes"]),
+    ]
     for step, results in (("cuda", cuda), ("tensorrt", steps["tensorrt"]), ("cpu", steps["cpu"])):
         for run, result in sorted(results.items()):
             for engine in sorted({r["engine"] for r in result["latency"]}):
                 cells = [p50(result, engine, b) for b in record["batch_sizes"]]
-                lines.append(f"| {run} | {engine} | {step} | "
-                             + " | ".join("" if c is None else f"{c:.3f}" for c in cells) + " |")
+                lines.append(
+                    f"| {run} | {engine} | {step} | "
+                    + " | ".join("" if c is None else f"{c:.3f}" for c in cells)
+                    + " |"
+                )
     for run, result in sorted(graphs.items()):
         cells = [p50(result, "onnxruntime", b) for b in record["batch_sizes"]]
-        lines.append(f"| {run} | onnxruntime | cuda graph | " + " | ".join("" if c is None else f"{c:.3f}" for c in cells) + " |")
+        lines.append(
+            f"| {run} | onnxruntime | cuda graph | " + " | ".join("" if c is None else f"{c:.3f}" for c in cells) + " |"
+        )
     if record.get("profile"):
-        lines += ["", "## Node events per inference at batch 1 (ONNX Runtime profiler)", "",
-                  "| run | provider | node events | by provider |", "|---|---|---:|---|"]
+        lines += [
+            "",
+            "## Node events per inference at batch 1 (ONNX Runtime profiler)",
+            "",
+            "| run | provider | node events | by provider |",
+            "|---|---|---:|---|",
+        ]
         for run, by_provider in record["profile"].items():
             for provider, figures in by_provider.items():
-                lines.append(f"| {run} | {provider} | {figures['node_events_per_inference']} | "
-                             + ", ".join(f"{k} {v}" for k, v in figures["by_provider_per_inference"].items()) + " |")
+                lines.append(
+                    f"| {run} | {provider} | {figures['node_events_per_inference']} | "
+                    + ", ".join(f"{k} {v}" for k, v in figures["by_provider_per_inference"].items())
+                    + " |"
+                )
     if (out / "compare_cpu_vs_cuda.md").is_file():
         lines += ["", "## CUDA / CPU (bench compare, throughput)", "", (out / "compare_cpu_vs_cuda.md").read_text()]
     return "\n".join(lines) + "\n"
@@ -240,10 +275,22 @@ def main(argv: list[str] | None = None) -> int:
     if runs.exists():
         shutil.rmtree(runs)
     shutil.copytree(args.runs, runs, ignore=shutil.ignore_patterns("checkpoints", "tensorboard", "bench"))
-    settings = ["--batch-sizes", args.batch_sizes, "--max-seconds", args.max_seconds, "--runs", "200",
-                "--variants", "fp32,fp16"]
-    record = {"settings": settings, "batch_sizes": [int(b) for b in args.batch_sizes.split(",")], "cuda_graph": {},
-              "tensorrt": "not tried (--cpu-only)"}
+    settings = [
+        "--batch-sizes",
+        args.batch_sizes,
+        "--max-seconds",
+        args.max_seconds,
+        "--runs",
+        "200",
+        "--variants",
+        "fp32,fp16",
+    ]
+    record = {
+        "settings": settings,
+        "batch_sizes": [int(b) for b in args.batch_sizes.split(",")],
+        "cuda_graph": {},
+        "tensorrt": "not tried (--cpu-only)",
+    }
     providers = ["CPUExecutionProvider"]
     if not args.cpu_only:
         cuda = bench_all(runs, args.out, "cuda", "cuda", settings)
@@ -261,12 +308,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gpu_bench: the CPU bench failed: {error_line(cpu)}", file=sys.stderr)
         return cpu.returncode
     if not args.cpu_only:
-        rnnforge(["bench", "compare", args.out / "cpu" / "bench_all.json", args.out / "cuda" / "bench_all.json",
-                  "--metric", "throughput", "--threshold", "1.0", "--output", args.out / "compare_cpu_vs_cuda.md"],
-                 args.out / "compare.log")
+        rnnforge(
+            [
+                "bench",
+                "compare",
+                args.out / "cpu" / "bench_all.json",
+                args.out / "cuda" / "bench_all.json",
+                "--metric",
+                "throughput",
+                "--threshold",
+                "1.0",
+                "--output",
+                args.out / "compare_cpu_vs_cuda.md",
+            ],
+            args.out / "compare.log",
+        )
     record["profile"] = profile_nodes(runs, providers)
-    record.update(started=time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(started)),
-                  finished=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), seconds=time.time() - started)
+    record.update(
+        started=time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(started)),
+        finished=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        seconds=time.time() - started,
+    )
     (args.out / "record.json").write_text(json.dumps(record, indent=2) + "\n")
     (args.out / "summary.md").write_text(summary(args.out, record))
     print(f"summary: {args.out / 'summary.md'}")

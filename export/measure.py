@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -66,9 +67,25 @@ def run_in_subprocess(job: Job, work_dir: Path) -> dict:
     job_path, result_path = Path(work_dir) / f"{job.engine}.job.json", Path(work_dir) / f"{job.engine}.result.json"
     job_path.write_text(json.dumps({"job": asdict(job), "result": str(result_path)}))
     sys.stdout.flush()
-    code = subprocess.run([sys.executable, "-c", BOOTSTRAP, json.dumps(sys.path), str(job_path)]).returncode
-    if not result_path.is_file():
-        raise RuntimeError(f"the {job.engine} timing process ended with exit code {code} and no result")
+    # The child's progress lines go through this process's stdout (the caller may capture it);
+    # its stderr (TensorFlow's start-up chatter among it) is shown only when the child fails.
+    with tempfile.TemporaryFile("w+") as errors:
+        child = subprocess.Popen(
+            [sys.executable, "-c", BOOTSTRAP, json.dumps(sys.path), str(job_path)],
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+        )
+        for line in child.stdout:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+        code = child.wait()
+        if not result_path.is_file():
+            errors.seek(0)
+            tail = errors.read().strip().splitlines()[-20:]
+            raise RuntimeError(
+                f"the {job.engine} timing process ended with exit code {code} and no result:\n" + "\n".join(tail)
+            )
     result = json.loads(result_path.read_text())
     if "error" in result:
         kind, message = result["error"]["type"], result["error"]["message"]

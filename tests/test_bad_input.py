@@ -444,6 +444,12 @@ CASES = [
     ("frame_size_zero", _options("train", "video", "--frame-size", "0"), ["--frame-size must be at least 1"], 2),
     ("window_zero", _options("train", "forecast", "--window", "0"), ["--window must be at least 7", "got 0"], 2),
     (
+        "horizon_beyond_a_week",
+        _options("train", "forecast", "--horizon", "8"),
+        ["--horizon must be between 1 and 7 days, got 8"],
+        2,
+    ),
+    (
         "train_start_not_a_date",
         _options("train", "forecast", "--train-start", "someday"),
         ["--train-start 'someday' is not a date (expected YYYY-MM-DD)"],
@@ -626,8 +632,8 @@ def _cli_options(command: click.Command) -> set[str]:
 
 def _range_checked_train_options() -> set[str]:
     """The numeric ``train`` options whose out-of-range values ``resolve_config`` refuses."""
-    from rnnforge.cluster.launch import resolve_config
     from rnnforge.models import TASKS
+    from rnnforge.models.resolve import resolve_config
 
     refused = set()
     for param in rnnforge.cli.cli.commands["train"].params:
