@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = args.out / "runs"
     if runs.exists():
         shutil.rmtree(runs)
-    shutil.copytree(args.runs, runs, ignore=shutil.ignore_patterns("checkpoints", "tensorboard", "bench"))
+    shutil.copytree(args.runs, runs, ignore=shutil.ignore_patterns("checkpoints", "tensorboard", "trt_cache"))
     settings = [
         "--batch-sizes",
         args.batch_sizes,
