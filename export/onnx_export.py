@@ -68,7 +68,7 @@ def export_onnx(
     attach_metadata(onnx_model, spec, config, run, opset)
     eval_set = evaluation_set(model, spec, config, run, eval_examples)
     x = eval_set.x[:PARITY_BATCH]
-    parity = parity_gate(model, onnx_model, spec, x, atol, output)
+    parity = parity_gate(model, onnx_model, spec, x, atol, "ONNX Runtime", f"{output} not written")
     parity.update(
         {
             "task": spec.name,
@@ -109,16 +109,17 @@ def _checked_options(spec, opset: int | None, atol: float | None, eval_examples:
     return opset, atol
 
 
-def parity_gate(model, onnx_model, spec, x: np.ndarray, atol: float, output: Path) -> dict:
-    """``check_parity`` on ``x``, each check printed; ``ParityError`` (nothing written) on failure."""
+def parity_gate(model, onnx_model, spec, x: np.ndarray, atol: float, subject: str, unwritten: str) -> dict:
+    """``check_parity`` of ``onnx_model`` on ``x``, each check printed; ``ParityError`` on failure,
+    naming the ``subject`` ("ONNX Runtime", "the fp16 variant") and what was ``unwritten``."""
     parity = check_parity(model, onnx_model.SerializeToString(), spec, x, atol)
     for line in parity["checks"]:
         print(line, flush=True)
     if not parity["passed"]:
         raise ParityError(
-            f"ONNX Runtime differs from TensorFlow beyond atol {atol:g}: "
+            f"{subject} differs from TensorFlow beyond atol {atol:g}: "
             + "; ".join(parity["failures"])
-            + f" ({output} not written)"
+            + f" ({unwritten})"
         )
     return parity
 
@@ -133,17 +134,9 @@ def export_fp16(model, onnx_model, spec, x: np.ndarray, output: Path) -> dict:
     from rnnforge.export.fp16 import convert_to_fp16
 
     half, kept = convert_to_fp16(onnx_model, {spec.onnx.inputs[0].name: x})
-    parity = check_parity(model, half.SerializeToString(), spec, x, spec.onnx.fp16_atol)
+    print(f"fp16 variant ({len(kept)} of {len(half.graph.node)} nodes kept in fp32):", flush=True)
+    parity = parity_gate(model, half, spec, x, spec.onnx.fp16_atol, "the fp16 variant", "nothing written")
     parity.update({"onnx_path": str(output), "nodes_kept_fp32": kept, "nodes": len(half.graph.node)})
-    print("fp16 variant (" + f"{len(kept)} of {len(half.graph.node)} nodes kept in fp32):", flush=True)
-    for line in parity["checks"]:
-        print(line, flush=True)
-    if not parity["passed"]:
-        raise ParityError(
-            f"the fp16 variant differs from TensorFlow beyond atol {spec.onnx.fp16_atol:g}: "
-            + "; ".join(parity["failures"])
-            + " (nothing written)"
-        )
     fileio.write_bytes(output, half.SerializeToString())
     return parity
 

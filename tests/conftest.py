@@ -98,14 +98,16 @@ def run_cli(*args, timeout: float = 900) -> CliResult:
     return CliResult(argv, code, stdout.getvalue(), stderr.getvalue())
 
 
-def run_cli_process(*args, timeout: float = 900) -> subprocess.CompletedProcess:
-    """Run ``rnnforge ARGS`` as a user would, in a fresh process (for Ray, signals, imports)."""
+def run_cli_process(*args, timeout: float = 900, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``rnnforge ARGS`` as a user would, in a fresh process (for Ray, signals, imports);
+    ``env``: its environment (e.g. ``blocking_env``'s)."""
     return subprocess.run(
         [sys.executable, "-m", "rnnforge.cli", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=ROOT,
+        env=env,
     )
 
 
@@ -133,7 +135,7 @@ def snapshot(*roots: Path) -> dict:
 
 def copy_run(source: Path, target: Path) -> Path:
     """A private copy of a shared run (without its bench results) for a test that changes it."""
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("bench", "_ckpt"))
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("bench", "_ckpt", "checkpoints", "tensorboard"))
     return target
 
 
@@ -212,15 +214,38 @@ def forecast_run(tmp_path_factory) -> Path:
     return path
 
 
-#: Python source that makes the training stack unimportable, as on an inference box with only the
-#: serving install: prepend it to a ``python -c`` script.
-BLOCK_TRAINING_STACK = """
+#: What an inference machine with only the serving install lacks: the training stack.
+TRAINING_STACK = (
+    "tensorflow",
+    "tf_keras",
+    "keras",
+    "ray",
+    "tf2onnx",
+    "tensorflow_datasets",
+    "jsonschema",
+    "pandas",
+    "imageio",
+    "imageio_ffmpeg",
+    "onnxconverter_common",
+)
+SITECUSTOMIZE = """
 import importlib.abc, sys
-class _BlockTrainingStack(importlib.abc.MetaPathFinder):
-    BLOCKED = {"tensorflow", "tf_keras", "keras", "ray", "tf2onnx", "tensorflow_datasets"}
+
+class _Blocked(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in self.BLOCKED:
-            raise ModuleNotFoundError(f"No module named {name!r} (blocked: no training stack here)", name=name)
+        if name.split(".")[0] in {packages!r} or name in {modules!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (blocked: an inference machine)", name=name)
         return None
-sys.meta_path.insert(0, _BlockTrainingStack())
+
+sys.meta_path.insert(0, _Blocked())
 """
+
+
+def blocking_env(folder: Path, packages=TRAINING_STACK, modules=(), path: tuple[Path, ...] = ()) -> dict:
+    """The environment of a machine where ``packages`` (and the exact ``modules``) cannot be
+    imported: a ``sitecustomize`` in ``folder``, first on ``PYTHONPATH``, then ``path``, blocks
+    them in every Python process started with it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(SITECUSTOMIZE.format(packages=tuple(packages), modules=tuple(modules)))
+    entries = [str(folder), *map(str, path), os.environ.get("PYTHONPATH", "")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, entries))}

@@ -10,7 +10,6 @@ in each engine's timing process alike.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -18,66 +17,27 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, error_line, make_run_dir, run_cli
+from conftest import TRAINING_STACK, blocking_env, copy_run, error_line, make_run_dir, run_cli, run_cli_process
 
-BLOCKED_PACKAGES = (
-    "tensorflow",
-    "tf_keras",
-    "keras",
-    "ray",
-    "tf2onnx",
-    "tensorflow_datasets",
-    "jsonschema",
-    "pandas",
-    "imageio",
-    "imageio_ffmpeg",
-    "onnxconverter_common",
-)
 #: The datasets themselves: the synthetic generators and the real-data readers.
-BLOCKED_MODULES = (
+DATASET_MODULES = (
     "rnnforge.pipeline.sketch_synthetic",
     "rnnforge.pipeline.quickdraw",
     "rnnforge.pipeline.sketch_rnn",
     "rnnforge.pipeline.input",
 )
-SITECUSTOMIZE = f"""
-import importlib.abc, sys
-
-class _Blocked(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {BLOCKED_PACKAGES!r} or name in {BLOCKED_MODULES!r}:
-            raise ModuleNotFoundError(f"No module named {{name!r}} (blocked: an inference machine)", name=name)
-        return None
-
-sys.meta_path.insert(0, _Blocked())
-"""
 FAST = ("--warmup", "1", "--runs", "10", "--max-seconds", "0.2")
 
 
 @pytest.fixture
 def blocked_env(tmp_path) -> dict:
-    """The environment of an inference machine: the training stack cannot be imported."""
-    folder = tmp_path / "inference_python"
-    folder.mkdir()
-    (folder / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))}
+    """The environment of an inference machine: neither the training stack nor the datasets."""
+    return blocking_env(tmp_path / "inference_python", TRAINING_STACK, DATASET_MODULES)
 
 
-def rnnforge(env: dict, *args) -> subprocess.CompletedProcess:
-    """``rnnforge ARGS`` in ``env``."""
-    return subprocess.run(
-        [sys.executable, "-m", "rnnforge.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=600,
-    )
-
-
-def copy_run(source: Path, target: Path) -> Path:
-    ignore = shutil.ignore_patterns("bench", "_ckpt", "checkpoints", "tensorboard")
-    return Path(shutil.copytree(source, target, ignore=ignore))
+def rnnforge(env: dict, *args):
+    """``rnnforge ARGS`` in a fresh process with ``env``."""
+    return run_cli_process(*args, timeout=600, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +62,7 @@ def csv_forecast_run(tmp_path_factory) -> Path:
 def test_the_inference_machine_lacks_the_training_stack(blocked_env):
     probe = "import onnxruntime, onnx, numpy, click, matplotlib, markdown_it\nimport {}\n"
     assert subprocess.run([sys.executable, "-c", probe.format("os")], env=blocked_env).returncode == 0
-    for module in (*BLOCKED_PACKAGES, *BLOCKED_MODULES):
+    for module in (*TRAINING_STACK, *DATASET_MODULES):
         result = subprocess.run([sys.executable, "-c", probe.format(module)], env=blocked_env, capture_output=True)
         assert result.returncode == 1 and b"blocked: an inference machine" in result.stderr, module
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import email
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import BLOCK_TRAINING_STACK, ROOT
+from conftest import ROOT, blocking_env
 from packaging.requirements import Requirement
 
 #: Source folder -> where the wheel puts it (pyproject.toml's package-dir).
@@ -70,14 +69,15 @@ def installed(wheel, tmp_path_factory) -> Path:
 
 def run_installed(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
     """``rnnforge ARGS`` from the installed wheel, outside the source tree, training stack blocked."""
-    script = BLOCK_TRAINING_STACK + (
+    script = (
+        "import sys\n"
         "import rnnforge, rnnforge.models\n"
         f"assert rnnforge.__file__.startswith({str(site)!r}), rnnforge.__file__\n"
         f"assert rnnforge.models.__file__.startswith({str(site)!r}), rnnforge.models.__file__\n"
         "from rnnforge.cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(site)}
+    env = blocking_env(cwd / "inference_python", path=(site,))
     return subprocess.run(
         [sys.executable, "-c", script, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600
     )
