@@ -114,9 +114,8 @@ def profile_nodes(runs: Path, providers: list[str]) -> dict:
             options = ort.SessionOptions()
             options.enable_profiling = True
             options.profile_file_prefix = str(run / f"profile_{provider}")
-            session = ort.InferenceSession(
-                str(run / "model.onnx"), options, providers=[provider, "CPUExecutionProvider"]
-            )
+            chain = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
+            session = ort.InferenceSession(str(run / "model.onnx"), options, providers=chain)
             feed = {session.get_inputs()[0].name: x}
             for _ in range(PROFILE_RUNS):
                 session.run(None, feed)
@@ -164,7 +163,7 @@ def summary(out: Path, record: dict) -> str:
     machine = any_result["machine"] if any_result else {}
     gpu = machine.get("gpu") or {}
     lines = [
-        f"# ONNX Runtime on {gpu.get('name', 'no GPU')}",
+        f"# ONNX Runtime on {gpu.get('name') or machine.get('cpu', '?') + ' (no GPU)'}",
         "",
         f"- machine: {machine.get('cpu', '?')}, {machine.get('logical_cores', '?')} logical cores; "
         f"GPU {gpu.get('name', 'none')} (driver {gpu.get('driver', '?')})",
@@ -218,6 +217,10 @@ def summary(out: Path, record: dict) -> str:
                 + (f"{gpu_tp:,.0f} vs {cpu_tp:,.0f} ({ratio:.1f}x)" if ratio else "not measured")
                 + f" | {verdict(ratio >= VIDEO_CUDA_OVER_CPU_GOAL if ratio else None)} |"
             )
+    if not cuda:
+        lines.append(
+            "| all | CUDA goals | no CUDA figures: " + record["tensorrt"].replace("not tried ", "") + " | n/a |"
+        )
     lines += [
         "",
         "## p50 ms by batch size",
@@ -261,29 +264,37 @@ def summary(out: Path, record: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", type=Path, help="folder of exported runs (e.g. runs/demo)")
+    parser.add_argument("runs_dir", type=Path, help="folder of exported runs (e.g. runs/demo)")
     parser.add_argument("--out", type=Path, default=Path("gpu-bench"), help="everything is written here")
     parser.add_argument("--cpu-only", action="store_true", help="rehearse the CPU half on a machine without a GPU")
     parser.add_argument("--batch-sizes", default="1,8,32,256")
     parser.add_argument("--max-seconds", default="1.5", help="per bench row")
+    parser.add_argument("--runs", default="200", help="timed runs per bench row (cut at --max-seconds)")
+    parser.add_argument("--variants", default="fp32,fp16", help="fp16 needs 'rnnforge export onnx RUN --fp16' first")
     args = parser.parse_args(argv)
-    if not args.runs.is_dir():
-        print(f"error: {args.runs} is not a folder of exported runs", file=sys.stderr)
+    if not args.runs_dir.is_dir():
+        print(f"error: {args.runs_dir} is not a folder of exported runs", file=sys.stderr)
+        return 2
+    exported = sorted(p for p in args.runs_dir.iterdir() if (p / "model.onnx").is_file())
+    lacking = [p for p in exported if "fp16" in args.variants and not (p / "model.fp16.onnx").is_file()]
+    if not exported or lacking:
+        what = f"{lacking[0]} has no model.fp16.onnx" if lacking else f"{args.runs_dir} holds no exported run"
+        print(f"error: {what}: run 'rnnforge export onnx RUN --fp16' on the training machine first", file=sys.stderr)
         return 2
     started = time.time()
     runs = args.out / "runs"
     if runs.exists():
         shutil.rmtree(runs)
-    shutil.copytree(args.runs, runs, ignore=shutil.ignore_patterns("checkpoints", "tensorboard", "trt_cache"))
+    shutil.copytree(args.runs_dir, runs, ignore=shutil.ignore_patterns("checkpoints", "tensorboard", "trt_cache"))
     settings = [
         "--batch-sizes",
         args.batch_sizes,
         "--max-seconds",
         args.max_seconds,
         "--runs",
-        "200",
+        args.runs,
         "--variants",
-        "fp32,fp16",
+        args.variants,
     ]
     record = {
         "settings": settings,

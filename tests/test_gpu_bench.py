@@ -1,0 +1,59 @@
+"""The GPU proof script (benchmarks/gpu_bench.py) as far as a CPU allows: its CPU half runs to a
+summary, and asked for CUDA where there is none it stops with exit 4, never a CPU figure."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+from conftest import ROOT, copy_run
+
+SCRIPT = ROOT / "benchmarks" / "gpu_bench.py"
+FAST = ("--batch-sizes", "1,2", "--max-seconds", "0.1", "--runs", "10", "--variants", "fp32")
+
+
+def gpu_bench(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, SCRIPT, *map(str, args)], capture_output=True, text=True, timeout=600)
+
+
+def test_cpu_half_writes_the_summary_and_leaves_the_runs_alone(exported_run, tmp_path):
+    runs = tmp_path / "runs"
+    copy_run(exported_run, runs / "sketch")
+    before = sorted(p.name for p in (runs / "sketch").iterdir())
+    result = gpu_bench(runs, "--out", tmp_path / "out", "--cpu-only", *FAST)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "| sketch | onnxruntime | cpu |" in summary and "no CUDA figures" in summary
+    assert "| sketch | CPUExecutionProvider |" in summary  # node events from ORT's profiler
+    combined = json.loads((tmp_path / "out" / "cpu" / "bench_all.json").read_text())
+    assert combined["sketch"]["provider"]["session_providers"][0] == "CPUExecutionProvider"
+    assert sorted(p.name for p in (runs / "sketch").iterdir()) == before  # the script benches copies
+
+
+def test_runs_without_the_fp16_export_are_refused_first(exported_run, tmp_path):
+    runs = tmp_path / "runs"
+    copy_run(exported_run, runs / "sketch")
+    result = gpu_bench(runs, "--out", tmp_path / "out", "--cpu-only")
+    assert result.returncode == 2 and "sketch has no model.fp16.onnx" in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_cuda_where_there_is_none_stops_with_exit_4(exported_run, tmp_path):
+    import onnxruntime
+
+    runs = tmp_path / "runs"
+    copy_run(exported_run, runs / "sketch")
+    result = gpu_bench(runs, "--out", tmp_path / "out", *FAST)
+    assert (
+        "CUDAExecutionProvider"
+        not in onnxruntime.InferenceSession(
+            str(runs / "sketch" / "model.onnx"), providers=["CUDAExecutionProvider", "CPUExecutionProvider"]
+        ).get_providers()
+    ), "this machine has a usable GPU: the refusal cannot be tested here"
+    assert result.returncode == 4, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "gpu_bench: CUDA is not usable here: error: --provider cuda" in result.stderr
+    assert not (tmp_path / "out" / "cuda" / "bench_all.json").exists()
+    assert not (tmp_path / "out" / "summary.md").exists()
+    shutil.rmtree(tmp_path / "out")
