@@ -177,6 +177,7 @@ def check_data(config: TrainConfig) -> TaskData:
                 f"the {split} split has {data.num_examples(split)} example(s), fewer than --workers "
                 f"{config.workers}: every worker needs its own shard; add data or use fewer workers"
             )
+    return data
 
 
 def make_trainer(config: TrainConfig, run: RunDir, storage: str, name: str):
