@@ -27,13 +27,15 @@ def finish_run(
     train_seconds: float,
     timing: dict | None = None,
     data: TaskData | None = None,
+    devices: list[dict] | None = None,
 ) -> dict:
     """Copy the final model out of ``checkpoint`` (a ``ray.train.Checkpoint``), score it, write
     the run dir; returns metrics.json's content.
 
     ``timing``: the driver's ``started_at`` (wall clock) and seconds per phase, completed here with
     the workers' (start-up until ``fit``, ``fit``, checkpoint saving) for metrics.json. ``data``:
-    the driver's already loaded data (loaded from ``config`` when not given)."""
+    the driver's already loaded data (loaded from ``config`` when not given). ``devices``: each
+    worker's record of what it trained on (``cluster.devices``), by rank."""
     from rnnforge.models import get_spec
 
     spec = get_spec(config.task)
@@ -66,6 +68,7 @@ def finish_run(
         "samples_per_s": _mean([h["samples_per_s"] for h in history]),
         "samples_per_s_per_worker": _mean([h["samples_per_s_per_worker"] for h in history]),
         "timing": _timing(timing or {}, state),
+        "devices": devices or [],
         "history": history,
         **scores,
     }

@@ -14,6 +14,7 @@ import os
 import time
 from pathlib import Path
 
+from rnnforge.cluster.devices import clear_device_records, device_records_path, device_refusal, read_device_records
 from rnnforge.cluster.finish import finish_run
 from rnnforge.cluster.storage import storage_location
 from rnnforge.core.config import TrainConfig
@@ -147,7 +148,16 @@ def train(config: TrainConfig, run_dir: Path, address: str | None = None, data: 
         storage, name = storage_location(config.storage_path, run)
         check_storage(storage, sum(1 for node in ray.nodes() if node["Alive"]))
         run.path.mkdir(parents=True, exist_ok=True)
-        result = make_trainer(config, run, storage, name).fit()
+        devices = device_records_path(storage, name)
+        clear_device_records(devices)
+        try:
+            result = make_trainer(config, run, storage, name).fit()
+        except Exception as exc:  # Ray 2.60's fit() raises TrainingFailedError itself
+            refusal = device_refusal(exc)
+            if refusal:
+                raise UserError(refusal) from None
+            raise
+        records = read_device_records(devices, config.workers)
     finally:
         if not address:
             ray.shutdown()
@@ -155,7 +165,7 @@ def train(config: TrainConfig, run_dir: Path, address: str | None = None, data: 
         raise RuntimeError(f"training failed: {result.error}")
     if result.checkpoint is None:
         raise RuntimeError("training finished without a checkpoint")
-    return finish_run(config, run, result.checkpoint, time.perf_counter() - started, timing, data)
+    return finish_run(config, run, result.checkpoint, time.perf_counter() - started, timing, data, records)
 
 
 def check_data(config: TrainConfig) -> TaskData:
@@ -182,7 +192,8 @@ def check_data(config: TrainConfig) -> TaskData:
 
 def make_trainer(config: TrainConfig, run: RunDir, storage: str, name: str):
     """The ``TensorflowTrainer`` of ``config``: its workers get the config as plain data
-    (``TrainConfig.to_dict``) and, beside it, where rank 0 writes TensorBoard scalars."""
+    (``TrainConfig.to_dict``) and, beside it, where rank 0 writes TensorBoard scalars and where
+    every worker records its devices (``cluster.devices``)."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.tensorflow import TensorflowTrainer
 
@@ -194,7 +205,11 @@ def make_trainer(config: TrainConfig, run: RunDir, storage: str, name: str):
         resources["GPU"] = config.gpus_per_worker
     return TensorflowTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": config.to_dict(), "tensorboard_dir": str(run.tensorboard)},
+        train_loop_config={
+            "config": config.to_dict(),
+            "tensorboard_dir": str(run.tensorboard),
+            "devices": device_records_path(storage, name),
+        },
         scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=name,

@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from rnnforge.cluster.devices import check_devices, describe_worker, make_strategy, write_device_record
 from rnnforge.core.config import TrainConfig
 from rnnforge.core.env import WORKER_ENV
 
@@ -42,7 +43,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     config = TrainConfig.from_dict(loop_config["config"])
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
-    strategy = _strategy(world_size)
+    strategy = _strategy_on_checked_devices(config, rank, world_size, loop_config.get("devices"))
     keras.utils.set_random_seed(config.seed)
     spec = get_spec(config.task)
     data = spec.load_data(config)
@@ -69,13 +70,19 @@ def _set_up_process() -> None:
         tf.config.experimental.set_memory_growth(gpu, True)
 
 
-def _strategy(world_size: int):
-    """MultiWorkerMirroredStrategy, or the default strategy for a single worker."""
-    import tensorflow as tf
-
-    # One worker has nothing to all-reduce: the default strategy spares MultiWorkerMirroredStrategy's
-    # per-step collectives (about 20% of a small model's step time on CPU, benchmarks/scaling.py).
-    return tf.distribute.MultiWorkerMirroredStrategy() if world_size > 1 else tf.distribute.get_strategy()
+def _strategy_on_checked_devices(config: TrainConfig, rank: int, world_size: int, records_folder: str | None):
+    """The distribution strategy, once this worker's devices are checked (``cluster.devices``);
+    the worker's record goes to ``records_folder`` for the driver."""
+    record = check_devices(describe_worker(rank, config.mixed_precision), config.allow_cpu_fallback)
+    if record["cpu_fallback"]:
+        _say(
+            f"rank {rank}: Ray assigned GPU {', '.join(record['assigned_gpus'])} but TensorFlow sees none; "
+            "training on the CPU (--allow-cpu-fallback)"
+        )
+    strategy, record = make_strategy(world_size, record)
+    if records_folder:
+        write_device_record(records_folder, record)
+    return strategy
 
 
 def _build_model(spec, config: TrainConfig, info: dict, strategy, total_steps: int):

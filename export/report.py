@@ -59,6 +59,8 @@ def _training(run: RunDir) -> list[str]:
         + ".",
         "",
     ]
+    if metrics.get("devices"):
+        lines += ["What each worker trained on:", "", *device_table(metrics["devices"]), ""]
     for png, title in (
         ("training_curve.png", "Training curve"),
         ("confusion_matrix.png", "Confusion matrix"),
@@ -67,6 +69,21 @@ def _training(run: RunDir) -> list[str]:
     ):
         if (run.path / png).is_file():
             lines += [f"![{title}]({_rel(run.path / png, run.bench)})", ""]
+    return lines
+
+
+def device_table(records: list[dict]) -> list[str]:
+    """Markdown rows, one per rank: what each worker trained on."""
+    lines = [
+        "| rank | host | GPUs assigned by Ray | GPUs TensorFlow sees | strategy | all-reduce | mixed precision |",
+        "|---:|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        seen = ", ".join(r["tensorflow_gpus"]) or ("none: trained on the CPU" if r.get("cpu_fallback") else "none")
+        lines.append(
+            f"| {r['rank']} | {r['host']} | {', '.join(r['assigned_gpus']) or 'none'} | {seen} | "
+            f"{r.get('strategy', '')} | {r.get('all_reduce', '')} | {'on' if r['mixed_precision'] else 'off'} |"
+        )
     return lines
 
 

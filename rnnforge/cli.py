@@ -136,6 +136,7 @@ def train(task: str, run_dir: Path | None, address: str | None, overwrite: bool,
     data = check_data(config) if overwrite else None  # bad data must fail before --overwrite removes a finished run
     run_dir = prepare_run_dir(run_dir or Path("runs") / task, overwrite, config.storage_path)
     metrics = run_training(config, run_dir, address=address, data=data)
+    _print_devices(metrics)
     _print_scores(metrics)
     click.echo(f"run dir: {run_dir}")
 
@@ -151,6 +152,15 @@ def parse_train_args(args: Sequence[str]) -> TrainConfig:
     for name in ("run_dir", "address", "overwrite"):
         params.pop(name)
     return resolve_config(task, params)
+
+
+def _print_devices(metrics: dict) -> None:
+    """Where the GPUs went, one row per worker, when any worker was given one."""
+    from rnnforge.export.report import device_table
+
+    if any(record["assigned_gpus"] for record in metrics.get("devices", [])):
+        for line in device_table(metrics["devices"]):
+            click.echo(line)
 
 
 def _print_scores(metrics: dict) -> None:

@@ -4,65 +4,23 @@ mid-training, a rerun after the driver died, and the storage/GPU refusals."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
 from conftest import ROOT, error_line, run_cli, run_cli_process
+from ray_cluster import BIN, local_ray_head, process_tree, stop, wait_for
 
 #: A tiny sketch run: a few seconds per epoch on 2 cores, well above chance after 4 epochs.
 TINY = ("sketch", "--epochs", "4", "--units", "16", "--max-len", "40", "--workers", "2", "--patience", "0")
-BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for(condition, timeout: float, what: str, poll: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-def _tree(pid: int) -> list[psutil.Process]:
-    """Process ``pid`` and its descendants."""
-    try:
-        root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-
-
-def _stop(procs: list[psutil.Process], grace: float = 15) -> None:
-    """SIGTERM ``procs``, then SIGKILL whichever are left after ``grace`` s: never any other process."""
-    for proc in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.terminate()
-    _, alive = psutil.wait_procs(procs, timeout=grace)
-    for proc in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.kill()
-    psutil.wait_procs(alive, timeout=10)
 
 
 def _checkpoints(storage_run: Path) -> list[Path]:
@@ -124,107 +82,51 @@ def job_run(tmp_path_factory):
         "RAY_AUTH_TOKEN_PATH": str(token),
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     }
-    dashboard = _free_port()
-    ports = {
-        "--port": _free_port(),
-        "--dashboard-port": dashboard,
-        "--node-manager-port": _free_port(),
-        "--object-manager-port": _free_port(),
-        "--ray-client-server-port": _free_port(),
-        "--dashboard-agent-grpc-port": _free_port(),
-        "--dashboard-agent-listen-port": _free_port(),
-        "--metrics-export-port": _free_port(),
-        "--runtime-env-agent-port": _free_port(),
-    }
-    head_log = open(base / "head.log", "w")  # noqa: SIM115  (the Ray head writes it until it stops)
-    head = subprocess.Popen(
-        [
-            BIN / "ray",
-            "start",
-            "--head",
-            "--block",
-            "--node-ip-address",
-            "127.0.0.1",
-            "--dashboard-host",
-            "127.0.0.1",
-            "--num-cpus",
-            "2",
-            "--num-gpus",
-            "0",
-            "--temp-dir",
-            base / "ray",
-            *[str(a) for item in ports.items() for a in item],
-        ],
-        env=env,
-        stdout=head_log,
-        stderr=subprocess.STDOUT,
-        cwd=base,
-    )
-    address = f"http://127.0.0.1:{dashboard}"
     try:
-        _wait_for(
-            lambda: "Ray runtime started" in (base / "head.log").read_text() or head.poll() is not None,
-            120,
-            "ray start --head",
-        )
-        assert head.poll() is None, (base / "head.log").read_text()
-
-        def dashboard_up():
-            try:
-                urllib.request.urlopen(f"{address}/api/version", timeout=2)
-            except urllib.error.HTTPError:
-                return True  # it answers (perhaps 401 without the token)
-            except OSError:
-                return False
-            return True
-
-        _wait_for(dashboard_up, 60, "the dashboard's job server", poll=1)
-
-        out = tmp_path_factory.mktemp("job")
-        run_dir, storage = out / "tiny", out / "storage"
-        submit = subprocess.run(
-            [
-                BIN / "ray",
-                "job",
-                "submit",
-                "--address",
-                address,
-                "--submission-id",
-                "rnnforge-tiny",
-                "--working-dir",
-                ".",
-                "--",
-                "python",
-                "-m",
-                "rnnforge",
-                "train",
-                *TINY,
-                "--address",
-                "auto",
-                "--run-dir",
-                run_dir,
-                "--storage-path",
-                storage,
-            ],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        status = subprocess.run(
-            [BIN / "ray", "job", "status", "--address", address, "rnnforge-tiny"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        return {"submit": submit, "status": status.stdout + status.stderr, "run_dir": run_dir, "storage": storage}
+        with local_ray_head(base, env) as head:
+            out = tmp_path_factory.mktemp("job")
+            run_dir, storage = out / "tiny", out / "storage"
+            submit = subprocess.run(
+                [
+                    BIN / "ray",
+                    "job",
+                    "submit",
+                    "--address",
+                    head.dashboard,
+                    "--submission-id",
+                    "rnnforge-tiny",
+                    "--working-dir",
+                    ".",
+                    "--",
+                    "python",
+                    "-m",
+                    "rnnforge",
+                    "train",
+                    *TINY,
+                    "--address",
+                    "auto",
+                    "--run-dir",
+                    run_dir,
+                    "--storage-path",
+                    storage,
+                ],
+                env=env,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=600,
+                check=False,
+            )
+            status = subprocess.run(
+                [BIN / "ray", "job", "status", "--address", head.dashboard, "rnnforge-tiny"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            return {"submit": submit, "status": status.stdout + status.stderr, "run_dir": run_dir, "storage": storage}
     finally:
-        _stop(_tree(head.pid) + [p for p in psutil.process_iter() if _mentions(p, str(base))], grace=5)
-        head_log.close()
         token.unlink(missing_ok=True)
         shutil.rmtree(base, ignore_errors=True)
 
@@ -234,13 +136,6 @@ def _is_ray_agent(proc: psutil.Process) -> bool:
     try:
         return proc.name().startswith("ray::") and proc.name().endswith("Agent")
     except psutil.NoSuchProcess:
-        return False
-
-
-def _mentions(proc: psutil.Process, text: str) -> bool:
-    try:
-        return proc.pid != os.getpid() and text in " ".join(proc.cmdline())
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
 
 
@@ -301,19 +196,19 @@ def test_a_sigkilled_worker_restarts_from_the_last_checkpoint(tmp_path, job_run)
     run_dir = tmp_path / "killed"
     proc = _start_cli("train", *TINY, "--max-failures", "1", "--run-dir", run_dir)
     try:
-        _wait_for(
+        wait_for(
             lambda: _registered_epoch(run_dir / "checkpoints" / "train") or proc.poll() is not None,
             300,
             "the first checkpoint",
         )
-        workers = _wait_for(lambda: _train_workers(proc), 10, "the Ray Train workers")
+        workers = wait_for(lambda: _train_workers(proc), 10, "the Ray Train workers")
         assert proc.poll() is None, _output(proc)[-3000:]
         victim = workers[-1]
         victim.send_signal(signal.SIGKILL)  # a real process death, not a Python exception
         victim.wait(10)
         proc.wait(timeout=600)
     finally:
-        _stop(_tree(proc.pid))
+        stop(process_tree(proc.pid))
     output = _output(proc)
     assert proc.returncode == 0, output[-3000:]
     assert "resumed from checkpoint after epoch" in output and "epoch 4/4" in output
@@ -334,18 +229,18 @@ def test_rerun_after_the_driver_died_resumes_the_run(tmp_path):
     args = ("train", *TINY, "--workers", "1", "--cpus-per-worker", "2", "--run-dir", run_dir)  # the last --workers wins
     first = _start_cli(*args)
     try:
-        _wait_for(
+        wait_for(
             lambda: _registered_epoch(run_dir / "checkpoints" / "train") or first.poll() is not None,
             300,
             "the first checkpoint",
         )
         assert first.poll() is None, _output(first)[-3000:]
     finally:
-        tree = _tree(first.pid)
+        tree = process_tree(first.pid)
         followers = [p for p in tree if not _is_ray_agent(p)]
         first.send_signal(signal.SIGKILL)  # the driver dies; its local Ray's raylet and workers follow it
         psutil.wait_procs(followers, timeout=10)
-        _stop(tree, grace=2)  # Ray's agents take a while to notice: they are stopped, not waited for
+        stop(tree, grace=2)  # Ray's agents take a while to notice: they are stopped, not waited for
     done = _registered_epoch(run_dir / "checkpoints" / "train")
     assert not (run_dir / "metrics.json").exists()
 

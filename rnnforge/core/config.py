@@ -123,6 +123,9 @@ class TrainConfig:
     cpus_per_worker: int = option(1, "CPUs reserved for each worker.", minimum=1)
     gpus_per_worker: float = option(0, "GPUs per worker; > 0 trains on GPUs.", minimum=0)
     mixed_precision: bool = option(False, "GPU workers: compute in float16, keep float32 weights (mixed_float16).")
+    allow_cpu_fallback: bool = option(
+        False, "GPU workers whose TensorFlow sees no GPU train on the CPU (and say so) instead of stopping the run."
+    )
     epochs: int = option(20, "Maximum epochs (early stopping may end sooner).", minimum=1)
     batch_size: int = option(64, "Per-worker batch size; the global batch is this x workers.", minimum=1)
     learning_rate: float = option(2e-3, "Peak learning rate of Adam.", minimum=0, open_minimum=True)

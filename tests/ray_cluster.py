@@ -1,0 +1,135 @@
+"""A real Ray head for the tests that need a cluster: own temp dir, free ports, loopback only, and
+stopped at the end together with every process that mentions its folder (and no other)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(condition, timeout: float, what: str, poll: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def process_tree(pid: int) -> list[psutil.Process]:
+    """Process ``pid`` and its descendants."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def stop(procs: list[psutil.Process], grace: float = 15) -> None:
+    """SIGTERM ``procs``, then SIGKILL whichever are left after ``grace`` s: never any other process."""
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=10)
+
+
+def mentions(proc: psutil.Process, text: str) -> bool:
+    try:
+        return text in " ".join(proc.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+
+
+@dataclass(frozen=True)
+class RayHead:
+    dashboard: str  # http://127.0.0.1:PORT: ray job submit --address
+    gcs: str  # 127.0.0.1:PORT: rnnforge train --address
+    base: Path
+
+
+@contextlib.contextmanager
+def local_ray_head(base: Path, env: dict, num_cpus: int = 2, num_gpus: int = 0) -> Iterator[RayHead]:
+    """``ray start --head`` on 127.0.0.1 in ``base`` (keep it short: Ray's socket paths must stay
+    short) with ``num_gpus`` logical GPUs, its dashboard answering; stopped afterwards."""
+    dashboard, gcs = free_port(), free_port()
+    ports = {
+        "--port": gcs,
+        "--dashboard-port": dashboard,
+        "--node-manager-port": free_port(),
+        "--object-manager-port": free_port(),
+        "--ray-client-server-port": free_port(),
+        "--dashboard-agent-grpc-port": free_port(),
+        "--dashboard-agent-listen-port": free_port(),
+        "--metrics-export-port": free_port(),
+        "--runtime-env-agent-port": free_port(),
+    }
+    head_log = open(base / "head.log", "w")  # noqa: SIM115  (the Ray head writes it until it stops)
+    head = subprocess.Popen(
+        [
+            BIN / "ray",
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--dashboard-host",
+            "127.0.0.1",
+            "--num-cpus",
+            str(num_cpus),
+            "--num-gpus",
+            str(num_gpus),
+            "--temp-dir",
+            base / "ray",
+            *[str(a) for item in ports.items() for a in item],
+        ],
+        env=env,
+        stdout=head_log,
+        stderr=subprocess.STDOUT,
+        cwd=base,
+    )
+    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        wait_for(
+            lambda: "Ray runtime started" in (base / "head.log").read_text() or head.poll() is not None,
+            120,
+            "ray start --head",
+        )
+        assert head.poll() is None, (base / "head.log").read_text()
+
+        def dashboard_up():
+            try:
+                urllib.request.urlopen(f"{address}/api/version", timeout=2)
+            except urllib.error.HTTPError:
+                return True  # it answers (perhaps 401 without the token)
+            except OSError:
+                return False
+            return True
+
+        wait_for(dashboard_up, 60, "the dashboard's job server", poll=1)
+        yield RayHead(address, f"127.0.0.1:{gcs}", base)
+    finally:
+        stop(process_tree(head.pid) + [p for p in psutil.process_iter() if mentions(p, str(base))], grace=5)
+        head_log.close()
