@@ -248,6 +248,101 @@ def _options(*args) -> Callable:
     return setup
 
 
+# --- writers for the reliability cases (issue #14) ---------------------------------------------
+
+
+class _Command:
+    """Pickled as ``posix.system(COMMAND)``: what a crafted .npz's object array would run."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+class _Global:
+    """Pickled as a call of ``func`` (any global but numpy's array reconstruction)."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def _crafted_npz(tmp: Path, payload) -> tuple[list, Path]:
+    """sketchrnn/{dog,cat}.npz; cat.npz's train array holds ``payload`` beside a real drawing."""
+
+    def write(path: Path) -> Path:
+        train = _drawings(4)
+        train[1] = payload
+        np.savez(path, train=train, valid=_drawings(2), test=_drawings(2))
+        return path
+
+    folder, cat = _npz_folder(tmp, write)
+    return _quickdraw(folder), cat
+
+
+def _ndjson_drawing(drawing: str) -> str:
+    return '{"key_id": "1", "drawing": ' + drawing + "}\n"
+
+
+def _bench_json(path: Path, rows: list, task: str = "sketch") -> Path:
+    """A minimal bench.json (schema 3) holding ``rows`` as its latency rows."""
+    data = {
+        "schema_version": 3,
+        "task": task,
+        "provider": {"session_providers": ["CPUExecutionProvider"]},
+        "latency": rows,
+    }
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _latency_row(batch: int = 1, engine: str = "onnxruntime") -> dict:
+    figures = {"p50": 1.0, "p90": 1.1, "p95": 1.2, "p99": 1.3, "mean": 1.05}
+    return {"engine": engine, "batch_size": batch, "latency_ms": figures, "throughput_per_s": 950.0}
+
+
+def _compare(a_rows: list, b_rows: list, *extra, bad: str = "b") -> Callable:
+    """``bench compare A B EXTRA``; the named file is ``bad`` (a or b), or OPTION_ONLY for None."""
+
+    def setup(tmp: Path, runs: Runs):
+        a = _bench_json(tmp / "a.json", a_rows)
+        b = _bench_json(tmp / "b.json", b_rows)
+        named = {"a": a, "b": b}.get(bad, OPTION_ONLY)
+        return ["bench", "compare", a, b, *extra], named
+
+    return setup
+
+
+def _set_run_meta(key: str, value: str) -> Callable:
+    """Edit of a run copy: its model.onnx's metadata ``key`` set to ``value``."""
+
+    def edit(run: Path) -> Path:
+        import onnx
+
+        model = _set_meta(key, value)(onnx.load(str(run / "model.onnx")))
+        onnx.save(model, str(run / "model.onnx"))
+        return run / "model.onnx"
+
+    return edit
+
+
+def _make_file(name: str) -> Callable:
+    """Edit of a run copy: RUN/``name`` is a file where a folder must go."""
+
+    def edit(run: Path) -> Path:
+        (run / name).write_text("not a folder")
+        return run / name
+
+    return edit
+
+
+UNWRITABLE = Path("/proc/rnnforge-cannot-write-here")
+
+
 # --- the table --------------------------------------------------------------------------------
 # (id, setup(tmp, runs) -> (args, named path or None), expected substrings of the error line, exit code)
 
@@ -571,6 +666,225 @@ CASES = [
         "bench_runs_zero",
         lambda tmp, runs: (["bench", runs.shared_run(), "--runs", "0"], OPTION_ONLY),
         ["'--runs'", "0 is not in the range"],
+        2,
+    ),
+    # issue #14, 1: code in a data file never runs
+    (
+        "npz_pickle_runs_a_command",
+        lambda tmp, runs: _crafted_npz(tmp, _Command(f"touch {tmp}/marker")),
+        ["is refused", "posix.system", "only numpy arrays are loaded"],
+        2,
+    ),
+    (
+        "npz_pickle_names_eval",
+        lambda tmp, runs: _crafted_npz(tmp, _Global(eval, "1+1")),
+        ["is refused", "builtins.eval"],
+        2,
+    ),
+    # issue #14, 2: numbers out of range
+    ("csv_value_beyond_float32", _csv_case(GOOD_CSV + "2020-01-29,1e300\n"), ["line 30", "'1e300'", "float32"], 2),
+    (
+        "csv_value_beyond_float64",
+        _csv_case(GOOD_CSV + "2020-01-29,1" + "0" * 400 + "\n"),
+        ["line 30", "not a non-negative number within float32 range"],
+        2,
+    ),
+    (
+        "ndjson_offset_beyond_int16",
+        lambda tmp, runs: (_quickdraw((r := _ndjson_folder(tmp, _ndjson_drawing("[[[0, 40000], [0, 1]]]")))[0]), r[1]),
+        ["line 1: bad 'drawing'", "offset 40000 is beyond int16"],
+        2,
+    ),
+    (
+        "ndjson_coordinate_beyond_int64",
+        lambda tmp, runs: (
+            _quickdraw((r := _ndjson_folder(tmp, _ndjson_drawing(f"[[[0, {10**20}], [0, 1]]]")))[0]),
+            r[1],
+        ),
+        ["line 1: bad 'drawing'", "beyond int16"],
+        2,
+    ),
+    (
+        "ndjson_coordinate_beyond_float64",
+        lambda tmp, runs: (
+            _quickdraw((r := _ndjson_folder(tmp, _ndjson_drawing(f"[[[0, {10**400}], [0, 1]]]")))[0]),
+            r[1],
+        ),
+        ["line 1: bad 'drawing'", "beyond float64"],
+        2,
+    ),
+    (
+        "ndjson_coordinate_infinite",
+        lambda tmp, runs: (_quickdraw((r := _ndjson_folder(tmp, _ndjson_drawing("[[[0, 1e999], [0, 1]]]")))[0]), r[1]),
+        ["line 1: bad 'drawing'", "finite numbers"],
+        2,
+    ),
+    (
+        "npz_offset_beyond_int16",
+        lambda tmp, runs: (
+            _quickdraw((r := _npz_folder(tmp, lambda p: _npz(p, np.array([[40000, 1, 0], [2, 3, 1]], np.int32))))[0]),
+            r[1],
+        ),
+        ["train[0]", "offset 40000 is beyond int16"],
+        2,
+    ),
+    # issue #14, 3: dates with time zones (parsed when they can be, else one line)
+    (
+        "csv_zone_after_naive_dates",
+        _csv_case(GOOD_CSV + "2020-01-29T00:00:00+05:00,5\n"),
+        ["line 30", "cannot parse date '2020-01-29T00:00:00+05:00' as a date"],
+        2,
+    ),
+    (
+        "csv_zoned_dates_clash_after_conversion",
+        _csv_case("date,value\n2020-01-02T01:00:00+05:00,1\n2020-01-01T21:00:00Z,2\n"),
+        ["2020-01-01 appears with different value values (1, 2)"],
+        2,
+    ),
+    # issue #14, 4: unwritable places are refused before any work
+    (
+        "run_dir_under_a_file",
+        lambda tmp, runs: (
+            ["train", "sketch", "--run-dir", ((tmp / "f").write_text("x"), tmp / "f" / "run")[1]],
+            tmp / "f",
+        ),
+        ["--run-dir", "cannot be created", "is a file, not a directory"],
+        2,
+    ),
+    (
+        "run_dir_in_proc",
+        lambda tmp, runs: (["train", "sketch", "--run-dir", UNWRITABLE / "run"], UNWRITABLE),
+        ["--run-dir", "/proc is not writable"],
+        2,
+    ),
+    (
+        "storage_path_in_proc",
+        lambda tmp, runs: (
+            ["train", "sketch", "--run-dir", tmp / "run", "--storage-path", UNWRITABLE],
+            UNWRITABLE,
+        ),
+        ["--storage-path", "/proc is not writable"],
+        2,
+    ),
+    (
+        "export_output_in_proc",
+        _run_copy(
+            lambda run: UNWRITABLE / "m.onnx", "export", "onnx", lambda run: run, "--output", UNWRITABLE / "m.onnx"
+        ),
+        ["--output", "/proc is not writable"],
+        2,
+    ),
+    (
+        "export_output_under_a_file",
+        _run_copy(
+            lambda run: run / "config.json",
+            "export",
+            "onnx",
+            lambda run: run,
+            "--output",
+            lambda run: run / "config.json" / "m.onnx",
+        ),
+        ["--output", "is a file, not a directory"],
+        2,
+    ),
+    (
+        "bench_output_folder_is_a_file",
+        _run_copy(_make_file("bench"), "bench", lambda run: run, "--batch-sizes", "1"),
+        ["bench's output folder", "is a file, expected a directory"],
+        2,
+    ),
+    (
+        "compare_output_in_proc",
+        _compare([_latency_row()], [_latency_row()], "--output", UNWRITABLE / "cmp.md", bad=None),
+        ["--output", "/proc is not writable"],
+        2,
+    ),
+    # issue #14, 5: the regression gate never passes without checking
+    (
+        "compare_no_common_row",
+        _compare([_latency_row(1)], [_latency_row(32)], bad="a"),
+        ["share no row", "nothing to compare"],
+        2,
+    ),
+    (
+        "compare_threshold_nan",
+        _compare([_latency_row()], [_latency_row()], "--threshold", "nan", bad=None),
+        ["--threshold nan", "a finite number above 0"],
+        2,
+    ),
+    (
+        "compare_threshold_inf",
+        _compare([_latency_row()], [_latency_row()], "--threshold", "inf", bad=None),
+        ["--threshold inf", "a finite number above 0"],
+        2,
+    ),
+    (
+        "compare_threshold_negative",
+        _compare([_latency_row()], [_latency_row()], "--threshold", "-1", bad=None),
+        ["--threshold -1", "a finite number above 0"],
+        2,
+    ),
+    (
+        "compare_row_lacks_latency",
+        _compare([_latency_row()], [{"engine": "onnxruntime", "batch_size": 1}]),
+        ["latency row 0", "lacks 'latency_ms'"],
+        2,
+    ),
+    (
+        "compare_row_figure_not_a_number",
+        _compare(
+            [_latency_row()],
+            [{**_latency_row(), "latency_ms": {**_latency_row()["latency_ms"], "p50": "fast"}}],
+        ),
+        ["latency row 0", "latency_ms.p50 is 'fast'", "positive number"],
+        2,
+    ),
+    ("compare_row_not_an_object", _compare([_latency_row()], [7]), ["latency row 0 is int"], 2),
+    (
+        "compare_row_lacks_engine",
+        _compare([{k: v for k, v in _latency_row().items() if k != "engine"}], [_latency_row()], bad="a"),
+        ["latency row 0", "lacks 'engine'"],
+        2,
+    ),
+    (
+        "compare_result_without_task",
+        lambda tmp, runs: (
+            [
+                "bench",
+                "compare",
+                _bench_json(tmp / "a.json", [_latency_row()]),
+                (tmp / "b.json", (tmp / "b.json").write_text(json.dumps({"schema_version": 3, "latency": []})))[0],
+            ],
+            tmp / "b.json",
+        ),
+        ["has no 'task' name"],
+        2,
+    ),
+    # issue #14, 7: artifacts that lie
+    (
+        "bench_model_onnx_from_another_run",
+        _run_copy(_set_run_meta("rnnforge.source_model_sha256", "0" * 64), "bench", lambda run: run),
+        ["was exported from another run", "name the file with --model"],
+        2,
+    ),
+    # issue #14, 8: smaller
+    (
+        "bench_batch_sizes_twenty_digits",
+        lambda tmp, runs: (["bench", runs.shared_run(), "--batch-sizes", "9" * 20], OPTION_ONLY),
+        ["--batch-sizes 99999999999999999999", "GB", "bytes per example"],
+        2,
+    ),
+    (
+        "clip_upper_case_npy",
+        lambda tmp, runs: (_video((r := _clips(tmp, "F.NPY", np.zeros((16, 24, 24, 3), np.float32)))[0]), r[1]),
+        ["expected uint8 frames [T, H, W, 3]", "float32"],
+        2,
+    ),
+    # issue #14, 10: checks that need no data run first (the local machine's GPUs: no Ray)
+    (
+        "gpus_more_than_this_machine",
+        _options("train", "sketch", "--gpus-per-worker", "64"),
+        ["--gpus-per-worker 64", "needs 128 GPUs", "a local run: this machine's GPUs"],
         2,
     ),
 ]
