@@ -191,8 +191,8 @@ def train(config: TrainConfig, run_dir: Path, address: str | None = None, data: 
             f"--run-dir {run.path} to resume it from its last checkpoint"
         ) from None
     except Exception as exc:
-        if type(exc).__name__ not in ("TrainingFailedError", "WorkerGroupError", "ControllerError"):
-            raise
+        if not any(cls.__name__ == "TrainingFailedError" for cls in type(exc).__mro__):
+            raise  # Ray Train's (v2: WorkerGroupError, ControllerError; both raised by fit itself)
         raise TrainingFailed(f"training failed: {failure_line(exc)}") from None
     finally:
         if not address and ray.is_initialized():

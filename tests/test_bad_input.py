@@ -4,24 +4,33 @@ Each case writes its bad file(s) into ``tmp_path`` (or a copy of a finished run)
 ``rnnforge ...`` (in this process, as ``rnnforge.cli.main``) and checks what the user gets: exit
 code 2 (bad input), a last stderr line ``error: ...`` that names the file/option and what was
 expected, no Python traceback, and not one file created, changed or removed (a snapshot of paths,
-sizes, mtimes and hashes before and after). Every case fails before Ray starts except
-``gpus_more_than_available``, which needs Ray's view of the GPUs: it runs in a fresh process.
+sizes, mtimes and hashes before and after). Every case fails before Ray or TensorFlow starts;
+``gpus_more_than_available`` runs in a fresh process, as a user's command does.
+
+``INTERRUPTS`` (slow) is the Ctrl-C table: SIGINT during a real local train, to the process group
+or the driver alone, ends with exit 130 and one line saying where the run resumes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import struct
+import subprocess
+import sys
+import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 import numpy as np
 import pytest
-from conftest import copy_run, run_cli, run_cli_process, snapshot
+from conftest import ROOT, copy_run, run_cli, run_cli_process, snapshot
 
 import rnnforge.cli
 from rnnforge.core.errors import UserError
@@ -976,3 +985,95 @@ def test_the_table_covers_every_checked_option_and_names_real_ones():
     assert len(checked) >= 15
     assert checked <= named, f"range-checked options without a bad-input row: {sorted(checked - named)}"
     assert {case[0] for case in CASES} >= IN_A_PROCESS
+
+
+# --- Ctrl-C during train (issue #14, 6), on a real local Ray whose sockets are checked too (9) ---------
+# (id, where SIGINT goes): exit 130, one line saying where the run resumes, no Ray process left.
+
+INTERRUPTS = [("sigint_to_the_process_group", "group"), ("sigint_to_the_driver_alone", "driver")]
+
+
+def _session(sid: int) -> list:
+    """Every process of session ``sid`` (the train started with ``start_new_session``)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(OSError, psutil.Error):
+            if os.getsid(proc.pid) == sid:
+                found.append(proc)
+    return found
+
+
+def _listening(procs: list) -> dict[str, set[str]]:
+    """``{process name: addresses it listens on}``."""
+    import psutil
+
+    out: dict[str, set[str]] = {}
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            for conn in proc.net_connections(kind="inet"):
+                if conn.status == psutil.CONN_LISTEN:
+                    out.setdefault(proc.name(), set()).add(conn.laddr.ip)
+    return out
+
+
+LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", [t for _, t in INTERRUPTS], ids=[i for i, _ in INTERRUPTS])
+def test_ctrl_c_during_train(tmp_path, target):
+    """A terminal's Ctrl-C (the process group) or a SIGINT to the driver alone, after the first
+    epoch: exit 130, one line naming the run dir to resume, no Ray process of the run left, and
+    while it ran, Ray's own processes (GCS, raylet, agents) listened on loopback only."""
+    run_dir = tmp_path / "run"
+    args = ["sketch", "--epochs", "6", "--units", "16", "--max-len", "40", "--workers", "2", "--patience", "0"]
+    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  (the process writes it until it ends)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rnnforge.cli", "train", *args, "--run-dir", run_dir],
+        cwd=ROOT,
+        stdout=log,
+        stderr=log,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    listening: dict[str, set[str]] = {}
+    try:
+        deadline = time.monotonic() + 400
+        while time.monotonic() < deadline and proc.poll() is None:
+            for name, addresses in _listening(_session(proc.pid)).items():
+                listening.setdefault(name, set()).update(addresses)
+            log.seek(0)
+            if "epoch 1/6" in log.read():
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None, "train ended before its first epoch"
+        if target == "group":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGINT)
+        code = proc.wait(120)
+        deadline = time.monotonic() + 30
+        while _session(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        left = [p.name() for p in _session(proc.pid)]
+    finally:
+        for leftover in _session(proc.pid):
+            with contextlib.suppress(Exception):
+                leftover.kill()
+    log.seek(0)
+    output = log.read()
+    ray_own = {name: addresses for name, addresses in listening.items() if "RayTrainWorker" not in name}
+    assert {"gcs_server", "raylet"} <= set(ray_own), listening
+    assert any("DashboardAgent" in name for name in ray_own), listening
+    assert all(addresses <= LOOPBACK for addresses in ray_own.values()), listening
+    assert code == 130, output[-3000:]
+    ours = [line for line in output.splitlines() if not line.startswith("\x1b[36m(") and "pid=" not in line[:40]]
+    errors = [line for line in ours if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0] == output.rstrip().splitlines()[-1], output[-3000:]
+    assert f"--run-dir {run_dir}" in errors[0] and "resume" in errors[0]
+    assert not any(line.startswith("Traceback") for line in ours), output[-3000:]
+    assert left == [], f"Ray processes of the run left behind: {left}"
+    assert not (run_dir / "config.json").exists()
+    assert any((run_dir / "checkpoints" / "train").glob("checkpoint_*")), "no checkpoint to resume from"
