@@ -64,7 +64,8 @@ def worker_env(config: TrainConfig) -> dict:
 
 
 def connect(config: TrainConfig, address: str | None) -> None:
-    """Start a local Ray instance (dashboard on 127.0.0.1) or join the cluster at ``address``."""
+    """Start a local Ray instance on loopback (GCS, raylet, agents and dashboard on 127.0.0.1) or
+    join the cluster at ``address``."""
     import ray
 
     runtime_env = {"env_vars": worker_env(config)}
