@@ -177,9 +177,9 @@ def train(config: TrainConfig, run_dir: Path, address: str | None = None, data: 
     import ray  # after the data checks: importing Ray Train's TensorFlow support takes seconds
 
     timing = {"started_at": began, "load_data_s": time.perf_counter() - started}
-    connect(config, address)
-    timing["ray_start_s"] = time.perf_counter() - started - timing["load_data_s"]
     try:
+        connect(config, address)
+        timing["ray_start_s"] = time.perf_counter() - started - timing["load_data_s"]
         check_resources(config)
         storage, name = storage_location(config.storage_path, run)
         check_storage(storage, sum(1 for node in ray.nodes() if node["Alive"]))
@@ -189,7 +189,7 @@ def train(config: TrainConfig, run_dir: Path, address: str | None = None, data: 
         ray.shutdown()  # stops the local Ray (or leaves the cluster, whose actors of this run end with the driver)
         raise Interrupted(
             f"interrupted: the run in {run.path} stopped; run the same 'rnnforge train' command with "
-            f"--run-dir {run.path} to resume it from its last checkpoint"
+            f"--run-dir {run.path} to resume it from its last checkpoint (it starts afresh if none was saved yet)"
         ) from None
     except Exception as exc:
         if not any(cls.__name__ == "TrainingFailedError" for cls in type(exc).__mro__):
