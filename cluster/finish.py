@@ -10,11 +10,13 @@ fields plus the data's ``info``, ``num_examples`` and the library ``versions``),
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from rnnforge.cluster.worker import CHECKPOINT_MODEL, CHECKPOINT_STATE
 from rnnforge.core import fileio, plots
 from rnnforge.core.config import TrainConfig
+from rnnforge.core.errors import UserError
 from rnnforge.core.machine import versions
 from rnnforge.core.run_dir import RunDir
 from rnnforge.models.spec import TaskData
@@ -41,9 +43,10 @@ def finish_run(
     spec = get_spec(config.task)
     data = spec.load_data(config) if data is None else data
     state, model = _final_model(config, spec, data, checkpoint)
+    check_finite_loss(state["history"])
+    scores = _score(model, spec, data, run)
     with fileio.atomic_path(run.model, suffix=".keras") as tmp:
         model.save(tmp, save_format="keras_v3")
-    scores = _score(model, spec, data, run)
     lines: list[str] = []
     model.summary(print_fn=lines.append, expand_nested=True)
     fileio.write_text(run.architecture, "\n".join(lines) + "\n")
@@ -88,9 +91,23 @@ def _final_model(config: TrainConfig, spec, data, checkpoint):
     return state, spec.to_serving(trained, config, data.info)
 
 
+def check_finite_loss(history: list[dict]) -> None:
+    """Refuse a run whose last epoch's loss (or any figure of it) is NaN or infinite: such a
+    model is no finished run, and its export would fail."""
+    last = history[-1] if history else {}
+    bad = {k: v for k, v in last.items() if isinstance(v, float) and not math.isfinite(v)}
+    if bad:
+        raise UserError(
+            f"training diverged: epoch {last.get('epoch', '?')} ended with "
+            + ", ".join(f"{k} {v}" for k, v in bad.items())
+            + "; no finished run was written (check the data's range, or lower --learning-rate)"
+        )
+
+
 def _score(model, spec, data, run: RunDir) -> dict:
-    """The task's scores on valid and test; the task's plots of the evaluation split."""
-    scores = {}
+    """The task's scores on valid and test; the task's plots of the evaluation split. Refuses
+    scores that are not finite before any plot is written."""
+    scores, plotted = {}, None
     for split in ("valid", "test"):
         x, y = data.splits[split]
         if not len(x):
@@ -98,8 +115,18 @@ def _score(model, spec, data, run: RunDir) -> dict:
             continue
         predictions = model.predict(x, batch_size=256, verbose=0)
         scores[split] = {"examples": int(len(x)), **spec.score(x, y, predictions, data.info)}
+        bad = [k for k, v in scores[split].items() if isinstance(v, float) and not math.isfinite(v)]
+        if bad:
+            raise UserError(
+                f"training diverged: the {split} split's {', '.join(bad)} "
+                f"{'is' if len(bad) == 1 else 'are'} not finite; no finished run was written "
+                "(check the data's range, or lower --learning-rate)"
+            )
         if split == data.evaluation_split():
-            spec.report_plots(x, y, predictions, data, split, run.path)
+            plotted = (x, y, predictions, split)
+    if plotted:
+        x, y, predictions, split = plotted
+        spec.report_plots(x, y, predictions, data, split, run.path)
     return scores
 
 

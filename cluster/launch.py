@@ -11,17 +11,24 @@ writes the run dir. Usually called as ``rnnforge train sketch``; the options com
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
 from rnnforge.cluster.devices import clear_device_records, device_records_path, device_refusal, read_device_records
 from rnnforge.cluster.finish import finish_run
 from rnnforge.cluster.storage import storage_location
+from rnnforge.core import fileio
 from rnnforge.core.config import TrainConfig
 from rnnforge.core.env import WORKER_ENV
-from rnnforge.core.errors import UserError
+from rnnforge.core.errors import Interrupted, TrainingFailed, UserError
+from rnnforge.core.machine import local_gpus
 from rnnforge.core.run_dir import RunDir
 from rnnforge.models.spec import TaskData
+
+#: Set before Ray is imported, this makes a local Ray take 127.0.0.1 as its node address, so GCS,
+#: raylet and the agents listen on loopback only (Ray's own switch for machines without clusters).
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 #: Filesystem types that several machines can mount (``/proc/mounts``); ``fuse.*`` counts too.
 SHARED_FILESYSTEMS = {
@@ -58,15 +65,18 @@ def worker_env(config: TrainConfig) -> dict:
 
 
 def connect(config: TrainConfig, address: str | None) -> None:
-    """Start a local Ray instance (dashboard on 127.0.0.1) or join the cluster at ``address``."""
+    """Start a local Ray instance on loopback (GCS, raylet, agents and dashboard on 127.0.0.1) or
+    join the cluster at ``address``."""
     import ray
 
     runtime_env = {"env_vars": worker_env(config)}
     if address:
         ray.init(address=address, runtime_env=runtime_env, logging_level="WARNING")
         return
+    os.environ.update(LOOPBACK_ENV)  # in case Ray was imported before train() set it
     ray.init(
         num_cpus=os.cpu_count() or 1,
+        _node_ip_address="127.0.0.1",  # GCS, raylet and agents on loopback (with LOOPBACK_ENV)
         dashboard_host="127.0.0.1",
         include_dashboard=True,
         runtime_env=runtime_env,
@@ -126,46 +136,113 @@ def filesystem_type(path: Path) -> str:
     return fstype
 
 
-def train(config: TrainConfig, run_dir: Path, address: str | None = None, data: TaskData | None = None) -> dict:
-    """Run distributed training for ``config`` and write the run dir; returns metrics.json's content.
-    ``data``: what ``check_data(config)`` returned, when the caller checked the data already."""
+def preflight(config: TrainConfig, run_dir: Path, address: str | None = None) -> None:
+    """The checks that need no data, Ray or TensorFlow, run first so that their one-line error is
+    all the user reads: the run dir (and a local ``--storage-path``) can be created and written,
+    and a local Ray would have the CPUs and GPUs asked for (with ``address`` the cluster decides)."""
+    fileio.check_writable(run_dir, "--run-dir")
+    storage = config.storage_path or ""
+    if storage and ("://" not in storage or storage.startswith("file://")):
+        fileio.check_writable(storage.removeprefix("file://"), "--storage-path")
+    check_local_resources(config, address)
+
+
+def check_local_resources(config: TrainConfig, address: str | None) -> None:
+    """Refuse what a local Ray (one CPU per core, this machine's GPUs) can never schedule."""
+    if address:
+        return
     need_cpu = config.workers * config.cpus_per_worker
-    if not address and need_cpu > (os.cpu_count() or 1):  # the local Ray gets one CPU per core
+    if need_cpu > (os.cpu_count() or 1):
         raise UserError(
             f"--workers {config.workers} x --cpus-per-worker {config.cpus_per_worker} needs "
             f"{need_cpu} CPUs; this machine has {os.cpu_count() or 1} (pass --address to use a cluster)"
         )
+    need_gpu = config.workers * config.gpus_per_worker
+    if need_gpu > 0 and need_gpu > local_gpus():
+        raise UserError(
+            f"--workers {config.workers} x --gpus-per-worker {config.gpus_per_worker:g} needs "
+            f"{need_gpu:g} GPUs; the Ray cluster has {local_gpus()} (a local run: this machine's "
+            "GPUs; pass --address to use a cluster)"
+        )
+
+
+def train(config: TrainConfig, run_dir: Path, address: str | None = None, data: TaskData | None = None) -> dict:
+    """Run distributed training for ``config`` and write the run dir; returns metrics.json's content.
+    ``data``: what ``check_data(config)`` returned, when the caller checked the data already."""
+    check_local_resources(config, address)
     run = RunDir(Path(run_dir).resolve())
     started, began = time.perf_counter(), time.time()
     data = check_data(config) if data is None else data
+    if not address:
+        os.environ.update(LOOPBACK_ENV)  # read when Ray is imported
     import ray  # after the data checks: importing Ray Train's TensorFlow support takes seconds
 
     timing = {"started_at": began, "load_data_s": time.perf_counter() - started}
-    connect(config, address)
-    timing["ray_start_s"] = time.perf_counter() - started - timing["load_data_s"]
     try:
+        connect(config, address)
+        timing["ray_start_s"] = time.perf_counter() - started - timing["load_data_s"]
         check_resources(config)
         storage, name = storage_location(config.storage_path, run)
         check_storage(storage, sum(1 for node in ray.nodes() if node["Alive"]))
         run.path.mkdir(parents=True, exist_ok=True)
         devices = device_records_path(storage, name)
         clear_device_records(devices)
-        try:
-            result = make_trainer(config, run, storage, name).fit()
-        except Exception as exc:  # Ray 2.60's fit() raises TrainingFailedError itself
-            refusal = device_refusal(exc)
-            if refusal:
-                raise UserError(refusal) from None
-            raise
+        result = fit_interruptibly(make_trainer(config, run, storage, name))
         records = read_device_records(devices, config.workers)
+    except KeyboardInterrupt:
+        ray.shutdown()  # stops the local Ray (or leaves the cluster, whose actors of this run end with the driver)
+        raise Interrupted(
+            f"interrupted: the run in {run.path} stopped; run the same 'rnnforge train' command with "
+            f"--run-dir {run.path} to resume it from its last checkpoint (it starts afresh if none was saved yet)"
+        ) from None
+    except Exception as exc:
+        if not any(cls.__name__ == "TrainingFailedError" for cls in type(exc).__mro__):
+            raise  # Ray Train's (v2: WorkerGroupError, ControllerError; both raised by fit itself)
+        refusal = device_refusal(exc)  # a GPU its TensorFlow cannot use: bad input, exit 2
+        raise (UserError(refusal) if refusal else TrainingFailed(f"training failed: {failure_line(exc)}")) from None
     finally:
-        if not address:
+        if not address and ray.is_initialized():
             ray.shutdown()
     if result.error:
-        raise RuntimeError(f"training failed: {result.error}")
+        raise TrainingFailed(f"training failed: {failure_line(result.error)}")
     if result.checkpoint is None:
         raise RuntimeError("training finished without a checkpoint")
     return finish_run(config, run, result.checkpoint, time.perf_counter() - started, timing, data, records)
+
+
+def fit_interruptibly(trainer):
+    """``trainer.fit()`` in a helper thread, so that Ctrl-C reaches this (main) thread as
+    ``KeyboardInterrupt``: Ray Train registers its own SIGINT handler only when ``fit`` runs on the
+    main thread, and that handler ends the process with exit 1 and no message."""
+    outcome: dict = {}
+
+    def fit() -> None:
+        try:
+            outcome["result"] = trainer.fit()
+        except BaseException as exc:  # handed to the main thread as is
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=fit, name="rnnforge-fit", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.2)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+def failure_line(error: BaseException) -> str:
+    """One line for a Ray Train failure: each failed worker's rank and the last line of its error
+    (``ValueError: ...``), not Ray's tracebacks."""
+    failures = getattr(error, "worker_failures", None) or {}
+    if failures:
+        return "; ".join(f"worker {rank}: {_last_line(exc)}" for rank, exc in sorted(failures.items()))
+    return _last_line(error)
+
+
+def _last_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
 
 
 def check_data(config: TrainConfig) -> TaskData:

@@ -35,7 +35,7 @@ import numpy as np
 
 from rnnforge.core import fileio, plots
 from rnnforge.core.errors import UserError
-from rnnforge.core.machine import machine_info, versions
+from rnnforge.core.machine import available_memory, machine_info, versions
 from rnnforge.core.run_dir import RunDir
 from rnnforge.export.engines import ModelInput, model_input, provider_setup
 from rnnforge.export.eval_set import EvalSet, load_eval_set
@@ -63,12 +63,15 @@ class BenchTarget:
     paths: dict[str, Path]
     source_run: str
     eval_set: EvalSet
+    model_note: str | None = None
 
 
 def run_bench(run_dir: Path, settings: BenchSettings | None = None, model_path: Path | None = None) -> dict:
     """Benchmark the run's ONNX model(s) (``model_path`` replaces ``model.onnx``); write bench.json,
     report.md/html and plots; return the result with ``summary`` and ``report`` added."""
     settings = (settings or BenchSettings()).checked()
+    if Path(run_dir).is_dir():  # a missing run dir is refused by load_target, naming what is missing
+        fileio.check_writable(RunDir(Path(run_dir)).bench, "bench's output folder")
     target = load_target(RunDir(Path(run_dir)), settings, model_path)
     print(
         f"{target.spec.name}: {len(target.eval_set.x)} {target.eval_set.split} examples from "
@@ -97,6 +100,9 @@ def run_bench_all(runs_dir: Path, settings: BenchSettings | None = None) -> Path
     runs = sorted(p for p in runs_dir.iterdir() if (p / "config.json").is_file())
     if not runs:
         raise UserError(f"--all {runs_dir} holds no run dirs (folders with a config.json from 'rnnforge train')")
+    fileio.check_writable(runs_dir, "--all")
+    for run in map(RunDir, runs):
+        fileio.check_writable(run.bench, "bench's output folder")
     for run in map(RunDir, runs):  # every run must be ready before the first is timed
         for path in (run.onnx, run.eval_set):
             if not path.is_file():
@@ -133,9 +139,33 @@ def load_target(run: RunDir, settings: BenchSettings, model_path: Path | None) -
     checked = {v: check_onnx_file(p, spec.name, config["info"]) for v, p in paths.items()}
     meta, inp = checked[next(iter(paths))]
     source_run = meta.get("rnnforge.source_run", "")
-    eval_set = load_eval_set(run.eval_set, spec.name, source_run, inp.dtype, inp.dims)
+    other = other_run(run, meta)
+    note = None
+    if other and model_path is None:
+        raise UserError(
+            f"{paths['fp32']} was exported from another run ({other}): export this run with "
+            f"'rnnforge export onnx {run.path}', or name the file with --model to bench it anyway"
+        )
+    if other:
+        note = (
+            f"--model {paths['fp32']} was exported from another run ({other}); it is scored and "
+            f"compared against the examples and TensorFlow outputs stored in {run.eval_set}"
+        )
+        print(f"note: {note}", flush=True)
+    eval_set = load_eval_set(run.eval_set, spec.name, None if other else source_run, inp.dtype, inp.dims)
     check_seq_lengths(spec.name, inp, eval_set.x, settings.seq_lengths)
-    return BenchTarget(run, spec, paths, source_run, eval_set)
+    check_batch_memory(eval_set.x, settings)
+    return BenchTarget(run, spec, paths, source_run, eval_set, note)
+
+
+def other_run(run: RunDir, meta: dict) -> str | None:
+    """Why the export with ``meta`` comes from another run than ``run``, or None: its recorded
+    source model (``rnnforge.source_model_sha256``) is not the run's model.keras. Copies of a run
+    keep their model.keras, so a copied run still matches its own export."""
+    recorded = meta.get("rnnforge.source_model_sha256")
+    if not recorded or not run.model.is_file() or fileio.sha256_file(run.model) == recorded:
+        return None
+    return f"{meta.get('rnnforge.source_run', 'unknown')}, whose model.keras is not {run.model}"
 
 
 def variant_paths(run: RunDir, model_path: Path | None, variants) -> dict[str, Path]:
@@ -152,6 +182,24 @@ def variant_paths(run: RunDir, model_path: Path | None, variants) -> dict[str, P
     if "fp16" in variants and not paths["fp16"].is_file():
         raise UserError(f"{paths['fp16']} does not exist: run 'rnnforge export onnx {run.path} --fp16' first")
     return {v: paths[v] for v in VARIANTS if v in variants}
+
+
+def check_batch_memory(x: np.ndarray, settings: BenchSettings, memory: int | None = None) -> None:
+    """Refuse ``--batch-sizes`` whose largest batch's inputs alone (one example's bytes times the
+    batch, at the longest ``--seq-lengths``) would not fit half the memory available here."""
+    memory = available_memory() if memory is None else memory
+    if memory is None or not len(x):
+        return
+    per_example = x[0].nbytes
+    if settings.seq_lengths and x.ndim >= 2 and x.shape[1]:
+        per_example = per_example * max(max(settings.seq_lengths), x.shape[1]) // x.shape[1]
+    batch = max(settings.batch_sizes)
+    need = batch * per_example
+    if need > memory // 2:
+        raise UserError(
+            f"--batch-sizes {batch}: its inputs alone need {need / 1e9:.3g} GB ({per_example} bytes per "
+            f"example); this machine has {memory / 1e9:.3g} GB available and bench keeps batches within half of it"
+        )
 
 
 def check_seq_lengths(task: str, inp: ModelInput, x: np.ndarray, seq_lengths) -> None:
@@ -333,13 +381,15 @@ def assemble(target: BenchTarget, settings: BenchSettings, measured: dict[str, d
     """bench.json (schema 3) from each engine's measurements and the TensorFlow baseline."""
     first = next(iter(measured.values()))
     rows = [*baseline["rows"], *(row for m in measured.values() for row in m["rows"])]
-    parity = json.loads(target.run.parity.read_text()) if target.run.parity.is_file() else None
+    parity_file = target.run.parity_of(next(iter(target.paths.values())))
+    parity = json.loads(parity_file.read_text()) if parity_file.is_file() else None
     eval_set = target.eval_set
     return {
         "schema_version": SCHEMA_VERSION,
         "task": target.spec.name,
         "run_dir": str(target.run.path.resolve()),
         "onnx_models": {v: str(p.resolve()) for v, p in target.paths.items()},
+        **({"model_note": target.model_note} if target.model_note else {}),
         "provider": {
             "requested": settings.provider,
             "session_providers": first["session_providers"],

@@ -58,6 +58,7 @@ def export_onnx(
     spec = get_spec(config["task"])
     opset, atol = _checked_options(spec, opset, atol, eval_examples)
     output = Path(output) if output else run.onnx
+    check_targets(run, output)
 
     model = run.load_model()
     print(f"converting {run.model} with tf2onnx (opset {opset})", flush=True)
@@ -87,11 +88,17 @@ def export_onnx(
     size = write_eval_set(run.eval_set, eval_set)
     parity["eval_set"] = {"path": str(run.eval_set), "examples": len(eval_set.x), "bytes": size}
     parity["eval_set"]["examples_in_split"] = eval_set.meta["examples_in_split"]
-    fileio.write_json(run.parity, parity)
+    fileio.write_json(run.parity_of(output), parity)
     if not fp16 and fp16_path(output).exists():  # derived from the model just replaced
         fp16_path(output).unlink()
         print(f"removed the stale {fp16_path(output)} (export again with --fp16 to refresh it)", flush=True)
     return parity
+
+
+def check_targets(run: RunDir, output: Path) -> None:
+    """Before any work: the ONNX file (``--output``) and the run dir (eval.npz) can be written."""
+    fileio.check_writable(output, "--output", directory=False)
+    fileio.check_writable(run.path, "RUN_DIR")
 
 
 def _checked_options(spec, opset: int | None, atol: float | None, eval_examples: int | None) -> tuple[int, float]:
@@ -189,6 +196,7 @@ def attach_metadata(onnx_model, spec, config: dict, run: RunDir, opset: int) -> 
         "rnnforge.version": rnnforge.__version__,
         "rnnforge.opset": str(opset),
         "rnnforge.source_run": str(run.path.resolve()),
+        "rnnforge.source_model_sha256": fileio.sha256_file(run.model),
         "rnnforge.dataset": config["dataset"],
         "rnnforge.inputs": json.dumps(
             [{"name": t.name, "dtype": t.dtype, "axes": t.axes, "description": t.description} for t in spec.onnx.inputs]

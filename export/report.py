@@ -35,6 +35,7 @@ def _header(result: dict) -> list[str]:
         "",
         f"- run: `{result['run_dir']}`",
         "- ONNX models: " + ", ".join(f"{v} `{path}`" for v, path in result["onnx_models"].items()),
+        *([f"- **model from another run:** {result['model_note']}"] if result.get("model_note") else []),
         f"- machine: {machine_line(result['machine'])}",
         f"- ONNX Runtime providers: requested `{provider['requested']}`, session used "
         f"`{', '.join(provider['session_providers'])}`; intra-op threads {provider['intra_op_threads']}",

@@ -141,6 +141,8 @@ def load_results(path: Path) -> dict[str, dict]:
                 f"{path}: bench.json schema_version {result.get('schema_version')!r}; this rnnforge reads "
                 + " and ".join(map(str, READABLE_VERSIONS))
             )
+        if not isinstance(result.get("task"), str):
+            raise UserError(f"{path}: a result has no 'task' name")
     return {r["task"]: r for r in results}
 
 

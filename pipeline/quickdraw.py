@@ -1,8 +1,9 @@
 """Real QuickDraw strokes from local files, in any of the three public formats.
 
 - Sketch-RNN ``.npz`` per category (``sketchrnn/<category>.npz``): keys train/valid/test, object
-  arrays of int16 stroke-3 ``[n, 3]``. Loading needs ``allow_pickle``: rnnforge only loads ``.npz``
-  files the user named (``--data-dir``) or that the TFDS builder downloaded itself.
+  arrays of int16 stroke-3 ``[n, 3]``. Object arrays are pickles: ``read_npz`` unpickles them with
+  ``ArrayUnpickler``, which allows only numpy's array reconstruction and refuses any other global
+  (a crafted file cannot run code).
 - Simplified ndjson per category (``full/simplified/<category>.ndjson``): one JSON object per line,
   ``drawing`` = strokes ``[[x...], [y...]]`` on a 0-255 canvas; converted with
   ``strokes_to_stroke3`` (the same pixel offsets as the ``.npz`` files). These files have no
@@ -19,6 +20,7 @@ record; ``skip_bad_records=True`` skips (and counts) bad drawings instead.
 from __future__ import annotations
 
 import json
+import pickle
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -28,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from rnnforge.core.errors import UserError
-from rnnforge.pipeline.strokes import strokes_to_stroke3
+from rnnforge.pipeline.strokes import check_int16, strokes_to_stroke3
 
 SPLITS = ("train", "valid", "test")
 
@@ -154,36 +156,98 @@ def read_npz(path: Path, skip_bad_records: bool = False) -> tuple[dict[str, list
     except OSError as exc:
         raise UserError(f"{path} cannot be read: {exc.strerror or exc}") from None
     try:
-        with np.load(path, allow_pickle=True, encoding="latin1") as archive:  # user-named file: see module doc
-            missing = [s for s in SPLITS if s not in archive.files]
+        with zipfile.ZipFile(path) as archive:
+            members = {Path(name).stem: name for name in archive.namelist() if name.endswith(".npy")}
+            missing = [s for s in SPLITS if s not in members]
             if missing:
                 raise UserError(f"{path}: no {missing[0]!r} array (a Sketch-RNN .npz has train, valid and test)")
-            raw = {s: archive[s] for s in SPLITS}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+            raw = {}
+            for split in SPLITS:
+                with archive.open(members[split]) as member:
+                    raw[split] = read_npy_restricted(member, path)
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, pickle.UnpicklingError) as exc:
         raise UserError(f"{path} is not a readable .npz (truncated or corrupt?): {exc}") from None
     out, skipped = {}, 0
     for split, items in raw.items():
         out[split] = []
         for i, item in enumerate(items):
             drawing = np.asarray(item)
-            if (
-                drawing.ndim != 2
-                or drawing.shape[1] != 3
-                or len(drawing) == 0
-                or drawing.dtype.kind not in "iuf"
-                or not np.isfinite(drawing).all()
-            ):
+            problem = _stroke3_problem(drawing)
+            if problem:
                 if not skip_bad_records:
-                    raise UserError(
-                        f"{path} {split}[{i}]: expected stroke-3 rows of shape [n, 3] holding finite "
-                        f"numbers, got {drawing.dtype} {drawing.shape}"
-                    )
+                    raise UserError(f"{path} {split}[{i}]: {problem}")
                 skipped += 1
                 continue
             out[split].append(drawing.astype(np.int16))
     if not any(out.values()):
         raise UserError(f"{path} holds no drawings")
     return out, skipped
+
+
+def _stroke3_problem(drawing: np.ndarray) -> str | None:
+    """Why ``drawing`` is no stroke-3 array of finite numbers that fit int16, or None."""
+    if (
+        drawing.ndim != 2
+        or drawing.shape[1] != 3
+        or len(drawing) == 0
+        or drawing.dtype.kind not in "iuf"
+        or not np.isfinite(drawing).all()
+    ):
+        return f"expected stroke-3 rows of shape [n, 3] holding finite numbers, got {drawing.dtype} {drawing.shape}"
+    try:
+        check_int16(drawing)
+    except ValueError as exc:
+        return f"{exc} (stroke-3 offsets are stored as int16)"
+    return None
+
+
+#: The only globals a Sketch-RNN object array's pickle may name: numpy's array reconstruction.
+ALLOWED_PICKLE_GLOBALS = frozenset(
+    {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+)
+
+
+class ArrayUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and nothing else: any global outside ``ALLOWED_PICKLE_GLOBALS``
+    (``posix.system``, ``builtins.eval``, ...) is refused before it is looked up."""
+
+    def __init__(self, file, source: Path):
+        super().__init__(file, encoding="latin1")
+        self.source = source
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in ALLOWED_PICKLE_GLOBALS:
+            raise UserError(
+                f"{self.source} is refused: its pickled arrays name the global {module}.{name}, "
+                "which a Sketch-RNN .npz never needs (only numpy arrays are loaded)"
+            )
+        return super().find_class(module, name)
+
+
+def read_npy_restricted(member, source: Path) -> np.ndarray:
+    """One ``.npy`` member of an ``.npz``: plain arrays as numpy reads them, object arrays
+    through ``ArrayUnpickler`` (numpy's own loader would run any pickle)."""
+    version = np.lib.format.read_magic(member)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(member)
+    else:
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(member)
+    if dtype.hasobject:
+        array = ArrayUnpickler(member, source).load()
+        if not isinstance(array, np.ndarray):
+            raise ValueError(f"an object array was expected, got {type(array).__name__}")
+        return array
+    data = member.read()
+    count = int(np.prod(shape, dtype=np.int64))
+    if len(data) < count * dtype.itemsize:
+        raise ValueError(f"array data is truncated ({len(data)} of {count * dtype.itemsize} bytes)")
+    array = np.frombuffer(data, dtype=dtype, count=count)
+    return array.reshape(shape[::-1]).transpose() if fortran else array.reshape(shape)
 
 
 def ndjson_split(key_id: str) -> str:
@@ -208,7 +272,7 @@ def read_ndjson(path: Path, skip_bad_records: bool = False) -> tuple[dict[str, l
             drawing = record["drawing"]
             rows = strokes_to_stroke3([(stroke[0], stroke[1]) for stroke in drawing])
             key = record.get("key_id", f"{Path(path).stem}-{number}")
-        except (json.JSONDecodeError, KeyError, TypeError, IndexError, ValueError) as exc:
+        except (json.JSONDecodeError, KeyError, TypeError, IndexError, ValueError, OverflowError) as exc:
             if not skip_bad_records:
                 reason = (
                     "not JSON"

@@ -18,18 +18,38 @@ MAX_LEN = 100
 
 
 def strokes_to_stroke3(strokes: Sequence[tuple[Sequence[float], Sequence[float]]]) -> np.ndarray:
-    """Convert absolute strokes ``[(xs, ys), ...]`` to stroke-3 rows, int16 ``[n_points - 1, 3]``."""
+    """Convert absolute strokes ``[(xs, ys), ...]`` to stroke-3 rows, int16 ``[n_points - 1, 3]``.
+
+    Raises ``ValueError`` for a coordinate that is not a finite number and for an offset beyond
+    int16 (which would otherwise wrap around: 40000 would become -25536)."""
     rows = []
     for xs, ys in strokes:
         if len(xs) != len(ys) or len(xs) == 0:
             raise ValueError(f"stroke with {len(xs)} x and {len(ys)} y coordinates")
-        pen = np.zeros(len(xs), dtype=np.int64)
+        try:
+            coords = np.asarray([xs, ys], dtype=np.float64)
+        except OverflowError:
+            raise ValueError("a coordinate is beyond float64 range") from None
+        if coords.ndim != 2:
+            raise ValueError("coordinates must be numbers")
+        if not np.isfinite(coords).all():
+            raise ValueError("coordinates must be finite numbers (no NaN or infinity)")
+        pen = np.zeros(len(xs))
         pen[-1] = 1
-        rows.append(np.stack([np.asarray(xs, np.int64), np.asarray(ys, np.int64), pen], axis=1))
+        rows.append(np.stack([np.trunc(coords[0]), np.trunc(coords[1]), pen], axis=1))
     points = np.concatenate(rows)
     out = points[1:].copy()
     out[:, :2] -= points[:-1, :2]
+    check_int16(out)
     return out.astype(np.int16)
+
+
+def check_int16(rows: np.ndarray) -> None:
+    """Raise ``ValueError`` unless every value of ``rows`` fits int16 (stroke-3's storage type)."""
+    info = np.iinfo(np.int16)
+    if len(rows) and not (info.min <= rows.min() and rows.max() <= info.max):
+        worst = rows.flat[np.abs(rows.astype(np.float64)).argmax()]
+        raise ValueError(f"offset {worst:g} is beyond int16 range ({info.min}..{info.max})")
 
 
 def pad_or_crop(drawings: Sequence[np.ndarray], max_len: int = MAX_LEN) -> np.ndarray:

@@ -37,7 +37,8 @@ def read_daily_csv(
     """Read one daily series from a CSV: parse dates, drop exact duplicate rows, sort, check.
 
     Refuses (one line naming file, row or column): a missing column, an unparsable date, a
-    NaN/negative/non-numeric value, two different values for one day, and missing days unless
+    NaN/negative/non-numeric value or one beyond float32, two different values for one day
+    (``1010`` and ``1010.0`` are one value), and missing days unless
     ``fill_missing="interpolate"``. Row numbers are the file's line numbers (header = line 1).
     """
     import pandas as pd
@@ -57,7 +58,7 @@ def read_daily_csv(
     frame = frame.drop_duplicates()
     if frame.empty:
         raise UserError(f"{path} has no data rows")
-    dates = pd.to_datetime(frame[date_column].str.strip(), format=date_format, errors="coerce")
+    dates = parse_dates(frame[date_column].str.strip(), date_format)
     bad = dates.isna()
     if bad.any():
         row = bad.idxmax()
@@ -66,13 +67,17 @@ def read_daily_csv(
             + (f" ({date_format})" if date_format else "")
         )
     values = pd.to_numeric(frame[value_column].str.strip(), errors="coerce")
-    bad = values.isna() | ~np.isfinite(values) | (values < 0)
+    with np.errstate(over="ignore"):
+        in_float32 = np.isfinite(values.to_numpy(np.float64).astype(np.float32))
+    bad = values.isna() | ~np.isfinite(values) | (values < 0) | ~in_float32
     if bad.any():
         row = bad.idxmax()
         raise UserError(
-            f"{path} line {lines[row]}: {value_column} {frame.at[row, value_column]!r} is not a non-negative number"
+            f"{path} line {lines[row]}: {value_column} {frame.at[row, value_column]!r} is not a non-negative number "
+            f"within float32 range (at most {float(np.finfo(np.float32).max):.3g}; the model computes in float32)"
         )
-    series = pd.Series(values.to_numpy(np.float64), index=dates.to_numpy(), name=value_column).sort_index()
+    pairs = pd.DataFrame({"day": dates.to_numpy(), "value": values.to_numpy(np.float64)}).drop_duplicates()
+    series = pd.Series(pairs["value"].to_numpy(), index=pairs["day"].to_numpy(), name=value_column).sort_index()
     clash = series.index.duplicated(keep=False)
     if clash.any():
         day = series.index[clash][0]
@@ -81,6 +86,23 @@ def read_daily_csv(
             f"({', '.join(f'{v:g}' for v in series[day])})"
         )
     return fill_days(series, path, fill_missing)
+
+
+def parse_dates(strings, date_format: str | None = None):
+    """Dates of ``strings`` (NaT where unparsable). Timestamps with a time zone (``Z``, ``+05:00``,
+    mixed offsets) are converted to UTC, then their date is taken; naive ones are taken as written."""
+    import pandas as pd
+
+    try:
+        dates = pd.to_datetime(strings, format=date_format, errors="coerce")
+    except (ValueError, TypeError):  # mixed offsets, or aware beside naive: one zone for all
+        dates = pd.to_datetime(strings, format=date_format, errors="coerce", utc=True)
+    if dates.isna().any():  # a zone after naive dates is coerced to NaT unless all go to UTC
+        in_utc = pd.to_datetime(strings, format=date_format, errors="coerce", utc=True)
+        dates = in_utc if in_utc.isna().sum() < dates.isna().sum() else dates
+    if getattr(dates.dt, "tz", None) is not None:
+        dates = dates.dt.tz_convert("UTC").dt.tz_localize(None).dt.normalize()
+    return dates
 
 
 def fill_days(series, source, fill_missing: str = "none"):

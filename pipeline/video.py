@@ -93,7 +93,7 @@ def synthetic(split: str, seed: int = 0, frames: int = 16, size: int = 64, n: in
 def read_clip(path: Path) -> np.ndarray:
     """All frames of one clip file, uint8 ``[T, H, W, 3]``."""
     path = Path(path)
-    if path.suffix == ".npy":
+    if path.suffix.lower() == ".npy":
         try:
             frames = np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:

@@ -127,14 +127,16 @@ def _train_options(command):
 @click.option("--address", help="Ray cluster to join ('auto' inside 'ray job submit'); default: start a local Ray.")
 @click.option("--overwrite", is_flag=True, help="Replace a finished run in --run-dir instead of refusing.")
 def train(task: str, run_dir: Path | None, address: str | None, overwrite: bool, **options) -> None:
-    from rnnforge.cluster.launch import check_data
+    from rnnforge.cluster.launch import check_data, preflight
     from rnnforge.cluster.launch import train as run_training
     from rnnforge.cluster.storage import prepare_run_dir
     from rnnforge.models.resolve import resolve_config
 
     config = resolve_config(task, options)
+    run_dir = run_dir or Path("runs") / task
+    preflight(config, run_dir, address)  # no data, Ray or TensorFlow yet: the error is all the user reads
     data = check_data(config) if overwrite else None  # bad data must fail before --overwrite removes a finished run
-    run_dir = prepare_run_dir(run_dir or Path("runs") / task, overwrite, config.storage_path)
+    run_dir = prepare_run_dir(run_dir, overwrite, config.storage_path)
     metrics = run_training(config, run_dir, address=address, data=data)
     _print_devices(metrics)
     _print_scores(metrics)
@@ -347,6 +349,8 @@ def bench_compare(baseline: Path, candidate: Path, metric: str, threshold: float
     from rnnforge.core.errors import RegressionError
     from rnnforge.export.compare import compare
 
+    if output:
+        fileio.check_writable(output, "--output", directory=False)
     table, regressions = compare(baseline, candidate, metric, threshold)
     click.echo(table)
     if output:

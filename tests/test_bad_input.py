@@ -4,29 +4,39 @@ Each case writes its bad file(s) into ``tmp_path`` (or a copy of a finished run)
 ``rnnforge ...`` (in this process, as ``rnnforge.cli.main``) and checks what the user gets: exit
 code 2 (bad input), a last stderr line ``error: ...`` that names the file/option and what was
 expected, no Python traceback, and not one file created, changed or removed (a snapshot of paths,
-sizes, mtimes and hashes before and after). Every case fails before Ray starts except
-``gpus_more_than_available``, which needs Ray's view of the GPUs: it runs in a fresh process.
+sizes, mtimes and hashes before and after). Every case fails before Ray or TensorFlow starts;
+``gpus_more_than_available`` runs in a fresh process, as a user's command does.
+
+``INTERRUPTS`` (slow) is the Ctrl-C table: SIGINT during a real local train, to the process group
+or the driver alone, ends with exit 130 and one line saying where the run resumes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import struct
+import subprocess
+import sys
+import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 import numpy as np
 import pytest
-from conftest import copy_run, run_cli, run_cli_process, snapshot
+from conftest import ROOT, SHARED_DATA, copy_run, run_cli, run_cli_process, snapshot
 
 import rnnforge.cli
 from rnnforge.core.errors import UserError
 
 OPTION_ONLY = None  # the case names an option, not a file: its expected text says which
+SAMPLES = SHARED_DATA / "quickdraw_simplified"  # real QuickDraw ndjson files (../shared/data)
 
 
 # --- writers of (bad) files ------------------------------------------------------------------
@@ -246,6 +256,101 @@ def _options(*args) -> Callable:
         ], OPTION_ONLY
 
     return setup
+
+
+# --- writers for the reliability cases (issue #14) ---------------------------------------------
+
+
+class _Command:
+    """Pickled as ``posix.system(COMMAND)``: what a crafted .npz's object array would run."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+class _Global:
+    """Pickled as a call of ``func`` (any global but numpy's array reconstruction)."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def _crafted_npz(tmp: Path, payload) -> tuple[list, Path]:
+    """sketchrnn/{dog,cat}.npz; cat.npz's train array holds ``payload`` beside a real drawing."""
+
+    def write(path: Path) -> Path:
+        train = _drawings(4)
+        train[1] = payload
+        np.savez(path, train=train, valid=_drawings(2), test=_drawings(2))
+        return path
+
+    folder, cat = _npz_folder(tmp, write)
+    return _quickdraw(folder), cat
+
+
+def _ndjson_drawing(drawing: str) -> str:
+    return '{"key_id": "1", "drawing": ' + drawing + "}\n"
+
+
+def _bench_json(path: Path, rows: list, task: str = "sketch") -> Path:
+    """A minimal bench.json (schema 3) holding ``rows`` as its latency rows."""
+    data = {
+        "schema_version": 3,
+        "task": task,
+        "provider": {"session_providers": ["CPUExecutionProvider"]},
+        "latency": rows,
+    }
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _latency_row(batch: int = 1, engine: str = "onnxruntime") -> dict:
+    figures = {"p50": 1.0, "p90": 1.1, "p95": 1.2, "p99": 1.3, "mean": 1.05}
+    return {"engine": engine, "batch_size": batch, "latency_ms": figures, "throughput_per_s": 950.0}
+
+
+def _compare(a_rows: list, b_rows: list, *extra, bad: str = "b") -> Callable:
+    """``bench compare A B EXTRA``; the named file is ``bad`` (a or b), or OPTION_ONLY for None."""
+
+    def setup(tmp: Path, runs: Runs):
+        a = _bench_json(tmp / "a.json", a_rows)
+        b = _bench_json(tmp / "b.json", b_rows)
+        named = {"a": a, "b": b}.get(bad, OPTION_ONLY)
+        return ["bench", "compare", a, b, *extra], named
+
+    return setup
+
+
+def _set_run_meta(key: str, value: str) -> Callable:
+    """Edit of a run copy: its model.onnx's metadata ``key`` set to ``value``."""
+
+    def edit(run: Path) -> Path:
+        import onnx
+
+        model = _set_meta(key, value)(onnx.load(str(run / "model.onnx")))
+        onnx.save(model, str(run / "model.onnx"))
+        return run / "model.onnx"
+
+    return edit
+
+
+def _make_file(name: str) -> Callable:
+    """Edit of a run copy: RUN/``name`` is a file where a folder must go."""
+
+    def edit(run: Path) -> Path:
+        (run / name).write_text("not a folder")
+        return run / name
+
+    return edit
+
+
+UNWRITABLE = Path("/proc/rnnforge-cannot-write-here")
 
 
 # --- the table --------------------------------------------------------------------------------
@@ -573,6 +678,225 @@ CASES = [
         ["'--runs'", "0 is not in the range"],
         2,
     ),
+    # issue #14, 1: code in a data file never runs
+    (
+        "npz_pickle_runs_a_command",
+        lambda tmp, runs: _crafted_npz(tmp, _Command(f"touch {tmp}/marker")),
+        ["is refused", "posix.system", "only numpy arrays are loaded"],
+        2,
+    ),
+    (
+        "npz_pickle_names_eval",
+        lambda tmp, runs: _crafted_npz(tmp, _Global(eval, "1+1")),
+        ["is refused", "builtins.eval"],
+        2,
+    ),
+    # issue #14, 2: numbers out of range
+    ("csv_value_beyond_float32", _csv_case(GOOD_CSV + "2020-01-29,1e300\n"), ["line 30", "'1e300'", "float32"], 2),
+    (
+        "csv_value_beyond_float64",
+        _csv_case(GOOD_CSV + "2020-01-29,1" + "0" * 400 + "\n"),
+        ["line 30", "not a non-negative number within float32 range"],
+        2,
+    ),
+    (
+        "ndjson_offset_beyond_int16",
+        lambda tmp, runs: (_quickdraw((r := _ndjson_folder(tmp, _ndjson_drawing("[[[0, 40000], [0, 1]]]")))[0]), r[1]),
+        ["line 1: bad 'drawing'", "offset 40000 is beyond int16"],
+        2,
+    ),
+    (
+        "ndjson_coordinate_beyond_int64",
+        lambda tmp, runs: (
+            _quickdraw((r := _ndjson_folder(tmp, _ndjson_drawing(f"[[[0, {10**20}], [0, 1]]]")))[0]),
+            r[1],
+        ),
+        ["line 1: bad 'drawing'", "beyond int16"],
+        2,
+    ),
+    (
+        "ndjson_coordinate_beyond_float64",
+        lambda tmp, runs: (
+            _quickdraw((r := _ndjson_folder(tmp, _ndjson_drawing(f"[[[0, {10**400}], [0, 1]]]")))[0]),
+            r[1],
+        ),
+        ["line 1: bad 'drawing'", "beyond float64"],
+        2,
+    ),
+    (
+        "ndjson_coordinate_infinite",
+        lambda tmp, runs: (_quickdraw((r := _ndjson_folder(tmp, _ndjson_drawing("[[[0, 1e999], [0, 1]]]")))[0]), r[1]),
+        ["line 1: bad 'drawing'", "finite numbers"],
+        2,
+    ),
+    (
+        "npz_offset_beyond_int16",
+        lambda tmp, runs: (
+            _quickdraw((r := _npz_folder(tmp, lambda p: _npz(p, np.array([[40000, 1, 0], [2, 3, 1]], np.int32))))[0]),
+            r[1],
+        ),
+        ["train[0]", "offset 40000 is beyond int16"],
+        2,
+    ),
+    # issue #14, 3: dates with time zones (parsed when they can be, else one line)
+    (
+        "csv_zone_after_naive_dates",
+        _csv_case(GOOD_CSV + "2020-01-29T00:00:00+05:00,5\n"),
+        ["line 30", "cannot parse date '2020-01-29T00:00:00+05:00' as a date"],
+        2,
+    ),
+    (
+        "csv_zoned_dates_clash_after_conversion",
+        _csv_case("date,value\n2020-01-02T01:00:00+05:00,1\n2020-01-01T21:00:00Z,2\n"),
+        ["2020-01-01 appears with different value values (1, 2)"],
+        2,
+    ),
+    # issue #14, 4: unwritable places are refused before any work
+    (
+        "run_dir_under_a_file",
+        lambda tmp, runs: (
+            ["train", "sketch", "--run-dir", ((tmp / "f").write_text("x"), tmp / "f" / "run")[1]],
+            tmp / "f",
+        ),
+        ["--run-dir", "cannot be created", "is a file, not a directory"],
+        2,
+    ),
+    (
+        "run_dir_in_proc",
+        lambda tmp, runs: (["train", "sketch", "--run-dir", UNWRITABLE / "run"], UNWRITABLE),
+        ["--run-dir", "/proc is not writable"],
+        2,
+    ),
+    (
+        "storage_path_in_proc",
+        lambda tmp, runs: (
+            ["train", "sketch", "--run-dir", tmp / "run", "--storage-path", UNWRITABLE],
+            UNWRITABLE,
+        ),
+        ["--storage-path", "/proc is not writable"],
+        2,
+    ),
+    (
+        "export_output_in_proc",
+        _run_copy(
+            lambda run: UNWRITABLE / "m.onnx", "export", "onnx", lambda run: run, "--output", UNWRITABLE / "m.onnx"
+        ),
+        ["--output", "/proc is not writable"],
+        2,
+    ),
+    (
+        "export_output_under_a_file",
+        _run_copy(
+            lambda run: run / "config.json",
+            "export",
+            "onnx",
+            lambda run: run,
+            "--output",
+            lambda run: run / "config.json" / "m.onnx",
+        ),
+        ["--output", "is a file, not a directory"],
+        2,
+    ),
+    (
+        "bench_output_folder_is_a_file",
+        _run_copy(_make_file("bench"), "bench", lambda run: run, "--batch-sizes", "1"),
+        ["bench's output folder", "is a file, expected a directory"],
+        2,
+    ),
+    (
+        "compare_output_in_proc",
+        _compare([_latency_row()], [_latency_row()], "--output", UNWRITABLE / "cmp.md", bad=None),
+        ["--output", "/proc is not writable"],
+        2,
+    ),
+    # issue #14, 5: the regression gate never passes without checking
+    (
+        "compare_no_common_row",
+        _compare([_latency_row(1)], [_latency_row(32)], bad="a"),
+        ["share no row", "nothing to compare"],
+        2,
+    ),
+    (
+        "compare_threshold_nan",
+        _compare([_latency_row()], [_latency_row()], "--threshold", "nan", bad=None),
+        ["--threshold nan", "a finite number above 0"],
+        2,
+    ),
+    (
+        "compare_threshold_inf",
+        _compare([_latency_row()], [_latency_row()], "--threshold", "inf", bad=None),
+        ["--threshold inf", "a finite number above 0"],
+        2,
+    ),
+    (
+        "compare_threshold_negative",
+        _compare([_latency_row()], [_latency_row()], "--threshold", "-1", bad=None),
+        ["--threshold -1", "a finite number above 0"],
+        2,
+    ),
+    (
+        "compare_row_lacks_latency",
+        _compare([_latency_row()], [{"engine": "onnxruntime", "batch_size": 1}]),
+        ["latency row 0", "lacks 'latency_ms'"],
+        2,
+    ),
+    (
+        "compare_row_figure_not_a_number",
+        _compare(
+            [_latency_row()],
+            [{**_latency_row(), "latency_ms": {**_latency_row()["latency_ms"], "p50": "fast"}}],
+        ),
+        ["latency row 0", "latency_ms.p50 is 'fast'", "positive number"],
+        2,
+    ),
+    ("compare_row_not_an_object", _compare([_latency_row()], [7]), ["latency row 0 is int"], 2),
+    (
+        "compare_row_lacks_engine",
+        _compare([{k: v for k, v in _latency_row().items() if k != "engine"}], [_latency_row()], bad="a"),
+        ["latency row 0", "lacks 'engine'"],
+        2,
+    ),
+    (
+        "compare_result_without_task",
+        lambda tmp, runs: (
+            [
+                "bench",
+                "compare",
+                _bench_json(tmp / "a.json", [_latency_row()]),
+                (tmp / "b.json", (tmp / "b.json").write_text(json.dumps({"schema_version": 3, "latency": []})))[0],
+            ],
+            tmp / "b.json",
+        ),
+        ["has no 'task' name"],
+        2,
+    ),
+    # issue #14, 7: artifacts that lie
+    (
+        "bench_model_onnx_from_another_run",
+        _run_copy(_set_run_meta("rnnforge.source_model_sha256", "0" * 64), "bench", lambda run: run),
+        ["was exported from another run", "name the file with --model"],
+        2,
+    ),
+    # issue #14, 8: smaller
+    (
+        "bench_batch_sizes_twenty_digits",
+        lambda tmp, runs: (["bench", runs.shared_run(), "--batch-sizes", "9" * 20], OPTION_ONLY),
+        ["--batch-sizes 99999999999999999999", "GB", "bytes per example"],
+        2,
+    ),
+    (
+        "clip_upper_case_npy",
+        lambda tmp, runs: (_video((r := _clips(tmp, "F.NPY", np.zeros((16, 24, 24, 3), np.float32)))[0]), r[1]),
+        ["expected uint8 frames [T, H, W, 3]", "float32"],
+        2,
+    ),
+    # issue #14, 10: checks that need no data run first (the local machine's GPUs: no Ray)
+    (
+        "gpus_more_than_this_machine",
+        _options("train", "sketch", "--gpus-per-worker", "64"),
+        ["--gpus-per-worker 64", "needs 128 GPUs", "a local run: this machine's GPUs"],
+        2,
+    ),
 ]
 
 
@@ -662,3 +986,153 @@ def test_the_table_covers_every_checked_option_and_names_real_ones():
     assert len(checked) >= 15
     assert checked <= named, f"range-checked options without a bad-input row: {sorted(checked - named)}"
     assert {case[0] for case in CASES} >= IN_A_PROCESS
+
+
+# --- Ctrl-C during train (issue #14, 6), on a real local Ray whose sockets are checked too (9) ---------
+# (id, where SIGINT goes): exit 130, one line saying where the run resumes, no Ray process left.
+
+INTERRUPTS = [("sigint_to_the_process_group", "group"), ("sigint_to_the_driver_alone", "driver")]
+
+
+def _session(sid: int) -> list:
+    """Every process of session ``sid`` (the train started with ``start_new_session``)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(OSError, psutil.Error):
+            if os.getsid(proc.pid) == sid:
+                found.append(proc)
+    return found
+
+
+def _listening(procs: list) -> dict[str, set[str]]:
+    """``{process name: addresses it listens on}``."""
+    import psutil
+
+    out: dict[str, set[str]] = {}
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            for conn in proc.net_connections(kind="inet"):
+                if conn.status == psutil.CONN_LISTEN:
+                    out.setdefault(proc.name(), set()).add(conn.laddr.ip)
+    return out
+
+
+LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+
+
+def _registered_epoch(storage_run: Path) -> int:
+    """The epoch of the latest checkpoint Ray Train has registered (0: none yet)."""
+    try:
+        snapshot = json.loads((storage_run / "checkpoint_manager_snapshot.json").read_text())
+        return snapshot["latest_checkpoint_result"]["metrics"]["epoch"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", [t for _, t in INTERRUPTS], ids=[i for i, _ in INTERRUPTS])
+def test_ctrl_c_during_train(tmp_path, target):
+    """A terminal's Ctrl-C (the process group) or a SIGINT to the driver alone, after the first
+    epoch: exit 130, one line naming the run dir to resume, no Ray process of the run left, and
+    while it ran, Ray's own processes (GCS, raylet, agents) listened on loopback only."""
+    run_dir = tmp_path / "run"
+    args = ["sketch", "--epochs", "3", "--units", "16", "--max-len", "40", "--workers", "2", "--patience", "0"]
+    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  (the process writes it until it ends)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rnnforge.cli", "train", *args, "--run-dir", run_dir],
+        cwd=ROOT,
+        stdout=log,
+        stderr=log,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    listening: dict[str, set[str]] = {}
+    try:
+        deadline = time.monotonic() + 400
+        while time.monotonic() < deadline and proc.poll() is None:
+            for name, addresses in _listening(_session(proc.pid)).items():
+                listening.setdefault(name, set()).update(addresses)
+            log.seek(0)
+            if "epoch 1/3" in log.read() and _registered_epoch(run_dir / "checkpoints" / "train"):
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None, "train ended before its first epoch"
+        if target == "group":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGINT)
+        code = proc.wait(120)
+        deadline = time.monotonic() + 30
+        while _session(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        left = [p.name() for p in _session(proc.pid)]
+    finally:
+        for leftover in _session(proc.pid):
+            with contextlib.suppress(Exception):
+                leftover.kill()
+    log.seek(0)
+    output = log.read()
+    ray_own = {name: addresses for name, addresses in listening.items() if "RayTrainWorker" not in name}
+    assert {"gcs_server", "raylet"} <= set(ray_own), listening
+    assert any("DashboardAgent" in name for name in ray_own), listening
+    assert all(addresses <= LOOPBACK for addresses in ray_own.values()), listening
+    assert code == 130, output[-3000:]
+    ours = _own_lines(output)
+    errors = [line for line in ours if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0] == output.rstrip().splitlines()[-1], output[-3000:]
+    assert f"--run-dir {run_dir}" in errors[0] and "resume" in errors[0]
+    assert not any(line.startswith("Traceback") for line in ours), output[-3000:]
+    assert left == [], f"Ray processes of the run left behind: {left}"
+    assert not (run_dir / "config.json").exists()
+    done = _registered_epoch(run_dir / "checkpoints" / "train")
+    assert done >= 1, "no checkpoint to resume from"
+    if target == "group":  # the line's promise: the same command resumes the run
+        resumed = run_cli_process("train", *args, "--run-dir", run_dir, timeout=600)
+        assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
+        assert f"resumed from checkpoint after epoch {done}" in resumed.stdout + resumed.stderr
+        assert (run_dir / "config.json").is_file()
+
+
+def _own_lines(output: str) -> list[str]:
+    """The driver's own lines: without those Ray forwards from its actors (``(Name pid=N) ...``)."""
+    return [line for line in output.splitlines() if not re.match(r"(\x1b\[\d+m)?\(\S+ pid=\d+", line)]
+
+
+@pytest.mark.slow
+def test_a_ray_train_failure_is_one_line_naming_the_worker_error(tmp_path):
+    """The data vanishes after the driver's check: the worker's UserError fails the run, and
+    ``fit()`` raises Ray Train's ``TrainingFailedError``: one line, exit 1, no traceback of ours."""
+    data = Path(shutil.copytree(SAMPLES, tmp_path / "data"))
+    args = ["sketch", "--dataset", "quickdraw", "--data-dir", data, "--workers", "1", "--epochs", "1"]
+    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  (the process writes it until it ends)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rnnforge.cli", "train", *args, "--max-failures", "0", "--run-dir", tmp_path / "run"],
+        cwd=ROOT,
+        stdout=log,
+        stderr=log,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            log.seek(0)
+            if " examples" in log.read():  # the driver has checked the data; Ray starts next
+                shutil.rmtree(data)
+                break
+            time.sleep(0.1)
+        code = proc.wait(300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    log.seek(0)
+    output = log.read()
+    ours = [line for line in _own_lines(output) if line.strip()]
+    assert code == 1, output[-3000:]
+    assert ours[-1] == f"error: training failed: worker 0: --data-dir {data} is not a directory " + (
+        "(expected QuickDraw .npz, .ndjson or TFRecord files)"
+    ), output[-3000:]
+    assert sum(line.startswith("error: ") for line in ours) == 1
+    assert not any("Traceback" in line for line in ours), output[-3000:]

@@ -203,7 +203,8 @@ def test_fp16_keeps_out_of_range_tensors_in_fp32(forecast_run, tmp_path):
     assert result.returncode == 0, result.stderr
     import onnxruntime as ort
 
-    parity = json.loads((run / "parity.json").read_text())["fp16"]
+    # the record lives beside the model it describes (issue #14): tmp/model.parity.json
+    parity = json.loads((tmp_path / "model.parity.json").read_text())["fp16"]
     assert parity["passed"] and len(parity["nodes_kept_fp32"]) >= 4 and parity["max_abs_diff"] <= 1e3
     session = ort.InferenceSession(str(tmp_path / "model.fp16.onnx"), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].type == "tensor(float)" and session.get_outputs()[0].type == "tensor(float)"

@@ -29,3 +29,15 @@ class MissingStackError(UserError):
     """The command needs the training stack, which a serving install (``pip install rnnforge``) lacks."""
 
     exit_code = 6
+
+
+class TrainingFailed(UserError):
+    """Ray Train gave up on a run (a worker's error, beyond ``--max-failures``)."""
+
+    exit_code = 1
+
+
+class Interrupted(UserError):
+    """Ctrl-C (SIGINT): the work stopped; the message says what can be resumed."""
+
+    exit_code = 130

@@ -1,11 +1,14 @@
 """Atomic artifact writes: every file goes to a temp file in the same directory, then is renamed.
 
 A crash or SIGKILL mid-write leaves the previous artifact (or none) behind, never half of one.
+The temp file (or every file of a temp directory) is fsynced before the rename and the directory
+after it, so a power loss leaves the old artifact or the complete new one as well.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -13,6 +16,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from rnnforge.core.errors import UserError
 
 
 @contextlib.contextmanager
@@ -30,14 +35,77 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     tmp.unlink()
     try:
         yield tmp
+        sync_tree(tmp)
         if tmp.is_dir() and target.is_dir():
             shutil.rmtree(target)
         os.replace(tmp, target)
+        sync_directory(target.parent)
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The SHA-256 hex digest of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sync_tree(path: Path) -> None:
+    """fsync ``path``, or every file and directory under it, so their data is on disk."""
+    paths = [path] if not path.is_dir() else [*(p for p in path.rglob("*") if p.is_file()), path]
+    for item in paths:
+        if item.is_dir():
+            sync_directory(item)
+            continue
+        with open(item, "rb") as handle:
+            os.fsync(handle.fileno())
+
+
+def sync_directory(path: Path) -> None:
+    """fsync a directory, so a rename inside it survives a power loss (no-op where unsupported)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def check_writable(path: str | os.PathLike, what: str, directory: bool = True) -> Path:
+    """Refuse, before any work, a place that cannot be created or written: ``path`` (a directory
+    if ``directory``, else a file) under a file, on a read-only mount, in /proc. ``what`` names it
+    in the one-line error (``--run-dir``). Probes with a temp file that is removed at once."""
+    target = Path(path).absolute()
+    if target.exists() and target.is_dir() != directory:
+        raise UserError(
+            f"{what} {target} is a {'file' if directory else 'directory'}, expected a "
+            f"{'directory' if directory else 'file'}"
+        )
+    existing = target if directory and target.exists() else target.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{what} {target} cannot be created: {existing} is a file, not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".rnnforge-write-check.", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(
+            f"{what} {target} cannot be {'written' if existing == target else 'created'}: "
+            f"{existing} is not writable ({exc.strerror or exc})"
+        ) from None
+    return target
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -19,6 +19,36 @@ def versions() -> dict:
     return out
 
 
+def local_gpus() -> int:
+    """NVIDIA GPUs this machine gives a local Ray, counted without importing Ray or TensorFlow:
+    ``CUDA_VISIBLE_DEVICES`` where set, else the driver's ``/proc/driver/nvidia/gpus`` entries,
+    else ``nvidia-smi -L``'s lines; 0 without a driver."""
+    import shutil
+    import subprocess
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    with contextlib.suppress(OSError):
+        return len(list(Path("/proc/driver/nvidia/gpus").iterdir()))
+    if shutil.which("nvidia-smi"):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
+            return sum(line.startswith("GPU ") for line in listed.splitlines())
+    return 0
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations (``MemAvailable``), None where unknown."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return None
+
+
 def machine_info() -> dict:
     """CPU model and cores, and the GPU when ``nvidia-smi`` answers."""
     import shutil

@@ -62,6 +62,13 @@ class RunDir:
     def parity(self) -> Path:
         return self.path / "parity.json"
 
+    def parity_of(self, onnx_path: Path) -> Path:
+        """The parity record of the ONNX file ``onnx_path``: parity.json for RUN_DIR/model.onnx,
+        else beside the file (``other.onnx`` -> ``other.parity.json``), so it describes that file."""
+        if Path(onnx_path).absolute() == self.onnx.absolute():
+            return self.parity
+        return Path(onnx_path).with_suffix(".parity.json")
+
     @property
     def eval_set(self) -> Path:
         return self.path / "eval.npz"
