@@ -15,8 +15,10 @@ import time
 from pathlib import Path
 
 from rnnforge.cluster.finish import finish_run
+from rnnforge.cluster.progress import ray_init_options, training_progress, worker_setup_hook
 from rnnforge.cluster.storage import storage_location
 from rnnforge.core.config import TrainConfig
+from rnnforge.core.console import VERBOSE_ENV, verbose
 from rnnforge.core.env import WORKER_ENV
 from rnnforge.core.errors import UserError
 from rnnforge.core.run_dir import RunDir
@@ -53,23 +55,25 @@ def worker_env(config: TrainConfig) -> dict:
         "TF_NUM_INTEROP_THREADS": threads,
         "OMP_NUM_THREADS": threads,
         "PYTHONUNBUFFERED": "1",
+        VERBOSE_ENV: "1" if verbose() else "0",
     }
 
 
 def connect(config: TrainConfig, address: str | None) -> None:
-    """Start a local Ray instance (dashboard on 127.0.0.1) or join the cluster at ``address``."""
+    """Start a local Ray instance (dashboard on 127.0.0.1) or join the cluster at ``address``;
+    the console options (Ray's notices, workers' output) come from ``ray_init_options``."""
     import ray
 
-    runtime_env = {"env_vars": worker_env(config)}
+    runtime_env = {"env_vars": worker_env(config), "worker_process_setup_hook": worker_setup_hook()}
     if address:
-        ray.init(address=address, runtime_env=runtime_env, logging_level="WARNING")
+        ray.init(address=address, runtime_env=runtime_env, **ray_init_options(address))
         return
     ray.init(
         num_cpus=os.cpu_count() or 1,
         dashboard_host="127.0.0.1",
         include_dashboard=True,
         runtime_env=runtime_env,
-        logging_level="WARNING",
+        **ray_init_options(address),
     )
 
 
@@ -147,7 +151,8 @@ def train(config: TrainConfig, run_dir: Path, address: str | None = None, data: 
         storage, name = storage_location(config.storage_path, run)
         check_storage(storage, sum(1 for node in ray.nodes() if node["Alive"]))
         run.path.mkdir(parents=True, exist_ok=True)
-        result = make_trainer(config, run, storage, name).fit()
+        with training_progress(config) as progress:  # one line per epoch, printed here
+            result = make_trainer(config, run, storage, name, callbacks=[progress]).fit()
     finally:
         if not address:
             ray.shutdown()
@@ -177,11 +182,13 @@ def check_data(config: TrainConfig) -> TaskData:
                 f"the {split} split has {data.num_examples(split)} example(s), fewer than --workers "
                 f"{config.workers}: every worker needs its own shard; add data or use fewer workers"
             )
+    return data
 
 
-def make_trainer(config: TrainConfig, run: RunDir, storage: str, name: str):
+def make_trainer(config: TrainConfig, run: RunDir, storage: str, name: str, callbacks: list | None = None):
     """The ``TensorflowTrainer`` of ``config``: its workers get the config as plain data
-    (``TrainConfig.to_dict``) and, beside it, where rank 0 writes TensorBoard scalars."""
+    (``TrainConfig.to_dict``) and, beside it, where rank 0 writes TensorBoard scalars;
+    ``callbacks``: Ray Train ``UserCallback``s (``cluster.progress``)."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.tensorflow import TensorflowTrainer
 
@@ -201,5 +208,6 @@ def make_trainer(config: TrainConfig, run: RunDir, storage: str, name: str):
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             failure_config=FailureConfig(max_failures=config.max_failures),
             logging_config=LoggingConfig(log_level="WARNING"),
+            callbacks=callbacks or [],
         ),
     )

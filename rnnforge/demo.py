@@ -14,7 +14,8 @@ DEMO_INTRO = (
 
 
 def run_demo(out: Path, tasks: list[str], workers: int | None = None, epochs: int | None = None) -> Path:
-    """Run the whole path for each task into ``out/<task>``; return the combined report's path.
+    """Run the whole path for each task into ``out/<task>``; end with one table (per task: score,
+    parity, ORT/TF p50 by batch size, HTML report); return the combined report's path.
 
     ``workers`` and ``epochs`` (``None``: the demo's defaults, ``spec.demo_options`` over the
     task's) apply to every task."""
@@ -22,7 +23,7 @@ def run_demo(out: Path, tasks: list[str], workers: int | None = None, epochs: in
     from rnnforge.cluster.storage import prepare_run_dir
     from rnnforge.export.bench import run_bench
     from rnnforge.export.onnx_export import export_onnx
-    from rnnforge.export.report import summary_markdown, write_report
+    from rnnforge.export.report import summary_markdown, summary_table, write_report
     from rnnforge.export.settings import BenchSettings
     from rnnforge.models import get_spec
     from rnnforge.models.resolve import resolve_config
@@ -42,10 +43,11 @@ def run_demo(out: Path, tasks: list[str], workers: int | None = None, epochs: in
         export_onnx(run_dir)
         _step(f"{task}: benchmarking ONNX Runtime vs TensorFlow")
         results[task] = run_bench(run_dir, BenchSettings(warmup=5, max_seconds=2.0))
-        print(results[task]["summary"], flush=True)
         _step(f"{task}: done in {time.perf_counter() - started:.0f}s")
     report = out / "report.md"
     write_report(report, summary_markdown(out, results, "rnnforge demo report", DEMO_INTRO), "rnnforge demo report")
+    _step("summary (ORT/TF p50 below 1: ONNX Runtime is faster)")
+    print(summary_table(results), flush=True)
     return report
 
 
