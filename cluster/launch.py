@@ -129,9 +129,16 @@ def filesystem_type(path: Path) -> str:
     return fstype
 
 
-def train(config: TrainConfig, run_dir: Path, address: str | None = None, data: TaskData | None = None) -> dict:
+def train(
+    config: TrainConfig,
+    run_dir: Path,
+    address: str | None = None,
+    data: TaskData | None = None,
+    progress_every: int = 1,
+) -> dict:
     """Run distributed training for ``config`` and write the run dir; returns metrics.json's content.
-    ``data``: what ``check_data(config)`` returned, when the caller checked the data already."""
+    ``data``: what ``check_data(config)`` returned, when the caller checked the data already;
+    ``progress_every``: a console line every that many epochs (and the first and last)."""
     need_cpu = config.workers * config.cpus_per_worker
     if not address and need_cpu > (os.cpu_count() or 1):  # the local Ray gets one CPU per core
         raise UserError(
@@ -151,7 +158,7 @@ def train(config: TrainConfig, run_dir: Path, address: str | None = None, data: 
         storage, name = storage_location(config.storage_path, run)
         check_storage(storage, sum(1 for node in ray.nodes() if node["Alive"]))
         run.path.mkdir(parents=True, exist_ok=True)
-        with training_progress(config) as progress:  # one line per epoch, printed here
+        with training_progress(config, progress_every) as progress:  # one line per epoch, printed here
             result = make_trainer(config, run, storage, name, callbacks=[progress]).fit()
     finally:
         if not address:

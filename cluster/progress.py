@@ -64,9 +64,10 @@ def progress_line(entry: dict, epochs: int, metric: str) -> str:
     )
 
 
-def report_lines(metrics: dict, epochs: int, metric: str, restarts_seen: int) -> list[str]:
+def report_lines(metrics: dict, epochs: int, metric: str, restarts_seen: int, every: int = 1) -> list[str]:
     """The console lines of one report of rank 0 (``WorkerTraining.reported``): a resume notice
-    when the report comes from a restarted worker group, then the epoch's line or the end."""
+    when the report comes from a restarted worker group, then the epoch's line (the first, every
+    ``every``-th and the last epoch's) or the end."""
     lines = []
     if metrics.get("restarts", 0) > restarts_seen:
         lines.append(
@@ -74,7 +75,7 @@ def report_lines(metrics: dict, epochs: int, metric: str, restarts_seen: int) ->
         )
     if metrics.get("finished"):
         lines.append(f"training done in {metrics.get('fit_seconds', 0.0):.1f}s")
-    elif "loss" in metrics:
+    elif "loss" in metrics and (metrics["epoch"] in (1, epochs) or metrics["epoch"] % every == 0):
         lines.append(progress_line(metrics, epochs, metric))
     return lines
 
@@ -86,14 +87,14 @@ def progress_callback_class():
     class ProgressCallback(UserCallback):
         """Runs in Ray Train's controller: each report of rank 0 becomes lines on ``queue``."""
 
-        def __init__(self, queue, epochs: int, metric: str):
-            self.queue, self.epochs, self.metric = queue, epochs, metric
+        def __init__(self, queue, epochs: int, metric: str, every: int):
+            self.queue, self.epochs, self.metric, self.every = queue, epochs, metric, every
             self.restarts_seen = 0
 
         def after_report(self, run_context, metrics, checkpoint) -> None:
             if not metrics:
                 return
-            lines = report_lines(metrics[0], self.epochs, self.metric, self.restarts_seen)
+            lines = report_lines(metrics[0], self.epochs, self.metric, self.restarts_seen, self.every)
             self.restarts_seen = max(self.restarts_seen, metrics[0].get("restarts", 0))
             for line in lines:
                 self.queue.put_nowait(line)
@@ -102,15 +103,16 @@ def progress_callback_class():
 
 
 @contextlib.contextmanager
-def training_progress(config: TrainConfig) -> Iterator[object]:
+def training_progress(config: TrainConfig, every: int = 1) -> Iterator[object]:
     """Yield the callback for ``RunConfig(callbacks=[...])``; print its lines while the block runs
-    (and any left when it ends). Needs a connected Ray."""
+    (and any left when it ends); ``every``: a line every that many epochs (and the first and last).
+    Needs a connected Ray."""
     from ray.util.queue import Empty, Queue
 
     from rnnforge.models import get_spec
 
     queue = Queue(actor_options={"num_cpus": 0})
-    callback = progress_callback_class()(queue, config.epochs, get_spec(config.task).metrics[0])
+    callback = progress_callback_class()(queue, config.epochs, get_spec(config.task).metrics[0], every)
     done = threading.Event()
 
     def show(block: bool) -> bool:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
 #: The demo is not a long job worth resuming: a checkpoint every few epochs keeps it fast.
 DEMO_CHECKPOINT_EVERY = 5
+#: At most about this many epoch lines per task, so the demo's console fits two screens.
+DEMO_EPOCH_LINES = 8
 DEMO_INTRO = (
     "Every task trained with Ray Train on its embedded dataset, exported with tf2onnx and benchmarked "
     "on ONNX Runtime beside TensorFlow."
@@ -38,7 +41,7 @@ def run_demo(out: Path, tasks: list[str], workers: int | None = None, epochs: in
         )
         _step(f"{task}: training with {config.workers} Ray workers")
         run_dir = prepare_run_dir(out / task, overwrite=True)
-        train(config, run_dir)
+        train(config, run_dir, progress_every=math.ceil(config.epochs / DEMO_EPOCH_LINES))
         _step(f"{task}: exporting to ONNX")
         export_onnx(run_dir)
         _step(f"{task}: benchmarking ONNX Runtime vs TensorFlow")

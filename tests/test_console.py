@@ -82,6 +82,8 @@ def test_progress_lines_from_rank_0_reports():
     resumed = report_lines({**entry, "restarts": 1, "resumed_after": 2}, 5, "accuracy", restarts_seen=0)
     assert resumed[0] == "resumed from checkpoint after epoch 2 (restart 1)" and resumed[1] == line
     assert report_lines({**entry, "restarts": 1}, 5, "accuracy", restarts_seen=1) == [line]
+    shown = [e for e in range(1, 41) if report_lines({**entry, "epoch": e}, 40, "accuracy", 0, every=5)]
+    assert shown == [1, 5, 10, 15, 20, 25, 30, 35, 40]  # the demo's thinned lines: first, every 5th, last
     done = {"epoch": 5, "finished": True, "fit_seconds": 12.34, "restarts": 0}
     assert report_lines(done, 5, "accuracy", 0) == ["training done in 12.3s"]
 
