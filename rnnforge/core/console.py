@@ -38,7 +38,8 @@ def captured_stderr() -> Iterator[list[str]]:
 
     Yields a list that holds the captured text once the block is over. When the block raises,
     the captured text is written back to stderr before the exception goes on, so no error is ever
-    hidden. A no-op (nothing captured) with ``RNNFORGE_VERBOSE=1``.
+    hidden. A no-op (nothing captured) with ``RNNFORGE_VERBOSE=1``. Keep the block short: what
+    other threads write to file descriptor 2 meanwhile is captured too.
     """
     captured: list[str] = []
     if verbose():
@@ -46,7 +47,11 @@ def captured_stderr() -> Iterator[list[str]]:
         return
     with contextlib.suppress(Exception):
         sys.stderr.flush()
-    saved = os.dup(2)
+    try:
+        saved = os.dup(2)
+    except OSError:  # no file descriptor 2 (a daemon): nothing to keep off a console
+        yield captured
+        return
     failed = False
     try:
         with tempfile.TemporaryFile(mode="w+b") as sink:
@@ -83,7 +88,10 @@ class _QuietLoader(importlib.abc.Loader):
     def exec_module(self, module) -> None:
         with captured_stderr():
             self.loader.exec_module(module)
-            module.config.list_physical_devices()  # CUDA's probe (cuInit) writes its lines here
+        # CUDA's probe (cuInit) writes its lines at the first device query. A failing query has
+        # shown what it printed; TensorFlow raises it again where a device is really needed.
+        with contextlib.suppress(Exception), captured_stderr():
+            module.config.list_physical_devices()
 
 
 class _TensorflowImportCapture(importlib.abc.MetaPathFinder):
