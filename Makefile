@@ -1,5 +1,7 @@
 # rnnforge: `make demo` runs every model end to end; `make test` runs the test suite.
 # Both create .venv (python3 -m venv) and install the project into it first.
+# rnnforge needs Python 3.10, 3.11 or 3.12 (TensorFlow 2.21 and Ray 2.60 wheels): pick one with
+# `make demo PYTHON=python3.11`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -9,6 +11,8 @@ BIN := $(VENV)/bin
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -c 'import sys; sys.exit(not (3, 10) <= sys.version_info[:2] <= (3, 12))' 2>/dev/null \
+		|| { echo "error: rnnforge needs Python 3.10, 3.11 or 3.12; '$(PYTHON)' is $$($(PYTHON) -V 2>&1 | grep -o 'Python .*' || echo 'not found'): pick one, e.g. make demo PYTHON=python3.11" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[train,dev]'

@@ -17,9 +17,11 @@ from pathlib import Path
 
 from rnnforge.cluster.devices import clear_device_records, device_records_path, device_refusal, read_device_records
 from rnnforge.cluster.finish import finish_run
+from rnnforge.cluster.progress import ray_init_options, training_progress, worker_setup_hook
 from rnnforge.cluster.storage import storage_location
 from rnnforge.core import fileio
 from rnnforge.core.config import TrainConfig
+from rnnforge.core.console import VERBOSE_ENV, verbose
 from rnnforge.core.env import WORKER_ENV
 from rnnforge.core.errors import Interrupted, TrainingFailed, UserError
 from rnnforge.core.machine import local_gpus
@@ -61,17 +63,19 @@ def worker_env(config: TrainConfig) -> dict:
         "TF_NUM_INTEROP_THREADS": threads,
         "OMP_NUM_THREADS": threads,
         "PYTHONUNBUFFERED": "1",
+        VERBOSE_ENV: "1" if verbose() else "0",
     }
 
 
 def connect(config: TrainConfig, address: str | None) -> None:
     """Start a local Ray instance on loopback (GCS, raylet, agents and dashboard on 127.0.0.1) or
-    join the cluster at ``address``."""
+    join the cluster at ``address``; the console options (Ray's notices, workers' output) come
+    from ``ray_init_options``."""
     import ray
 
-    runtime_env = {"env_vars": worker_env(config)}
+    runtime_env = {"env_vars": worker_env(config), "worker_process_setup_hook": worker_setup_hook()}
     if address:
-        ray.init(address=address, runtime_env=runtime_env, logging_level="WARNING")
+        ray.init(address=address, runtime_env=runtime_env, **ray_init_options(address))
         return
     os.environ.update(LOOPBACK_ENV)  # in case Ray was imported before train() set it
     ray.init(
@@ -80,7 +84,7 @@ def connect(config: TrainConfig, address: str | None) -> None:
         dashboard_host="127.0.0.1",
         include_dashboard=True,
         runtime_env=runtime_env,
-        logging_level="WARNING",
+        **ray_init_options(address),
     )
 
 
@@ -166,9 +170,16 @@ def check_local_resources(config: TrainConfig, address: str | None) -> None:
         )
 
 
-def train(config: TrainConfig, run_dir: Path, address: str | None = None, data: TaskData | None = None) -> dict:
+def train(
+    config: TrainConfig,
+    run_dir: Path,
+    address: str | None = None,
+    data: TaskData | None = None,
+    progress_every: int = 1,
+) -> dict:
     """Run distributed training for ``config`` and write the run dir; returns metrics.json's content.
-    ``data``: what ``check_data(config)`` returned, when the caller checked the data already."""
+    ``data``: what ``check_data(config)`` returned, when the caller checked the data already;
+    ``progress_every``: a console line every that many epochs (and the first and last)."""
     check_local_resources(config, address)
     run = RunDir(Path(run_dir).resolve())
     started, began = time.perf_counter(), time.time()
@@ -187,7 +198,8 @@ def train(config: TrainConfig, run_dir: Path, address: str | None = None, data: 
         run.path.mkdir(parents=True, exist_ok=True)
         devices = device_records_path(storage, name)
         clear_device_records(devices)
-        result = fit_interruptibly(make_trainer(config, run, storage, name))
+        with training_progress(config, progress_every) as progress:  # one line per epoch, printed here
+            result = fit_interruptibly(make_trainer(config, run, storage, name, callbacks=[progress]))
         records = read_device_records(devices, config.workers)
     except KeyboardInterrupt:
         ray.shutdown()  # stops the local Ray (or leaves the cluster, whose actors of this run end with the driver)
@@ -267,10 +279,11 @@ def check_data(config: TrainConfig) -> TaskData:
     return data
 
 
-def make_trainer(config: TrainConfig, run: RunDir, storage: str, name: str):
+def make_trainer(config: TrainConfig, run: RunDir, storage: str, name: str, callbacks: list | None = None):
     """The ``TensorflowTrainer`` of ``config``: its workers get the config as plain data
     (``TrainConfig.to_dict``) and, beside it, where rank 0 writes TensorBoard scalars and where
-    every worker records its devices (``cluster.devices``)."""
+    every worker records its devices (``cluster.devices``); ``callbacks``: Ray Train
+    ``UserCallback``s (``cluster.progress``)."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.tensorflow import TensorflowTrainer
 
@@ -294,5 +307,6 @@ def make_trainer(config: TrainConfig, run: RunDir, storage: str, name: str):
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             failure_config=FailureConfig(max_failures=config.max_failures),
             logging_config=LoggingConfig(log_level="WARNING"),
+            callbacks=callbacks or [],
         ),
     )

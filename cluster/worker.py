@@ -7,8 +7,8 @@ reads its own shard. The model is built and compiled inside
 epoch each worker reports its metrics, and every ``--checkpoint-every`` epochs a checkpoint
 (``model.keras``, the TF training state with optimizer slots, and ``state.json`` with the epoch
 and history) of which Ray keeps rank 0's; a restarted worker group resumes from
-``ray.train.get_checkpoint()``. Rank 0 prints one progress line per epoch and writes
-TensorBoard scalars.
+``ray.train.get_checkpoint()``. Rank 0 writes TensorBoard scalars. Workers print nothing: the
+driver turns rank 0's reports into the console's lines (``cluster.progress``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import functools
 import json
 import logging
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -163,6 +162,7 @@ class WorkerTraining:
         self.state = {"epoch": 0, "history": [], "restarts": 0, "world_size": world_size}
         self.summaries = _EpochSummaries(tensorboard_dir) if tensorboard_dir else None
         self.epoch_started = 0.0
+        self.resumed_after = 0
 
     def resume(self, checkpoint) -> None:
         """Restore weights, optimizer slots and ``state`` from Ray's last checkpoint, if any."""
@@ -172,8 +172,7 @@ class WorkerTraining:
             self.tf_state.restore(str(Path(ckpt_dir) / CHECKPOINT_TF / "ckpt"))
             self.state = json.loads((Path(ckpt_dir) / CHECKPOINT_STATE).read_text())
         self.state["restarts"] += 1
-        if self.rank == 0:
-            _say(f"resumed from checkpoint after epoch {self.state['epoch']} (restart {self.state['restarts']})")
+        self.resumed_after = self.state["epoch"]
 
     def fit(self, train, steps: int, valid, valid_steps: int) -> None:
         """Train from the resumed epoch to ``config.epochs`` (early stopping may end sooner), then
@@ -203,9 +202,7 @@ class WorkerTraining:
             )
         self.state["finished"] = True
         self.state["fit_seconds"] = time.perf_counter() - fit_started
-        if self.rank == 0:
-            _say(f"training done in {self.state['fit_seconds']:.1f}s; saving the final model")
-        self.save_and_report({"epoch": self.state["epoch"], "finished": True})
+        self.save_and_report({"epoch": self.state["epoch"], "finished": True, "fit_seconds": self.state["fit_seconds"]})
 
     def begin_epoch(self, epoch: int, logs=None) -> None:
         self.epoch_started = time.perf_counter()
@@ -228,11 +225,14 @@ class WorkerTraining:
         else:
             import ray.train
 
-            ray.train.report(entry, checkpoint=None)
-        if self.rank == 0:
-            _print_progress(entry, self.config.epochs, self.metric)
-            if self.summaries:
-                self.summaries.write(entry)
+            ray.train.report(self.reported(entry), checkpoint=None)
+        if self.rank == 0 and self.summaries:
+            self.summaries.write(entry)
+
+    def reported(self, metrics: dict) -> dict:
+        """``metrics`` as reported to Ray: with the restarts so far and the epoch the last one
+        resumed after, from which the driver's console says that training resumed."""
+        return {**metrics, "restarts": self.state["restarts"], "resumed_after": self.resumed_after}
 
     def save_and_report(self, metrics: dict) -> None:
         """Every worker saves a checkpoint and reports; Ray keeps rank 0's.
@@ -248,7 +248,7 @@ class WorkerTraining:
             self.tf_state.write(str(Path(ckpt_dir) / CHECKPOINT_TF / "ckpt"))
             (Path(ckpt_dir) / CHECKPOINT_STATE).write_text(json.dumps(self.state))
             report_checkpoint = ray.train.Checkpoint.from_directory(ckpt_dir) if self.rank == 0 else None
-            ray.train.report(metrics, checkpoint=report_checkpoint)
+            ray.train.report(self.reported(metrics), checkpoint=report_checkpoint)
         self.state["checkpoint_seconds"] = self.state.get("checkpoint_seconds", 0.0) + time.perf_counter() - began
 
 
@@ -289,19 +289,3 @@ class _EpochSummaries:
                 )
         for writer in self.writers.values():
             writer.flush()
-
-
-def _say(line: str) -> None:
-    # Ray Train patches print() into its logger, which echoes each line twice on the driver.
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
-def _print_progress(entry: dict, epochs: int, metric: str) -> None:
-    remaining = (epochs - entry["epoch"]) * entry["seconds"]
-    _say(
-        f"epoch {entry['epoch']}/{epochs}  loss {entry['loss']:.4f}  {metric} {entry.get(metric, float('nan')):.4f}  "
-        f"val_loss {entry.get('val_loss', float('nan')):.4f}  val_{metric} {entry.get('val_' + metric, float('nan')):.4f}  "
-        f"{entry['samples_per_s']:.0f} samples/s ({entry['samples_per_s_per_worker']:.0f}/worker)  "
-        f"{entry['seconds']:.1f}s  eta {remaining:.0f}s"
-    )

@@ -90,8 +90,9 @@ def run_bench(run_dir: Path, settings: BenchSettings | None = None, model_path: 
     return {**result, "report": str(target.run.bench / "report.md"), "summary": summary_line(result)}
 
 
-def run_bench_all(runs_dir: Path, settings: BenchSettings | None = None) -> Path:
-    """``run_bench`` every exported run under ``runs_dir``; one summary report; returns its path."""
+def run_bench_all(runs_dir: Path, settings: BenchSettings | None = None) -> tuple[Path, dict[str, dict]]:
+    """``run_bench`` every exported run under ``runs_dir``; one summary report; returns its path
+    and each run's result (``export.report.summary_table`` makes the console's table of them)."""
     from rnnforge.export.report import summary_markdown, write_report
 
     runs_dir = Path(runs_dir)
@@ -123,7 +124,7 @@ def run_bench_all(runs_dir: Path, settings: BenchSettings | None = None) -> Path
     write_report(
         report, summary_markdown(runs_dir, results, "rnnforge benchmark report", intro), "rnnforge benchmark report"
     )
-    return report
+    return report, results
 
 
 # --- what is benched ----------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from rnnforge.core import errors, fileio
+from rnnforge.core.console import verbose
 from rnnforge.core.errors import UserError
 from rnnforge.export.settings import BenchSettings
 
@@ -68,12 +69,13 @@ def run_in_subprocess(job: Job, work_dir: Path) -> dict:
     job_path.write_text(json.dumps({"job": asdict(job), "result": str(result_path)}))
     sys.stdout.flush()
     # The child's progress lines go through this process's stdout (the caller may capture it);
-    # its stderr (TensorFlow's start-up chatter among it) is shown only when the child fails.
+    # its stderr (TensorFlow's start-up chatter among it) is shown only when the child fails, or
+    # as it comes with ``rnnforge --verbose``.
     with tempfile.TemporaryFile("w+") as errors:
         child = subprocess.Popen(
             [sys.executable, "-c", BOOTSTRAP, json.dumps(sys.path), str(job_path)],
             stdout=subprocess.PIPE,
-            stderr=errors,
+            stderr=None if verbose() else errors,
             text=True,
         )
         for line in child.stdout:

@@ -1,4 +1,5 @@
-"""Markdown reports: one per bench run (``bench/report.md``) and one over a demo's tasks."""
+"""Reports: one per bench run (``bench/report.md`` and its HTML copy), one over a demo's tasks
+(whose HTML copy links each task's ``report.html``), and the console's closing table."""
 
 from __future__ import annotations
 
@@ -244,7 +245,14 @@ def to_html(markdown: str, base_dir: Path, title: str) -> str:
             return match.group(0)
         return 'src="data:image/png;base64,' + base64.b64encode(image.read_bytes()).decode() + '"'
 
+    def html_link(match: re.Match) -> str:  # a linked report.md that has its HTML copy: link that
+        target = html.unescape(match.group(1))
+        if (Path(base_dir) / target).with_suffix(".html").is_file():
+            return f'href="{html.escape(target[: -len(".md")])}.html"'
+        return match.group(0)
+
     body = re.sub(r'src="([^"]+)"', inline, body)
+    body = re.sub(r'href="([^"]+\.md)"', html_link, body)
     style = (
         "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
         "table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;padding:3px 8px}"
@@ -286,3 +294,50 @@ def summary_markdown(out: Path, results: dict[str, dict], title: str, intro: str
         )
     lines.append("")
     return "\n".join(lines)
+
+
+def summary_table(results: dict[str, dict]) -> str:
+    """The console's closing table over several runs' bench results: per run, its ONNX Runtime
+    score (accuracy, or MAE against the naive forecast), parity, ORT/TF p50 by batch size, and the
+    path of its HTML report."""
+    rows = [("run", "score (ORT)", "parity", "ORT/TF p50 by batch", "report")]
+    for name, result in results.items():
+        rows.append(
+            (
+                name,
+                _console_score(result),
+                _console_parity(result.get("parity")),
+                _console_ratios(result),
+                str(Path(result["report"]).with_suffix(".html")),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join(
+        "  ".join([*(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)), row[-1]]).rstrip()
+        for row in rows
+    )
+
+
+def _console_score(result: dict) -> str:
+    acc = result["accuracy"]
+    scores = acc.get("onnxruntime") or next((v for k, v in acc.items() if k.startswith("onnxruntime")), {})
+    if "accuracy" in scores:
+        return f"accuracy {scores['accuracy']:.4f}"
+    if "mae" in scores and "naive_mae" in scores:
+        return f"MAE {format_value(scores['mae'])} vs naive {format_value(scores['naive_mae'])}"
+    return format_scores(scores) if scores else "-"
+
+
+def _console_parity(parity: dict | None) -> str:
+    if not parity or "max_abs_diff" not in parity:
+        return "-"
+    verdict = "ok" if parity.get("passed", True) else "FAILED"
+    return f"{parity['max_abs_diff']:.1e} {verdict}"
+
+
+def _console_ratios(result: dict) -> str:
+    by_batch = result.get("ratios_over_tf", {}).get("onnxruntime") or {}
+    if not by_batch:
+        return "no TensorFlow baseline"
+    recorded = " (TF recorded)" if result.get("tensorflow", {}).get("source") == "recorded" else ""
+    return ", ".join(f"{batch}: {ratio:.2f}" for batch, ratio in by_batch.items()) + recorded

@@ -10,16 +10,19 @@ The layers, bottom to top (each imports only from those below it; docs/architect
     rnnforge.cli, rnnforge.demo   the application
 
 Importing this package (the parent of every sub-package) sets ``TF_USE_LEGACY_KERAS=1``, unless
-the user set it, before anything can import TensorFlow (see ``rnnforge.core.env``).
+the user set it, before anything can import TensorFlow (see ``rnnforge.core.env``), and makes the
+first ``import tensorflow`` capture TensorFlow's C++ start-up lines (``rnnforge.core.console``).
 """
 
 import os
 from pathlib import Path
 
+from rnnforge.core.console import install_tensorflow_import_capture
 from rnnforge.core.env import WORKER_ENV
 
 for _key, _value in WORKER_ENV.items():
     os.environ.setdefault(_key, _value)
+install_tensorflow_import_capture()  # TensorFlow's C++ start-up lines: shown only on failure or --verbose
 
 __version__ = "0.1.0"
 

@@ -7,6 +7,7 @@ naming the argument or file, and a non-zero exit; ``--debug`` shows the tracebac
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import click
 
 from rnnforge.core.config import TrainConfig, declarations, value_type
+from rnnforge.core.console import VERBOSE_ENV
 from rnnforge.core.errors import MissingStackError, UserError
 from rnnforge.export.settings import DEFAULT_EVAL_BYTES, DEFAULT_EVAL_EXAMPLES, PROVIDERS, TF_BASELINES
 from rnnforge.models import TASKS
@@ -48,17 +50,25 @@ def _batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--debug", is_flag=True, help="Show Python tracebacks instead of one-line errors.")
+@click.option(
+    "--verbose",
+    is_flag=True,
+    help="Also show the machinery's output: TensorFlow's start-up lines, Ray's notices, every worker's output.",
+)
 @click.version_option(package_name="rnnforge")
-def cli(debug: bool) -> None:
+def cli(debug: bool, verbose: bool) -> None:
     """Train sequence models on Ray, export them to ONNX, and benchmark them on ONNX Runtime.
 
     Tasks: sketch (drawing classifier), forecast (next 7 days of a daily series), video (clip
     classifier). Typical path:
 
+    \b
         rnnforge train sketch --run-dir runs/sketch
         rnnforge export onnx runs/sketch
         rnnforge bench runs/sketch
     """
+    if verbose:
+        os.environ[VERBOSE_ENV] = "1"  # read by this process and passed to every Ray worker
 
 
 class _DeclaredOption(click.Option):
@@ -310,17 +320,25 @@ def bench_run(run_dir: Path, all_runs: bool, variants: str, model_path: Path | N
     """Time RUN_DIR's ONNX model on ONNX Runtime beside TensorFlow (each engine in its own
     process) and score every engine on the examples 'export onnx' stored."""
     from rnnforge.export.bench import run_bench, run_bench_all
+    from rnnforge.export.report import summary_table
     from rnnforge.export.settings import BenchSettings
 
     settings = BenchSettings(variants=tuple(v.strip() for v in variants.split(",") if v.strip()), **options)
     if all_runs:
         if model_path:
             raise click.BadParameter("--model names one ONNX file; it cannot go with --all", param_hint="'--model'")
-        click.echo(f"report: {run_bench_all(run_dir, settings)}")
+        report, results = run_bench_all(run_dir, settings)
+        click.echo(summary_table(results))
+        click.echo(_report_line(report))
         return
     result = run_bench(run_dir, settings, model_path)
     click.echo(result["summary"])
-    click.echo(f"report: {result['report']}")
+    click.echo(_report_line(Path(result["report"])))
+
+
+def _report_line(markdown: Path) -> str:
+    """``report: DIR/report.md (HTML: DIR/report.html)``: every report is written in both forms."""
+    return f"report: {markdown} (HTML: {markdown.with_suffix('.html')})"
 
 
 @bench.command("compare")
@@ -386,12 +404,14 @@ def demo(out: Path, tasks: str, workers: int | None, epochs: int | None) -> None
             param_hint="'--tasks'",
         )
     report = run_demo(out, names, workers=workers, epochs=epochs)
-    click.echo(f"report: {report}")
+    click.echo(_report_line(report))
 
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: runs the CLI and turns user errors into one line and an exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if "--verbose" in args:  # accepted after the sub-command too: 'rnnforge train sketch --verbose'
+        args = ["--verbose", *(a for a in args if a != "--verbose")]
     debug = "--debug" in args
     try:
         code = cli.main(args=args, prog_name="rnnforge", standalone_mode=False)

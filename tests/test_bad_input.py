@@ -1136,3 +1136,31 @@ def test_a_ray_train_failure_is_one_line_naming_the_worker_error(tmp_path):
     ), output[-3000:]
     assert sum(line.startswith("error: ") for line in ours) == 1
     assert not any("Traceback" in line for line in ours), output[-3000:]
+
+
+#: Representative rows whose check needs no dataset (an option of each task, a cluster option, an
+#: export option, and files that TensorFlow reads: a corrupt model, a bad clip, a bad .npz): in a
+#: fresh process, as a user runs them, the error line is all that stderr holds.
+ONLY_LINE_ROWS = (
+    "workers_negative",
+    "window_zero",
+    "frames_zero",
+    "workers_more_than_cpus",
+    "train_start_not_a_date",
+    "export_opset_zero",
+    "export_model_corrupt",
+    "clip_wrong_shape",
+    "npz_nan_values",
+)
+
+
+@pytest.mark.parametrize("case_id", ONLY_LINE_ROWS)
+def test_the_error_line_is_all_of_stderr(case_id, tmp_path, request):
+    """No start-up line (TensorFlow's C++ ones go to file descriptor 2) before or after it."""
+    setup, expected, code = next((s, e, c) for i, s, e, c in CASES if i == case_id)
+    args, _ = setup(tmp_path, Runs(request, tmp_path))
+    result = run_cli_process(*args, timeout=300)
+    assert result.returncode == code, result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert all(text in lines[0] for text in expected), lines[0]

@@ -147,6 +147,9 @@ def test_ray_job_submit_to_a_token_authenticated_cluster(job_run):
     assert "succeeded" in job_run["status"].lower(), submit.stdout[-3000:] + submit.stderr[-3000:]
     output = submit.stdout + submit.stderr
     assert "epoch 1/4" in output and "epoch 4/4" in output and "samples/s" in output
+    # the job's log holds the driver's clean lines: no worker prefixes, no TensorFlow start-up lines
+    assert "epoch 1/4  loss" in output and "training done in" in output
+    assert not [n for n in ("RayTrainWorker pid=", "I0000", "absl::InitializeLog", "cuInit") if n in output], output
 
     run_dir = job_run["run_dir"]
     metrics = json.loads((run_dir / "metrics.json").read_text())
