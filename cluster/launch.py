@@ -201,6 +201,13 @@ def train(
         with training_progress(config, progress_every) as progress:  # one line per epoch, printed here
             result = fit_interruptibly(make_trainer(config, run, storage, name, callbacks=[progress]))
         records = read_device_records(devices, config.workers)
+        for record in records:
+            if record["cpu_fallback"]:
+                print(
+                    f"rank {record['rank']}: Ray assigned GPU {', '.join(record['assigned_gpus'])} but TensorFlow "
+                    "sees none; it trained on the CPU (--allow-cpu-fallback)",
+                    flush=True,
+                )
     except KeyboardInterrupt:
         ray.shutdown()  # stops the local Ray (or leaves the cluster, whose actors of this run end with the driver)
         raise Interrupted(

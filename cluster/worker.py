@@ -73,11 +73,6 @@ def _strategy_on_checked_devices(config: TrainConfig, rank: int, world_size: int
     """The distribution strategy, once this worker's devices are checked (``cluster.devices``);
     the worker's record goes to ``records_folder`` for the driver."""
     record = check_devices(describe_worker(rank, config.mixed_precision), config.allow_cpu_fallback)
-    if record["cpu_fallback"]:
-        _say(
-            f"rank {rank}: Ray assigned GPU {', '.join(record['assigned_gpus'])} but TensorFlow sees none; "
-            "training on the CPU (--allow-cpu-fallback)"
-        )
     strategy, record = make_strategy(world_size, record)
     if records_folder:
         write_device_record(records_folder, record)

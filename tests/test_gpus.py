@@ -65,7 +65,7 @@ def test_cpu_fallback_trains_and_records_each_workers_gpu(two_gpu_head, tmp_path
     run_dir = tmp_path / "run"
     result = train(two_gpu_head, run_dir, "--gpus-per-worker", "1", "--allow-cpu-fallback")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "training on the CPU (--allow-cpu-fallback)" in result.stdout + result.stderr
+    assert "it trained on the CPU (--allow-cpu-fallback)" in result.stdout
     devices = json.loads((run_dir / "metrics.json").read_text())["devices"]
     assert [d["rank"] for d in devices] == [0, 1]
     assert all(len(d["assigned_gpus"]) == 1 and d["tensorflow_gpus"] == [] and d["cpu_fallback"] for d in devices)
