@@ -84,6 +84,14 @@ def _parity_lines(parity: dict | None) -> list[str]:
             f"{parity.get('split', 'test')} examples: max abs diff {record['max_abs_diff']:.2e} "
             f"(tolerance {record['atol']:g}){agreement}."
         )
+    int8 = parity.get("int8")
+    if int8:
+        gate = "; ".join(line.split("] ", 1)[-1] for line in int8["checks"])
+        lines.append(
+            f"- int8: static {', '.join(int8['recipe']['static_ops']) or 'none'}, dynamic "
+            f"{', '.join(int8['recipe']['dynamic_ops']) or 'none'} ({int8['calibration']['note']}); "
+            f"{int8['nodes']} nodes; accuracy gate on {int8['examples']} {int8['split']} examples: {gate}."
+        )
     return lines + [""]
 
 
