@@ -5,7 +5,8 @@ each recipe below quantizes ``model.onnx`` with ``rnnforge.export.int8.quantize`
 static ops on the first ``--calibration`` stored examples: enough to compare recipes; the export
 itself calibrates on training inputs), then the fp32 model and every recipe are timed in rounds,
 interleaved in one process (no TensorFlow in it), at each batch size; the figure is the median p50
-over the rounds, beside each recipe's accuracy on the stored examples (top-1 agreement with
+over the rounds (``--cpu-time``: one intra-op thread and its CPU time, which other processes on a
+loaded machine do not move), beside each recipe's accuracy on the stored examples (top-1 agreement with
 TensorFlow's stored outputs and accuracy for classifiers, mean MAE for the forecaster).
 
     .venv/bin/python benchmarks/int8_recipes.py runs/demo/sketch runs/demo/video [--batch-sizes 1,256]
@@ -34,17 +35,20 @@ RECIPES = {
     "static conv": Int8Spec(static_ops=("Conv",), dynamic_ops=()),
     "static conv + dynamic rnn+dense": Int8Spec(static_ops=("Conv",), dynamic_ops=RNN + DENSE),
     "static conv+dense + dynamic rnn": Int8Spec(static_ops=("Conv",) + DENSE, dynamic_ops=RNN),
+    "static conv+relu+pool + dynamic rnn+dense": Int8Spec(
+        static_ops=("Conv", "Relu", "AveragePool"), dynamic_ops=RNN + DENSE
+    ),
 }
 
 
-def p50(session, name: str, x: np.ndarray, seconds: float) -> float:
+def p50(session, name: str, x: np.ndarray, seconds: float, clock=time.perf_counter) -> float:
     for _ in range(3):
         session.run(None, {name: x})
     times, deadline = [], time.perf_counter() + seconds
     while len(times) < 5 or time.perf_counter() < deadline:
-        started = time.perf_counter()
+        started = clock()
         session.run(None, {name: x})
-        times.append(time.perf_counter() - started)
+        times.append(clock() - started)
     return float(np.median(times) * 1e3)
 
 
@@ -56,6 +60,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=1.0, help="timed window per (recipe, batch, round)")
     parser.add_argument("--calibration", type=int, default=128)
     parser.add_argument("--recipes", default=",".join(RECIPES))
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="one intra-op thread, timed by this thread's CPU time: the work itself, unmoved by other "
+        "processes on a loaded machine (not a latency)",
+    )
     args = parser.parse_args()
     import onnx
     import onnxruntime as ort
@@ -76,6 +86,9 @@ def main() -> None:
             if recipe in RECIPES:
                 models[recipe] = quantize(model, RECIPES[recipe], x[: args.calibration], name)
         options = ort.SessionOptions()
+        if args.cpu_time:
+            options.intra_op_num_threads = 1
+        clock = time.thread_time if args.cpu_time else time.perf_counter
         sessions = {
             k: ort.InferenceSession(m.SerializeToString(), options, providers=["CPUExecutionProvider"])
             for k, m in models.items()
@@ -85,7 +98,7 @@ def main() -> None:
             for batch in batches:
                 xb = np.ascontiguousarray(np.concatenate([x] * (-(-batch // len(x))))[:batch])
                 for k, session in sessions.items():
-                    figures[k][batch].append(p50(session, name, xb, args.seconds))
+                    figures[k][batch].append(p50(session, name, xb, args.seconds, clock))
         out[task] = {}
         for k, m in models.items():
             pred = run_model(m, x)
@@ -100,7 +113,7 @@ def main() -> None:
             base = out[task]["fp32"]["p50_ms"]
             timing = "  ".join(f"b{b} {ms:.3f} ms (x{ms / base[b]:.2f})" for b, ms in row["p50_ms"].items())
             quality = {key: round(v, 4) for key, v in row.items() if key in ("top1_agreement", "accuracy", "mae")}
-            print(f"{task:>8} {k:>32}: {timing}  {quality}", flush=True)
+            print(f"{task:>8} {k:>42}: {timing}  {quality}", flush=True)
     print(json.dumps(out, indent=1))
 
 
