@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from rnnforge.core import fileio
-from rnnforge.core.errors import ParityError
 from rnnforge.export.eval_set import select
+from rnnforge.export.onnx_export import enforce_gate
 
 #: Calibration inputs fed per call to ORT's calibrator.
 CALIBRATION_BATCH = 32
@@ -62,14 +62,8 @@ def export_int8(onnx_model, spec, eval_set, data, output: Path) -> dict:
         run_model(quantized, eval_set.x),
         eval_set.info,
     )
-    for line in record["checks"]:
-        print(line, flush=True)
-    if not record["passed"]:
-        raise ParityError(
-            f"the int8 variant fails its accuracy gate on {len(eval_set.x)} {eval_set.split} examples: "
-            + "; ".join(record["failures"])
-            + " (nothing written)"
-        )
+    failure = f"the int8 variant fails its accuracy gate on {len(eval_set.x)} {eval_set.split} examples"
+    enforce_gate(record, failure, "nothing written")
     record.update(
         {
             "split": eval_set.split,

@@ -124,15 +124,17 @@ def parity_gate(model, onnx_model, spec, x: np.ndarray, atol: float, subject: st
     """``check_parity`` of ``onnx_model`` on ``x``, each check printed; ``ParityError`` on failure,
     naming the ``subject`` ("ONNX Runtime", "the fp16 variant") and what was ``unwritten``."""
     parity = check_parity(model, onnx_model.SerializeToString(), spec, x, atol)
-    for line in parity["checks"]:
+    return enforce_gate(parity, f"{subject} differs from TensorFlow beyond atol {atol:g}", unwritten)
+
+
+def enforce_gate(record: dict, failure: str, unwritten: str) -> dict:
+    """Print ``record["checks"]``; unless ``record["passed"]``, raise ``ParityError`` as one line:
+    ``failure``, the record's failures, and what was ``unwritten``. Returns ``record``."""
+    for line in record["checks"]:
         print(line, flush=True)
-    if not parity["passed"]:
-        raise ParityError(
-            f"{subject} differs from TensorFlow beyond atol {atol:g}: "
-            + "; ".join(parity["failures"])
-            + f" ({unwritten})"
-        )
-    return parity
+    if not record["passed"]:
+        raise ParityError(f"{failure}: " + "; ".join(record["failures"]) + f" ({unwritten})")
+    return record
 
 
 def variant_path(fp32_path: Path, variant: str) -> Path:

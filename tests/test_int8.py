@@ -8,27 +8,11 @@ import json
 import numpy as np
 import onnx
 import pytest
-from conftest import copy_run, error_line, make_run_dir, run_cli, snapshot
+from conftest import copy_run, error_line, run_cli
 
 from rnnforge.export.int8 import accuracy_gate, calibration_set, skip_requantized_uint8
 from rnnforge.models import get_spec
 from rnnforge.models.spec import Int8Spec, TaskData
-
-
-@pytest.fixture(scope="module")
-def video_run(tmp_path_factory):
-    """A small video run (8 frames of 32 x 32), exported, shared read-only by this module."""
-    path = make_run_dir(
-        tmp_path_factory.mktemp("run") / "video",
-        task="video",
-        epochs_steps=4,
-        config_overrides={"frames": 8, "frame_size": 32},
-    )
-    result = run_cli("export", "onnx", path)
-    assert result.returncode == 0, result.stderr
-    before = snapshot(path)
-    yield path
-    assert snapshot(path) == before, "a test changed the shared video_run"
 
 
 @pytest.fixture(scope="module")
