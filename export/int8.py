@@ -19,12 +19,14 @@ the fp32 ONNX model's.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from rnnforge.core import fileio
+from rnnforge.core.errors import UserError
 from rnnforge.export.eval_set import select
 from rnnforge.export.onnx_export import enforce_gate
 
@@ -91,8 +93,13 @@ def calibration_set(data, recipe, cap: int = CALIBRATION_EXAMPLES) -> tuple[np.n
         return None, {"split": None, "examples": 0, "note": "no calibration: dynamic quantization only"}
     in_memory = data.train_stream is None and "train" in data.splits and len(data.splits["train"][0])
     split = "train" if in_memory else "valid"
-    x_all = data.splits[split][0]
-    per_example = x_all[0].nbytes if len(x_all) else 1
+    x_all = data.splits[split][0] if split in data.splits else np.empty((0,))
+    if not len(x_all):
+        raise UserError(
+            f"--int8: this task quantizes {', '.join(recipe.static_ops)} statically, which needs training or "
+            "validation inputs to calibrate on, and the dataset has none"
+        )
+    per_example = x_all[0].nbytes
     keep = select(len(x_all), max(1, min(cap, CALIBRATION_BYTES // per_example)))
     note = f"calibrated on {len(keep)} of {len(x_all)} {split} examples"
     record = {"split": split, "examples": int(len(keep)), "examples_in_split": int(len(x_all)), "note": note}
@@ -115,6 +122,15 @@ def quantize(onnx_model, recipe, calibration_x: np.ndarray | None, input_name: s
     ``calibration_x`` (the model's input, e.g. float32 ``[n, time, 3]``) sets the activation
     ranges of the statically quantized ops; it may be ``None`` when ``recipe.static_ops`` is empty.
     """
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)  # "check if the model is already quantized": it is, by our static pass
+    try:
+        return _quantize(onnx_model, recipe, calibration_x, input_name)
+    finally:
+        logging.disable(previous)
+
+
+def _quantize(onnx_model, recipe, calibration_x: np.ndarray | None, input_name: str):
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_dynamic, quantize_static
 

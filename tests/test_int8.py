@@ -10,6 +10,7 @@ import onnx
 import pytest
 from conftest import copy_run, error_line, run_cli
 
+from rnnforge.core.errors import UserError
 from rnnforge.export.int8 import accuracy_gate, calibration_set, skip_requantized_uint8
 from rnnforge.models import get_spec
 from rnnforge.models.spec import Int8Spec, TaskData
@@ -190,6 +191,9 @@ def test_calibration_prefers_training_inputs_and_caps_their_bytes():
     assert record["split"] == "valid" and x.shape == (256, 5, 3) and "256 of 600 valid examples" in record["note"]
     x, record = calibration_set(data, Int8Spec())  # dynamic only: nothing to calibrate
     assert x is None and record["split"] is None and record["examples"] == 0
+    empty = TaskData({"train": (big[:0], np.zeros(0)), "valid": (big[:0], np.zeros(0))})
+    with pytest.raises(UserError, match="--int8: this task quantizes Conv statically"):
+        calibration_set(empty, static)
 
 
 def test_requantized_uint8_input_is_read_directly():
