@@ -270,7 +270,7 @@ def summary_markdown(out: Path, results: dict[str, dict], title: str, intro: str
         parity = result.get("parity") or {}
         lines.append(
             f"| {name} | {result['task']} | {result['provider']['requested']} | {format_scores(acc['tensorflow'])} | "
-            f"{format_scores(acc['onnxruntime'] if 'onnxruntime' in acc else acc['onnxruntime_fp16'])} | "
+            f"{format_scores(acc[next(iter(acc['agreement_by_engine']))])} | "
             f"{parity.get('max_abs_diff', float('nan')):.2e} | {ratios} | "
             f"[report]({_rel(Path(result['report']), out)}) |"
         )
