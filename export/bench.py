@@ -7,7 +7,7 @@ needed: a run dir copied to an inference machine with ONNX Runtime benches there
 
 For each batch size (and, for models with a dynamic time axis, each ``--seq-lengths`` value)
 every engine runs warm-up calls, then timed calls (``--runs``, cut at ``--max-seconds``): each
-ONNX Runtime variant (fp32 ``model.onnx``, fp16 ``model.fp16.onnx``), then TensorFlow's
+ONNX Runtime variant (fp32 ``model.onnx``, fp16 ``model.fp16.onnx``, int8 ``model.int8.onnx``), then TensorFlow's
 ``tf.function`` with a fixed signature, one after the other, each in a fresh process with the
 same inputs and intra-op threads (``rnnforge.export.measure``). Where TensorFlow cannot run, the
 last timing recorded in ``bench/tf_timing.json`` stands in, named as such with its machine, or
@@ -19,7 +19,7 @@ and deltas against TensorFlow's stored outputs. A requested GPU provider that th
 not really use is an error, never a CPU figure. Writes ``bench/bench.json`` (schema 3,
 ``bench.schema.json``), ``bench/report.md``, ``bench/report.html`` and plots.
 
-    rnnforge bench runs/sketch --batch-sizes 1,32 --variants fp32,fp16
+    rnnforge bench runs/sketch --batch-sizes 1,32 --variants fp32,fp16,int8
 """
 
 from __future__ import annotations
@@ -171,18 +171,20 @@ def other_run(run: RunDir, meta: dict) -> str | None:
 
 def variant_paths(run: RunDir, model_path: Path | None, variants) -> dict[str, Path]:
     """The ONNX file of each requested variant (``--model`` replaces the fp32 one)."""
-    from rnnforge.export.onnx_export import fp16_path
+    from rnnforge.export.onnx_export import variant_path
 
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
         raise UserError(
-            f"--variants: unknown variant {unknown[0] if unknown else '(none)'!r}; expected fp32 and/or fp16"
+            f"--variants: unknown variant {unknown[0] if unknown else '(none)'!r}; "
+            f"expected one or more of {', '.join(VARIANTS)}"
         )
     fp32 = Path(model_path) if model_path else run.onnx
-    paths = {"fp32": fp32, "fp16": fp16_path(fp32)}
-    if "fp16" in variants and not paths["fp16"].is_file():
-        raise UserError(f"{paths['fp16']} does not exist: run 'rnnforge export onnx {run.path} --fp16' first")
-    return {v: paths[v] for v in VARIANTS if v in variants}
+    paths = {v: variant_path(fp32, v) for v in VARIANTS if v in variants}
+    for variant, path in paths.items():
+        if variant != "fp32" and not path.is_file():
+            raise UserError(f"{path} does not exist: run 'rnnforge export onnx {run.path} --{variant}' first")
+    return paths
 
 
 def check_batch_memory(x: np.ndarray, settings: BenchSettings, memory: int | None = None) -> None:

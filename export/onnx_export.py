@@ -11,7 +11,7 @@ Export is the last step that reads the dataset: it writes ``eval.npz`` beside th
 evaluation split, capped at ``--eval-examples``, with TensorFlow's outputs on it), from which
 ``rnnforge bench`` scores and checks every engine without the dataset or TensorFlow.
 
-    rnnforge export onnx runs/sketch --fp16 --eval-examples 500
+    rnnforge export onnx runs/sketch --fp16 --int8 --eval-examples 500
 """
 
 from __future__ import annotations
@@ -42,12 +42,16 @@ def export_onnx(
     atol: float | None = None,
     fp16: bool = False,
     eval_examples: int | None = None,
+    int8: bool = False,
 ) -> dict:
     """Convert, validate and write ``model.onnx``, ``eval.npz`` and ``parity.json``; returns the
     parity record (``parity["eval_set"]``: the eval file's path, example counts and size).
 
     With ``fp16``, also the half-precision variant (``model.fp16.onnx`` beside ``output``), which
     must pass its own, looser parity gate (``spec.onnx.fp16_atol``); its record is ``parity["fp16"]``.
+    With ``int8``, also the int8 variant (``model.int8.onnx``, ``export/int8.py``: the task's
+    quantization recipe), which must pass the task's accuracy gate (``spec.onnx.int8``) on the
+    evaluation split; its record is ``parity["int8"]``, with the recipe and the calibration set.
     ``eval_examples`` caps the stored evaluation examples (evenly spaced over the split); ``None``:
     ``eval_set.default_cap``.
     """
@@ -67,7 +71,8 @@ def export_onnx(
     name_dynamic_axes(onnx_model, spec)
     rewrites = graph_opt.optimise(onnx_model)
     attach_metadata(onnx_model, spec, config, run, opset)
-    eval_set = evaluation_set(model, spec, config, run, eval_examples)
+    data = spec.load_data(config)
+    eval_set = evaluation_set(model, spec, config, run, eval_examples, data)
     x = eval_set.x[:PARITY_BATCH]
     parity = parity_gate(model, onnx_model, spec, x, atol, "ONNX Runtime", f"{output} not written")
     parity.update(
@@ -84,14 +89,20 @@ def export_onnx(
     )
     if fp16:
         parity["fp16"] = export_fp16(model, onnx_model, spec, x, fp16_path(output))
+    if int8:
+        from rnnforge.export.int8 import export_int8
+
+        parity["int8"] = export_int8(onnx_model, spec, eval_set, data, variant_path(output, "int8"))
     fileio.write_bytes(output, onnx_model.SerializeToString())
     size = write_eval_set(run.eval_set, eval_set)
     parity["eval_set"] = {"path": str(run.eval_set), "examples": len(eval_set.x), "bytes": size}
     parity["eval_set"]["examples_in_split"] = eval_set.meta["examples_in_split"]
     fileio.write_json(run.parity_of(output), parity)
-    if not fp16 and fp16_path(output).exists():  # derived from the model just replaced
-        fp16_path(output).unlink()
-        print(f"removed the stale {fp16_path(output)} (export again with --fp16 to refresh it)", flush=True)
+    for variant, wanted in (("fp16", fp16), ("int8", int8)):
+        stale = variant_path(output, variant)
+        if not wanted and stale.exists():  # derived from the model just replaced
+            stale.unlink()
+            print(f"removed the stale {stale} (export again with --{variant} to refresh it)", flush=True)
     return parity
 
 
@@ -120,20 +131,27 @@ def parity_gate(model, onnx_model, spec, x: np.ndarray, atol: float, subject: st
     """``check_parity`` of ``onnx_model`` on ``x``, each check printed; ``ParityError`` on failure,
     naming the ``subject`` ("ONNX Runtime", "the fp16 variant") and what was ``unwritten``."""
     parity = check_parity(model, onnx_model.SerializeToString(), spec, x, atol)
-    for line in parity["checks"]:
+    return enforce_gate(parity, f"{subject} differs from TensorFlow beyond atol {atol:g}", unwritten)
+
+
+def enforce_gate(record: dict, failure: str, unwritten: str) -> dict:
+    """Print ``record["checks"]``; unless ``record["passed"]``, raise ``ParityError`` as one line:
+    ``failure``, the record's failures, and what was ``unwritten``. Returns ``record``."""
+    for line in record["checks"]:
         print(line, flush=True)
-    if not parity["passed"]:
-        raise ParityError(
-            f"{subject} differs from TensorFlow beyond atol {atol:g}: "
-            + "; ".join(parity["failures"])
-            + f" ({unwritten})"
-        )
-    return parity
+    if not record["passed"]:
+        raise ParityError(f"{failure}: " + "; ".join(record["failures"]) + f" ({unwritten})")
+    return record
+
+
+def variant_path(fp32_path: Path, variant: str) -> Path:
+    """Where a variant of ``fp32_path`` lives: ``model.onnx`` -> ``model.int8.onnx`` for int8."""
+    return Path(fp32_path) if variant == "fp32" else Path(fp32_path).with_suffix(f".{variant}.onnx")
 
 
 def fp16_path(fp32_path: Path) -> Path:
     """Where the fp16 variant of ``fp32_path`` lives: ``model.onnx`` -> ``model.fp16.onnx``."""
-    return Path(fp32_path).with_suffix(".fp16.onnx")
+    return variant_path(fp32_path, "fp16")
 
 
 def export_fp16(model, onnx_model, spec, x: np.ndarray, output: Path) -> dict:
@@ -219,11 +237,11 @@ def attach_metadata(onnx_model, spec, config: dict, run: RunDir, opset: int) -> 
     onnx_model.producer_name = "rnnforge (tf2onnx)"
 
 
-def evaluation_set(model, spec, config: dict, run: RunDir, cap: int | None) -> EvalSet:
+def evaluation_set(model, spec, config: dict, run: RunDir, cap: int | None, data=None) -> EvalSet:
     """The evaluation split (test, or valid when test is empty), at most ``cap`` examples evenly
     spaced (``None``: the default cap), with TensorFlow's outputs on them: the one read of the
-    dataset after training."""
-    data = spec.load_data(config)
+    dataset after training (``data``: the task's data, when the caller loaded it already)."""
+    data = spec.load_data(config) if data is None else data
     split = data.evaluation_split()
     x_all, y_all = data.splits[split]
     keep = select(len(x_all), default_cap(x_all) if cap is None else cap)

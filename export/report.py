@@ -103,6 +103,14 @@ def _parity_lines(parity: dict | None) -> list[str]:
             f"{parity.get('split', 'test')} examples: max abs diff {record['max_abs_diff']:.2e} "
             f"(tolerance {record['atol']:g}){agreement}."
         )
+    int8 = parity.get("int8")
+    if int8:
+        gate = "; ".join(line.split("] ", 1)[-1] for line in int8["checks"])
+        lines.append(
+            f"- int8: static {', '.join(int8['recipe']['static_ops']) or 'none'}, dynamic "
+            f"{', '.join(int8['recipe']['dynamic_ops']) or 'none'} ({int8['calibration']['note']}); "
+            f"{int8['nodes']} nodes; accuracy gate on {int8['examples']} {int8['split']} examples: {gate}."
+        )
     return lines + [""]
 
 
@@ -288,7 +296,7 @@ def summary_markdown(out: Path, results: dict[str, dict], title: str, intro: str
         parity = result.get("parity") or {}
         lines.append(
             f"| {name} | {result['task']} | {result['provider']['requested']} | {format_scores(acc['tensorflow'])} | "
-            f"{format_scores(acc['onnxruntime'] if 'onnxruntime' in acc else acc['onnxruntime_fp16'])} | "
+            f"{format_scores(acc[next(iter(acc['agreement_by_engine']))])} | "
             f"{parity.get('max_abs_diff', float('nan')):.2e} | {ratios} | "
             f"[report]({_rel(Path(result['report']), out)}) |"
         )

@@ -20,7 +20,7 @@ PROVIDERS = ("cpu", "cuda", "tensorrt")
 #: at most 1000 and at most 64 MiB of inputs (the video task's uint8 clips are 192 KiB each).
 DEFAULT_EVAL_EXAMPLES = 1000
 DEFAULT_EVAL_BYTES = 64 * 2**20
-VARIANTS = ("fp32", "fp16")
+VARIANTS = ("fp32", "fp16", "int8")
 #: ``--tf-baseline``: measure TensorFlow when it can run here, else use the last recorded timing
 #: (auto); insist on one of them (measure, recorded); or leave TensorFlow out (none).
 TF_BASELINES = ("auto", "measure", "recorded", "none")
@@ -54,7 +54,7 @@ class BenchSettings:
         unknown = [v for v in self.variants if v not in VARIANTS]
         if unknown or not self.variants:
             raise UserError(
-                f"--variants: unknown variant {unknown[0] if unknown else '(none)'!r}; expected fp32 and/or fp16"
+                f"--variants: unknown variant {unknown[0] if unknown else '(none)'!r}; expected one or more of {', '.join(VARIANTS)}"
             )
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise UserError(f"--batch-sizes must be positive integers, got {list(self.batch_sizes)}")

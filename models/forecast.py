@@ -15,7 +15,7 @@ import numpy as np
 
 from rnnforge.core.config import TrainConfig
 from rnnforge.core.errors import UserError
-from rnnforge.models.spec import OnnxSpec, TaskData, TaskSpec, TensorSpec
+from rnnforge.models.spec import Int8Spec, OnnxSpec, TaskData, TaskSpec, TensorSpec
 from rnnforge.pipeline import timeseries
 
 SEASON = 7  # the naive baseline repeats the value one week earlier
@@ -222,6 +222,8 @@ SPEC = TaskSpec(
         outputs=(TensorSpec("forecast", "float32", ("batch", None), "the next HORIZON daily values, raw units"),),
         atol=1.0,  # raw units: ridership is ~1e5-1e6, float32 keeps ~7 digits
         fp16_atol=1e3,  # fp16 keeps ~3 digits inside the model; scaling to riders stays fp32
+        # int8: no convolution to calibrate; the LSTMs and the dense head dynamically.
+        int8=Int8Spec(dynamic_ops=("LSTM", "GRU", "MatMul", "Gemm")),
     ),
     score=score,
     report_plots=report_plots,

@@ -36,6 +36,24 @@ class TensorSpec:
 
 
 @dataclass(frozen=True)
+class Int8Spec:
+    """How a task's int8 variant (``export onnx --int8``) is quantized, and its accuracy gate.
+
+    ``static_ops``: op types quantized statically (QDQ, activation ranges from calibration inputs);
+    ``dynamic_ops``: op types quantized dynamically (int8 weights, activation scale per call). The
+    gate, on the evaluation split: a classifier's top-1 agreement with TensorFlow and its accuracy
+    drop (a fraction: 0.005 is half a point); a forecaster's mean MAE against the fp32 ONNX model's
+    (relative increase).
+    """
+
+    static_ops: tuple[str, ...] = ()
+    dynamic_ops: tuple[str, ...] = ("LSTM", "GRU", "MatMul", "Gemm")
+    min_top1_agreement: float = 0.99
+    max_accuracy_drop: float = 0.005
+    max_mae_increase: float = 0.02
+
+
+@dataclass(frozen=True)
 class OnnxSpec:
     """How a task's model is exported and validated."""
 
@@ -44,6 +62,7 @@ class OnnxSpec:
     opset: int = 17
     atol: float = 1e-4
     fp16_atol: float = 1e-2  # the fp16 variant's parity tolerance (half precision keeps ~3 digits)
+    int8: Int8Spec = Int8Spec()  # the int8 variant's recipe and accuracy gate
 
 
 @dataclass

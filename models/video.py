@@ -12,7 +12,7 @@ from __future__ import annotations
 from rnnforge.core.config import TrainConfig
 from rnnforge.core.errors import UserError
 from rnnforge.models.common import classification_scores, confusion_plot
-from rnnforge.models.spec import OnnxSpec, TaskData, TaskSpec, TensorSpec
+from rnnforge.models.spec import Int8Spec, OnnxSpec, TaskData, TaskSpec, TensorSpec
 from rnnforge.pipeline import video
 
 CONV_FILTERS = (16, 32, 48)
@@ -117,6 +117,10 @@ SPEC = TaskSpec(
             ),
         ),
         outputs=(TensorSpec("probabilities", "float32", ("batch", None), "softmax over class_names"),),
+        # The per-frame CNN is most of the arithmetic: QDQ convolutions (Relu and the pooling
+        # quantized with them, so ORT runs QLinearConv end to end on uint8 frames); the LSTM and
+        # the dense layers dynamically. See docs/performance.md, "int8 variants".
+        int8=Int8Spec(static_ops=("Conv", "Relu", "AveragePool")),
     ),
     score=classification_scores,
     report_plots=confusion_plot,

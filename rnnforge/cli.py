@@ -197,25 +197,40 @@ def export() -> None:
 @click.option("--atol", type=float, help="Parity tolerance: max abs difference ONNX Runtime vs TensorFlow.")
 @click.option("--fp16", is_flag=True, help="Also write the fp16 variant (model.fp16.onnx), with its own parity gate.")
 @click.option(
+    "--int8",
+    is_flag=True,
+    help="Also write the int8 variant (model.int8.onnx, onnxruntime.quantization), gated on the task's accuracy.",
+)
+@click.option(
     "--eval-examples",
     type=click.IntRange(min=1),
     help="Evaluation examples stored in RUN_DIR/eval.npz (evenly spaced over the split) for 'bench'.  "
     f"[default: {DEFAULT_EVAL_EXAMPLES}, fewer if their inputs pass {DEFAULT_EVAL_BYTES // 2**20} MiB]",
 )
 def export_onnx(
-    run_dir: Path, opset: int | None, output: Path | None, atol: float | None, fp16: bool, eval_examples: int | None
+    run_dir: Path,
+    opset: int | None,
+    output: Path | None,
+    atol: float | None,
+    fp16: bool,
+    int8: bool,
+    eval_examples: int | None,
 ) -> None:
     """Convert RUN_DIR's model with tf2onnx, check parity on ONNX Runtime, and store the
     evaluation examples (eval.npz) that 'bench' needs, so it runs without the dataset or TensorFlow."""
     from rnnforge.export.onnx_export import export_onnx as run_export
 
-    parity = run_export(run_dir, opset=opset, output=output, atol=atol, fp16=fp16, eval_examples=eval_examples)
+    parity = run_export(
+        run_dir, opset=opset, output=output, atol=atol, fp16=fp16, int8=int8, eval_examples=eval_examples
+    )
     click.echo(
         f"parity: max abs diff {parity['max_abs_diff']:.2e} (atol {parity['atol']:g})"
         + (f", top-1 agreement {parity['top1_agreement']:.4f}" if "top1_agreement" in parity else "")
     )
     stored = parity["eval_set"]
     click.echo(f"onnx model: {parity['onnx_path']}")
+    if "int8" in parity:
+        click.echo(f"int8 model: {parity['int8']['onnx_path']} (accuracy gate passed)")
     click.echo(
         f"eval set: {stored['path']} ({stored['examples']} of {stored['examples_in_split']} examples, "
         f"{stored['bytes'] / 1e6:.1f} MB)"
@@ -269,7 +284,8 @@ def bench() -> None:
     "--variants",
     default="fp32",
     show_default=True,
-    help="Comma-separated: fp32 (model.onnx) and/or fp16 (model.fp16.onnx from 'export onnx --fp16').",
+    help="Comma-separated: fp32 (model.onnx), fp16 (model.fp16.onnx from 'export onnx --fp16'), "
+    "int8 (model.int8.onnx from 'export onnx --int8').",
 )
 @click.option(
     "--batch-sizes", default="1,32,256", show_default=True, callback=_batch_sizes, help="Batch sizes to time."

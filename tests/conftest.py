@@ -214,6 +214,23 @@ def forecast_run(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def video_run(tmp_path_factory) -> Path:
+    """A finished (briefly trained, not Ray) video run of 8 frames of 32 x 32, exported; shared
+    read-only by the tests."""
+    path = make_run_dir(
+        tmp_path_factory.mktemp("run") / "video",
+        task="video",
+        epochs_steps=4,
+        config_overrides={"frames": 8, "frame_size": 32},
+    )
+    result = run_cli("export", "onnx", path)
+    assert result.returncode == 0, result.stderr
+    before = snapshot(path)
+    yield path
+    assert snapshot(path) == before, "a test changed the shared video_run"
+
+
 #: What an inference machine with only the serving install lacks: the training stack.
 TRAINING_STACK = (
     "tensorflow",

@@ -110,7 +110,7 @@ def test_schema_rejects_a_result_missing_a_percentile(bench_result):
         (lambda r: r["latency"][0].update(batch_size=0), "less than the minimum"),
         (lambda r: r["latency"][0].update(runs=2.5), "is not of type"),
         (lambda r: r["provider"].update(io_binding="yes"), "is not of type"),
-        (lambda r: r["onnx_models"].update(int8="model.int8.onnx"), "is not one of"),
+        (lambda r: r["onnx_models"].update(int4="model.int4.onnx"), "is not one of"),  # int8 is a variant now
         (lambda r: r["tensorflow"].update(source="guessed"), "is not one of"),
         (lambda r: r["latency"][0]["latency_ms"].update(p50=-1.0), "less than the minimum"),
         (lambda r: r["settings"].update(batch_sizes=[]), "at least 1"),

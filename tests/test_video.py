@@ -7,7 +7,7 @@ import json
 import numpy as np
 import onnx
 import pytest
-from conftest import error_line, run_cli, run_cli_process, snapshot
+from conftest import error_line, run_cli, run_cli_process
 
 from rnnforge.models import get_spec
 from rnnforge.models.common import compile_model
@@ -110,23 +110,6 @@ def test_bad_clips_get_one_line(tmp_path, make):
     )
     assert expected in line and str(named) in line
     assert not (tmp_path / "run").exists()
-
-
-@pytest.fixture(scope="module")
-def video_run(tmp_path_factory):
-    from conftest import make_run_dir
-
-    path = make_run_dir(
-        tmp_path_factory.mktemp("run") / "video",
-        task="video",
-        epochs_steps=4,
-        config_overrides={"frames": 8, "frame_size": 32},
-    )
-    result = run_cli("export", "onnx", path)
-    assert result.returncode == 0, result.stderr
-    before = snapshot(path)
-    yield path
-    assert snapshot(path) == before, "a test changed the shared video_run"
 
 
 def test_model_trains_and_takes_uint8_frames(video_run):

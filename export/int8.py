@@ -1,0 +1,277 @@
+"""The int8 variant of an exported model: ``onnxruntime.quantization``, gated on task accuracy.
+
+Each task spec declares its recipe (``OnnxSpec.int8``, chosen from measurements, see
+``docs/performance.md``): the op types quantized *statically* (QDQ: activations get a fixed scale
+from calibration inputs, weights per channel; it pays for convolution front ends) and those
+quantized *dynamically* (weights int8, activations' scale computed per call; it pays for LSTM,
+GRU, MatMul and Gemm, whose activations have no stable range). ``quantize`` runs ORT's
+pre-processing (``quant_pre_process``: shape inference and graph optimisation), then the static
+pass over the calibration inputs, then the dynamic pass.
+
+The gate is the task's accuracy on the evaluation split, not an elementwise tolerance (int8 moves
+probabilities by more than ``atol`` while keeping the decisions): a classifier keeps top-1
+agreement with TensorFlow of at least ``min_top1_agreement`` and its accuracy within
+``max_accuracy_drop``; the forecaster's mean MAE stays within ``max_mae_increase`` (relative) of
+the fp32 ONNX model's.
+
+    record = export_int8(onnx_model, spec, eval_set, data, Path("runs/video/model.int8.onnx"))
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from rnnforge.core import fileio
+from rnnforge.core.errors import UserError
+from rnnforge.export.eval_set import select
+from rnnforge.export.onnx_export import enforce_gate
+
+#: Calibration inputs fed per call to ORT's calibrator.
+CALIBRATION_BATCH = 32
+#: How many training (else validation) examples calibrate the statically quantized ops: at most
+#: ``CALIBRATION_EXAMPLES``, and at most ``CALIBRATION_BYTES`` of inputs (ORT's MinMax calibrator
+#: holds every intermediate tensor of every example until the end: ~20x the input for the video
+#: model, whose 16 MiB are 85 clips).
+CALIBRATION_EXAMPLES = 256
+CALIBRATION_BYTES = 16 * 2**20
+
+
+def export_int8(onnx_model, spec, eval_set, data, output: Path) -> dict:
+    """Quantize ``onnx_model`` by ``spec.onnx.int8``, calibrating on ``data``'s training (else
+    validation) inputs; gate it on ``eval_set`` and write it to ``output``; the record.
+
+    A variant that fails its gate raises ``ParityError`` (exit 3) and nothing is written.
+    """
+    recipe, name = spec.onnx.int8, spec.onnx.inputs[0].name
+    calibration_x, calibration = calibration_set(data, recipe)
+    quantized = quantize(onnx_model, recipe, calibration_x, name)
+    print(
+        f"int8 variant (static {', '.join(recipe.static_ops) or 'none'}; "
+        f"dynamic {', '.join(recipe.dynamic_ops) or 'none'}; {calibration['note']}):",
+        flush=True,
+    )
+    record = accuracy_gate(
+        spec,
+        recipe,
+        eval_set.x,
+        eval_set.y,
+        eval_set.reference,
+        run_model(onnx_model, eval_set.x),
+        run_model(quantized, eval_set.x),
+        eval_set.info,
+    )
+    failure = f"the int8 variant fails its accuracy gate on {len(eval_set.x)} {eval_set.split} examples"
+    enforce_gate(record, failure, "nothing written")
+    record.update(
+        {
+            "split": eval_set.split,
+            "recipe": {"static_ops": list(recipe.static_ops), "dynamic_ops": list(recipe.dynamic_ops)},
+            "gate": {
+                "min_top1_agreement": recipe.min_top1_agreement,
+                "max_accuracy_drop": recipe.max_accuracy_drop,
+            }
+            if spec.kind == "classification"
+            else {"max_mae_increase": recipe.max_mae_increase},
+            "calibration": calibration,
+            "quantized_ops": quantized_ops(quantized),
+            "onnx_path": str(output),
+            "nodes": len(quantized.graph.node),
+        }
+    )
+    fileio.write_bytes(output, quantized.SerializeToString())
+    return record
+
+
+def calibration_set(data, recipe, cap: int = CALIBRATION_EXAMPLES) -> tuple[np.ndarray | None, dict]:
+    """At most ``cap`` evenly spaced inputs of ``data``'s training split (validation when training
+    streams or is empty) and their record; ``(None, record)`` when ``recipe`` has no static ops."""
+    if not recipe.static_ops:
+        return None, {"split": None, "examples": 0, "note": "no calibration: dynamic quantization only"}
+    in_memory = data.train_stream is None and "train" in data.splits and len(data.splits["train"][0])
+    split = "train" if in_memory else "valid"
+    x_all = data.splits[split][0] if split in data.splits else np.empty((0,))
+    if not len(x_all):
+        raise UserError(
+            f"--int8: this task quantizes {', '.join(recipe.static_ops)} statically, which needs training or "
+            "validation inputs to calibrate on, and the dataset has none"
+        )
+    per_example = x_all[0].nbytes
+    keep = select(len(x_all), max(1, min(cap, CALIBRATION_BYTES // per_example)))
+    note = f"calibrated on {len(keep)} of {len(x_all)} {split} examples"
+    record = {"split": split, "examples": int(len(keep)), "examples_in_split": int(len(x_all)), "note": note}
+    return np.ascontiguousarray(x_all[keep]), record
+
+
+class _Batches:
+    """``onnxruntime.quantization.CalibrationDataReader`` over ``x`` in batches."""
+
+    def __init__(self, input_name: str, x: np.ndarray, batch: int = CALIBRATION_BATCH):
+        self.feeds = iter([{input_name: x[i : i + batch]} for i in range(0, len(x), batch)])
+
+    def get_next(self):
+        return next(self.feeds, None)
+
+
+def quantize(onnx_model, recipe, calibration_x: np.ndarray | None, input_name: str):
+    """An int8 copy of ``onnx_model`` (a ModelProto) following ``recipe`` (``Int8Spec``).
+
+    ``calibration_x`` (the model's input, e.g. float32 ``[n, time, 3]``) sets the activation
+    ranges of the statically quantized ops; it may be ``None`` when ``recipe.static_ops`` is empty.
+    """
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)  # "check if the model is already quantized": it is, by our static pass
+    try:
+        return _quantize(onnx_model, recipe, calibration_x, input_name)
+    finally:
+        logging.disable(previous)
+
+
+def _quantize(onnx_model, recipe, calibration_x: np.ndarray | None, input_name: str):
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_dynamic, quantize_static
+
+    with tempfile.TemporaryDirectory(prefix="rnnforge-int8-") as work:
+        work = Path(work)
+        fp32, current = work / "fp32.onnx", work / "pre.onnx"
+        onnx.save(onnx_model, str(fp32))
+        quant_pre_process(str(fp32), str(current), skip_symbolic_shape=True)
+        if recipe.static_ops:
+            if calibration_x is None or not len(calibration_x):
+                raise ValueError("static int8 quantization needs calibration inputs")
+            static = work / "static.onnx"
+            quantize_static(
+                str(current),
+                str(static),
+                _Batches(input_name, calibration_x),
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=list(recipe.static_ops),
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+            )
+            current = static
+        if recipe.dynamic_ops:
+            dynamic = work / "dynamic.onnx"
+            quantize_dynamic(
+                str(current),
+                str(dynamic),
+                op_types_to_quantize=list(recipe.dynamic_ops),
+                weight_type=QuantType.QInt8,
+            )
+            current = dynamic
+        quantized = onnx.load(str(current))
+    skip_requantized_uint8(quantized)
+    del quantized.metadata_props[:]
+    quantized.metadata_props.extend(onnx_model.metadata_props)
+    return quantized
+
+
+def skip_requantized_uint8(onnx_model) -> int:
+    """Drop ``Cast(uint8 -> float) -> QuantizeLinear(scale 1, zero point 0, uint8)`` pairs, which
+    give back their input unchanged (the video model's frames: calibration sees 0-255, so the first
+    convolution's input scale is exactly 1); the quantized op then reads the uint8 tensor itself,
+    saving two passes over the frames. Returns how many were dropped."""
+    from onnx import TensorProto, numpy_helper
+
+    init = {i.name: i for i in onnx_model.graph.initializer}
+    uint8 = {
+        v.name
+        for v in (*onnx_model.graph.input, *onnx_model.graph.value_info)
+        if v.type.tensor_type.elem_type == TensorProto.UINT8
+    }
+    producer = {out: node for node in onnx_model.graph.node for out in node.output}
+    consumers: dict[str, list] = {}
+    for node in onnx_model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    dropped = []
+    for node in onnx_model.graph.node:
+        cast = producer.get(node.input[0]) if node.op_type == "QuantizeLinear" and len(node.input) == 3 else None
+        if cast is None or cast.op_type != "Cast" or cast.input[0] not in uint8:
+            continue
+        scale, zero = (init.get(name) for name in node.input[1:])
+        if scale is None or zero is None or zero.data_type != TensorProto.UINT8:
+            continue
+        if numpy_helper.to_array(scale).tolist() != 1.0 or numpy_helper.to_array(zero).tolist() != 0:
+            continue
+        for consumer in consumers.get(node.output[0], []):
+            consumer.input[:] = [cast.input[0] if name == node.output[0] else name for name in consumer.input]
+        dropped.append(node)
+        if len(consumers.get(cast.output[0], [])) == 1:
+            dropped.append(cast)
+    for node in dropped:
+        onnx_model.graph.node.remove(node)
+    return sum(1 for node in dropped if node.op_type == "QuantizeLinear")
+
+
+def quantized_ops(onnx_model) -> dict[str, int]:
+    """Count of the int8 op types in ``onnx_model`` (``DynamicQuantizeLSTM``, ``QuantizeLinear``, ...)."""
+    counts: dict[str, int] = {}
+    for node in onnx_model.graph.node:
+        if "Quant" in node.op_type or "Integer" in node.op_type:
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def accuracy_gate(spec, recipe, x, y, reference, fp32_pred, int8_pred, info: dict) -> dict:
+    """The int8 gate on the evaluation split: the record, with ``passed``, ``checks`` and ``failures``.
+
+    ``reference`` is TensorFlow's output on ``x``, ``fp32_pred`` the fp32 ONNX model's, ``int8_pred``
+    the int8 model's; scores come from ``spec.score``.
+    """
+    tf_scores = spec.score(x, y, reference, info)
+    fp32_scores = spec.score(x, y, fp32_pred, info)
+    int8_scores = spec.score(x, y, int8_pred, info)
+    checks = []
+    if spec.kind == "classification":
+        agreement = float(np.mean(int8_pred.argmax(-1) == reference.argmax(-1)))
+        drop = tf_scores["accuracy"] - int8_scores["accuracy"]
+        checks.append(
+            (
+                "top-1 agreement with TensorFlow",
+                agreement >= recipe.min_top1_agreement,
+                f"{agreement:.4f} (at least {recipe.min_top1_agreement:g})",
+            )
+        )
+        checks.append(
+            (
+                "accuracy",
+                drop <= recipe.max_accuracy_drop + 1e-12,
+                f"{int8_scores['accuracy']:.4f} vs TensorFlow {tf_scores['accuracy']:.4f} "
+                f"(drop at most {recipe.max_accuracy_drop * 100:g} points)",
+            )
+        )
+        record = {"top1_agreement": agreement, "accuracy_drop": drop}
+    else:
+        change = int8_scores["mae"] / max(fp32_scores["mae"], 1e-12) - 1
+        checks.append(
+            (
+                "mean MAE",
+                change <= recipe.max_mae_increase + 1e-12,
+                f"{int8_scores['mae']:.4g} vs fp32 {fp32_scores['mae']:.4g} "
+                f"({change * 100:+.2f} %, at most +{recipe.max_mae_increase * 100:g} %)",
+            )
+        )
+        record = {"mae_change": change}
+    return {
+        **record,
+        "examples": int(len(y)),
+        "max_abs_diff": float(np.max(np.abs(int8_pred.astype(np.float64) - reference))) if reference.size else 0.0,
+        "scores": {"tensorflow": tf_scores, "fp32": fp32_scores, "int8": int8_scores},
+        "checks": [f"  -[{'✓' if ok else 'x'}] {name}: {detail}" for name, ok, detail in checks],
+        "failures": [f"{name}: {detail}" for name, ok, detail in checks if not ok],
+        "passed": all(ok for _, ok, _ in checks),
+    }
+
+
+def run_model(onnx_model, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    """The first output of ``onnx_model`` on ``x`` (ONNX Runtime, CPU), in batches of ``batch``."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(onnx_model.SerializeToString(), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: x[i : i + batch]})[0] for i in range(0, len(x), batch)])
