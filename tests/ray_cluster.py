@@ -4,6 +4,8 @@ stopped at the end together with every process that mentions its folder (and no 
 from __future__ import annotations
 
 import contextlib
+import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -61,6 +63,20 @@ def mentions(proc: psutil.Process, text: str) -> bool:
         return text in " ".join(proc.cmdline())
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return False
+
+
+def token_env(base: Path) -> dict:
+    """The environment of a token-authenticated cluster (Ray's default, kept on): a fresh token,
+    readable by this user only, in ``base``; Ray's CLI on ``PATH``."""
+    token = base / "auth_token"
+    token.touch(mode=0o600)
+    token.write_text(secrets.token_hex(32))
+    return {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(token),
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
 
 
 @dataclass(frozen=True)

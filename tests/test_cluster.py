@@ -5,8 +5,6 @@ mid-training, a rerun after the driver died, and the storage/GPU refusals."""
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -17,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import ROOT, error_line, run_cli, run_cli_process
-from ray_cluster import BIN, local_ray_head, process_tree, stop, wait_for
+from ray_cluster import BIN, local_ray_head, process_tree, stop, token_env, wait_for
 
 #: A tiny sketch run: a few seconds per epoch on 2 cores, well above chance after 4 epochs.
 TINY = ("sketch", "--epochs", "4", "--units", "16", "--max-len", "40", "--workers", "2", "--patience", "0")
@@ -73,15 +71,8 @@ def job_run(tmp_path_factory):
     """An uninterrupted TINY run, submitted with `ray job submit` to a fresh token-authenticated
     Ray head on 127.0.0.1 (own temp dir and ports), which is stopped at once (and only it)."""
     base = Path(tempfile.mkdtemp(prefix="rf-job-"))  # short: Ray's socket paths must stay short
-    token = base / "auth_token"
-    token.touch(mode=0o600)
-    token.write_text(secrets.token_hex(32))
-    env = {
-        **os.environ,
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN_PATH": str(token),
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
+    env = token_env(base)
+    token = Path(env["RAY_AUTH_TOKEN_PATH"])
     try:
         with local_ray_head(base, env) as head:
             out = tmp_path_factory.mktemp("job")

@@ -6,15 +6,13 @@ line, unless ``--allow-cpu-fallback``; every worker's devices land in metrics.js
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 from conftest import run_cli_process
-from ray_cluster import BIN, local_ray_head
+from ray_cluster import local_ray_head, token_env
 
 pytestmark = pytest.mark.slow
 TINY = ("sketch", "--epochs", "1", "--units", "16", "--max-len", "40", "--workers", "2", "--patience", "0")
@@ -24,18 +22,9 @@ TINY = ("sketch", "--epochs", "1", "--units", "16", "--max-len", "40", "--worker
 def two_gpu_head():
     """A token-authenticated Ray head on 127.0.0.1 with 2 logical GPUs; the environment to join it."""
     base = Path(tempfile.mkdtemp(prefix="rf-gpu-"))  # short: Ray's socket paths must stay short
-    token = base / "auth_token"
-    token.touch(mode=0o600)
-    token.write_text(secrets.token_hex(32))
-    env = {
-        **os.environ,
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN_PATH": str(token),
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        # This sandbox cannot reach its own outward address, which Ray puts in place of 127.0.0.1
-        # when a driver joins a cluster on Linux; this switch (meant for macOS/Windows) keeps loopback.
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-    }
+    # This sandbox cannot reach its own outward address, which Ray puts in place of 127.0.0.1 when
+    # a driver joins a cluster on Linux; this switch (meant for macOS/Windows) keeps loopback.
+    env = {**token_env(base), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     try:
         with local_ray_head(base, env, num_cpus=2, num_gpus=2) as head:
             yield head, env
