@@ -1088,11 +1088,8 @@ def test_ctrl_c_during_train(tmp_path, target):
     assert not (run_dir / "config.json").exists()
     done = _registered_epoch(run_dir / "checkpoints" / "train")
     assert done >= 1, "no checkpoint to resume from"
-    if target == "group":  # the line's promise: the same command resumes the run
-        resumed = run_cli_process("train", *args, "--run-dir", run_dir, timeout=600)
-        assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
-        assert f"resumed from checkpoint after epoch {done}" in resumed.stdout + resumed.stderr
-        assert (run_dir / "config.json").is_file()
+    # The line's promise (the same command resumes from that checkpoint) is the mechanism that
+    # tests/test_cluster.py::test_rerun_after_the_driver_died_resumes_the_run proves end to end.
 
 
 def _own_lines(output: str) -> list[str]:
