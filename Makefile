@@ -24,9 +24,10 @@ demo: install
 test: install
 	$(BIN)/python -m pytest --durations=15
 
-# The inner loop: unit and in-process tests, no Ray cluster, no multi-epoch training.
+# The inner loop: unit and in-process tests (no Ray cluster, no multi-epoch training, no test
+# whose point is a fresh process).
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow" --durations=15
+	$(BIN)/python -m pytest -m "not slow and not process" --durations=15
 
 lint: install
 	$(BIN)/ruff check .

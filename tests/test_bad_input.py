@@ -1151,6 +1151,7 @@ ONLY_LINE_ROWS = (
 )
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("case_id", ONLY_LINE_ROWS)
 def test_the_error_line_is_all_of_stderr(case_id, tmp_path, request):
     """No start-up line (TensorFlow's C++ ones go to file descriptor 2) before or after it."""

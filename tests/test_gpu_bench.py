@@ -8,7 +8,10 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT, copy_run
+
+pytestmark = pytest.mark.process
 
 SCRIPT = ROOT / "benchmarks" / "gpu_bench.py"
 FAST = ("--batch-sizes", "1,2", "--max-seconds", "0.1", "--runs", "10", "--variants", "fp32")

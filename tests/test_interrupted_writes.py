@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, error_line, run_cli
 
+pytestmark = pytest.mark.process
+
 STALL = r"""
 import os, pathlib, sys, time
 target = os.environ["RNNFORGE_TEST_STALL_ON"]

@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 from conftest import TRAINING_STACK, blocking_env, copy_run, error_line, make_run_dir, run_cli, run_cli_process
 
+pytestmark = pytest.mark.process
+
 #: The datasets themselves: the synthetic generators and the real-data readers.
 DATASET_MODULES = (
     "rnnforge.pipeline.sketch_synthetic",

@@ -19,6 +19,8 @@ import pytest
 from conftest import ROOT, blocking_env
 from packaging.requirements import Requirement
 
+pytestmark = pytest.mark.process
+
 #: Source folder -> where the wheel puts it (pyproject.toml's package-dir).
 SHIPPED = {
     "rnnforge": "rnnforge",
