@@ -162,10 +162,11 @@ def check_local_resources(config: TrainConfig, address: str | None) -> None:
             f"{need_cpu} CPUs; this machine has {os.cpu_count() or 1} (pass --address to use a cluster)"
         )
     need_gpu = config.workers * config.gpus_per_worker
-    if need_gpu > 0 and need_gpu > local_gpus():
+    have_gpu = local_gpus() if need_gpu > 0 else 0
+    if need_gpu > have_gpu:
         raise UserError(
             f"--workers {config.workers} x --gpus-per-worker {config.gpus_per_worker:g} needs "
-            f"{need_gpu:g} GPUs; the Ray cluster has {local_gpus()} (a local run: this machine's "
+            f"{need_gpu:g} GPUs; the Ray cluster has {have_gpu} (a local run: this machine's "
             "GPUs; pass --address to use a cluster)"
         )
 

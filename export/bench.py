@@ -50,7 +50,7 @@ from rnnforge.export.results import (
     summary_line,
     validate_result,
 )
-from rnnforge.export.settings import VARIANTS, BenchSettings
+from rnnforge.export.settings import VARIANTS, BenchSettings, variant_path
 
 
 @dataclass(frozen=True)
@@ -170,15 +170,8 @@ def other_run(run: RunDir, meta: dict) -> str | None:
 
 
 def variant_paths(run: RunDir, model_path: Path | None, variants) -> dict[str, Path]:
-    """The ONNX file of each requested variant (``--model`` replaces the fp32 one)."""
-    from rnnforge.export.onnx_export import variant_path
-
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown or not variants:
-        raise UserError(
-            f"--variants: unknown variant {unknown[0] if unknown else '(none)'!r}; "
-            f"expected one or more of {', '.join(VARIANTS)}"
-        )
+    """The ONNX file of each requested variant (names checked by ``BenchSettings.checked``;
+    ``--model`` replaces the fp32 one)."""
     fp32 = Path(model_path) if model_path else run.onnx
     paths = {v: variant_path(fp32, v) for v in VARIANTS if v in variants}
     for variant, path in paths.items():

@@ -28,6 +28,7 @@ from rnnforge.core.machine import versions
 from rnnforge.core.run_dir import RunDir
 from rnnforge.export import graph_opt
 from rnnforge.export.eval_set import EvalSet, default_cap, select, write_eval_set
+from rnnforge.export.settings import variant_path
 
 SUPPORTED_OPSETS = (17, 18)
 FORBIDDEN_OPS = ("Loop", "Scan")
@@ -88,7 +89,7 @@ def export_onnx(
         }
     )
     if fp16:
-        parity["fp16"] = export_fp16(model, onnx_model, spec, x, fp16_path(output))
+        parity["fp16"] = export_fp16(model, onnx_model, spec, x, variant_path(output, "fp16"))
     if int8:
         from rnnforge.export.int8 import export_int8
 
@@ -142,16 +143,6 @@ def enforce_gate(record: dict, failure: str, unwritten: str) -> dict:
     if not record["passed"]:
         raise ParityError(f"{failure}: " + "; ".join(record["failures"]) + f" ({unwritten})")
     return record
-
-
-def variant_path(fp32_path: Path, variant: str) -> Path:
-    """Where a variant of ``fp32_path`` lives: ``model.onnx`` -> ``model.int8.onnx`` for int8."""
-    return Path(fp32_path) if variant == "fp32" else Path(fp32_path).with_suffix(f".{variant}.onnx")
-
-
-def fp16_path(fp32_path: Path) -> Path:
-    """Where the fp16 variant of ``fp32_path`` lives: ``model.onnx`` -> ``model.fp16.onnx``."""
-    return variant_path(fp32_path, "fp16")
 
 
 def export_fp16(model, onnx_model, spec, x: np.ndarray, output: Path) -> dict:

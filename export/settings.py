@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from rnnforge.core.errors import UserError
 
@@ -24,6 +25,11 @@ VARIANTS = ("fp32", "fp16", "int8")
 #: ``--tf-baseline``: measure TensorFlow when it can run here, else use the last recorded timing
 #: (auto); insist on one of them (measure, recorded); or leave TensorFlow out (none).
 TF_BASELINES = ("auto", "measure", "recorded", "none")
+
+
+def variant_path(fp32_path: Path, variant: str) -> Path:
+    """Where a variant of ``fp32_path`` lives: ``model.onnx`` -> ``model.int8.onnx`` for int8."""
+    return Path(fp32_path) if variant == "fp32" else Path(fp32_path).with_suffix(f".{variant}.onnx")
 
 
 @dataclass(frozen=True)
