@@ -19,6 +19,8 @@ import os
 import socket
 
 DEVICES_DIR = "devices"
+#: The thread settings each worker records as it found them (the runtime env's, or the job's own).
+THREAD_ENV = ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 #: Marks a device refusal inside Ray's error text, so the driver can tell it from other failures.
 DEVICE_ERROR_MARK = "rnnforge-device-error: "
 
@@ -32,15 +34,17 @@ class DeviceError(RuntimeError):
 
 
 def describe_worker(rank: int, mixed_precision: bool) -> dict:
-    """This worker's node, the GPU ids Ray assigned (``ray.get_gpu_ids()``), ``CUDA_VISIBLE_DEVICES``
-    and the GPUs TensorFlow sees."""
+    """This worker's node (id, IP, host name), its thread settings, the GPU ids Ray assigned
+    (``ray.get_gpu_ids()``), ``CUDA_VISIBLE_DEVICES`` and the GPUs TensorFlow sees."""
     import ray
     import tensorflow as tf
 
     return {
         "rank": rank,
         "node": ray.get_runtime_context().get_node_id(),
+        "node_ip": ray.util.get_node_ip_address(),
         "host": socket.gethostname(),
+        "threads": {key: os.environ.get(key) for key in THREAD_ENV},
         "assigned_gpus": [str(gpu) for gpu in ray.get_gpu_ids()],
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "tensorflow_gpus": [device.name for device in tf.config.list_physical_devices("GPU")],

@@ -67,6 +67,7 @@ def finish_run(
         "epochs_run": state["epoch"],
         "restarts": state["restarts"],
         "workers": state["world_size"],
+        "resizes": state.get("resizes", []),  # an elastic group's restarts at another size
         "train_seconds": round(train_seconds, 1),
         "samples_per_s": _mean([h["samples_per_s"] for h in history]),
         "samples_per_s_per_worker": _mean([h["samples_per_s_per_worker"] for h in history]),

@@ -2,14 +2,22 @@
 
 ``train(config, run_dir)`` starts a local Ray (or joins the cluster at ``address``), runs
 ``cluster.worker.train_loop_per_worker`` on ``config.workers`` workers through
-``TensorflowTrainer``, and gives the final checkpoint to ``cluster.finish.finish_run``, which
-writes the run dir. Usually called as ``rnnforge train sketch``; the options come checked from
-``rnnforge.models.resolve.resolve_config``, and the run dir from
-``cluster.storage.prepare_run_dir``.
+``TensorflowTrainer`` (an elastic group of ``config.min_workers`` to ``config.workers`` with
+``--min-workers``/``--workers MIN-MAX``), and gives the final checkpoint to
+``cluster.finish.finish_run``, which writes the run dir. Usually called as ``rnnforge train
+sketch``; the options come checked from ``rnnforge.models.resolve.resolve_config``, and the run
+dir from ``cluster.storage.prepare_run_dir``.
+
+Environment variables go where Ray merges them without conflict: what every process of the job
+needs (``rnnforge.core.env.WORKER_ENV``, the setup hook) through the driver's ``ray.init``, the
+workers' thread counts through ``RunConfig(worker_runtime_env=...)``; inside ``ray job submit
+--runtime-env-json`` the job's own variables win and rnnforge leaves them out (a key in both
+would make Ray refuse the driver's runtime env, ray-project/ray#39208).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -18,13 +26,14 @@ from pathlib import Path
 from rnnforge.cluster.devices import clear_device_records, device_records_path, device_refusal, read_device_records
 from rnnforge.cluster.finish import finish_run
 from rnnforge.cluster.progress import ray_init_options, training_progress, worker_setup_hook
-from rnnforge.cluster.storage import storage_location
+from rnnforge.cluster.storage import check_shared_storage, storage_location
+from rnnforge.cluster.tracking import close_run, fail_run, open_run
 from rnnforge.core import fileio
 from rnnforge.core.config import TrainConfig
 from rnnforge.core.console import VERBOSE_ENV, verbose
 from rnnforge.core.env import WORKER_ENV
 from rnnforge.core.errors import Interrupted, TrainingFailed, UserError
-from rnnforge.core.machine import local_gpus
+from rnnforge.core.machine import local_cpus, local_gpus
 from rnnforge.core.run_dir import RunDir
 from rnnforge.models.spec import TaskData
 
@@ -52,13 +61,21 @@ SHARED_FILESYSTEMS = {
 }
 
 
+def job_runtime_env() -> dict:
+    """The runtime env of the Ray job this driver runs in (``ray job submit --runtime-env-json``,
+    which Ray hands the driver in ``RAY_JOB_CONFIG_JSON_ENV_VAR``); ``{}`` outside a job."""
+    try:
+        return json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")).get("runtime_env") or {}
+    except (ValueError, AttributeError):
+        return {}
+
+
 def worker_env(config: TrainConfig) -> dict:
-    """Environment variables every Ray worker gets through the runtime env."""
+    """Environment variables of the Ray Train workers (``RunConfig(worker_runtime_env=...)``)."""
     threads = str(config.cpus_per_worker)
     # Inter-op threads matter as much as intra-op ones for RNNs (the time loop's small ops run in
     # parallel): a 2-CPU worker with 1 inter-op thread trained the sketch model 1.45x slower.
     return {
-        **WORKER_ENV,
         "TF_NUM_INTRAOP_THREADS": threads,
         "TF_NUM_INTEROP_THREADS": threads,
         "OMP_NUM_THREADS": threads,
@@ -67,19 +84,33 @@ def worker_env(config: TrainConfig) -> dict:
     }
 
 
+def without_job_keys(runtime_env: dict, job: dict) -> dict:
+    """``runtime_env`` less the variables and fields the job's runtime env ``job`` sets already:
+    the user's value wins, and Ray's merge meets no conflict."""
+    job_vars = job.get("env_vars") or {}
+    kept = {key: value for key, value in runtime_env.items() if key == "env_vars" or key not in job}
+    kept["env_vars"] = {key: value for key, value in runtime_env.get("env_vars", {}).items() if key not in job_vars}
+    return kept
+
+
+def job_wide_env() -> dict:
+    """The runtime env of every process of the job (Ray Train's controller imports TensorFlow
+    too): ``WORKER_ENV`` and the setup hook that keeps TensorFlow's start-up lines out of the console."""
+    return {"env_vars": dict(WORKER_ENV), "worker_process_setup_hook": worker_setup_hook()}
+
+
 def connect(config: TrainConfig, address: str | None) -> None:
-    """Start a local Ray instance on loopback (GCS, raylet, agents and dashboard on 127.0.0.1) or
-    join the cluster at ``address``; the console options (Ray's notices, workers' output) come
-    from ``ray_init_options``."""
+    """Start a local Ray instance on loopback (GCS, raylet, agents and dashboard on 127.0.0.1;
+    CPUs as Ray detects them, a container's limit included) or join the cluster at ``address``;
+    the console options (Ray's notices, workers' output) come from ``ray_init_options``."""
     import ray
 
-    runtime_env = {"env_vars": worker_env(config), "worker_process_setup_hook": worker_setup_hook()}
+    runtime_env = without_job_keys(job_wide_env(), job_runtime_env())
     if address:
         ray.init(address=address, runtime_env=runtime_env, **ray_init_options(address))
         return
     os.environ.update(LOOPBACK_ENV)  # in case Ray was imported before train() set it
     ray.init(
-        num_cpus=os.cpu_count() or 1,
         _node_ip_address="127.0.0.1",  # GCS, raylet and agents on loopback (with LOOPBACK_ENV)
         dashboard_host="127.0.0.1",
         include_dashboard=True,
@@ -93,24 +124,39 @@ def check_resources(config: TrainConfig) -> None:
     import ray
 
     total = ray.cluster_resources()
-    need_cpu = config.workers * config.cpus_per_worker
-    need_gpu = config.workers * config.gpus_per_worker
+    workers, flag = fewest_workers(config)
+    need_cpu = workers * config.cpus_per_worker
+    need_gpu = workers * config.gpus_per_worker
     if need_cpu > total.get("CPU", 0):
         raise UserError(
-            f"--workers {config.workers} x --cpus-per-worker {config.cpus_per_worker} needs "
+            f"{flag} {workers} x --cpus-per-worker {config.cpus_per_worker} needs "
             f"{need_cpu} CPUs; the Ray cluster has {total.get('CPU', 0):g}"
         )
     if need_gpu > total.get("GPU", 0):
         raise UserError(
-            f"--workers {config.workers} x --gpus-per-worker {config.gpus_per_worker:g} needs "
+            f"{flag} {workers} x --gpus-per-worker {config.gpus_per_worker:g} needs "
             f"{need_gpu:g} GPUs; the Ray cluster has {total.get('GPU', 0):g}"
         )
 
 
-def check_storage(storage: str, nodes: int) -> None:
+def fewest_workers(config: TrainConfig) -> tuple[int, str]:
+    """The fewest workers the run can go on with, and the option that says so."""
+    if elastic(config):
+        return config.min_workers, "--min-workers"
+    return config.workers, "--workers"
+
+
+def elastic(config: TrainConfig) -> bool:
+    """Whether the worker group may shrink and grow (``--min-workers`` below ``--workers``)."""
+    return config.min_workers is not None and config.min_workers < config.workers
+
+
+def check_storage(storage: str, nodes: int, declared_shared: bool = False) -> None:
     """Refuse node-local storage on a multi-node cluster: every worker writes checkpoints there
-    and the driver reads them back, so every node must see the same files."""
-    if nodes < 2 or ("://" in storage and not storage.startswith("file://")):
+    and the driver reads them back, so every node must see the same files. ``declared_shared``
+    (``--shared-storage``): the user says it is shared; ``cluster.storage.check_shared_storage``
+    then checks that every node sees it."""
+    if nodes < 2 or declared_shared or ("://" in storage and not storage.startswith("file://")):
         return
     fstype = filesystem_type(Path(storage.removeprefix("file://")))
     if fstype in SHARED_FILESYSTEMS or fstype.startswith("fuse."):
@@ -118,7 +164,8 @@ def check_storage(storage: str, nodes: int) -> None:
     raise UserError(
         f"Ray Train storage {storage} is on this node's own disk ({fstype}) but the Ray cluster has "
         f"{nodes} nodes: workers on other nodes could not write checkpoints there; pass --storage-path "
-        "with a shared filesystem mounted at the same path on every node, or an s3:// or gs:// URI"
+        "with a shared filesystem mounted at the same path on every node (add --shared-storage where "
+        "its type is not one of the known network filesystems), or an s3:// or gs:// URI"
     )
 
 
@@ -145,6 +192,8 @@ def preflight(config: TrainConfig, run_dir: Path, address: str | None = None) ->
     all the user reads: the run dir (and a local ``--storage-path``) can be created and written,
     and a local Ray would have the CPUs and GPUs asked for (with ``address`` the cluster decides)."""
     fileio.check_writable(run_dir, "--run-dir")
+    if config.shared_storage and not config.storage_path:
+        raise UserError("--shared-storage says --storage-path is shared by every node; give --storage-path")
     storage = config.storage_path or ""
     if storage and ("://" not in storage or storage.startswith("file://")):
         fileio.check_writable(storage.removeprefix("file://"), "--storage-path")
@@ -152,20 +201,21 @@ def preflight(config: TrainConfig, run_dir: Path, address: str | None = None) ->
 
 
 def check_local_resources(config: TrainConfig, address: str | None) -> None:
-    """Refuse what a local Ray (one CPU per core, this machine's GPUs) can never schedule."""
+    """Refuse what a local Ray (the CPUs Ray detects, this machine's GPUs) can never schedule."""
     if address:
         return
-    need_cpu = config.workers * config.cpus_per_worker
-    if need_cpu > (os.cpu_count() or 1):
+    workers, flag = fewest_workers(config)
+    need_cpu = workers * config.cpus_per_worker
+    if need_cpu > local_cpus():
         raise UserError(
-            f"--workers {config.workers} x --cpus-per-worker {config.cpus_per_worker} needs "
-            f"{need_cpu} CPUs; this machine has {os.cpu_count() or 1} (pass --address to use a cluster)"
+            f"{flag} {workers} x --cpus-per-worker {config.cpus_per_worker} needs "
+            f"{need_cpu} CPUs; this machine has {local_cpus()} (pass --address to use a cluster)"
         )
-    need_gpu = config.workers * config.gpus_per_worker
+    need_gpu = workers * config.gpus_per_worker
     have_gpu = local_gpus() if need_gpu > 0 else 0
     if need_gpu > have_gpu:
         raise UserError(
-            f"--workers {config.workers} x --gpus-per-worker {config.gpus_per_worker:g} needs "
+            f"{flag} {workers} x --gpus-per-worker {config.gpus_per_worker:g} needs "
             f"{need_gpu:g} GPUs; the Ray cluster has {have_gpu} (a local run: this machine's "
             "GPUs; pass --address to use a cluster)"
         )
@@ -190,18 +240,24 @@ def train(
     import ray  # after the data checks: importing Ray Train's TensorFlow support takes seconds
 
     timing = {"started_at": began, "load_data_s": time.perf_counter() - started}
+    tracking = None
     try:
         connect(config, address)
         timing["ray_start_s"] = time.perf_counter() - started - timing["load_data_s"]
         check_resources(config)
         storage, name = storage_location(config.storage_path, run)
-        check_storage(storage, sum(1 for node in ray.nodes() if node["Alive"]))
+        nodes = [node for node in ray.nodes() if node["Alive"]]
+        check_storage(storage, len(nodes), config.shared_storage)
+        if config.shared_storage:
+            check_shared_storage(storage, nodes)
         run.path.mkdir(parents=True, exist_ok=True)
+        tracking = open_run(config, run.path)
         devices = device_records_path(storage, name)
         clear_device_records(devices)
         with training_progress(config, progress_every) as progress:  # one line per epoch, printed here
-            result = fit_interruptibly(make_trainer(config, run, storage, name, callbacks=[progress]))
-        records = read_device_records(devices, config.workers)
+            trainer = make_trainer(config, run, storage, name, callbacks=[progress], tracking=tracking)
+            result = fit_interruptibly(trainer)
+        records = read_device_records(devices, (result.metrics or {}).get("world_size", config.workers))
         for record in records:
             if record["cpu_fallback"]:
                 print(
@@ -219,15 +275,19 @@ def train(
         if not any(cls.__name__ == "TrainingFailedError" for cls in type(exc).__mro__):
             raise  # Ray Train's (v2: WorkerGroupError, ControllerError; both raised by fit itself)
         refusal = device_refusal(exc)  # a GPU its TensorFlow cannot use: bad input, exit 2
+        fail_run(tracking)
         raise (UserError(refusal) if refusal else TrainingFailed(f"training failed: {failure_line(exc)}")) from None
     finally:
         if not address and ray.is_initialized():
             ray.shutdown()
     if result.error:
+        fail_run(tracking)
         raise TrainingFailed(f"training failed: {failure_line(result.error)}")
     if result.checkpoint is None:
         raise RuntimeError("training finished without a checkpoint")
-    return finish_run(config, run, result.checkpoint, time.perf_counter() - started, timing, data, records)
+    metrics = finish_run(config, run, result.checkpoint, time.perf_counter() - started, timing, data, records)
+    close_run(tracking, run.path, metrics)
+    return metrics
 
 
 def fit_interruptibly(trainer):
@@ -287,11 +347,21 @@ def check_data(config: TrainConfig) -> TaskData:
     return data
 
 
-def make_trainer(config: TrainConfig, run: RunDir, storage: str, name: str, callbacks: list | None = None):
+def make_trainer(
+    config: TrainConfig,
+    run: RunDir,
+    storage: str,
+    name: str,
+    callbacks: list | None = None,
+    tracking: dict | None = None,
+):
     """The ``TensorflowTrainer`` of ``config``: its workers get the config as plain data
     (``TrainConfig.to_dict``) and, beside it, where rank 0 writes TensorBoard scalars and where
     every worker records its devices (``cluster.devices``); ``callbacks``: Ray Train
-    ``UserCallback``s (``cluster.progress``)."""
+    ``UserCallback``s (``cluster.progress``); ``tracking``: the MLflow run rank 0 logs each epoch
+    into (``cluster.tracking``). An elastic config gets ``num_workers=(min, max)``: Ray Train
+    starts as many as the cluster has room for and, after a failure or when room appears, restarts
+    the group at its new size from the last checkpoint."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.tensorflow import TensorflowTrainer
 
@@ -307,8 +377,13 @@ def make_trainer(config: TrainConfig, run: RunDir, storage: str, name: str, call
             "config": config.to_dict(),
             "tensorboard_dir": str(run.tensorboard),
             "devices": device_records_path(storage, name),
+            "tracking": tracking,
         },
-        scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=use_gpu, resources_per_worker=resources),
+        scaling_config=ScalingConfig(
+            num_workers=(config.min_workers, config.workers) if elastic(config) else config.workers,
+            use_gpu=use_gpu,
+            resources_per_worker=resources,
+        ),
         run_config=RunConfig(
             name=name,
             storage_path=storage,
@@ -316,5 +391,6 @@ def make_trainer(config: TrainConfig, run: RunDir, storage: str, name: str, call
             failure_config=FailureConfig(max_failures=config.max_failures),
             logging_config=LoggingConfig(log_level="WARNING"),
             callbacks=callbacks or [],
+            worker_runtime_env=without_job_keys({"env_vars": worker_env(config)}, job_runtime_env()),
         ),
     )

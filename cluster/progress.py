@@ -70,8 +70,11 @@ def report_lines(metrics: dict, epochs: int, metric: str, restarts_seen: int, ev
     ``every``-th and the last epoch's) or the end."""
     lines = []
     if metrics.get("restarts", 0) > restarts_seen:
+        resized = metrics.get("resized_from")
         lines.append(
-            f"resumed from checkpoint after epoch {metrics.get('resumed_after', 0)} (restart {metrics['restarts']})"
+            f"resumed from checkpoint after epoch {metrics.get('resumed_after', 0)} (restart {metrics['restarts']}"
+            + (f"; {resized} -> {metrics['world_size']} workers" if resized else "")
+            + ")"
         )
     if metrics.get("finished"):
         lines.append(f"training done in {metrics.get('fit_seconds', 0.0):.1f}s")

@@ -2,14 +2,17 @@
 
 ``prepare_run_dir`` checks ``--run-dir`` before any work: it refuses to clobber a finished run
 (unless ``--overwrite``), and tells an interrupted run, which Ray Train resumes from its last
-checkpoint, from a new one. ``storage_location`` says where Ray Train keeps a run's checkpoints.
+checkpoint, from a new one. ``storage_location`` says where Ray Train keeps a run's checkpoints;
+``check_shared_storage`` checks that every node of a cluster sees a ``--shared-storage`` directory.
 """
 
 from __future__ import annotations
 
+import secrets
 import shutil
 from pathlib import Path
 
+from rnnforge.cluster.tracking import record_path
 from rnnforge.core.errors import UserError
 from rnnforge.core.run_dir import RunDir
 
@@ -55,8 +58,51 @@ def prepare_run_dir(path: Path, overwrite: bool, storage_path: str | None = None
                 shutil.rmtree(artifact)
             elif artifact.exists():
                 artifact.unlink()
+        record_path(run.path).unlink(missing_ok=True)  # the new run gets its own MLflow run
         if storage_path and interrupted:
             fs.delete_dir(stored_run)
     elif interrupted:
         print(f"resuming the interrupted run in {run.path} from its last checkpoint", flush=True)
     return run.path
+
+
+def check_shared_storage(storage: str, nodes: list[dict]) -> None:
+    """Refuse ``--shared-storage`` when a node of the cluster (``ray.nodes()``'s alive entries)
+    does not see the file the driver writes into the local directory ``storage``: a mount missing
+    there would make its workers' checkpoints vanish. A URI (s3://, gs://) is shared by nature."""
+    if "://" in storage and not storage.startswith("file://"):
+        return
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    folder = Path(storage.removeprefix("file://"))
+    folder.mkdir(parents=True, exist_ok=True)
+    marker, token = folder / f".rnnforge-shared-{secrets.token_hex(4)}", secrets.token_hex(16)
+    marker.write_text(token)
+    try:
+        probe = ray.remote(num_cpus=0, max_retries=0)(_reads)
+        seen = ray.get(
+            [
+                probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(
+                    str(marker)
+                )
+                for node in nodes
+            ],
+            timeout=120,
+        )
+    finally:
+        marker.unlink(missing_ok=True)
+    blind = [node for node, text in zip(nodes, seen) if text != token]
+    if blind:
+        raise UserError(
+            f"--shared-storage: node {blind[0]['NodeManagerAddress']} ({blind[0]['NodeID'][:12]}) does not see "
+            f"{folder}: mount the shared directory at the same path on every node"
+        )
+
+
+def _reads(path: str) -> str | None:
+    """On one node: the text of ``path``, ``None`` where it does not exist there."""
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return None

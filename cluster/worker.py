@@ -7,8 +7,15 @@ reads its own shard. The model is built and compiled inside
 epoch each worker reports its metrics, and every ``--checkpoint-every`` epochs a checkpoint
 (``model.keras``, the TF training state with optimizer slots, and ``state.json`` with the epoch
 and history) of which Ray keeps rank 0's; a restarted worker group resumes from
-``ray.train.get_checkpoint()``. Rank 0 writes TensorBoard scalars. Workers print nothing: the
-driver turns rank 0's reports into the console's lines (``cluster.progress``).
+``ray.train.get_checkpoint()``. Rank 0 writes TensorBoard scalars (and, with
+``--mlflow-tracking-uri``, MLflow metrics). Workers print nothing: the driver turns rank 0's
+reports into the console's lines (``cluster.progress``).
+
+The global batch is fixed for the whole run: ``--batch-size`` x ``--workers``. An elastic group
+(``--workers MIN-MAX``) that restarts at another size splits that same global batch among its
+workers (``group_batch``), so steps per epoch, the learning-rate schedule (which counts optimizer
+steps) and the learning rate carry on unchanged from the checkpoint; the resize goes into
+``state["resizes"]`` and metrics.json.
 """
 
 from __future__ import annotations
@@ -19,9 +26,11 @@ import logging
 import os
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 from rnnforge.cluster.devices import check_devices, describe_worker, make_strategy, write_device_record
+from rnnforge.cluster.tracking import log_epoch
 from rnnforge.core.config import TrainConfig
 from rnnforge.core.env import WORKER_ENV
 
@@ -46,14 +55,22 @@ def train_loop_per_worker(loop_config: dict) -> None:
     keras.utils.set_random_seed(config.seed)
     spec = get_spec(config.task)
     data = spec.load_data(config)
-    global_batch = config.batch_size * world_size
+    global_batch = group_batch(config, world_size)
     steps = steps_per_epoch(data.num_examples("train"), global_batch)
     model = _build_model(spec, config, data.info, strategy, total_steps=steps * config.epochs)
     tensorboard_dir = loop_config.get("tensorboard_dir") if rank == 0 else None
     training = WorkerTraining(config, model, rank, world_size, steps * global_batch, spec.metrics[0], tensorboard_dir)
+    training.tracking = loop_config.get("tracking") if rank == 0 else None
     training.resume(ray.train.get_checkpoint())
     train, valid = _distributed_batches(strategy, data, spec, global_batch, config.seed)
     training.fit(train, steps, valid, steps_per_epoch(data.num_examples("valid"), global_batch))
+
+
+def group_batch(config: TrainConfig, world_size: int) -> int:
+    """The global batch of a group of ``world_size`` workers: ``--batch-size`` x ``--workers``
+    split evenly among them (rounded down to a multiple of ``world_size``, as each worker's batch
+    must be whole). A fixed group gets exactly ``batch_size * workers``."""
+    return max(1, config.batch_size * config.workers // world_size) * world_size
 
 
 def _set_up_process() -> None:
@@ -156,8 +173,10 @@ class WorkerTraining:
         self.tf_state = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
         self.state = {"epoch": 0, "history": [], "restarts": 0, "world_size": world_size}
         self.summaries = _EpochSummaries(tensorboard_dir) if tensorboard_dir else None
+        self.tracking: dict | None = None  # rank 0 with --mlflow-tracking-uri: the MLflow run
         self.epoch_started = 0.0
         self.resumed_after = 0
+        self.resized_from: int | None = None
 
     def resume(self, checkpoint) -> None:
         """Restore weights, optimizer slots and ``state`` from Ray's last checkpoint, if any."""
@@ -168,6 +187,17 @@ class WorkerTraining:
             self.state = json.loads((Path(ckpt_dir) / CHECKPOINT_STATE).read_text())
         self.state["restarts"] += 1
         self.resumed_after = self.state["epoch"]
+        if self.state["world_size"] != self.world_size:  # an elastic group restarted at another size
+            self.resized_from = self.state["world_size"]
+            self.state.setdefault("resizes", []).append(
+                {
+                    "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "epoch": self.state["epoch"],
+                    "from": self.state["world_size"],
+                    "to": self.world_size,
+                }
+            )
+            self.state["world_size"] = self.world_size
 
     def fit(self, train, steps: int, valid, valid_steps: int) -> None:
         """Train from the resumed epoch to ``config.epochs`` (early stopping may end sooner), then
@@ -223,11 +253,20 @@ class WorkerTraining:
             ray.train.report(self.reported(entry), checkpoint=None)
         if self.rank == 0 and self.summaries:
             self.summaries.write(entry)
+        if self.rank == 0:
+            log_epoch(self.tracking, entry)
 
     def reported(self, metrics: dict) -> dict:
-        """``metrics`` as reported to Ray: with the restarts so far and the epoch the last one
-        resumed after, from which the driver's console says that training resumed."""
-        return {**metrics, "restarts": self.state["restarts"], "resumed_after": self.resumed_after}
+        """``metrics`` as reported to Ray: with the restarts so far, the epoch the last one resumed
+        after and the group's size (and the size before, when that restart resized it), from which
+        the driver's console says that training resumed; the driver reads ``world_size`` at the end."""
+        return {
+            **metrics,
+            "restarts": self.state["restarts"],
+            "resumed_after": self.resumed_after,
+            "world_size": self.world_size,
+            "resized_from": self.resized_from,
+        }
 
     def save_and_report(self, metrics: dict) -> None:
         """Every worker saves a checkpoint and reports; Ray keeps rank 0's.

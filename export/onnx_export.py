@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 import rnnforge
+from rnnforge.cluster.tracking import log_export
 from rnnforge.core import fileio
 from rnnforge.core.errors import ParityError, UserError
 from rnnforge.core.machine import versions
@@ -44,6 +45,7 @@ def export_onnx(
     fp16: bool = False,
     eval_examples: int | None = None,
     int8: bool = False,
+    mlflow_run_id: str | None = None,
 ) -> dict:
     """Convert, validate and write ``model.onnx``, ``eval.npz`` and ``parity.json``; returns the
     parity record (``parity["eval_set"]``: the eval file's path, example counts and size).
@@ -54,7 +56,8 @@ def export_onnx(
     quantization recipe), which must pass the task's accuracy gate (``spec.onnx.int8``) on the
     evaluation split; its record is ``parity["int8"]``, with the recipe and the calibration set.
     ``eval_examples`` caps the stored evaluation examples (evenly spaced over the split); ``None``:
-    ``eval_set.default_cap``.
+    ``eval_set.default_cap``. The ONNX files go to MLflow too: into ``mlflow_run_id``, or the MLflow
+    run RUN_DIR/mlflow.json records (``cluster.tracking.log_export``).
     """
     from rnnforge.models import TASKS, get_spec
 
@@ -104,6 +107,7 @@ def export_onnx(
         if not wanted and stale.exists():  # derived from the model just replaced
             stale.unlink()
             print(f"removed the stale {stale} (export again with --{variant} to refresh it)", flush=True)
+    log_export(run.path, mlflow_run_id)
     return parity
 
 

@@ -100,6 +100,33 @@ def _default_text(name: str, demo: bool = False) -> str:
     return ", ".join(f"{task} {text or '-'}" for task, text in shown.items())
 
 
+class _WorkerCount(click.ParamType):
+    """``--workers``: ``N`` workers, or ``MIN-MAX`` for an elastic group (an ``(MIN, MAX)`` tuple)."""
+
+    name = "N|MIN-MAX"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, tuple)):
+            return value
+        low, sep, high = str(value).partition("-")
+        try:
+            return (int(low), int(high)) if sep else int(low)
+        except ValueError:
+            self.fail(f"expected a number of workers such as 2, or MIN-MAX such as 1-4, got {value!r}", param, ctx)
+
+
+def _elastic_workers(options: dict) -> dict:
+    """``options`` with ``--workers MIN-MAX`` split into ``workers`` (MAX) and ``min_workers`` (MIN)."""
+    if not isinstance(options.get("workers"), tuple):
+        return options
+    low, high = options["workers"]
+    if low > high:
+        raise UserError(f"--workers {low}-{high}: MIN is more than MAX")
+    if options.get("min_workers") is not None:
+        raise UserError(f"--workers {low}-{high} and --min-workers {options['min_workers']}: give the minimum once")
+    return {**options, "workers": high, "min_workers": low}
+
+
 def _declared_option(name: str, *, demo: bool = False, help: str | None = None):
     """The click option of ``TrainConfig.<name>`` (``--name``), made from its declaration."""
     option = declarations()[name]
@@ -111,6 +138,8 @@ def _declared_option(name: str, *, demo: bool = False, help: str | None = None):
         decls = [f"{flag}/{option.off_switch}"] if option.off_switch else [flag]
         return click.option(*decls, cls=_DeclaredOption, demo=demo, is_flag=True, default=None, help=text)
     kind = click.Choice(option.choices) if option.choices else {int: int, float: float}.get(value_type(name), str)
+    if name == "workers" and not demo:
+        kind = _WorkerCount()
     return click.option(flag, cls=_DeclaredOption, demo=demo, type=kind, help=text)
 
 
@@ -142,7 +171,7 @@ def train(task: str, run_dir: Path | None, address: str | None, overwrite: bool,
     from rnnforge.cluster.storage import prepare_run_dir
     from rnnforge.models.resolve import resolve_config
 
-    config = resolve_config(task, options)
+    config = resolve_config(task, _elastic_workers(options))
     run_dir = run_dir or Path("runs") / task
     preflight(config, run_dir, address)  # no data, Ray or TensorFlow yet: the error is all the user reads
     data = check_data(config) if overwrite else None  # bad data must fail before --overwrite removes a finished run
@@ -163,7 +192,7 @@ def parse_train_args(args: Sequence[str]) -> TrainConfig:
     task = params.pop("task")
     for name in ("run_dir", "address", "overwrite"):
         params.pop(name)
-    return resolve_config(task, params)
+    return resolve_config(task, _elastic_workers(params))
 
 
 def _print_devices(metrics: dict) -> None:
@@ -207,6 +236,11 @@ def export() -> None:
     help="Evaluation examples stored in RUN_DIR/eval.npz (evenly spaced over the split) for 'bench'.  "
     f"[default: {DEFAULT_EVAL_EXAMPLES}, fewer if their inputs pass {DEFAULT_EVAL_BYTES // 2**20} MiB]",
 )
+@click.option(
+    "--mlflow-run-id",
+    help="Log the ONNX files into this MLflow run (tracking URI: RUN_DIR/mlflow.json's, else "
+    "MLFLOW_TRACKING_URI).  [default: the run RUN_DIR/mlflow.json records, if any]",
+)
 def export_onnx(
     run_dir: Path,
     opset: int | None,
@@ -215,13 +249,21 @@ def export_onnx(
     fp16: bool,
     int8: bool,
     eval_examples: int | None,
+    mlflow_run_id: str | None,
 ) -> None:
     """Convert RUN_DIR's model with tf2onnx, check parity on ONNX Runtime, and store the
     evaluation examples (eval.npz) that 'bench' needs, so it runs without the dataset or TensorFlow."""
     from rnnforge.export.onnx_export import export_onnx as run_export
 
     parity = run_export(
-        run_dir, opset=opset, output=output, atol=atol, fp16=fp16, int8=int8, eval_examples=eval_examples
+        run_dir,
+        opset=opset,
+        output=output,
+        atol=atol,
+        fp16=fp16,
+        int8=int8,
+        eval_examples=eval_examples,
+        mlflow_run_id=mlflow_run_id,
     )
     click.echo(
         f"parity: max abs diff {parity['max_abs_diff']:.2e} (atol {parity['atol']:g})"

@@ -119,7 +119,7 @@ class TrainConfig:
     data_dir: str | None = option(
         None, "Files of a real dataset (a folder or, for forecast csv/cta_ridership, the CSV)."
     )
-    workers: int = option(2, "Ray Train workers.", minimum=1)
+    workers: int = option(2, "Ray Train workers; MIN-MAX: an elastic group (--min-workers).", minimum=1)
     cpus_per_worker: int = option(1, "CPUs reserved for each worker.", minimum=1)
     gpus_per_worker: float = option(0, "GPUs per worker; > 0 trains on GPUs.", minimum=0)
     mixed_precision: bool = option(False, "GPU workers: compute in float16, keep float32 weights (mixed_float16).")
@@ -206,6 +206,28 @@ class TrainConfig:
     train_start: str | None = option(None, "First training day.", tasks=_FORECAST)
     train_end: str | None = option(None, "Last training day; validation starts the day after.", tasks=_FORECAST)
     valid_end: str | None = option(None, "Last validation day; test starts the day after.", tasks=_FORECAST)
+    # cluster scale (issue 19): elastic worker groups, shared storage, experiment tracking
+    min_workers: int | None = option(
+        None,
+        "Elastic training: the fewest workers to go on with (also --workers MIN-MAX); the group "
+        "restarts at the size the cluster has room for, from the last checkpoint, with the same global batch.",
+        minimum=1,
+        default_text="--workers (a fixed group)",
+    )
+    shared_storage: bool = option(
+        False,
+        "--storage-path is a directory every node mounts, though its filesystem type does not say "
+        "so (checked: every node must see a file written there).",
+    )
+    mlflow_tracking_uri: str | None = option(
+        None,
+        "Log params, per-epoch metrics, scores and the run dir's files to MLflow (http://..., "
+        "sqlite:///FILE, databricks); needs the mlflow extra.",
+        default_text="no tracking",
+    )
+    mlflow_experiment: str | None = option(
+        None, "MLflow experiment (created if missing).", default_text="rnnforge-TASK"
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "categories", parse_categories(self.categories))
@@ -214,6 +236,11 @@ class TrainConfig:
                 object.__setattr__(self, name, None)  # what does not apply to the task stays unset
             elif getattr(self, name) is not None:
                 declared.check(name, getattr(self, name))
+        if self.min_workers is not None and self.min_workers > self.workers:
+            raise UserError(
+                f"--min-workers {self.min_workers} is more than --workers {self.workers}: "
+                "an elastic group runs between MIN and --workers workers"
+            )
         if self.mixed_precision and not self.gpus_per_worker:
             raise UserError(
                 "--mixed-precision needs GPU workers (--gpus-per-worker > 0): "

@@ -19,6 +19,25 @@ def versions() -> dict:
     return out
 
 
+def local_cpus() -> int:
+    """CPUs a local Ray gives this machine, as Ray counts them (``ray._private.utils.get_num_cpus``)
+    without importing Ray: a container's cgroup quota (cgroup v2 ``cpu.max``, v1
+    ``cpu.cfs_quota_us``/``cpu.cfs_period_us``) where one is set, else every core; at least 1."""
+    count = os.cpu_count() or 1
+    if os.environ.get("RAY_USE_MULTIPROCESSING_CPU_COUNT"):
+        return count
+    quota = None
+    with contextlib.suppress(OSError, ValueError):
+        limit, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        quota = None if limit == "max" else int(limit) / int(period)
+    if quota is None:
+        with contextlib.suppress(OSError, ValueError):
+            limit = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+            period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+            quota = limit / period if limit > 0 else None
+    return max(1, int(min(quota, count))) if quota else count
+
+
 def local_gpus() -> int:
     """NVIDIA GPUs this machine gives a local Ray, counted without importing Ray or TensorFlow:
     ``CUDA_VISIBLE_DEVICES`` where set, else the driver's ``/proc/driver/nvidia/gpus`` entries,

@@ -1,0 +1,193 @@
+"""Experiment tracking in MLflow: ``rnnforge train TASK --mlflow-tracking-uri URI``.
+
+The driver opens one MLflow run per run dir (``open_run``) and logs the ``TrainConfig`` as its
+params; rank 0 logs each epoch's metrics (``log_epoch``, step = epoch); when the run dir is
+written the driver logs the final scores, the resizes of an elastic run and the run dir's files
+as artifacts (``close_run``). ``rnnforge export onnx`` adds the ONNX files to the same MLflow run
+(``log_export``). RUN_DIR/mlflow.json records the tracking URI and the MLflow run id: a resumed
+run (same ``--run-dir``) goes on logging into the same MLflow run, and ``export onnx`` finds it
+there (or takes ``--mlflow-run-id``).
+
+Any MLflow store works: a tracking server (``http://host:5000``, credentials from MLflow's own
+``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_TOKEN``), ``databricks``, or a local database
+(``sqlite:///path/mlflow.db``, whose artifacts rnnforge puts in ``path/mlartifacts``). MLflow is
+the optional extra ``pip install "rnnforge[mlflow]"``; nothing here imports it unless tracking is on.
+
+    tracking = open_run(config, run_dir)            # None when --mlflow-tracking-uri is not given
+    log_epoch(tracking, {"epoch": 1, "loss": 0.7})  # rank 0, each epoch
+    close_run(tracking, run_dir, metrics)           # the driver, once the run dir is written
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from rnnforge.core import fileio
+from rnnforge.core.config import TrainConfig
+from rnnforge.core.console import verbose
+from rnnforge.core.errors import UserError
+
+RECORD = "mlflow.json"
+#: An unreachable tracking server fails within about a minute, not after MLflow's default retries.
+HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+#: Run dir files logged as artifacts after training (the folders whole), and after export.
+TRAIN_ARTIFACTS = ("model.keras", "config.json", "metrics.json", "architecture.txt", "*.png", "tensorboard")
+EXPORT_ARTIFACTS = ("*.onnx", "*parity.json")
+
+
+def record_path(run_dir: Path) -> Path:
+    """RUN_DIR/mlflow.json: the tracking URI, experiment and MLflow run id of the run dir."""
+    return Path(run_dir) / RECORD
+
+
+def _client(tracking_uri: str):
+    """An ``MlflowClient`` for ``tracking_uri``, with MLflow's INFO lines out of the console."""
+    for key, value in HTTP_ENV.items():
+        os.environ.setdefault(key, value)
+    try:
+        from mlflow import MlflowClient
+    except ImportError:
+        raise UserError(
+            f"--mlflow-tracking-uri {tracking_uri}: MLflow is not installed; pip install 'rnnforge[mlflow]'"
+        ) from None
+    if not verbose():
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def _refusal(what: str, exc: Exception) -> UserError:
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    return UserError(f"{what}: {first}")
+
+
+def open_run(config: TrainConfig, run_dir: Path) -> dict | None:
+    """The MLflow run of ``run_dir`` (``{"tracking_uri", "experiment_id", "run_id"}``), created
+    with the config as params, or the one RUN_DIR/mlflow.json names when an interrupted run
+    resumes; ``None`` without ``--mlflow-tracking-uri``. Refuses a store it cannot reach."""
+    uri = config.mlflow_tracking_uri
+    if not uri:
+        return None
+    client = _client(uri)
+    record = record_path(run_dir)
+    try:
+        previous = json.loads(record.read_text()) if record.is_file() else {}
+        if previous.get("tracking_uri") == uri and client.get_run(previous["run_id"]):
+            return previous
+        name = config.mlflow_experiment or f"rnnforge-{config.task}"
+        experiment = client.get_experiment_by_name(name)
+        experiment_id = experiment.experiment_id if experiment else client.create_experiment(name, _artifacts(uri))
+        run = client.create_run(experiment_id, run_name=Path(run_dir).name, tags={"rnnforge.task": config.task})
+        from mlflow.entities import Param
+
+        params = [Param(k, json.dumps(v) if isinstance(v, list) else str(v)) for k, v in config.to_dict().items()]
+        client.log_batch(run.info.run_id, params=params)
+    except UserError:
+        raise
+    except Exception as exc:  # MlflowException, connection errors, a store URI MLflow does not know
+        raise _refusal(f"--mlflow-tracking-uri {uri}", exc) from None
+    tracking = {"tracking_uri": uri, "experiment_id": experiment_id, "run_id": run.info.run_id}
+    fileio.write_json(record, tracking)
+    return tracking
+
+
+def _artifacts(uri: str) -> str | None:
+    """Where a new experiment of a local ``sqlite:///`` store keeps artifacts: ``mlartifacts``
+    beside the database (MLflow's default, ``./mlruns``, depends on the working directory)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+
+
+def log_epoch(tracking: dict | None, entry: dict) -> None:
+    """Rank 0: one epoch's numbers (``WorkerTraining``'s history entry) at step = epoch. A store
+    that fails mid-run costs a warning in the worker's log, never the training run."""
+    if not tracking:
+        return
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    step = int(entry["epoch"])
+    metrics = [Metric(k, float(v), now, step) for k, v in entry.items() if k != "epoch" and isinstance(v, (int, float))]
+    try:
+        _client(tracking["tracking_uri"]).log_batch(tracking["run_id"], metrics=metrics)
+    except Exception as exc:
+        print(f"warning: MLflow logging of epoch {step} failed: {exc}".splitlines()[0], file=sys.stderr, flush=True)
+
+
+def close_run(tracking: dict | None, run_dir: Path, metrics: dict) -> None:
+    """The driver, once the run dir is written: the final scores (``test_accuracy``, ...), the
+    worker-group size after each resize, the run dir's files; the MLflow run ends FINISHED."""
+    if not tracking:
+        return
+    from mlflow.entities import Metric
+
+    client, run_id = _client(tracking["tracking_uri"]), tracking["run_id"]
+    now = int(time.time() * 1000)
+    final = [
+        Metric(f"{split}_{key}", float(value), now, 0)
+        for split in ("valid", "test")
+        for key, value in metrics.get(split, {}).items()
+        if isinstance(value, (int, float)) and key != "examples"
+    ]
+    final += [Metric("workers", float(r["to"]), now, int(r["epoch"])) for r in metrics.get("resizes", [])]
+    final += [Metric("train_seconds", float(metrics["train_seconds"]), now, 0)]
+    try:
+        client.log_batch(run_id, metrics=final)
+        _log_files(client, run_id, Path(run_dir), TRAIN_ARTIFACTS)
+        client.set_terminated(run_id, "FINISHED")
+    except Exception as exc:
+        raise _refusal(f"MLflow run {run_id} at {tracking['tracking_uri']} (the run dir is written)", exc) from None
+    print(f"mlflow: run {run_id} at {tracking['tracking_uri']}", flush=True)
+
+
+def fail_run(tracking: dict | None) -> None:
+    """Mark the MLflow run FAILED (training failed); a failing store is not reported over that."""
+    if tracking:
+        with contextlib.suppress(Exception):  # the training failure is what the user must read
+            _client(tracking["tracking_uri"]).set_terminated(tracking["run_id"], "FAILED")
+
+
+def log_export(run_dir: Path, run_id: str | None = None, tracking_uri: str | None = None) -> str | None:
+    """``export onnx``: log the run dir's ONNX files and parity records into ``run_id``, or into
+    the MLflow run RUN_DIR/mlflow.json names; ``tracking_uri``: the record's, else MLflow's own
+    ``MLFLOW_TRACKING_URI``. Returns the MLflow run id, ``None`` when there is nothing to log to
+    (or the record's store failed: a warning, since the export itself succeeded)."""
+    record = record_path(run_dir)
+    saved = json.loads(record.read_text()) if record.is_file() else {}
+    explicit = bool(run_id)  # a failure to log is an error; with the record's run, a warning
+    run_id = run_id or saved.get("run_id")
+    if not run_id:
+        return None
+    uri = tracking_uri or saved.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        raise UserError(
+            f"--mlflow-run-id {run_id}: no tracking URI; {record} does not name one, so set MLFLOW_TRACKING_URI"
+        )
+    client = _client(uri)
+    try:
+        client.get_run(run_id)
+        _log_files(client, run_id, Path(run_dir), EXPORT_ARTIFACTS)
+    except Exception as exc:
+        refusal = _refusal(f"--mlflow-run-id {run_id} at {uri}", exc)
+        if explicit:
+            raise refusal from None
+        print(f"warning: the ONNX files are written but not logged to MLflow ({refusal})", file=sys.stderr, flush=True)
+        return None
+    print(f"mlflow: ONNX files logged to run {run_id} at {uri}", flush=True)
+    return run_id
+
+
+def _log_files(client, run_id: str, run_dir: Path, patterns: tuple[str, ...]) -> None:
+    for pattern in patterns:
+        for path in sorted(run_dir.glob(pattern)):
+            if path.is_dir():
+                client.log_artifacts(run_id, str(path), artifact_path=path.name)
+            else:
+                client.log_artifact(run_id, str(path))
