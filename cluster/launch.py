@@ -27,7 +27,7 @@ from rnnforge.cluster.devices import clear_device_records, device_records_path, 
 from rnnforge.cluster.finish import finish_run
 from rnnforge.cluster.progress import ray_init_options, training_progress, worker_setup_hook
 from rnnforge.cluster.storage import check_shared_storage, storage_location
-from rnnforge.cluster.tracking import close_run, fail_run, open_run
+from rnnforge.cluster.tracking import check_tracking, close_run, fail_run, open_run
 from rnnforge.core import fileio
 from rnnforge.core.config import TrainConfig
 from rnnforge.core.console import VERBOSE_ENV, verbose
@@ -190,7 +190,8 @@ def filesystem_type(path: Path) -> str:
 def preflight(config: TrainConfig, run_dir: Path, address: str | None = None) -> None:
     """The checks that need no data, Ray or TensorFlow, run first so that their one-line error is
     all the user reads: the run dir (and a local ``--storage-path``) can be created and written,
-    and a local Ray would have the CPUs and GPUs asked for (with ``address`` the cluster decides)."""
+    a local Ray would have the CPUs and GPUs asked for (with ``address`` the cluster decides), and
+    the MLflow store answers."""
     fileio.check_writable(run_dir, "--run-dir")
     if config.shared_storage and not config.storage_path:
         raise UserError("--shared-storage says --storage-path is shared by every node; give --storage-path")
@@ -198,6 +199,7 @@ def preflight(config: TrainConfig, run_dir: Path, address: str | None = None) ->
     if storage and ("://" not in storage or storage.startswith("file://")):
         fileio.check_writable(storage.removeprefix("file://"), "--storage-path")
     check_local_resources(config, address)
+    check_tracking(config)
 
 
 def check_local_resources(config: TrainConfig, address: str | None) -> None:

@@ -4,7 +4,7 @@ The driver opens one MLflow run per run dir (``open_run``) and logs the ``TrainC
 params; rank 0 logs each epoch's metrics (``log_epoch``, step = epoch); when the run dir is
 written the driver logs the final scores, the resizes of an elastic run and the run dir's files
 as artifacts (``close_run``). ``rnnforge export onnx`` adds the ONNX files to the same MLflow run
-(``log_export``). RUN_DIR/mlflow.json records the tracking URI and the MLflow run id: a resumed
+(``export_target``, ``log_export``). RUN_DIR/mlflow.json records the tracking URI and the MLflow run id: a resumed
 run (same ``--run-dir``) goes on logging into the same MLflow run, and ``export onnx`` finds it
 there (or takes ``--mlflow-run-id``).
 
@@ -154,34 +154,56 @@ def fail_run(tracking: dict | None) -> None:
             _client(tracking["tracking_uri"]).set_terminated(tracking["run_id"], "FAILED")
 
 
-def log_export(run_dir: Path, run_id: str | None = None, tracking_uri: str | None = None) -> str | None:
-    """``export onnx``: log the run dir's ONNX files and parity records into ``run_id``, or into
-    the MLflow run RUN_DIR/mlflow.json names; ``tracking_uri``: the record's, else MLflow's own
-    ``MLFLOW_TRACKING_URI``. Returns the MLflow run id, ``None`` when there is nothing to log to
-    (or the record's store failed: a warning, since the export itself succeeded)."""
+def export_target(run_dir: Path, run_id: str | None = None) -> dict | None:
+    """Before ``export onnx`` works: the MLflow run its files go to, ``{"tracking_uri", "run_id"}``.
+    ``run_id`` (``--mlflow-run-id``) must exist in the tracking URI of RUN_DIR/mlflow.json, else of
+    MLflow's own ``MLFLOW_TRACKING_URI``; without it, the run the record names, if any (a store
+    that fails then costs a warning, not the export). ``None``: nothing to log to."""
     record = record_path(run_dir)
     saved = json.loads(record.read_text()) if record.is_file() else {}
-    explicit = bool(run_id)  # a failure to log is an error; with the record's run, a warning
-    run_id = run_id or saved.get("run_id")
-    if not run_id:
+    if not run_id and not saved.get("run_id"):
         return None
-    uri = tracking_uri or saved.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri:
+    target = {
+        "run_id": run_id or saved["run_id"],
+        "tracking_uri": saved.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI"),
+    }
+    if not target["tracking_uri"]:
         raise UserError(
             f"--mlflow-run-id {run_id}: no tracking URI; {record} does not name one, so set MLFLOW_TRACKING_URI"
         )
-    client = _client(uri)
     try:
-        client.get_run(run_id)
-        _log_files(client, run_id, Path(run_dir), EXPORT_ARTIFACTS)
+        _client(target["tracking_uri"]).get_run(target["run_id"])
     except Exception as exc:
-        refusal = _refusal(f"--mlflow-run-id {run_id} at {uri}", exc)
-        if explicit:
+        refusal = _refusal(f"--mlflow-run-id {target['run_id']} at {target['tracking_uri']}", exc)
+        if run_id:
             raise refusal from None
-        print(f"warning: the ONNX files are written but not logged to MLflow ({refusal})", file=sys.stderr, flush=True)
+        print(f"warning: the ONNX files will not be logged to MLflow ({refusal})", file=sys.stderr, flush=True)
         return None
-    print(f"mlflow: ONNX files logged to run {run_id} at {uri}", flush=True)
-    return run_id
+    return target
+
+
+def log_export(run_dir: Path, target: dict | None) -> None:
+    """``export onnx``, once its files are written: log the ONNX files and parity records into
+    ``target`` (``export_target``'s); a failure is a warning, since the export succeeded."""
+    if not target:
+        return
+    try:
+        _log_files(_client(target["tracking_uri"]), target["run_id"], Path(run_dir), EXPORT_ARTIFACTS)
+    except Exception as exc:
+        print(f"warning: the ONNX files are written but not logged to MLflow: {exc}".splitlines()[0], file=sys.stderr)
+        return
+    print(f"mlflow: ONNX files logged to run {target['run_id']} at {target['tracking_uri']}", flush=True)
+
+
+def check_tracking(config: TrainConfig) -> None:
+    """Before any work: ``--mlflow-tracking-uri`` names a store MLflow knows and can reach."""
+    if config.mlflow_tracking_uri:
+        try:
+            _client(config.mlflow_tracking_uri).search_experiments(max_results=1)
+        except UserError:
+            raise
+        except Exception as exc:
+            raise _refusal(f"--mlflow-tracking-uri {config.mlflow_tracking_uri}", exc) from None
 
 
 def _log_files(client, run_id: str, run_dir: Path, patterns: tuple[str, ...]) -> None:

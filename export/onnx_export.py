@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 import rnnforge
-from rnnforge.cluster.tracking import log_export
+from rnnforge.cluster.tracking import export_target, log_export
 from rnnforge.core import fileio
 from rnnforge.core.errors import ParityError, UserError
 from rnnforge.core.machine import versions
@@ -57,7 +57,7 @@ def export_onnx(
     evaluation split; its record is ``parity["int8"]``, with the recipe and the calibration set.
     ``eval_examples`` caps the stored evaluation examples (evenly spaced over the split); ``None``:
     ``eval_set.default_cap``. The ONNX files go to MLflow too: into ``mlflow_run_id``, or the MLflow
-    run RUN_DIR/mlflow.json records (``cluster.tracking.log_export``).
+    run RUN_DIR/mlflow.json records (``cluster.tracking``).
     """
     from rnnforge.models import TASKS, get_spec
 
@@ -67,6 +67,7 @@ def export_onnx(
     opset, atol = _checked_options(spec, opset, atol, eval_examples)
     output = Path(output) if output else run.onnx
     check_targets(run, output)
+    tracking = export_target(run.path, mlflow_run_id)
 
     model = run.load_model()
     print(f"converting {run.model} with tf2onnx (opset {opset})", flush=True)
@@ -107,7 +108,7 @@ def export_onnx(
         if not wanted and stale.exists():  # derived from the model just replaced
             stale.unlink()
             print(f"removed the stale {stale} (export again with --{variant} to refresh it)", flush=True)
-    log_export(run.path, mlflow_run_id)
+    log_export(run.path, tracking)
     return parity
 
 

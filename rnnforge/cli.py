@@ -108,11 +108,15 @@ class _WorkerCount(click.ParamType):
     def convert(self, value, param, ctx):
         if isinstance(value, (int, tuple)):
             return value
-        low, sep, high = str(value).partition("-")
         try:
-            return (int(low), int(high)) if sep else int(low)
+            return int(value)
         except ValueError:
-            self.fail(f"expected a number of workers such as 2, or MIN-MAX such as 1-4, got {value!r}", param, ctx)
+            pass
+        low, _, high = str(value).partition("-")
+        try:
+            return int(low), int(high)
+        except ValueError:
+            self.fail(f"{value!r} is not a valid integer (nor MIN-MAX such as 1-4)", param, ctx)
 
 
 def _elastic_workers(options: dict) -> dict:

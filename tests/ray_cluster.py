@@ -4,11 +4,13 @@ stopped at the end together with every process that mentions its folder (and no 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+from conftest import ROOT
 
 BIN = Path(sys.executable).parent
 
@@ -77,6 +80,35 @@ def token_env(base: Path) -> dict:
         "RAY_AUTH_TOKEN_PATH": str(token),
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     }
+
+
+def registered_epoch(storage_run: Path) -> int:
+    """The epoch of the latest checkpoint Ray Train has registered (0: none yet). A checkpoint
+    on disk that the controller has not registered yet is not one a restart resumes from."""
+    try:
+        snapshot = json.loads((storage_run / "checkpoint_manager_snapshot.json").read_text())
+        return snapshot["latest_checkpoint_result"]["metrics"]["epoch"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def start_cli(*args, env: dict | None = None) -> subprocess.Popen:
+    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  (the process writes it until it ends)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rnnforge.cli", *map(str, args)],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    proc.log = log
+    return proc
+
+
+def output_of(proc: subprocess.Popen) -> str:
+    proc.log.seek(0)
+    return proc.log.read()
 
 
 @dataclass(frozen=True)
@@ -149,3 +181,78 @@ def local_ray_head(base: Path, env: dict, num_cpus: int = 2, num_gpus: int = 0) 
     finally:
         stop(process_tree(head.pid) + [p for p in psutil.process_iter() if mentions(p, str(base))], grace=5)
         head_log.close()
+
+
+@dataclass(frozen=True)
+class RayNode:
+    """A second Ray node of a local head: its ``ray start`` process and its own temp dir."""
+
+    process: subprocess.Popen
+    base: Path
+
+    def raylet(self) -> psutil.Process | None:
+        """This node's raylet (the process whose death takes the node down)."""
+        for proc in process_tree(self.process.pid) + [p for p in psutil.process_iter() if mentions(p, str(self.base))]:
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                if proc.name() == "raylet" or proc.cmdline()[0].endswith("/raylet"):
+                    return proc
+        return None
+
+
+@contextlib.contextmanager
+def ray_node(
+    head: RayHead, base: Path, env: dict, num_cpus: int = 1, resources: dict | None = None
+) -> Iterator[RayNode]:
+    """``ray start --address`` a second node of ``head`` on 127.0.0.1, with ``num_cpus`` CPUs,
+    custom ``resources``, its own temp dir in ``base`` (short), ports and worker-port range; it
+    has joined when this yields, and is stopped afterwards with every process that mentions ``base``."""
+    base.mkdir(parents=True, exist_ok=True)
+    low = 20000 + secrets.randbelow(200) * 100  # workers' ports apart from the head's (10002-19999)
+    ports = {
+        "--node-manager-port": free_port(),
+        "--object-manager-port": free_port(),
+        "--dashboard-agent-grpc-port": free_port(),
+        "--dashboard-agent-listen-port": free_port(),
+        "--metrics-export-port": free_port(),
+        "--runtime-env-agent-port": free_port(),
+        "--min-worker-port": low,
+        "--max-worker-port": low + 99,
+    }
+    log = open(base / "node.log", "w")  # noqa: SIM115  (the node writes it until it stops)
+    node = subprocess.Popen(
+        [
+            BIN / "ray",
+            "start",
+            "--address",
+            head.gcs,
+            "--block",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--num-cpus",
+            str(num_cpus),
+            "--num-gpus",
+            "0",
+            "--resources",
+            json.dumps(resources or {}),
+            "--temp-dir",
+            base / "ray",
+            *[str(a) for item in ports.items() for a in item],
+        ],
+        # the loopback switch of drivers (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0) would refuse a
+        # joining node; --node-ip-address keeps this one on 127.0.0.1
+        env={k: v for k, v in env.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=base,
+    )
+    try:
+        wait_for(
+            lambda: "Ray runtime started" in (base / "node.log").read_text() or node.poll() is not None,
+            120,
+            "ray start --address (a second node)",
+        )
+        assert node.poll() is None, (base / "node.log").read_text()
+        yield RayNode(node, base)
+    finally:
+        stop(process_tree(node.pid) + [p for p in psutil.process_iter() if mentions(p, str(base))], grace=5)
+        log.close()

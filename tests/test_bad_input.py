@@ -896,6 +896,50 @@ CASES = [
         _options("train", "sketch", "--gpus-per-worker", "64"),
         ["--gpus-per-worker 64", "needs 128 GPUs", "a local run: this machine's GPUs"],
         2,
+    ),  # issue #19: elastic workers, shared storage, MLflow tracking
+    ("min_workers_zero", _options("train", "sketch", "--min-workers", "0"), ["--min-workers must be at least 1"], 2),
+    (
+        "min_workers_above_workers",
+        _options("train", "sketch", "--workers", "2", "--min-workers", "3"),
+        ["--min-workers 3 is more than --workers 2"],
+        2,
+    ),
+    (
+        "workers_range_reversed",
+        _options("train", "sketch", "--workers", "3-1"),
+        ["--workers 3-1: MIN is more than MAX"],
+        2,
+    ),
+    (
+        "workers_range_and_min_workers",
+        _options("train", "sketch", "--workers", "1-2", "--min-workers", "1"),
+        ["--workers 1-2 and --min-workers 1"],
+        2,
+    ),
+    ("workers_range_not_numbers", _options("train", "sketch", "--workers", "a-b"), ["'a-b' is not a valid integer"], 2),
+    (
+        "min_workers_more_than_cpus",
+        _options("train", "sketch", "--workers", "64-128"),
+        ["--min-workers 64", "CPUs; this machine has"],
+        2,
+    ),
+    (
+        "shared_storage_without_storage_path",
+        _options("train", "sketch", "--shared-storage"),
+        ["--shared-storage", "give --storage-path"],
+        2,
+    ),
+    (
+        "mlflow_tracking_uri_unknown_scheme",
+        _options("train", "sketch", "--mlflow-tracking-uri", "nosuch://tracking"),
+        ["--mlflow-tracking-uri nosuch://tracking", "unsupported URI"],
+        2,
+    ),
+    (
+        "export_mlflow_run_id_without_tracking_uri",
+        _run_copy(lambda run: OPTION_ONLY, "export", "onnx", lambda run: run, "--mlflow-run-id", "0123abcd"),
+        ["--mlflow-run-id 0123abcd", "MLFLOW_TRACKING_URI"],
+        2,
     ),
 ]
 

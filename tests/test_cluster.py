@@ -8,14 +8,23 @@ import json
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import psutil
 import pytest
 from conftest import ROOT, error_line, run_cli, run_cli_process
-from ray_cluster import BIN, local_ray_head, process_tree, stop, token_env, wait_for
+from ray_cluster import (
+    BIN,
+    local_ray_head,
+    output_of,
+    process_tree,
+    registered_epoch,
+    start_cli,
+    stop,
+    token_env,
+    wait_for,
+)
 
 #: A tiny sketch run: a few seconds per epoch on 2 cores, well above chance after 4 epochs.
 TINY = ("sketch", "--epochs", "4", "--units", "16", "--max-len", "40", "--workers", "2", "--patience", "0")
@@ -24,34 +33,6 @@ TINY = ("sketch", "--epochs", "4", "--units", "16", "--max-len", "40", "--worker
 def _checkpoints(storage_run: Path) -> list[Path]:
     """Checkpoints Ray Train has fully written (their state.json exists)."""
     return sorted(c for c in storage_run.glob("checkpoint_*") if (c / "state.json").is_file())
-
-
-def _registered_epoch(storage_run: Path) -> int:
-    """The epoch of the latest checkpoint Ray Train has registered (0: none yet). A checkpoint
-    on disk that the controller has not registered yet is not one a restart resumes from."""
-    try:
-        snapshot = json.loads((storage_run / "checkpoint_manager_snapshot.json").read_text())
-        return snapshot["latest_checkpoint_result"]["metrics"]["epoch"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0
-
-
-def _start_cli(*args) -> subprocess.Popen:
-    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  (the process writes it until it ends)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rnnforge.cli", *map(str, args)],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    proc.log = log
-    return proc
-
-
-def _output(proc: subprocess.Popen) -> str:
-    proc.log.seek(0)
-    return proc.log.read()
 
 
 def _train_workers(proc: subprocess.Popen) -> list[psutil.Process]:
@@ -188,22 +169,22 @@ def _scalar_steps(log_dir: Path, tag: str) -> list[int]:
 @pytest.mark.slow
 def test_a_sigkilled_worker_restarts_from_the_last_checkpoint(tmp_path, job_run):
     run_dir = tmp_path / "killed"
-    proc = _start_cli("train", *TINY, "--max-failures", "1", "--run-dir", run_dir)
+    proc = start_cli("train", *TINY, "--max-failures", "1", "--run-dir", run_dir)
     try:
         wait_for(
-            lambda: _registered_epoch(run_dir / "checkpoints" / "train") or proc.poll() is not None,
+            lambda: registered_epoch(run_dir / "checkpoints" / "train") or proc.poll() is not None,
             300,
             "the first checkpoint",
         )
         workers = wait_for(lambda: _train_workers(proc), 10, "the Ray Train workers")
-        assert proc.poll() is None, _output(proc)[-3000:]
+        assert proc.poll() is None, output_of(proc)[-3000:]
         victim = workers[-1]
         victim.send_signal(signal.SIGKILL)  # a real process death, not a Python exception
         victim.wait(10)
         proc.wait(timeout=600)
     finally:
         stop(process_tree(proc.pid))
-    output = _output(proc)
+    output = output_of(proc)
     assert proc.returncode == 0, output[-3000:]
     assert "resumed from checkpoint after epoch" in output and "epoch 4/4" in output
 
@@ -221,21 +202,21 @@ def test_a_sigkilled_worker_restarts_from_the_last_checkpoint(tmp_path, job_run)
 def test_rerun_after_the_driver_died_resumes_the_run(tmp_path):
     run_dir = tmp_path / "resumed"
     args = ("train", *TINY, "--workers", "1", "--cpus-per-worker", "2", "--run-dir", run_dir)  # the last --workers wins
-    first = _start_cli(*args)
+    first = start_cli(*args)
     try:
         wait_for(
-            lambda: _registered_epoch(run_dir / "checkpoints" / "train") or first.poll() is not None,
+            lambda: registered_epoch(run_dir / "checkpoints" / "train") or first.poll() is not None,
             300,
             "the first checkpoint",
         )
-        assert first.poll() is None, _output(first)[-3000:]
+        assert first.poll() is None, output_of(first)[-3000:]
     finally:
         tree = process_tree(first.pid)
         followers = [p for p in tree if not _is_ray_agent(p)]
         first.send_signal(signal.SIGKILL)  # the driver dies; its local Ray's raylet and workers follow it
         psutil.wait_procs(followers, timeout=10)
         stop(tree, grace=2)  # Ray's agents take a while to notice: they are stopped, not waited for
-    done = _registered_epoch(run_dir / "checkpoints" / "train")
+    done = registered_epoch(run_dir / "checkpoints" / "train")
     assert not (run_dir / "metrics.json").exists()
 
     second = run_cli_process(*args, timeout=600)

@@ -1,0 +1,240 @@
+"""Two Ray nodes on one machine, as a cluster of two machines would have them: a token-authenticated
+head and a second node (``ray start --address``, own temp dir, ports and resources), both on
+127.0.0.1, one CPU each, so that two workers must land on different nodes. A folder both nodes
+see stands in for an NFS mount (``--shared-storage``, which rnnforge checks on every node).
+
+In file order: a 2-worker job submitted with its own runtime env (``OMP_NUM_THREADS``) and
+MLflow tracking into a local sqlite store; node-local storage refused at once; then the second
+node's raylet SIGKILLed mid-run under ``--workers 1-2``: the elastic group finishes on the head.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import ROOT, error_line, run_cli_process
+from ray_cluster import (
+    BIN,
+    local_ray_head,
+    output_of,
+    process_tree,
+    ray_node,
+    registered_epoch,
+    start_cli,
+    stop,
+    token_env,
+    wait_for,
+)
+
+pytestmark = pytest.mark.slow
+#: Both runs (uninterrupted and node loss) train this, with the same global batch (64 x 2).
+TINY = ("sketch", "--epochs", "4", "--units", "16", "--max-len", "40", "--patience", "0")
+JOB_ENV = {"OMP_NUM_THREADS": "4", "TF_CPP_MIN_LOG_LEVEL": "3"}  # keys rnnforge sets as well
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head (1 CPU) and a second node (1 CPU, resource ``second_node``) on 127.0.0.1; a folder
+    both see; the environment to reach them. Every process is stopped at the end, even on failure."""
+    base = Path(tempfile.mkdtemp(prefix="rf-2n-"))  # short: Ray's socket paths must stay short
+    # Ray would put this machine's outward address in place of 127.0.0.1 for a joining node or
+    # driver; this switch keeps loopback (tests/test_gpus.py).
+    env = {**token_env(base), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    try:
+        with (
+            local_ray_head(base, env, num_cpus=1) as head,
+            ray_node(head, base / "n2", env, num_cpus=1, resources={"second_node": 1}) as node,
+        ):
+            shared = base / "shared"  # as an NFS mount would be: the same path on both nodes
+            shared.mkdir()
+            yield {"head": head, "node": node, "env": env, "shared": shared}
+    finally:
+        Path(env["RAY_AUTH_TOKEN_PATH"]).unlink(missing_ok=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def job(cluster, tmp_path_factory):
+    """A 2-worker TINY run submitted with ``ray job submit --runtime-env-json`` (OMP_NUM_THREADS
+    and TF_CPP_MIN_LOG_LEVEL set by the job), tracked in a local MLflow sqlite store."""
+    out = tmp_path_factory.mktemp("two-nodes")
+    run_dir, store = out / "tiny", out / "mlflow.db"
+    submit = subprocess.run(
+        [
+            BIN / "ray",
+            "job",
+            "submit",
+            "--address",
+            cluster["head"].dashboard,
+            "--submission-id",
+            "rnnforge-two-nodes",
+            "--working-dir",
+            ".",
+            "--runtime-env-json",
+            json.dumps({"env_vars": JOB_ENV}),
+            "--",
+            "python",
+            "-m",
+            "rnnforge",
+            "train",
+            *TINY,
+            "--workers",
+            "2",
+            "--address",
+            "auto",
+            "--run-dir",
+            run_dir,
+            "--storage-path",
+            cluster["shared"],
+            "--shared-storage",
+            "--mlflow-tracking-uri",
+            f"sqlite:///{store}",
+        ],
+        env=cluster["env"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    return {"submit": submit, "run_dir": run_dir, "store": f"sqlite:///{store}"}
+
+
+def test_a_job_trains_on_two_nodes_with_shared_storage(job, cluster):
+    submit = job["submit"]
+    output = submit.stdout + submit.stderr
+    assert submit.returncode == 0 and "succeeded" in output.lower(), output[-3000:]
+    assert "Failed to merge the Job's runtime env" not in output
+    metrics = json.loads((job["run_dir"] / "metrics.json").read_text())
+    assert metrics["workers"] == 2 and metrics["epochs_run"] == 4 and metrics["resizes"] == []
+    devices = metrics["devices"]
+    assert [d["rank"] for d in devices] == [0, 1]
+    assert devices[0]["node"] != devices[1]["node"], devices  # one worker per node
+    assert {d["node_ip"] for d in devices} == {"127.0.0.1"}
+    checkpoints = list((cluster["shared"] / "tiny").glob("checkpoint_*"))
+    assert checkpoints and not (job["run_dir"] / "checkpoints").exists()
+
+
+def test_the_jobs_runtime_env_merges_with_the_workers(job):
+    """The job's own variables win; rnnforge's other worker variables still reach the workers."""
+    assert job["submit"].returncode == 0, job["submit"].stderr[-3000:]
+    devices = json.loads((job["run_dir"] / "metrics.json").read_text())["devices"]
+    for record in devices:
+        assert record["threads"]["OMP_NUM_THREADS"] == "4"  # the job's
+        assert record["threads"]["TF_NUM_INTRAOP_THREADS"] == "1"  # rnnforge's: --cpus-per-worker 1
+        assert record["threads"]["TF_NUM_INTEROP_THREADS"] == "1"
+
+
+def test_mlflow_tracks_the_run_and_its_onnx_export(job):
+    """A real MLflow store: params, per-epoch metrics, final scores, the run dir's files; then
+    ``export onnx`` logs the ONNX model into the same MLflow run (RUN_DIR/mlflow.json)."""
+    from mlflow import MlflowClient
+
+    assert job["submit"].returncode == 0, job["submit"].stderr[-3000:]
+    run_dir = job["run_dir"]
+    record = json.loads((run_dir / "mlflow.json").read_text())
+    assert record["tracking_uri"] == job["store"]
+    client = MlflowClient(job["store"])
+    run = client.get_run(record["run_id"])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert run.info.status == "FINISHED" and run.info.run_name == "tiny"
+    assert run.data.params["workers"] == "2" and run.data.params["epochs"] == "4"
+    assert run.data.params["task"] == "sketch"
+    history = client.get_metric_history(record["run_id"], "val_loss")
+    assert sorted(m.step for m in history) == [1, 2, 3, 4]
+    assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(
+        [h["val_loss"] for h in metrics["history"]]
+    )
+    assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["test"]["accuracy"])
+    logged = {f.path for f in client.list_artifacts(record["run_id"])}
+    assert {"model.keras", "config.json", "metrics.json", "tensorboard"} <= logged, logged
+
+    exported = run_cli_process("export", "onnx", run_dir, timeout=600)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert f"mlflow: ONNX files logged to run {record['run_id']}" in exported.stdout
+    logged = {f.path for f in client.list_artifacts(record["run_id"])}
+    assert {"model.onnx", "parity.json"} <= logged, logged
+
+
+def test_node_local_storage_is_refused_at_once_on_two_nodes(cluster, tmp_path):
+    run_dir = tmp_path / "local"  # its checkpoints would go to RUN_DIR/checkpoints, on this node's disk
+    result = run_cli_process(
+        "train", *TINY, "--address", cluster["head"].gcs, "--run-dir", run_dir, timeout=300, env=cluster["env"]
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    line = error_line(result)
+    assert "on this node's own disk" in line and "the Ray cluster has 2 nodes" in line, line
+    assert "--shared-storage" in line and "s3://" in line
+    assert "epoch 1/" not in result.stdout and not (run_dir / "checkpoints").exists()
+
+
+def _workers_on(node) -> list[psutil.Process]:
+    """The Ray Train workers that ``node``'s raylet runs."""
+    raylet = node.raylet()
+    found = []
+    for proc in process_tree(raylet.pid) if raylet else []:
+        try:
+            if "RayTrainWorker" in " ".join(proc.cmdline()):
+                found.append(proc)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def test_losing_a_node_resizes_the_elastic_group_and_the_run_finishes(cluster, job, tmp_path):
+    """Last in this file: it takes the second node down. ``--workers 1-2``: both workers start,
+    one on each node; the second node's raylet is SIGKILLed after the first checkpoint; the group
+    restarts with one worker on the head from that checkpoint and finishes. Same global batch, so
+    the accuracy matches the uninterrupted 2-worker run's within noise."""
+    run_dir, node = tmp_path / "elastic", cluster["node"]
+    proc = start_cli(
+        "train",
+        *TINY,
+        "--workers",
+        "1-2",
+        "--max-failures",
+        "2",
+        "--address",
+        cluster["head"].gcs,
+        "--run-dir",
+        run_dir,
+        "--storage-path",
+        cluster["shared"],
+        "--shared-storage",
+        env=cluster["env"],
+    )
+    try:
+        wait_for(
+            lambda: registered_epoch(cluster["shared"] / "elastic") or proc.poll() is not None,
+            400,
+            "the first checkpoint",
+        )
+        assert proc.poll() is None, output_of(proc)[-3000:]
+        assert _workers_on(node), "no Ray Train worker on the second node"
+        raylet = node.raylet()
+        raylet.kill()  # SIGKILL: the node is gone, as a reclaimed spot instance would be
+        raylet.wait(10)
+        proc.wait(timeout=600)
+    finally:
+        stop(process_tree(proc.pid))
+    output = output_of(proc)
+    assert proc.returncode == 0, output[-3000:]
+    assert "2 -> 1 workers" in output and "epoch 4/4" in output
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["workers"] == 1 and metrics["restarts"] >= 1 and metrics["epochs_run"] == 4
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3, 4]
+    (resize,) = metrics["resizes"]
+    assert resize["from"] == 2 and resize["to"] == 1 and 1 <= resize["epoch"] < 4 and resize["time"]
+    assert [d["rank"] for d in metrics["devices"]] == [0]
+    uninterrupted = json.loads((job["run_dir"] / "metrics.json").read_text())
+    assert abs(metrics["test"]["accuracy"] - uninterrupted["test"]["accuracy"]) < 0.1, (
+        metrics["test"],
+        uninterrupted["test"],
+    )
