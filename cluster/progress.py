@@ -99,8 +99,9 @@ def progress_callback_class():
                 return
             lines = report_lines(metrics[0], self.epochs, self.metric, self.restarts_seen, self.every)
             self.restarts_seen = max(self.restarts_seen, metrics[0].get("restarts", 0))
-            for line in lines:
-                self.queue.put_nowait(line)
+            with contextlib.suppress(Exception):  # the console's lines never stop training
+                for line in lines:
+                    self.queue.put_nowait(line)
 
     return ProgressCallback
 
@@ -110,11 +111,16 @@ def training_progress(config: TrainConfig, every: int = 1) -> Iterator[object]:
     """Yield the callback for ``RunConfig(callbacks=[...])``; print its lines while the block runs
     (and any left when it ends); ``every``: a line every that many epochs (and the first and last).
     Needs a connected Ray."""
+    import ray
     from ray.util.queue import Empty, Queue
+
+    # on the driver's node (as Ray Train pins its controller there): a lost node takes no line with it
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from rnnforge.models import get_spec
 
-    queue = Queue(actor_options={"num_cpus": 0})
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    queue = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
     callback = progress_callback_class()(queue, config.epochs, get_spec(config.task).metrics[0], every)
     done = threading.Event()
 

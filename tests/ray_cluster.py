@@ -183,6 +183,20 @@ def local_ray_head(base: Path, env: dict, num_cpus: int = 2, num_gpus: int = 0) 
         head_log.close()
 
 
+#: The second node's process: Ray's own node start-up, as ``ray start --address`` runs it, minus
+#: that command's refusal of a second node under RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, the switch
+#: that keeps every address on loopback (without it Ray replaces 127.0.0.1 with the machine's
+#: outward address, as ray.cluster_utils.Cluster's nodes do too).
+_NODE_MAIN = """
+import json, signal, sys
+import ray._private.node, ray._private.parameter
+params = ray._private.parameter.RayParams(**json.loads(sys.argv[1]))
+node = ray._private.node.Node(params, head=False, shutdown_at_exit=True, spawn_reaper=True)
+print("Ray runtime started: node", node.node_id, "at", node.node_ip_address, flush=True)
+signal.sigwait({signal.SIGTERM, signal.SIGINT})
+"""
+
+
 @dataclass(frozen=True)
 class RayNode:
     """A second Ray node of a local head: its ``ray start`` process and its own temp dir."""
@@ -203,44 +217,31 @@ class RayNode:
 def ray_node(
     head: RayHead, base: Path, env: dict, num_cpus: int = 1, resources: dict | None = None
 ) -> Iterator[RayNode]:
-    """``ray start --address`` a second node of ``head`` on 127.0.0.1, with ``num_cpus`` CPUs,
-    custom ``resources``, its own temp dir in ``base`` (short), ports and worker-port range; it
-    has joined when this yields, and is stopped afterwards with every process that mentions ``base``."""
+    """A second node of ``head`` on 127.0.0.1 (``_NODE_MAIN``), with ``num_cpus`` CPUs, custom
+    ``resources``, its own temp dir in ``base`` (short), ports and worker-port range; it has
+    joined when this yields, and is stopped afterwards with every process that mentions ``base``."""
     base.mkdir(parents=True, exist_ok=True)
     low = 20000 + secrets.randbelow(200) * 100  # workers' ports apart from the head's (10002-19999)
-    ports = {
-        "--node-manager-port": free_port(),
-        "--object-manager-port": free_port(),
-        "--dashboard-agent-grpc-port": free_port(),
-        "--dashboard-agent-listen-port": free_port(),
-        "--metrics-export-port": free_port(),
-        "--runtime-env-agent-port": free_port(),
-        "--min-worker-port": low,
-        "--max-worker-port": low + 99,
+    params = {
+        "gcs_address": head.gcs,
+        "node_ip_address": "127.0.0.1",
+        "num_cpus": num_cpus,
+        "num_gpus": 0,
+        "resources": resources or {},
+        "temp_dir": str(base / "ray"),
+        "node_manager_port": free_port(),
+        "object_manager_port": free_port(),
+        "metrics_agent_port": free_port(),
+        "dashboard_agent_listen_port": free_port(),
+        "metrics_export_port": free_port(),
+        "runtime_env_agent_port": free_port(),
+        "min_worker_port": low,
+        "max_worker_port": low + 99,
     }
     log = open(base / "node.log", "w")  # noqa: SIM115  (the node writes it until it stops)
     node = subprocess.Popen(
-        [
-            BIN / "ray",
-            "start",
-            "--address",
-            head.gcs,
-            "--block",
-            "--node-ip-address",
-            "127.0.0.1",
-            "--num-cpus",
-            str(num_cpus),
-            "--num-gpus",
-            "0",
-            "--resources",
-            json.dumps(resources or {}),
-            "--temp-dir",
-            base / "ray",
-            *[str(a) for item in ports.items() for a in item],
-        ],
-        # the loopback switch of drivers (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0) would refuse a
-        # joining node; --node-ip-address keeps this one on 127.0.0.1
-        env={k: v for k, v in env.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"},
+        [sys.executable, "-c", _NODE_MAIN, json.dumps(params)],
+        env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=base,
@@ -249,7 +250,7 @@ def ray_node(
         wait_for(
             lambda: "Ray runtime started" in (base / "node.log").read_text() or node.poll() is not None,
             120,
-            "ray start --address (a second node)",
+            "a second Ray node",
         )
         assert node.poll() is None, (base / "node.log").read_text()
         yield RayNode(node, base)

@@ -1,7 +1,8 @@
 """Two Ray nodes on one machine, as a cluster of two machines would have them: a token-authenticated
-head and a second node (``ray start --address``, own temp dir, ports and resources), both on
-127.0.0.1, one CPU each, so that two workers must land on different nodes. A folder both nodes
-see stands in for an NFS mount (``--shared-storage``, which rnnforge checks on every node).
+head and a second node (Ray's node start-up joining the head's address, own temp dir, ports and
+resources; tests/ray_cluster.py), both on 127.0.0.1, one CPU each, so that two workers must land
+on different nodes. A folder both nodes see stands in for an NFS mount (``--shared-storage``,
+which rnnforge checks on every node).
 
 In file order: a 2-worker job submitted with its own runtime env (``OMP_NUM_THREADS``) and
 MLflow tracking into a local sqlite store; node-local storage refused at once; then the second
@@ -116,7 +117,7 @@ def test_a_job_trains_on_two_nodes_with_shared_storage(job, cluster):
     devices = metrics["devices"]
     assert [d["rank"] for d in devices] == [0, 1]
     assert devices[0]["node"] != devices[1]["node"], devices  # one worker per node
-    assert {d["node_ip"] for d in devices} == {"127.0.0.1"}
+    assert {d["node_ip"] for d in devices} == {"127.0.0.1"}  # both nodes on loopback only
     checkpoints = list((cluster["shared"] / "tiny").glob("checkpoint_*"))
     assert checkpoints and not (job["run_dir"] / "checkpoints").exists()
 
