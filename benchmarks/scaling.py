@@ -84,7 +84,9 @@ def plain_fit(config: TrainConfig) -> dict:
 
 def run_row(args: argparse.Namespace, workers: int | None, work: Path) -> dict:
     """One row in a fresh process: ``workers=None`` is the plain process."""
-    cores = os.cpu_count() or 1
+    from rnnforge.core.machine import local_cpus
+
+    cores = local_cpus()  # as the local Ray counts them (a container's limit included)
     options = ["--epochs", str(args.epochs), *args.train_args.split()]
     if workers is None:
         command = [sys.executable, __file__, "--plain", args.task, *options]

@@ -80,7 +80,6 @@ def worker_env(config: TrainConfig) -> dict:
         "TF_NUM_INTEROP_THREADS": threads,
         "OMP_NUM_THREADS": threads,
         "PYTHONUNBUFFERED": "1",
-        VERBOSE_ENV: "1" if verbose() else "0",
     }
 
 
@@ -95,8 +94,12 @@ def without_job_keys(runtime_env: dict, job: dict) -> dict:
 
 def job_wide_env() -> dict:
     """The runtime env of every process of the job (Ray Train's controller imports TensorFlow
-    too): ``WORKER_ENV`` and the setup hook that keeps TensorFlow's start-up lines out of the console."""
-    return {"env_vars": dict(WORKER_ENV), "worker_process_setup_hook": worker_setup_hook()}
+    too): ``WORKER_ENV``, ``--verbose``, and the setup hook that keeps TensorFlow's start-up lines
+    out of the console."""
+    return {
+        "env_vars": {**WORKER_ENV, VERBOSE_ENV: "1" if verbose() else "0"},
+        "worker_process_setup_hook": worker_setup_hook(),
+    }
 
 
 def connect(config: TrainConfig, address: str | None) -> None:

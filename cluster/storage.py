@@ -81,14 +81,13 @@ def check_shared_storage(storage: str, nodes: list[dict]) -> None:
     marker.write_text(token)
     try:
         probe = ray.remote(num_cpus=0, max_retries=0)(_reads)
-        seen = ray.get(
+        seen = _gather(
             [
                 probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(
                     str(marker)
                 )
                 for node in nodes
-            ],
-            timeout=120,
+            ]
         )
     finally:
         marker.unlink(missing_ok=True)
@@ -98,6 +97,18 @@ def check_shared_storage(storage: str, nodes: list[dict]) -> None:
             f"--shared-storage: node {blind[0]['NodeManagerAddress']} ({blind[0]['NodeID'][:12]}) does not see "
             f"{folder}: mount the shared directory at the same path on every node"
         )
+
+
+def _gather(refs: list, timeout: float = 120) -> list:
+    """The probes' answers; a node that cannot run one within ``timeout`` s is refused."""
+    import ray
+
+    try:
+        return ray.get(refs, timeout=timeout)
+    except ray.exceptions.RayError as exc:  # GetTimeoutError included
+        raise UserError(
+            f"--shared-storage: not every node answered the check of the storage ({type(exc).__name__})"
+        ) from None
 
 
 def _reads(path: str) -> str | None:
