@@ -59,8 +59,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
     steps = steps_per_epoch(data.num_examples("train"), global_batch)
     model = _build_model(spec, config, data.info, strategy, total_steps=steps * config.epochs)
     tensorboard_dir = loop_config.get("tensorboard_dir") if rank == 0 else None
-    training = WorkerTraining(config, model, rank, world_size, steps * global_batch, spec.metrics[0], tensorboard_dir)
-    training.tracking = loop_config.get("tracking") if rank == 0 else None
+    tracking = loop_config.get("tracking") if rank == 0 else None
+    training = WorkerTraining(
+        config, model, rank, world_size, steps * global_batch, spec.metrics[0], tensorboard_dir, tracking
+    )
     training.resume(ray.train.get_checkpoint())
     train, valid = _distributed_batches(strategy, data, spec, global_batch, config.seed)
     training.fit(train, steps, valid, steps_per_epoch(data.num_examples("valid"), global_batch))
@@ -165,6 +167,7 @@ class WorkerTraining:
         samples_per_epoch: int,
         metric: str,
         tensorboard_dir: str | None = None,
+        tracking: dict | None = None,
     ):
         import tensorflow as tf
 
@@ -173,7 +176,7 @@ class WorkerTraining:
         self.tf_state = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
         self.state = {"epoch": 0, "history": [], "restarts": 0, "world_size": world_size}
         self.summaries = _EpochSummaries(tensorboard_dir) if tensorboard_dir else None
-        self.tracking: dict | None = None  # rank 0 with --mlflow-tracking-uri: the MLflow run
+        self.tracking = tracking  # rank 0 with --mlflow-tracking-uri: the MLflow run (cluster.tracking)
         self.epoch_started = 0.0
         self.resumed_after = 0
         self.resized_from: int | None = None
@@ -253,8 +256,7 @@ class WorkerTraining:
             ray.train.report(self.reported(entry), checkpoint=None)
         if self.rank == 0 and self.summaries:
             self.summaries.write(entry)
-        if self.rank == 0:
-            log_epoch(self.tracking, entry)
+        log_epoch(self.tracking, entry)  # rank 0's only
 
     def reported(self, metrics: dict) -> dict:
         """``metrics`` as reported to Ray: with the restarts so far, the epoch the last one resumed
