@@ -1,0 +1,173 @@
+"""Which forecast defaults hold across series, and what the day-type covariates buy.
+
+Trains the forecast task's own builders in this process (plain Keras, no Ray, one thread),
+candidate by candidate, on each series (CTA rail, bus, total with ``--data-dir``; the embedded
+synthetic one), with and without covariates, for several seeds, and scores the served model on
+the validation windows (Jan-May 2019 by default) against the naive 7-day-lag forecast: mean
+7-day MAE, its ratio to naive, and MAE per horizon day +1..+7. One JSON line per run goes to
+``--output`` (appended, so an interrupted sweep keeps what it measured); ``--table`` prints the
+Markdown tables of docs/forecasting.md from such a file.
+
+    nice -n 5 .venv/bin/python benchmarks/forecast_defaults.py --data-dir ../shared/data/cta_ridership \\
+        --series rail,bus,total,synthetic --candidates current,plain --covariates day_type,none \\
+        --seeds 1,2,3 --output docs/forecast_defaults.jsonl
+    .venv/bin/python benchmarks/forecast_defaults.py --table docs/forecast_defaults.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import rnnforge  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
+
+#: Candidate defaults: changes to the forecast task's defaults (``models/forecast.py``);
+#: ``seasonal_skip`` sets ``models.forecast.SEASONAL_SKIP`` (the covariate model's head adds the
+#: value a week earlier; True by default).
+CANDIDATES = {
+    "current_noskip": {"seasonal_skip": False},
+    "current": {},  # dropout 0.3, cosine schedule, patience 20, LSTM(32) x 2, MAE, lr 2e-3
+    "plain": {"dropout": 0.0, "lr_schedule": "constant", "patience": 20},  # the issue's plain baseline
+    "plain_d01": {"dropout": 0.1, "lr_schedule": "constant", "patience": 20},
+    "cosine_d0": {"dropout": 0.0, "lr_schedule": "cosine", "patience": 20},
+}
+GLOBAL_BATCH = 32  # the CLI's default: 16 per worker x 2 workers
+
+
+def run_one(series: str, candidate: str, covariates: str, seed: int, args) -> dict:
+    """Train one candidate on one series with one seed; the served model's validation scores."""
+    import numpy as np
+    from tensorflow import keras
+
+    from rnnforge.models import forecast, get_spec
+    from rnnforge.models.common import compile_model
+    from rnnforge.models.resolve import resolve_config
+
+    changes = dict(CANDIDATES[candidate])
+    forecast.SEASONAL_SKIP = changes.pop("seasonal_skip", True)
+    options = {"covariates": covariates, "seed": seed, "epochs": args.epochs, **changes}
+    if series == "synthetic":
+        options["dataset"] = "synthetic"
+    else:
+        options.update(dataset="cta_ridership", data_dir=args.data_dir, series=series)
+    config = resolve_config("forecast", options)
+    spec = get_spec("forecast")
+    data = spec.load_data(config)
+    keras.utils.set_random_seed(seed)
+    (x_train, y_train), (x_valid, y_valid) = data.splits["train"], data.splits["valid"]
+    steps = max(1, len(y_train) // GLOBAL_BATCH)
+    model = spec.build_model(config, data.info)
+    compile_model(model, spec, config, total_steps=steps * config.epochs)
+    callbacks = []
+    if config.patience:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
+        )
+    started = time.perf_counter()
+    history = model.fit(
+        x_train,
+        spec.targets_for_training(x_train, y_train, data.info),
+        batch_size=GLOBAL_BATCH,
+        epochs=config.epochs,
+        validation_data=(x_valid, spec.targets_for_training(x_valid, y_valid, data.info)),
+        callbacks=callbacks,
+        shuffle=True,
+        verbose=0,
+    )
+    served = spec.to_serving(model, config, data.info)
+    scores = spec.score(x_valid, y_valid, np.asarray(served.predict(x_valid, batch_size=256, verbose=0)), data.info)
+    return {
+        "series": series,
+        "candidate": candidate,
+        "covariates": covariates,
+        "seed": seed,
+        "epochs_run": len(history.history["loss"]),
+        "seconds": round(time.perf_counter() - started, 1),
+        "config": {k: v for k, v in dataclasses.asdict(config).items() if k in ("dropout", "lr_schedule", "patience")},
+        **{k: round(v, 4) for k, v in scores.items()},
+    }
+
+
+def table(path: Path) -> str:
+    """Markdown: per (series, candidate, covariates), mean +- spread of MAE/naive over seeds; and
+    per-day MAE +1..+7 per (series, candidate, covariates)."""
+    import numpy as np
+
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["series"], row["candidate"], row["covariates"]), []).append(row)
+    out = [
+        "| series | candidate | covariates | seeds | MAE / naive (mean, min-max) | mean 7-day MAE | naive MAE | epochs |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (series, candidate, covariates), runs in sorted(groups.items()):
+        ratio = np.array([r["mae_vs_naive"] for r in runs])
+        mae = np.array([r["mae"] for r in runs])
+        out.append(
+            f"| {series} | {candidate} | {covariates} | {','.join(str(r['seed']) for r in runs)} | "
+            f"{ratio.mean():.3f} ({ratio.min():.3f}-{ratio.max():.3f}) | {mae.mean():,.0f} | "
+            f"{runs[0]['naive_mae']:,.0f} | {np.mean([r['epochs_run'] for r in runs]):.0f} |"
+        )
+    days = range(1, 8)
+    out += [
+        "",
+        "| series | candidate | covariates | " + " | ".join(f"+{d}" for d in days) + " |",
+        "|---|---|---|" + "---|" * len(days),
+    ]
+    for (series, candidate, covariates), runs in sorted(groups.items()):
+        cells = []
+        for d in days:
+            values = np.array([r[f"mae_d+{d}"] for r in runs])
+            cells.append(f"{values.mean():,.0f} ±{values.std():,.0f}")
+        out.append(f"| {series} | {candidate} | {covariates} | " + " | ".join(cells) + " |")
+    naive = groups and next(iter(groups.values()))[0]
+    if naive:
+        out.append("")
+    return "\n".join(out)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default="../shared/data/cta_ridership")
+    parser.add_argument("--series", default="rail", help="comma-separated: rail, bus, total, synthetic")
+    parser.add_argument("--candidates", default="current,plain", help=f"comma-separated of {', '.join(CANDIDATES)}")
+    parser.add_argument("--covariates", default="day_type,none")
+    parser.add_argument("--seeds", default="1,2,3")
+    parser.add_argument("--epochs", type=int, default=80)
+    parser.add_argument("--output", type=Path, default=Path("docs/forecast_defaults.jsonl"))
+    parser.add_argument("--table", type=Path, help="print the Markdown tables of this JSONL file and exit")
+    args = parser.parse_args()
+    if args.table:
+        print(table(args.table))
+        return 0
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    for series in args.series.split(","):
+        for candidate in args.candidates.split(","):
+            for covariates in args.covariates.split(","):
+                for seed in map(int, args.seeds.split(",")):
+                    row = run_one(series, candidate, covariates, seed, args)
+                    with open(args.output, "a") as out:
+                        out.write(json.dumps(row) + "\n")
+                    print(
+                        f"{series:>9} {candidate:>10} {covariates:>8} seed {seed}: MAE {row['mae']:,.0f} "
+                        f"({row['mae_vs_naive']:.3f}x naive {row['naive_mae']:,.0f}), "
+                        f"{row['epochs_run']} epochs, {row['seconds']:.0f} s",
+                        flush=True,
+                    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
