@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import pandas as pd
 import pytest
-from conftest import SHARED_DATA, copy_run, error_line, run_cli
+from conftest import SHARED_DATA, copy_run, error_line, make_run_dir, run_cli
 
 from rnnforge.core.errors import UserError
 from rnnforge.models import get_spec
@@ -197,3 +197,15 @@ def test_eval_set_keeps_the_inputs_by_name_and_bench_refuses_unknown_codes(forec
     line = error_line(run_cli("bench", run, "--runs", "10"))
     assert f"{run / 'eval.npz'}: x.future_day_type holds code 5, outside the model's codes 0..2" in line
     assert not (run / "bench" / "bench.json").exists()
+
+
+def test_univariate_run_exports_and_benches_one_input(tmp_path):
+    """``--covariates none``: today's model, one ``series`` input, through export and bench."""
+    run = make_run_dir(tmp_path / "forecast", task="forecast", epochs_steps=2, config_overrides={"covariates": "none"})
+    assert run_cli("export", "onnx", run).returncode == 0
+    model = onnx.load(str(run / "model.onnx"))
+    assert [i.name for i in model.graph.input] == ["series"]
+    assert "rnnforge.day_types" not in {p.key for p in model.metadata_props}
+    result = run_cli("bench", run, "--batch-sizes", "1", "--warmup", "1", "--runs", "10", "--max-seconds", "0.2")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((run / "bench" / "bench.json").read_text())["accuracy"]["agreement"]["max_abs_diff"] < 1.0
