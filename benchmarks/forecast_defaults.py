@@ -34,6 +34,7 @@ import rnnforge  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before TensorFlow 
 #: value a week earlier; True by default).
 CANDIDATES = {
     "current_noskip": {"seasonal_skip": False},
+    "plain_noskip": {"dropout": 0.0, "lr_schedule": "constant", "patience": 20, "seasonal_skip": False},
     "current": {},  # dropout 0.3, cosine schedule, patience 20, LSTM(32) x 2, MAE, lr 2e-3
     "plain": {"dropout": 0.0, "lr_schedule": "constant", "patience": 20},  # the plain baseline
     "plain_d01": {"dropout": 0.1, "lr_schedule": "constant", "patience": 20},

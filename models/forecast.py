@@ -281,6 +281,17 @@ def score(x, y_true: np.ndarray, y_pred: np.ndarray, info: dict) -> dict:
     return out
 
 
+def weekday_holidays(x, starts, info: dict) -> np.ndarray:
+    """The forecast days (datetime64) on a Monday..Friday whose day type is the Sunday/holiday one
+    (``U``, the last of the calendar's codes): what the covariates tell the model and the naive
+    forecast cannot know. Empty without covariates."""
+    if not isinstance(x, dict) or info.get("day_types") is None or "U" not in info["day_types"]:
+        return np.array([], dtype="datetime64[D]")
+    days = np.asarray(starts, dtype="datetime64[D]")[:, None] + np.arange(x["future_day_type"].shape[1])
+    holiday = (x["future_day_type"] == info["day_types"].index("U")) & (((days.astype(np.int64) + 3) % 7) < 5)
+    return np.unique(days[holiday])
+
+
 def report_plots(x, y, predictions, data: TaskData, split: str, out_dir) -> list:
     """Forecast vs actual over the split, and MAE per horizon day against the naive baseline."""
     from rnnforge.core import plots
@@ -296,6 +307,7 @@ def report_plots(x, y, predictions, data: TaskData, split: str, out_dir) -> list
             out_dir / "forecast.png",
             split,
             data.info["units"],
+            holidays=weekday_holidays(x, data.dates[split], data.info),
         ),
         plots.mae_per_horizon(
             [scores[f"mae_d+{d}"] for d in range(1, horizon + 1)],

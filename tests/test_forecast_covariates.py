@@ -209,3 +209,14 @@ def test_univariate_run_exports_and_benches_one_input(tmp_path):
     result = run_cli("bench", run, "--batch-sizes", "1", "--warmup", "1", "--runs", "10", "--max-seconds", "0.2")
     assert result.returncode == 0, result.stderr
     assert json.loads((run / "bench" / "bench.json").read_text())["accuracy"]["agreement"]["max_abs_diff"] < 1.0
+
+
+@needs_cta
+def test_forecast_png_shades_the_weekday_holidays_the_model_was_told():
+    from rnnforge.models.forecast import weekday_holidays
+
+    data = _load(dataset="cta_ridership", data_dir=str(CTA_DIR))
+    x = data.splits["valid"][0]
+    days = weekday_holidays(x, data.dates["valid"], data.info)
+    assert list(days.astype(str)) == ["2019-05-27"]  # Memorial Day; Sundays are no weekday holidays
+    assert not len(weekday_holidays(x["series"], data.dates["valid"], data.info))  # no covariates: none
