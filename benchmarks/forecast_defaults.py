@@ -29,16 +29,25 @@ os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import rnnforge  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
 
-#: Candidate defaults: changes to the forecast task's defaults (``models/forecast.py``);
-#: ``seasonal_skip`` sets ``models.forecast.SEASONAL_SKIP`` (the covariate model's head adds the
-#: value a week earlier; True by default).
+#: Candidate defaults: changes to the forecast task's defaults (``models/forecast.py``).
 CANDIDATES = {
-    "current_noskip": {"seasonal_skip": False},
-    "plain_noskip": {"dropout": 0.0, "lr_schedule": "constant", "patience": 20, "seasonal_skip": False},
     "current": {},  # dropout 0.3, cosine schedule, patience 20, LSTM(32) x 2, MAE, lr 2e-3
     "plain": {"dropout": 0.0, "lr_schedule": "constant", "patience": 20},  # the plain baseline
     "plain_d01": {"dropout": 0.1, "lr_schedule": "constant", "patience": 20},
     "cosine_d0": {"dropout": 0.0, "lr_schedule": "cosine", "patience": 20},
+    "plain_u64": {"dropout": 0.0, "lr_schedule": "constant", "patience": 20, "units": 64},
+    "current_u64": {"units": 64},
+    "plain_2012": {"dropout": 0.0, "lr_schedule": "constant", "patience": 20, "train_start": "2012-01-01"},
+    "plain_u64_2012": {
+        "dropout": 0.0,
+        "lr_schedule": "constant",
+        "patience": 20,
+        "units": 64,
+        "train_start": "2012-01-01",
+    },
+    "cosine_d0_u64": {"dropout": 0.0, "lr_schedule": "cosine", "patience": 20, "units": 64},
+    "plain_lr1e3": {"dropout": 0.0, "lr_schedule": "constant", "patience": 30, "learning_rate": 1e-3},
+    "plain_b64": {"dropout": 0.0, "lr_schedule": "constant", "patience": 20, "batch_size": 64},
 }
 GLOBAL_BATCH = 32  # the CLI's default: 16 per worker x 2 workers
 
@@ -64,7 +73,8 @@ def run_one(series: str, candidate: str, covariates: str, seed: int, args) -> di
     data = spec.load_data(config)
     keras.utils.set_random_seed(seed)
     (x_train, y_train), (x_valid, y_valid) = data.splits["train"], data.splits["valid"]
-    steps = max(1, len(y_train) // GLOBAL_BATCH)
+    batch = options.get("batch_size", GLOBAL_BATCH)
+    steps = max(1, len(y_train) // batch)
     model = spec.build_model(config, data.info)
     compile_model(model, spec, config, total_steps=steps * config.epochs)
     callbacks = []
@@ -76,7 +86,7 @@ def run_one(series: str, candidate: str, covariates: str, seed: int, args) -> di
     history = model.fit(
         x_train,
         spec.targets_for_training(x_train, y_train, data.info),
-        batch_size=GLOBAL_BATCH,
+        batch_size=batch,
         epochs=config.epochs,
         validation_data=(x_valid, spec.targets_for_training(x_valid, y_valid, data.info)),
         callbacks=callbacks,

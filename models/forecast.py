@@ -30,7 +30,6 @@ SEASON = 7  # the naive baseline repeats the value one week earlier
 CALENDAR_DAY_TYPES = ("W", "A", "U")  # weekday, Saturday, Sunday or holiday: the CTA's codes
 DAY_TYPE_EMBEDDING = 4  # features per day type inside the graph
 COVARIATE_INPUTS = ("past_day_type", "future_day_type")
-SEASONAL_SKIP = True  # with covariates, the head forecasts the change from the value a week earlier
 
 
 def _split_series(series, config: TrainConfig, day_types=None) -> TaskData:
@@ -180,8 +179,7 @@ def _network(config: TrainConfig, info: dict, every_step: bool):
 
     window, horizon, mean, std = info["window"], info["horizon"], info["mean"], info["std"]
     series = keras.Input(shape=(window, 1), name="series", dtype="float32")
-    standardised = keras.layers.Normalization(mean=[mean], variance=[std**2], name="standardise")(series)
-    inputs, x = [series], standardised
+    inputs, x = [series], keras.layers.Normalization(mean=[mean], variance=[std**2], name="standardise")(series)
     if info.get("day_types"):
         past = keras.Input(shape=(window,), name="past_day_type", dtype="int64")
         future = keras.Input(shape=(horizon,), name="future_day_type", dtype="int64")
@@ -204,28 +202,10 @@ def _network(config: TrainConfig, info: dict, every_step: bool):
     if info.get("day_types"):
         x = keras.layers.Concatenate(name="head_features")([x, ahead])
     x = keras.layers.Dense(horizon, name="next_days")(x)
-    if info.get("day_types") and SEASONAL_SKIP:
-        x = keras.layers.Add(name="plus_last_week")([x, _last_week(standardised, window, horizon, every_step)])
     if every_step:
         return keras.Model(inputs, x, name="forecaster_seq2seq")
     outputs = keras.layers.Rescaling(scale=std, offset=mean, name="forecast")(x)
     return keras.Model(inputs, outputs, name="forecaster")
-
-
-def _last_week(standardised, window: int, horizon: int, every_step: bool):
-    """The standardised value SEASON days before each forecast day: ``[batch, window, horizon]``
-    for every step (0 = the mean before the window starts), ``[batch, horizon]`` at the last."""
-    from tensorflow import keras
-
-    if not every_step:
-        days = keras.layers.Cropping1D((window - SEASON, SEASON - horizon), name="last_week")(standardised)
-        return keras.layers.Flatten(name="last_week_flat")(days)
-    padded = keras.layers.ZeroPadding1D((SEASON - 1, 0), name="last_week_padded")(standardised)
-    # step t, day t + k (k = 1..horizon): the value of day t + k - SEASON, padded row t + k - 1
-    days = [
-        keras.layers.Cropping1D((k - 1, SEASON - k), name=f"last_week_plus{k}")(padded) for k in range(1, horizon + 1)
-    ]
-    return keras.layers.Concatenate(name="last_week")(days) if horizon > 1 else days[0]
 
 
 def build_model(config: TrainConfig, info: dict):
