@@ -37,6 +37,8 @@ CANDIDATES = {
     "cosine_d0": {"dropout": 0.0, "lr_schedule": "cosine", "patience": 20},
     "plain_u64": {"dropout": 0.0, "lr_schedule": "constant", "patience": 20, "units": 64},
     "current_u64": {"units": 64},
+    "plain_u64_w28": {"dropout": 0.0, "lr_schedule": "constant", "patience": 20, "units": 64, "window": 28},
+    "plain_u64_w84": {"dropout": 0.0, "lr_schedule": "constant", "patience": 20, "units": 64, "window": 84},
     "plain_2012": {"dropout": 0.0, "lr_schedule": "constant", "patience": 20, "train_start": "2012-01-01"},
     "plain_u64_2012": {
         "dropout": 0.0,

@@ -28,11 +28,11 @@ def test_help_shows_each_tasks_default_from_the_specs():
         in text
     )
     assert (
-        "--units INTEGER Units of each recurrent layer. [default: sketch 128, forecast 32, video 64; at least 1]"
+        "--units INTEGER Units of each recurrent layer. [default: sketch 128, forecast 64, video 64; at least 1]"
         in text
     )
     assert "--workers INTEGER Ray Train workers. [default: 2; at least 1]" in text
-    assert "--dropout FLOAT" in text and "[default: sketch 0.1, forecast 0.3, video 0.2; in [0, 1)]" in text
+    assert "--dropout FLOAT" in text and "[default: sketch 0.1, forecast 0.0, video 0.2; in [0, 1)]" in text
     assert "--rnn [lstm|gru] Recurrent cell (GRU uses reset_after=True). [default: lstm]" in text
     assert "--window INTEGER forecast: input days. [default: 56; at least 7]" in text
     # (click may break "comma-separated" after its hyphen)

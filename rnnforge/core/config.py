@@ -216,13 +216,13 @@ class TrainConfig:
     )
     day_type_column: str | None = option(
         None,
-        "A column of day-type codes (default: the calendar's weekday/Saturday/Sunday plus --holidays).",
+        "Column of day-type codes, one per day.",
         tasks={"forecast": ("csv",)},
-        default_text="the calendar",
+        default_text="the calendar's weekday/Saturday/Sunday plus --holidays",
     )
     holidays: str | None = option(
         None,
-        "A file of holidays, one ISO date (YYYY-MM-DD) a line: they take the Sunday day type.",
+        "File of holidays, one ISO date (YYYY-MM-DD) a line: they take the Sunday day type.",
         tasks={"forecast": ("csv",)},
         default_text="none",
     )
