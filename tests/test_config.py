@@ -112,7 +112,7 @@ def test_the_cli_refuses_with_one_line(capsys, args, expected):
 
 def test_defaults_merge_declaration_spec_and_user():
     config = resolve_config("forecast", {"epochs": 3, "units": None})  # None: not given
-    assert config.epochs == 3 and config.units == 32 and config.window == 56  # user, spec, spec
+    assert config.epochs == 3 and config.units == 64 and config.window == 56  # user, spec, spec
     assert config.workers == 2 and config.lr_schedule == "cosine"  # the declaration's
     assert config.max_len is None and config.frames is None and config.skip_bad_records is None  # not forecast's
     sketch = resolve_config("sketch", {})
