@@ -31,15 +31,17 @@ import rnnforge  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before TensorFlow 
 
 #: Candidate defaults: changes to the forecast task's defaults (``models/forecast.py``).
 CANDIDATES = {
-    "current": {},  # dropout 0.3, cosine schedule, patience 20, LSTM(32) x 2, MAE, lr 2e-3
-    "plain": {"dropout": 0.0, "lr_schedule": "constant", "patience": 20},  # the issue's plain baseline
-    "plain_d01": {"dropout": 0.1, "lr_schedule": "constant", "patience": 20},
-    "cosine_d0": {"dropout": 0.0, "lr_schedule": "cosine", "patience": 20},
+    # the defaults before issue #18: LSTM(32) x 2, MAE, lr 2e-3, dropout 0.3, cosine schedule, patience 20
+    "current": {"units": 32, "dropout": 0.3, "lr_schedule": "cosine", "patience": 20},
+    # the issue's plain baseline: LSTM(32) x 2, MAE, no dropout, constant lr 2e-3
+    "plain": {"units": 32, "dropout": 0.0, "lr_schedule": "constant", "patience": 20},
+    "plain_d01": {"units": 32, "dropout": 0.1, "lr_schedule": "constant", "patience": 20},
+    "cosine_d0": {"units": 32, "dropout": 0.0, "lr_schedule": "cosine", "patience": 20},
     "plain_u64": {"dropout": 0.0, "lr_schedule": "constant", "patience": 20, "units": 64},
-    "current_u64": {"units": 64},
+    "current_u64": {"units": 64, "dropout": 0.3, "lr_schedule": "cosine", "patience": 20},
     "plain_u64_w28": {"dropout": 0.0, "lr_schedule": "constant", "patience": 20, "units": 64, "window": 28},
     "plain_u64_w84": {"dropout": 0.0, "lr_schedule": "constant", "patience": 20, "units": 64, "window": 84},
-    "plain_2012": {"dropout": 0.0, "lr_schedule": "constant", "patience": 20, "train_start": "2012-01-01"},
+    "plain_2012": {"units": 32, "dropout": 0.0, "lr_schedule": "constant", "patience": 20, "train_start": "2012-01-01"},
     "plain_u64_2012": {
         "dropout": 0.0,
         "lr_schedule": "constant",
@@ -48,8 +50,8 @@ CANDIDATES = {
         "train_start": "2012-01-01",
     },
     "cosine_d0_u64": {"dropout": 0.0, "lr_schedule": "cosine", "patience": 20, "units": 64},
-    "plain_lr1e3": {"dropout": 0.0, "lr_schedule": "constant", "patience": 30, "learning_rate": 1e-3},
-    "plain_b64": {"dropout": 0.0, "lr_schedule": "constant", "patience": 20, "batch_size": 64},
+    "plain_lr1e3": {"units": 32, "dropout": 0.0, "lr_schedule": "constant", "patience": 30, "learning_rate": 1e-3},
+    "plain_b64": {"units": 32, "dropout": 0.0, "lr_schedule": "constant", "patience": 20, "batch_size": 64},
 }
 GLOBAL_BATCH = 32  # the CLI's default: 16 per worker x 2 workers
 
@@ -104,7 +106,9 @@ def run_one(series: str, candidate: str, covariates: str, seed: int, args) -> di
         "seed": seed,
         "epochs_run": len(history.history["loss"]),
         "seconds": round(time.perf_counter() - started, 1),
-        "config": {k: v for k, v in dataclasses.asdict(config).items() if k in ("dropout", "lr_schedule", "patience")},
+        "config": {
+            k: v for k, v in dataclasses.asdict(config).items() if k in ("units", "dropout", "lr_schedule", "patience")
+        },
         **{k: round(v, 4) for k, v in scores.items()},
     }
 

@@ -220,3 +220,34 @@ def test_forecast_png_shades_the_weekday_holidays_the_model_was_told():
     days = weekday_holidays(x, data.dates["valid"], data.info)
     assert list(days.astype(str)) == ["2019-05-27"]  # Memorial Day; Sundays are no weekday holidays
     assert not len(weekday_holidays(x["series"], data.dates["valid"], data.info))  # no covariates: none
+
+
+def test_fp16_and_int8_variants_take_the_three_inputs(forecast_run, tmp_path):
+    """The variants' gates and bench run on the named inputs (calibration, parity, accuracy)."""
+    run = copy_run(forecast_run, tmp_path / "forecast")
+    result = run_cli("export", "onnx", run, "--fp16", "--int8")
+    assert result.returncode == 0, result.stderr
+    parity = json.loads((run / "parity.json").read_text())
+    assert parity["fp16"]["passed"] and parity["int8"]["passed"]
+    for variant in ("fp16", "int8"):
+        model = onnx.load(str(run / f"model.{variant}.onnx"))
+        assert [i.name for i in model.graph.input] == ["series", "past_day_type", "future_day_type"]
+    result = run_cli(
+        "bench",
+        run,
+        "--variants",
+        "fp32,fp16,int8",
+        "--batch-sizes",
+        "1",
+        "--warmup",
+        "1",
+        "--runs",
+        "10",
+        "--max-seconds",
+        "0.2",
+        "--tf-baseline",
+        "none",
+    )
+    assert result.returncode == 0, result.stderr
+    accuracy = json.loads((run / "bench" / "bench.json").read_text())["accuracy"]
+    assert accuracy["onnxruntime"]["mae"] == pytest.approx(accuracy["tensorflow"]["mae"], rel=1e-5)
