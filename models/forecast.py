@@ -178,7 +178,9 @@ def _network(config: TrainConfig, info: dict, every_step: bool):
     from rnnforge.models.common import recurrent_layer
 
     window, horizon, mean, std = info["window"], info["horizon"], info["mean"], info["std"]
-    series = keras.Input(shape=(window, 1), name="series", dtype="float32")
+    # info["columns"] > 1: further series beside the forecast one (benchmarks/forecast_defaults.py
+    # tries CTA bus beside rail); column 0 is the one forecast
+    series = keras.Input(shape=(window, info.get("columns", 1)), name="series", dtype="float32")
     inputs, x = [series], keras.layers.Normalization(mean=[mean], variance=[std**2], name="standardise")(series)
     if info.get("day_types"):
         past = keras.Input(shape=(window,), name="past_day_type", dtype="int64")
