@@ -136,13 +136,14 @@ def add_bus_column(data, config) -> None:
 
 
 def table(path: Path) -> str:
-    """Markdown: per (series, candidate, covariates), mean +- spread of MAE/naive over seeds; and
-    per-day MAE +1..+7 per (series, candidate, covariates)."""
+    """Markdown: per (series, candidate, covariates), MAE / naive over the seeds (mean, min-max);
+    and MAE per horizon day +1..+7 (mean ± standard deviation over the seeds), the naive
+    forecast's first for each series."""
     import numpy as np
 
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     groups: dict[tuple, list[dict]] = {}
-    for row in rows:
+    for row in sorted(rows, key=lambda r: r["seed"]):
         groups.setdefault((row["series"], row["candidate"], row["covariates"]), []).append(row)
     out = [
         "| series | candidate | covariates | seeds | MAE / naive (mean, min-max) | mean 7-day MAE | naive MAE | epochs |",
@@ -162,15 +163,18 @@ def table(path: Path) -> str:
         "| series | candidate | covariates | " + " | ".join(f"+{d}" for d in days) + " |",
         "|---|---|---|" + "---|" * len(days),
     ]
+    shown = set()
     for (series, candidate, covariates), runs in sorted(groups.items()):
+        if series not in shown:  # the naive forecast's, the same for every run on the series
+            shown.add(series)
+            out.append(
+                f"| {series} | naive | | " + " | ".join(f"{runs[0][f'naive_mae_d+{d}']:,.0f}" for d in days) + " |"
+            )
         cells = []
         for d in days:
             values = np.array([r[f"mae_d+{d}"] for r in runs])
             cells.append(f"{values.mean():,.0f} ±{values.std():,.0f}")
         out.append(f"| {series} | {candidate} | {covariates} | " + " | ".join(cells) + " |")
-    naive = groups and next(iter(groups.values()))[0]
-    if naive:
-        out.append("")
     return "\n".join(out)
 
 
