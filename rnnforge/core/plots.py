@@ -132,9 +132,10 @@ def forecast_vs_actual(
     horizon = actual.shape[1]
     fig, axes = _figure(2, 1, figsize=(11, 6), sharex=True)
     for ax, day in zip(axes, (0, horizon - 1)):
-        for i, holiday in enumerate(np.asarray(holidays, dtype="datetime64[D]")):
-            ax.axvspan(holiday, holiday + 1, color="orange", alpha=0.25, lw=0, label="holiday" if i == 0 else None)
         when = np.asarray(starts, dtype="datetime64[D]") + day
+        shown = [h for h in np.asarray(holidays, dtype="datetime64[D]") if len(when) and when[0] <= h <= when[-1]]
+        for i, holiday in enumerate(shown):
+            ax.axvspan(holiday, holiday + 1, color="orange", alpha=0.25, lw=0, label="holiday" if i == 0 else None)
         ax.plot(when, actual[:, day], color="black", lw=1.4, label="actual")
         ax.plot(when, forecast[:, day], lw=1.2, label="model")
         ax.plot(when, naive[:, day], lw=0.9, ls="--", alpha=0.7, label="naive (7 days earlier)")
