@@ -39,6 +39,7 @@ CANDIDATES = {
     "cosine_d0": {"units": 32, "dropout": 0.0, "lr_schedule": "cosine", "patience": 20},
     "plain_u64": {"dropout": 0.0, "lr_schedule": "constant", "patience": 20, "units": 64},
     # the chosen defaults with CTA bus as a second input column beside rail (Géron's multivariate RNN)
+    "cosine_d0_u64_p30": {"dropout": 0.0, "lr_schedule": "cosine", "patience": 30, "units": 64},
     "cosine_d0_u64_bus": {"dropout": 0.0, "lr_schedule": "cosine", "patience": 20, "units": 64, "with_bus": True},
     "current_u64": {"units": 64, "dropout": 0.3, "lr_schedule": "cosine", "patience": 20},
     "plain_u64_w28": {"dropout": 0.0, "lr_schedule": "constant", "patience": 20, "units": 64, "window": 28},
