@@ -10,9 +10,10 @@ With ``--covariates day_type`` (the default) it also takes the day type of every
 forecast day, which a forecaster always knows: ``past_day_type`` int64 ``[batch, window]`` and
 ``future_day_type`` int64 ``[batch, horizon]``, codes indexing ``info["day_types"]`` (CTA:
 ``0 = W`` weekday, ``1 = A`` Saturday, ``2 = U`` Sunday or holiday). An embedding inside the
-graph turns them into features: step t of the recurrent layers sees the types of days t..t+HORIZON,
-and the head (a hidden ReLU layer, then one output per day) sees those of the days it forecasts. The naive seasonal baseline (the value 7 days
-earlier) is scored on exactly the same windows.
+graph turns them into features: step t of the recurrent layers sees the types of days
+t..t+HORIZON, and the head (a hidden ReLU layer, then one output per day) sees those of the days
+it forecasts. The naive seasonal baseline (the value 7 days earlier) is scored on exactly the
+same windows.
 Train it with ``rnnforge train forecast --dataset cta_ridership --data-dir DIR``.
 """
 
@@ -37,7 +38,7 @@ def _split_series(series, config: TrainConfig, day_types=None) -> TaskData:
 
     ``day_types``: ``(codes, names)`` with int64 codes aligned with ``series`` and the list they
     index, or ``None`` (no covariates): then inputs are the series' windows ``[n, window, 1]``,
-    else a dict of the model's three named inputs. ``--window`` (at least SEASON days) and
+    else ``NamedArrays`` of the model's three named inputs. ``--window`` (at least SEASON days) and
     ``--horizon`` (at most SEASON) are checked by their declarations in ``rnnforge.core.config``."""
     import pandas as pd
 
@@ -125,6 +126,9 @@ def load_csv(config: TrainConfig) -> TaskData:
     series = timeseries.read_daily_csv(
         config.data_dir, config.date_column, config.value_column, fill_missing=config.fill_missing
     )
+    if config.covariates == "none" and (config.day_type_column or config.holidays):
+        given = "--day-type-column" if config.day_type_column else "--holidays"
+        raise UserError(f"{given} gives day types, which --covariates none leaves out: drop one of them")
     holidays = timeseries.read_holidays(config.holidays) if config.holidays else set()
     day_types = None
     if config.covariates == "day_type" and config.day_type_column:

@@ -127,6 +127,12 @@ def test_bad_holidays_line_and_missing_column_through_the_cli(tmp_path):
     )
     assert f"{path} has no column 'kind' (--day-type-column)" in line
     assert not run.exists()
+    line = error_line(
+        run_cli(
+            "train", "forecast", "--dataset", "csv", "--data-dir", path, "--holidays", holidays, "--covariates", "none"
+        )
+    )
+    assert "--holidays gives day types, which --covariates none leaves out" in line
     line = error_line(run_cli("train", "forecast", "--covariates", "weather"))
     assert "'--covariates'" in line and "'day_type', 'none'" in line
 
