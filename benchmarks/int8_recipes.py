@@ -84,7 +84,7 @@ def main() -> None:
         models = {"fp32": model}
         for recipe in args.recipes.split(","):
             if recipe in RECIPES:
-                models[recipe] = quantize(model, RECIPES[recipe], x[: args.calibration], name)
+                models[recipe] = quantize(model, RECIPES[recipe], x[: args.calibration])
         options = ort.SessionOptions()
         if args.cpu_time:
             options.intra_op_num_threads = 1

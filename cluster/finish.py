@@ -111,11 +111,11 @@ def _score(model, spec, data, run: RunDir) -> dict:
     scores, plotted = {}, None
     for split in ("valid", "test"):
         x, y = data.splits[split]
-        if not len(x):
+        if not len(y):  # y: x may be a dict of named inputs
             scores[split] = {"examples": 0}
             continue
         predictions = model.predict(x, batch_size=256, verbose=0)
-        scores[split] = {"examples": int(len(x)), **spec.score(x, y, predictions, data.info)}
+        scores[split] = {"examples": int(len(y)), **spec.score(x, y, predictions, data.info)}
         bad = [k for k, v in scores[split].items() if isinstance(v, float) and not math.isfinite(v)]
         if bad:
             raise UserError(

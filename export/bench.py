@@ -38,7 +38,7 @@ from rnnforge.core.errors import UserError
 from rnnforge.core.machine import available_memory, machine_info, versions
 from rnnforge.core.run_dir import RunDir
 from rnnforge.export.engines import ModelInput, model_input, provider_setup
-from rnnforge.export.eval_set import EvalSet, load_eval_set
+from rnnforge.export.eval_set import EvalSet, Inputs, count, example_bytes, first, load_eval_set
 from rnnforge.export.measure import TENSORFLOW, EngineUnavailable, Job, run_in_subprocess
 from rnnforge.export.results import (
     SCHEMA_VERSION,
@@ -74,7 +74,7 @@ def run_bench(run_dir: Path, settings: BenchSettings | None = None, model_path: 
         fileio.check_writable(RunDir(Path(run_dir)).bench, "bench's output folder")
     target = load_target(RunDir(Path(run_dir)), settings, model_path)
     print(
-        f"{target.spec.name}: {len(target.eval_set.x)} {target.eval_set.split} examples from "
+        f"{target.spec.name}: {count(target.eval_set.x)} {target.eval_set.split} examples from "
         f"{target.run.eval_set.name}; each engine in its own process, {settings.threads} intra-op thread(s)",
         flush=True,
     )
@@ -180,13 +180,13 @@ def variant_paths(run: RunDir, model_path: Path | None, variants) -> dict[str, P
     return paths
 
 
-def check_batch_memory(x: np.ndarray, settings: BenchSettings, memory: int | None = None) -> None:
+def check_batch_memory(x: Inputs, settings: BenchSettings, memory: int | None = None) -> None:
     """Refuse ``--batch-sizes`` whose largest batch's inputs alone (one example's bytes times the
     batch, at the longest ``--seq-lengths``) would not fit half the memory available here."""
     memory = available_memory() if memory is None else memory
-    if memory is None or not len(x):
+    if memory is None or not count(x):
         return
-    per_example = x[0].nbytes
+    per_example, x = example_bytes(x), first(x)
     if settings.seq_lengths and x.ndim >= 2 and x.shape[1]:
         per_example = per_example * max(max(settings.seq_lengths), x.shape[1]) // x.shape[1]
     batch = max(settings.batch_sizes)
@@ -198,10 +198,11 @@ def check_batch_memory(x: np.ndarray, settings: BenchSettings, memory: int | Non
         )
 
 
-def check_seq_lengths(task: str, inp: ModelInput, x: np.ndarray, seq_lengths) -> None:
+def check_seq_lengths(task: str, inp: ModelInput, x: Inputs, seq_lengths) -> None:
     """``--seq-lengths`` only for a dynamic time axis, each at most the stored examples' length."""
     if not seq_lengths:
         return
+    x = first(x)
     if not inp.dynamic_time:
         raise UserError(
             f"--seq-lengths: task {task!r} has a fixed input length ({x.shape[1]}); "
@@ -235,7 +236,7 @@ def check_onnx_file(path: Path, task: str, info: dict | None = None) -> tuple[di
         raise UserError(f"{path} was exported for task {meta['rnnforge.task']!r}, but the run is {task!r}")
     for key, value in (info or {}).items():  # same task, another run: other classes or window
         if (
-            key in ("class_names", "window", "horizon")
+            key in ("class_names", "window", "horizon", "day_types")
             and f"rnnforge.{key}" in meta
             and json.loads(meta[f"rnnforge.{key}"]) != value
         ):
@@ -253,7 +254,9 @@ def measure_variant(target: BenchTarget, variant: str, settings: BenchSettings, 
     """Time one ONNX Runtime variant in a child process; its rows, samples, session figures,
     providers and (``predictions``) outputs on every stored example."""
     path, name = target.paths[variant], engine_name(variant)
-    setup = provider_setup(settings, path, target.eval_set.x.shape[1:], target.run.bench, variant)
+    x = target.eval_set.x
+    shapes = {name: a.shape[1:] for name, a in x.items()} if isinstance(x, dict) else x.shape[1:]
+    setup = provider_setup(settings, path, shapes, target.run.bench, variant)
     job = Job(
         engine=name,
         model=str(path),
@@ -408,7 +411,7 @@ def assemble(target: BenchTarget, settings: BenchSettings, measured: dict[str, d
         "eval": {
             "file": str(target.run.eval_set.resolve()),
             "split": eval_set.split,
-            "examples": int(len(eval_set.x)),
+            "examples": count(eval_set.x),
             "examples_in_split": int(eval_set.meta["examples_in_split"]),
         },
         "tensorflow": {k: v for k, v in baseline.items() if k not in ("rows", "samples", "record")},
@@ -431,7 +434,7 @@ def accuracy(target: BenchTarget, predictions: dict[str, np.ndarray]) -> dict:
                 f"{list(pred.shape)}; re-run 'rnnforge export onnx {target.run.path}'"
             )
     scores = score_engines(predictions, eval_set.reference, target.spec, eval_set.x, eval_set.y, eval_set.info)
-    return {"split": eval_set.split, "examples": int(len(eval_set.x)), **scores}
+    return {"split": eval_set.split, "examples": count(eval_set.x), **scores}
 
 
 def write_outputs(run: RunDir, result: dict, samples: dict[str, list], tf_record: dict | None) -> None:

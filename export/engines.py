@@ -4,7 +4,9 @@
 ``OrtEngine`` opens the session and refuses one that did not get the requested provider (never a
 CPU figure labelled GPU); ``TfEngine`` wraps a ``tf.function`` with the same interface. Both
 give ``bind(x)`` (a zero-argument call to time) and ``predict(x)`` (the first output on the
-host). ONNX Runtime, onnx and TensorFlow are imported inside the functions that use them.
+host); ``x`` is one array, or arrays keyed by input name for a model with several inputs
+(``export.eval_set.Inputs``). ONNX Runtime, onnx and TensorFlow are imported inside the
+functions that use them.
 
     setup = provider_setup(BenchSettings(provider="cuda"), Path("runs/sketch/model.onnx"), (100, 3), Path("/tmp"))
     engine = OrtEngine(Path("runs/sketch/model.onnx"), setup, threads=2)
@@ -21,12 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from rnnforge.core.errors import ProviderError, UserError
+from rnnforge.export.eval_set import Inputs, feeds, first
 from rnnforge.export.settings import BenchSettings
 
 
 @dataclass(frozen=True)
 class ModelInput:
-    """An ONNX model's first input: name, numpy dtype name and dims (ints fixed, strings named)."""
+    """An ONNX model's input: name, numpy dtype name and dims (ints fixed, strings named)."""
 
     name: str
     dtype: str
@@ -40,12 +43,19 @@ class ModelInput:
 
 def model_input(onnx_model) -> ModelInput:
     """The first graph input of ``onnx_model`` (a ModelProto)."""
+    return model_inputs(onnx_model)[0]
+
+
+def model_inputs(onnx_model) -> list[ModelInput]:
+    """Every graph input of ``onnx_model`` (a ModelProto), in order."""
     from onnx import helper
 
-    value = onnx_model.graph.input[0]
-    tensor = value.type.tensor_type
-    dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor.shape.dim)
-    return ModelInput(value.name, np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type)).name, dims)
+    found = []
+    for value in onnx_model.graph.input:
+        tensor = value.type.tensor_type
+        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor.shape.dim)
+        found.append(ModelInput(value.name, np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type)).name, dims))
+    return found
 
 
 @dataclass
@@ -80,10 +90,11 @@ class ProviderSetup:
 
 
 def provider_setup(
-    settings: BenchSettings, model_path: Path, example_shape: tuple, out_dir: Path, variant: str = "fp32"
+    settings: BenchSettings, model_path: Path, example_shape: tuple | dict, out_dir: Path, variant: str = "fp32"
 ) -> ProviderSetup:
     """Providers with their options for ``settings.provider``; ``settings.provider_options`` override
-    the defaults. ``example_shape`` is one input's shape (no batch axis), for TensorRT's profiles.
+    the defaults. ``example_shape`` is the first input's shape (no batch axis), or every input's
+    keyed by name, for TensorRT's profiles.
 
     cuda: cuDNN picks convolution algorithms exhaustively, Conv1D models pad to NC1D
     (``cudnn_conv1d_pad_to_nc1d``), ``enable_cuda_graph`` on request. tensorrt: an engine cache in
@@ -111,7 +122,7 @@ def provider_setup(
             "trt_engine_cache_path": str(Path(out_dir) / "trt_cache"),
             "trt_timing_cache_enable": "True",
             "trt_fp16_enable": str(variant == "fp16"),
-            **shape_profiles(model_input(model), example_shape, settings.batch_sizes, settings.seq_lengths),
+            **shape_profiles(model_inputs(model), example_shape, settings.batch_sizes, settings.seq_lengths),
         }
         providers = [
             ("TensorrtExecutionProvider", {**trt, **user_options}),
@@ -131,23 +142,28 @@ def provider_setup(
     )
 
 
-def shape_profiles(inp: ModelInput, example_shape: tuple, batch_sizes, seq_lengths) -> dict[str, str]:
-    """TensorRT optimisation profile over the dynamic axes: min/opt/max batch (and length)."""
-    lengths = sorted(seq_lengths or [example_shape[0]]) if example_shape else []
+def shape_profiles(inputs: list[ModelInput], example_shape: tuple | dict, batch_sizes, seq_lengths) -> dict[str, str]:
+    """TensorRT optimisation profile over the dynamic axes of every input with an example shape
+    (``example_shape``: the first input's, or each input's by name): min/opt/max batch (and the
+    first input's length)."""
+    shapes = example_shape if isinstance(example_shape, dict) else {inputs[0].name: tuple(example_shape)}
     batches = sorted(batch_sizes)
 
-    def shape(batch: int, length: int | None) -> str:
-        dims = [batch, *example_shape]
+    def shape(inp: ModelInput, batch: int, length: int | None) -> str:
+        dims = [batch, *shapes[inp.name]]
         if length is not None:
             dims[1] = length
         return f"{inp.name}:" + "x".join(str(d) for d in dims)
 
-    lo, hi = (lengths[0], lengths[-1]) if inp.dynamic_time else (None, None)
-    return {
-        "trt_profile_min_shapes": shape(batches[0], lo),
-        "trt_profile_opt_shapes": shape(batches[len(batches) // 2], hi),
-        "trt_profile_max_shapes": shape(batches[-1], hi),
-    }
+    profiles = {"min": [], "opt": [], "max": []}
+    for index, inp in enumerate(i for i in inputs if i.name in shapes):
+        example = shapes[inp.name]
+        lengths = sorted(seq_lengths or [example[0]]) if example else []
+        lo, hi = (lengths[0], lengths[-1]) if inp.dynamic_time and index == 0 else (None, None)
+        profiles["min"].append(shape(inp, batches[0], lo))
+        profiles["opt"].append(shape(inp, batches[len(batches) // 2], hi))
+        profiles["max"].append(shape(inp, batches[-1], hi))
+    return {f"trt_profile_{k}_shapes": ",".join(v) for k, v in profiles.items()}
 
 
 def has_conv1d(onnx_model) -> bool:
@@ -228,7 +244,8 @@ class OrtEngine:
         self.path, self.setup = Path(path), setup
         self.options = options if options is not None else session_options(threads)
         self.session, self.creation_s = open_session(self.path, setup, self.options)
-        self.input_name = self.session.get_inputs()[0].name
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.input_name = self.input_names[0]
         self._by_shape: dict[tuple, object] = {}
 
     @classmethod
@@ -239,7 +256,8 @@ class OrtEngine:
         engine = cls.__new__(cls)
         engine.path, engine.setup, engine.options = None, setup, None
         engine.session, engine.creation_s = session, 0.0
-        engine.input_name = session.get_inputs()[0].name
+        engine.input_names = [i.name for i in session.get_inputs()]
+        engine.input_name = engine.input_names[0]
         engine._by_shape = {}
         return engine
 
@@ -253,50 +271,59 @@ class OrtEngine:
             self._by_shape[shape] = open_session(self.path, self.setup, self.options)[0]
         return self._by_shape[shape]
 
-    def bind(self, x: np.ndarray):
+    def bind(self, x: Inputs):
         """A zero-argument call that runs the model on ``x`` (inputs bound once with IOBinding)."""
-        session = self._session_for(x.shape)
+        inputs = feeds(x, self.input_names)
+        session = self._session_for(first(x).shape)
         if not self.setup.io_binding:
-            return lambda: session.run(None, {self.input_name: x})
-        binding = self._bind_on_device(session, x)
+            return lambda: session.run(None, inputs)
+        binding = self._bind_on_device(session, inputs)
         return lambda: session.run_with_iobinding(binding)
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
+    def predict(self, x: Inputs) -> np.ndarray:
         """The first output, on the host."""
-        x = np.ascontiguousarray(x)
-        session = self._session_for(x.shape)
+        inputs = feeds(x, self.input_names)
+        session = self._session_for(first(x).shape)
         if not self.setup.io_binding:
-            return session.run(None, {self.input_name: x})[0]
-        binding = self._bind_on_device(session, x)
+            return session.run(None, inputs)[0]
+        binding = self._bind_on_device(session, inputs)
         session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0]
 
-    def _bind_on_device(self, session, x: np.ndarray):
+    def _bind_on_device(self, session, inputs: dict[str, np.ndarray]):
         import onnxruntime as ort
 
         binding = session.io_binding()
-        binding.bind_ortvalue_input(self.input_name, ort.OrtValue.ortvalue_from_numpy(x, self.setup.device, 0))
+        for name, value in inputs.items():
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, self.setup.device, 0))
         for output in session.get_outputs():
             binding.bind_output(output.name, self.setup.device)
         return binding
 
 
 class TfEngine:
-    """TensorFlow's ``tf.function`` with the same interface as ``OrtEngine``."""
+    """TensorFlow's ``tf.function`` with the same interface as ``OrtEngine``; ``call`` takes the
+    inputs positionally, in the order of ``input_names``."""
 
-    def __init__(self, call):
+    def __init__(self, call, input_names: list[str] | None = None):
         self.call = call
+        self.input_names = input_names or list(getattr(call, "input_names", [])) or [None]
 
-    def bind(self, x: np.ndarray):
-        return lambda: self.call(x).numpy()
+    def _arguments(self, x: Inputs) -> list:
+        return list(feeds(x, self.input_names).values()) if isinstance(x, dict) else [x]
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.call(x).numpy()
+    def bind(self, x: Inputs):
+        arguments = self._arguments(x)
+        return lambda: self.call(*arguments).numpy()
+
+    def predict(self, x: Inputs) -> np.ndarray:
+        return self.call(*self._arguments(x)).numpy()
 
 
 def tf_function(model, spec, threads: int | None):
     """``model`` as a ``tf.function`` with the spec's fixed input signature, on ``threads`` intra-op
-    threads (set before TensorFlow's first op in this process, else left as they are)."""
+    threads (set before TensorFlow's first op in this process, else left as they are). It takes
+    the model's inputs positionally; ``.input_names`` lists them in that order."""
     import tensorflow as tf
 
     if threads:
@@ -304,4 +331,11 @@ def tf_function(model, spec, threads: int | None):
             tf.config.threading.set_intra_op_parallelism_threads(threads)
     from rnnforge.export.onnx_export import input_signature
 
-    return tf.function(lambda x: model(x, training=False), input_signature=input_signature(model, spec))
+    signature = input_signature(model, spec)
+
+    def call(*inputs):
+        return model(inputs[0] if len(inputs) == 1 else list(inputs), training=False)
+
+    function = tf.function(call, input_signature=signature)
+    function.input_names = [t.name for t in signature]
+    return function

@@ -4,6 +4,10 @@
 inputs ``x`` (capped at ``--eval-examples``), their labels ``y``, TensorFlow's outputs on them
 (``reference``, the task's first output) and a JSON ``meta`` record (task, source run, split,
 counts, the input's name/dtype/shape, the data info the scores need, the versions that wrote it).
+A model with several inputs (the forecaster with covariates) stores each as ``x.<input name>``
+and their records as ``meta["inputs"]``; ``x`` is then a dict keyed by input name, and the
+functions below (``count``, ``rows``, ``feeds``...) treat both forms alike. An integer input of
+category codes records its code list (``codes``); codes outside it are refused.
 ``rnnforge bench`` scores every engine on ``x``/``y`` and measures agreement against ``reference``:
 it needs neither the dataset nor TensorFlow, so a run dir copied to an inference machine benches
 there. Only numpy is imported here.
@@ -23,11 +27,61 @@ from pathlib import Path
 import numpy as np
 
 from rnnforge.core import fileio
+from rnnforge.core.arrays import NamedArrays
 from rnnforge.core.errors import UserError
 from rnnforge.export.settings import DEFAULT_EVAL_BYTES, DEFAULT_EVAL_EXAMPLES
 
 FORMAT = 1
-KEYS = ("x", "y", "reference", "meta")
+KEYS = ("y", "reference", "meta")  # besides the inputs: ``x``, or one ``x.<name>`` per input
+MULTI_PREFIX = "x."
+
+#: A model's inputs: one array ``[n, ...]``, or arrays ``[n, ...]`` keyed by input name
+#: (``NamedArrays``, or a plain dict).
+Inputs = np.ndarray | dict[str, np.ndarray]
+
+
+def count(x: Inputs) -> int:
+    """The number of examples in ``x``."""
+    return len(first(x))
+
+
+def first(x: Inputs) -> np.ndarray:
+    """The (first) input array of ``x``."""
+    return next(iter(x.values())) if isinstance(x, dict) else x
+
+
+def rows(x: Inputs, index) -> Inputs:
+    """``x[index]`` of every input (a slice or an index array), contiguous."""
+    if isinstance(x, dict):
+        return NamedArrays({name: np.ascontiguousarray(a[index]) for name, a in x.items()})
+    return np.ascontiguousarray(x[index])
+
+
+def feeds(x: Inputs, names) -> dict[str, np.ndarray]:
+    """``x`` keyed by the model's input ``names`` (one array: the first name), contiguous."""
+    if isinstance(x, dict):
+        missing = [n for n in names if n not in x]
+        if missing:
+            raise UserError(f"the model takes input {missing[0]!r}, which the stored examples lack ({', '.join(x)})")
+        return {n: np.ascontiguousarray(x[n]) for n in names}
+    return {names[0]: np.ascontiguousarray(x)}
+
+
+def example_bytes(x: Inputs) -> int:
+    """Bytes of one example's inputs (all of them)."""
+    return sum(int(a[0].nbytes) for a in (x.values() if isinstance(x, dict) else [x]) if len(a))
+
+
+def concatenate(parts: list) -> Inputs:
+    """The examples of ``parts`` (each ``Inputs`` of one form), one after the other."""
+    if parts and isinstance(parts[0], dict):
+        return NamedArrays({name: np.concatenate([p[name] for p in parts]) for name in parts[0]})
+    return np.concatenate(parts)
+
+
+def input_records(meta: dict) -> list[dict]:
+    """The stored inputs' records (name, dtype, shape, codes): ``meta["inputs"]``, or ``[meta["input"]]``."""
+    return list(meta.get("inputs") or [meta.get("input", {})])
 
 
 @dataclass(frozen=True)
@@ -35,7 +89,7 @@ class EvalSet:
     """``x`` ``[n, ...]`` model inputs, ``y`` ``[n, ...]`` labels, ``reference`` ``[n, ...]`` TensorFlow's
     outputs on ``x``, and ``meta`` (see the module docstring)."""
 
-    x: np.ndarray
+    x: Inputs
     y: np.ndarray
     reference: np.ndarray
     meta: dict
@@ -52,7 +106,7 @@ class EvalSet:
 def default_cap(x: np.ndarray) -> int:
     """How many of ``x``'s examples are stored by default: ``DEFAULT_EVAL_EXAMPLES``, fewer when
     their inputs would pass ``DEFAULT_EVAL_BYTES`` (341 video clips of 16 x 64 x 64 x 3 bytes)."""
-    per_example = x[0].nbytes if len(x) else 1
+    per_example = example_bytes(x) if count(x) else 1
     return max(1, min(DEFAULT_EVAL_EXAMPLES, DEFAULT_EVAL_BYTES // max(1, per_example)))
 
 
@@ -68,7 +122,9 @@ def write_eval_set(path: Path, eval_set: EvalSet) -> int:
     """Write ``eval_set`` to ``path`` (compressed, atomically); returns the file's size in bytes."""
     meta = json.dumps({"format": FORMAT, **eval_set.meta})
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, x=eval_set.x, y=eval_set.y, reference=eval_set.reference, meta=np.array(meta))
+    x = eval_set.x
+    inputs = {f"{MULTI_PREFIX}{name}": a for name, a in x.items()} if isinstance(x, dict) else {"x": x}
+    np.savez_compressed(buffer, **inputs, y=eval_set.y, reference=eval_set.reference, meta=np.array(meta))
     fileio.write_bytes(path, buffer.getvalue())
     return len(buffer.getvalue())
 
@@ -104,11 +160,20 @@ def load_eval_set(
 def _read(path: Path) -> EvalSet:
     try:
         with np.load(path, allow_pickle=False) as data:
-            missing = [k for k in KEYS if k not in data.files]
+            multi = [k for k in data.files if k.startswith(MULTI_PREFIX)]
+            missing = [k for k in (*KEYS, *([] if multi else ["x"])) if k not in data.files]
             if missing:
                 raise UserError(f"{path} has no {', '.join(missing)}: not an rnnforge eval set; {_re_export(path)}")
             arrays = {k: data[k] for k in KEYS}
-        meta = json.loads(str(arrays["meta"]))
+            meta = json.loads(str(arrays["meta"]))
+            if multi and isinstance(meta, dict):
+                order = [r.get("name") for r in input_records(meta)]
+                names = sorted(
+                    (k[len(MULTI_PREFIX) :] for k in multi), key=lambda n: order.index(n) if n in order else 99
+                )
+                arrays["x"] = NamedArrays({name: data[MULTI_PREFIX + name] for name in names})
+            elif not multi:
+                arrays["x"] = data["x"]
     except UserError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
@@ -123,17 +188,29 @@ def _read(path: Path) -> EvalSet:
 
 def _check_arrays(path: Path, eval_set: EvalSet, input_dtype: str | None, input_shape) -> None:
     x, meta = eval_set.x, eval_set.meta
-    declared = meta.get("input", {})
-    if str(x.dtype) != declared.get("dtype") or list(x.shape[1:]) != declared.get("shape", [])[1:]:
+    arrays = x if isinstance(x, dict) else {None: x}
+    records = input_records(meta)
+    if len(records) != len(arrays):
         raise UserError(
-            f"{path}: x is {x.dtype} {list(x.shape)}, but its record says {declared.get('dtype')} "
-            f"{declared.get('shape')}; {_re_export(path)}"
+            f"{path}: {len(arrays)} stored input(s), but its record lists {len(records)}; {_re_export(path)}"
         )
-    if not len(x) or len(eval_set.y) != len(x) or len(eval_set.reference) != len(x):
+    for (name, a), declared in zip(arrays.items(), records):
+        label = "x" if name is None else f"x.{name}"
+        if (name is not None and declared.get("name") != name) or (
+            str(a.dtype) != declared.get("dtype") or list(a.shape[1:]) != declared.get("shape", [])[1:]
+        ):
+            raise UserError(
+                f"{path}: {label} is {a.dtype} {list(a.shape)}, but its record says {declared.get('dtype')} "
+                f"{declared.get('shape')}; {_re_export(path)}"
+            )
+        check_codes(a, declared.get("codes"), f"{path}: {label}")
+    n = count(x)
+    if not n or len(eval_set.y) != n or len(eval_set.reference) != n or any(len(a) != n for a in arrays.values()):
         raise UserError(
-            f"{path}: {len(x)} inputs, {len(eval_set.y)} labels and {len(eval_set.reference)} reference outputs "
+            f"{path}: {n} inputs, {len(eval_set.y)} labels and {len(eval_set.reference)} reference outputs "
             f"(expected the same number, at least 1); {_re_export(path)}"
         )
+    x = first(x)
     if input_dtype is not None and str(x.dtype) != input_dtype:
         raise UserError(f"{path}: inputs are {x.dtype}, but the model takes {input_dtype}; {_re_export(path)}")
     if input_shape is not None:
@@ -143,6 +220,18 @@ def _check_arrays(path: Path, eval_set: EvalSet, input_dtype: str | None, input_
             raise UserError(
                 f"{path}: inputs of shape {list(x.shape)} do not fit the model's input {model}; {_re_export(path)}"
             )
+
+
+def check_codes(codes: np.ndarray, names: list | None, where: str) -> None:
+    """Refuse category codes outside ``0..len(names) - 1`` (``names``: the input's code list)."""
+    if names is None or not codes.size:
+        return
+    bad = (codes < 0) | (codes >= len(names))
+    if bad.any():
+        raise UserError(
+            f"{where} holds code {int(codes[bad][0])}, outside the model's codes 0..{len(names) - 1} "
+            f"({', '.join(f'{i} = {n}' for i, n in enumerate(names))})"
+        )
 
 
 def _re_export(path: Path) -> str:

@@ -27,7 +27,7 @@ import numpy as np
 
 from rnnforge.core import fileio
 from rnnforge.core.errors import UserError
-from rnnforge.export.eval_set import select
+from rnnforge.export.eval_set import Inputs, count, example_bytes, feeds, rows, select
 from rnnforge.export.onnx_export import enforce_gate
 
 #: Calibration inputs fed per call to ORT's calibrator.
@@ -46,9 +46,9 @@ def export_int8(onnx_model, spec, eval_set, data, output: Path) -> dict:
 
     A variant that fails its gate raises ``ParityError`` (exit 3) and nothing is written.
     """
-    recipe, name = spec.onnx.int8, spec.onnx.inputs[0].name
+    recipe = spec.onnx.int8
     calibration_x, calibration = calibration_set(data, recipe)
-    quantized = quantize(onnx_model, recipe, calibration_x, name)
+    quantized = quantize(onnx_model, recipe, calibration_x)
     print(
         f"int8 variant (static {', '.join(recipe.static_ops) or 'none'}; "
         f"dynamic {', '.join(recipe.dynamic_ops) or 'none'}; {calibration['note']}):",
@@ -64,7 +64,7 @@ def export_int8(onnx_model, spec, eval_set, data, output: Path) -> dict:
         run_model(quantized, eval_set.x),
         eval_set.info,
     )
-    failure = f"the int8 variant fails its accuracy gate on {len(eval_set.x)} {eval_set.split} examples"
+    failure = f"the int8 variant fails its accuracy gate on {count(eval_set.x)} {eval_set.split} examples"
     enforce_gate(record, failure, "nothing written")
     record.update(
         {
@@ -86,37 +86,37 @@ def export_int8(onnx_model, spec, eval_set, data, output: Path) -> dict:
     return record
 
 
-def calibration_set(data, recipe, cap: int = CALIBRATION_EXAMPLES) -> tuple[np.ndarray | None, dict]:
+def calibration_set(data, recipe, cap: int = CALIBRATION_EXAMPLES) -> tuple[Inputs | None, dict]:
     """At most ``cap`` evenly spaced inputs of ``data``'s training split (validation when training
     streams or is empty) and their record; ``(None, record)`` when ``recipe`` has no static ops."""
     if not recipe.static_ops:
         return None, {"split": None, "examples": 0, "note": "no calibration: dynamic quantization only"}
-    in_memory = data.train_stream is None and "train" in data.splits and len(data.splits["train"][0])
+    in_memory = data.train_stream is None and "train" in data.splits and count(data.splits["train"][0])
     split = "train" if in_memory else "valid"
     x_all = data.splits[split][0] if split in data.splits else np.empty((0,))
-    if not len(x_all):
+    if not count(x_all):
         raise UserError(
             f"--int8: this task quantizes {', '.join(recipe.static_ops)} statically, which needs training or "
             "validation inputs to calibrate on, and the dataset has none"
         )
-    per_example = x_all[0].nbytes
-    keep = select(len(x_all), max(1, min(cap, CALIBRATION_BYTES // per_example)))
-    note = f"calibrated on {len(keep)} of {len(x_all)} {split} examples"
-    record = {"split": split, "examples": int(len(keep)), "examples_in_split": int(len(x_all)), "note": note}
-    return np.ascontiguousarray(x_all[keep]), record
+    n_all = count(x_all)
+    keep = select(n_all, max(1, min(cap, CALIBRATION_BYTES // example_bytes(x_all))))
+    note = f"calibrated on {len(keep)} of {n_all} {split} examples"
+    record = {"split": split, "examples": int(len(keep)), "examples_in_split": int(n_all), "note": note}
+    return rows(x_all, keep), record
 
 
 class _Batches:
     """``onnxruntime.quantization.CalibrationDataReader`` over ``x`` in batches."""
 
-    def __init__(self, input_name: str, x: np.ndarray, batch: int = CALIBRATION_BATCH):
-        self.feeds = iter([{input_name: x[i : i + batch]} for i in range(0, len(x), batch)])
+    def __init__(self, input_names: list[str], x: Inputs, batch: int = CALIBRATION_BATCH):
+        self.feeds = iter([feeds(rows(x, slice(i, i + batch)), input_names) for i in range(0, count(x), batch)])
 
     def get_next(self):
         return next(self.feeds, None)
 
 
-def quantize(onnx_model, recipe, calibration_x: np.ndarray | None, input_name: str):
+def quantize(onnx_model, recipe, calibration_x: Inputs | None):
     """An int8 copy of ``onnx_model`` (a ModelProto) following ``recipe`` (``Int8Spec``).
 
     ``calibration_x`` (the model's input, e.g. float32 ``[n, time, 3]``) sets the activation
@@ -125,12 +125,12 @@ def quantize(onnx_model, recipe, calibration_x: np.ndarray | None, input_name: s
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)  # "check if the model is already quantized": it is, by our static pass
     try:
-        return _quantize(onnx_model, recipe, calibration_x, input_name)
+        return _quantize(onnx_model, recipe, calibration_x)
     finally:
         logging.disable(previous)
 
 
-def _quantize(onnx_model, recipe, calibration_x: np.ndarray | None, input_name: str):
+def _quantize(onnx_model, recipe, calibration_x: Inputs | None):
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_dynamic, quantize_static
 
@@ -140,13 +140,13 @@ def _quantize(onnx_model, recipe, calibration_x: np.ndarray | None, input_name: 
         onnx.save(onnx_model, str(fp32))
         quant_pre_process(str(fp32), str(current), skip_symbolic_shape=True)
         if recipe.static_ops:
-            if calibration_x is None or not len(calibration_x):
+            if calibration_x is None or not count(calibration_x):
                 raise ValueError("static int8 quantization needs calibration inputs")
             static = work / "static.onnx"
             quantize_static(
                 str(current),
                 str(static),
-                _Batches(input_name, calibration_x),
+                _Batches([i.name for i in onnx_model.graph.input], calibration_x),
                 quant_format=QuantFormat.QDQ,
                 op_types_to_quantize=list(recipe.static_ops),
                 per_channel=True,
@@ -268,10 +268,12 @@ def accuracy_gate(spec, recipe, x, y, reference, fp32_pred, int8_pred, info: dic
     }
 
 
-def run_model(onnx_model, x: np.ndarray, batch: int = 256) -> np.ndarray:
+def run_model(onnx_model, x: Inputs, batch: int = 256) -> np.ndarray:
     """The first output of ``onnx_model`` on ``x`` (ONNX Runtime, CPU), in batches of ``batch``."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(onnx_model.SerializeToString(), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: x[i : i + batch]})[0] for i in range(0, len(x), batch)])
+    names = [i.name for i in session.get_inputs()]
+    return np.concatenate(
+        [session.run(None, feeds(rows(x, slice(i, i + batch)), names))[0] for i in range(0, count(x), batch)]
+    )

@@ -25,6 +25,7 @@ import numpy as np
 from rnnforge.core import errors, fileio
 from rnnforge.core.console import verbose
 from rnnforge.core.errors import UserError
+from rnnforge.export.eval_set import Inputs, concatenate, count, load_eval_set, rows
 from rnnforge.export.settings import BenchSettings
 
 MIN_RUNS = 10
@@ -117,8 +118,7 @@ def run_job(job: Job) -> dict:
     from rnnforge.core.machine import machine_info, versions
 
     settings = BenchSettings.from_dict(job.settings)
-    with np.load(job.eval_set, allow_pickle=False) as data:
-        x = data["x"]
+    x = load_eval_set(Path(job.eval_set), job.task).x
     extra: dict = {}
     if job.engine == TENSORFLOW:
         engine = tensorflow_engine(Path(job.model), job.task, settings.threads)
@@ -127,7 +127,7 @@ def run_job(job: Job) -> dict:
         from rnnforge.export.engines import OrtEngine, ProviderSetup
 
         engine = OrtEngine(Path(job.model), ProviderSetup.from_dict(job.setup), settings.threads)
-        first = timed(lambda: engine.predict(x[:1]))
+        first = timed(lambda: engine.predict(x[:1]))  # one array, or NamedArrays
         extra = {
             "session": {"session_creation_ms": engine.creation_s * 1e3, "first_inference_ms": first * 1e3},
             "session_providers": engine.providers(),
@@ -152,9 +152,10 @@ def tensorflow_engine(model_path: Path, task: str, threads: int):
     return TfEngine(tf_function(model, get_spec(task), threads))
 
 
-def time_rows(name: str, engine, x: np.ndarray, settings: BenchSettings) -> tuple[list[dict], dict]:
+def time_rows(name: str, engine, x: Inputs, settings: BenchSettings) -> tuple[list[dict], dict]:
     """One latency row per (length, batch size), printed as it is measured; and the latencies of
-    the first batch size at full length, for the distribution plot."""
+    the first batch size at full length, for the distribution plot. Lengths (``--seq-lengths``)
+    crop a single input's time axis; bench refuses them for models with a fixed length."""
     rows, samples = [], {}
     for seq_len in [None, *settings.seq_lengths]:
         for batch_size in settings.batch_sizes:
@@ -208,15 +209,15 @@ def latency_stats(latencies_ms: list[float], batch_size: int) -> dict:
     }
 
 
-def predict_all(predict, x: np.ndarray) -> np.ndarray:
+def predict_all(predict, x: Inputs) -> np.ndarray:
     """``predict`` over ``x`` in batches of ``SCORE_BATCH``, concatenated."""
-    return np.concatenate([predict(x[i : i + SCORE_BATCH]) for i in range(0, len(x), SCORE_BATCH)])
+    return np.concatenate([predict(rows(x, slice(i, i + SCORE_BATCH))) for i in range(0, count(x), SCORE_BATCH)])
 
 
-def tile_batch(x: np.ndarray, batch_size: int) -> np.ndarray:
+def tile_batch(x: Inputs, batch_size: int) -> Inputs:
     """The first ``batch_size`` examples of ``x`` (repeated when ``x`` has fewer), contiguous."""
-    reps = -(-batch_size // len(x))
-    return np.ascontiguousarray(np.concatenate([x] * reps)[:batch_size] if reps > 1 else x[:batch_size])
+    reps = -(-batch_size // count(x))
+    return rows(concatenate([x] * reps) if reps > 1 else x, slice(0, batch_size))
 
 
 def timed(fn) -> float:

@@ -28,7 +28,7 @@ from rnnforge.core.errors import ParityError, UserError
 from rnnforge.core.machine import versions
 from rnnforge.core.run_dir import RunDir
 from rnnforge.export import graph_opt
-from rnnforge.export.eval_set import EvalSet, default_cap, select, write_eval_set
+from rnnforge.export.eval_set import EvalSet, Inputs, count, default_cap, feeds, rows, select, write_eval_set
 from rnnforge.export.settings import variant_path
 
 SUPPORTED_OPSETS = (17, 18)
@@ -72,13 +72,13 @@ def export_onnx(
     model = run.load_model()
     print(f"converting {run.model} with tf2onnx (opset {opset})", flush=True)
     onnx_model = convert(model, spec, opset)
-    check_graph(onnx_model, spec)
-    name_dynamic_axes(onnx_model, spec)
+    check_graph(onnx_model, spec, config["info"])
+    name_dynamic_axes(onnx_model, spec, config["info"])
     rewrites = graph_opt.optimise(onnx_model)
     attach_metadata(onnx_model, spec, config, run, opset)
     data = spec.load_data(config)
     eval_set = evaluation_set(model, spec, config, run, eval_examples, data)
-    x = eval_set.x[:PARITY_BATCH]
+    x = rows(eval_set.x, slice(0, PARITY_BATCH))
     parity = parity_gate(model, onnx_model, spec, x, atol, "ONNX Runtime", f"{output} not written")
     parity.update(
         {
@@ -100,7 +100,7 @@ def export_onnx(
         parity["int8"] = export_int8(onnx_model, spec, eval_set, data, variant_path(output, "int8"))
     fileio.write_bytes(output, onnx_model.SerializeToString())
     size = write_eval_set(run.eval_set, eval_set)
-    parity["eval_set"] = {"path": str(run.eval_set), "examples": len(eval_set.x), "bytes": size}
+    parity["eval_set"] = {"path": str(run.eval_set), "examples": count(eval_set.x), "bytes": size}
     parity["eval_set"]["examples_in_split"] = eval_set.meta["examples_in_split"]
     fileio.write_json(run.parity_of(output), parity)
     for variant, wanted in (("fp16", fp16), ("int8", int8)):
@@ -133,7 +133,7 @@ def _checked_options(spec, opset: int | None, atol: float | None, eval_examples:
     return opset, atol
 
 
-def parity_gate(model, onnx_model, spec, x: np.ndarray, atol: float, subject: str, unwritten: str) -> dict:
+def parity_gate(model, onnx_model, spec, x: Inputs, atol: float, subject: str, unwritten: str) -> dict:
     """``check_parity`` of ``onnx_model`` on ``x``, each check printed; ``ParityError`` on failure,
     naming the ``subject`` ("ONNX Runtime", "the fp16 variant") and what was ``unwritten``."""
     parity = check_parity(model, onnx_model.SerializeToString(), spec, x, atol)
@@ -150,11 +150,11 @@ def enforce_gate(record: dict, failure: str, unwritten: str) -> dict:
     return record
 
 
-def export_fp16(model, onnx_model, spec, x: np.ndarray, output: Path) -> dict:
+def export_fp16(model, onnx_model, spec, x: Inputs, output: Path) -> dict:
     """Convert ``onnx_model`` to fp16, check its parity against TensorFlow and write it; the record."""
     from rnnforge.export.fp16 import convert_to_fp16
 
-    half, kept = convert_to_fp16(onnx_model, {spec.onnx.inputs[0].name: x})
+    half, kept = convert_to_fp16(onnx_model, feeds(x, [i.name for i in onnx_model.graph.input]))
     print(f"fp16 variant ({len(kept)} of {len(half.graph.node)} nodes kept in fp32):", flush=True)
     parity = parity_gate(model, half, spec, x, spec.onnx.fp16_atol, "the fp16 variant", "nothing written")
     parity.update({"onnx_path": str(output), "nodes_kept_fp32": kept, "nodes": len(half.graph.node)})
@@ -163,18 +163,26 @@ def export_fp16(model, onnx_model, spec, x: np.ndarray, output: Path) -> dict:
 
 
 def input_signature(model, spec) -> list:
-    """``tf.TensorSpec`` per spec input: named axes dynamic, ints fixed, ``None`` axes as the
-    trained model fixed them (e.g. the forecaster's window)."""
+    """``tf.TensorSpec`` per model input, in the model's order, as the spec declares it (by name):
+    named axes dynamic, ints fixed, ``None`` axes as the trained model fixed them (e.g. the
+    forecaster's window)."""
     import tensorflow as tf
 
+    declared = {t.name: t for t in spec.onnx.inputs}
     signature = []
-    for tensor, model_input in zip(spec.onnx.inputs, model.inputs):
+    for model_input in model.inputs:
+        tensor = declared[_tensor_name(model_input)]
         dims = list(model_input.shape)
         shape = [
             None if isinstance(a, str) else (a if isinstance(a, int) else dims[i]) for i, a in enumerate(tensor.axes)
         ]
         signature.append(tf.TensorSpec(shape, tf.as_dtype(tensor.dtype), name=tensor.name))
     return signature
+
+
+def _tensor_name(tensor) -> str:
+    """A Keras input tensor's name without its ``:0`` suffix."""
+    return tensor.name.split(":")[0]
 
 
 def convert(model, spec, opset: int):
@@ -185,8 +193,9 @@ def convert(model, spec, opset: int):
     return onnx_model
 
 
-def check_graph(onnx_model, spec) -> None:
-    """Refuse graphs with Loop/Scan nodes or with inputs/outputs other than the spec's."""
+def check_graph(onnx_model, spec, info: dict | None = None) -> None:
+    """Refuse graphs with Loop/Scan nodes or with inputs/outputs other than the spec's (those the
+    model of data ``info`` takes: ``OnnxSpec.inputs_for``)."""
     ops = [n.op_type for n in onnx_model.graph.node]
     slow = sorted({op for op in ops if op in FORBIDDEN_OPS})
     if slow:
@@ -195,7 +204,7 @@ def check_graph(onnx_model, spec) -> None:
             "recurrence): ONNX Runtime runs these ~30x slower; handle padding with explicit tensors"
         )
     for kind, declared, actual in (
-        ("input", spec.onnx.inputs, onnx_model.graph.input),
+        ("input", spec.onnx.inputs_for(info or {}), onnx_model.graph.input),
         ("output", spec.onnx.outputs, onnx_model.graph.output),
     ):
         want, got = [t.name for t in declared], [v.name for v in actual]
@@ -213,7 +222,10 @@ def attach_metadata(onnx_model, spec, config: dict, run: RunDir, opset: int) -> 
         "rnnforge.source_model_sha256": fileio.sha256_file(run.model),
         "rnnforge.dataset": config["dataset"],
         "rnnforge.inputs": json.dumps(
-            [{"name": t.name, "dtype": t.dtype, "axes": t.axes, "description": t.description} for t in spec.onnx.inputs]
+            [
+                {"name": t.name, "dtype": t.dtype, "axes": t.axes, "description": t.description}
+                for t in spec.onnx.inputs_for(config["info"])
+            ]
         ),
         "rnnforge.outputs": json.dumps(
             [
@@ -223,7 +235,7 @@ def attach_metadata(onnx_model, spec, config: dict, run: RunDir, opset: int) -> 
         ),
         "rnnforge.info": json.dumps(config["info"]),
     }
-    for key in ("class_names", "window", "horizon", "units"):
+    for key in ("class_names", "window", "horizon", "units", "day_types"):
         if key in config["info"]:
             metadata[f"rnnforge.{key}"] = json.dumps(config["info"][key])
     del onnx_model.metadata_props[:]
@@ -240,38 +252,50 @@ def evaluation_set(model, spec, config: dict, run: RunDir, cap: int | None, data
     data = spec.load_data(config) if data is None else data
     split = data.evaluation_split()
     x_all, y_all = data.splits[split]
-    keep = select(len(x_all), default_cap(x_all) if cap is None else cap)
-    x, y = np.ascontiguousarray(x_all[keep]), np.ascontiguousarray(y_all[keep])
+    n_all = count(x_all)
+    keep = select(n_all, default_cap(x_all) if cap is None else cap)
+    x, y = rows(x_all, keep), np.ascontiguousarray(y_all[keep])
     reference = np.concatenate(
-        [_first_output(model, x[i : i + PREDICT_BATCH]) for i in range(0, len(x), PREDICT_BATCH)]
+        [_first_output(model, rows(x, slice(i, i + PREDICT_BATCH))) for i in range(0, len(keep), PREDICT_BATCH)]
     )
-    tensor = spec.onnx.inputs[0]
+    records = [
+        {
+            "name": tensor.name,
+            "dtype": str(a.dtype),
+            "shape": ["batch", *a.shape[1:]],
+            **({"codes": config["info"][tensor.codes]} if tensor.codes else {}),
+        }
+        for tensor, a in zip(spec.onnx.inputs_for(config["info"]), x.values() if isinstance(x, dict) else [x])
+    ]
     meta = {
         "task": spec.name,
         "source_run": str(run.path.resolve()),
         "dataset": config["dataset"],
         "split": split,
-        "examples_in_split": int(len(x_all)),
-        "selection": "all" if len(keep) == len(x_all) else f"{len(keep)} evenly spaced",
-        "input": {"name": tensor.name, "dtype": str(x.dtype), "shape": ["batch", *x.shape[1:]]},
+        "examples_in_split": int(n_all),
+        "selection": "all" if len(keep) == n_all else f"{len(keep)} evenly spaced",
+        **({"inputs": records} if isinstance(x, dict) else {"input": records[0]}),
         "reference": {"name": spec.onnx.outputs[0].name, "engine": "tensorflow"},
         "info": config["info"],
         "versions": versions(),
     }
-    print(f"eval set: {len(x)} of {len(x_all)} {split} examples, with TensorFlow's outputs", flush=True)
+    print(f"eval set: {len(keep)} of {n_all} {split} examples, with TensorFlow's outputs", flush=True)
     return EvalSet(x, y, reference, meta)
 
 
-def _first_output(model, x: np.ndarray) -> np.ndarray:
+def _first_output(model, x: Inputs) -> np.ndarray:
     out = model(x, training=False)
     return np.asarray(out[0] if isinstance(out, (list, tuple)) else out)
 
 
-def name_dynamic_axes(onnx_model, spec) -> None:
+def name_dynamic_axes(onnx_model, spec, info: dict | None = None) -> None:
     """Name the graph inputs' and outputs' dynamic axes as the spec declares them (``batch``,
     ``time``); tf2onnx leaves ``unk__N``. Inner shapes that used those names follow them."""
     renames = {}
-    for declared, values in ((spec.onnx.inputs, onnx_model.graph.input), (spec.onnx.outputs, onnx_model.graph.output)):
+    for declared, values in (
+        (spec.onnx.inputs_for(info or {}), onnx_model.graph.input),
+        (spec.onnx.outputs, onnx_model.graph.output),
+    ):
         for tensor, value in zip(declared, values):
             dims = value.type.tensor_type.shape.dim
             for index, name in tensor.dynamic_axes().items():
@@ -285,15 +309,15 @@ def name_dynamic_axes(onnx_model, spec) -> None:
                 dim.dim_param = renames[dim.dim_param]
 
 
-def check_parity(model, onnx_bytes: bytes, spec, x: np.ndarray, atol: float) -> dict:
+def check_parity(model, onnx_bytes: bytes, spec, x: Inputs, atol: float) -> dict:
     """Run TensorFlow and ONNX Runtime (CPU) on ``x``; compare every output (optimum-style)."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     expected = model(x, training=False)
     expected = [np.asarray(e) for e in (expected if isinstance(expected, (list, tuple)) else [expected])]
-    actual = session.run([t.name for t in spec.onnx.outputs], {spec.onnx.inputs[0].name: x})
-    record = {"atol": atol, "batch": int(len(x)), "outputs": {}, "checks": [], "failures": []}
+    actual = session.run([t.name for t in spec.onnx.outputs], feeds(x, [i.name for i in session.get_inputs()]))
+    record = {"atol": atol, "batch": count(x), "outputs": {}, "checks": [], "failures": []}
     worst = 0.0
     for tensor, want, got in zip(spec.onnx.outputs, expected, actual):
         if want.shape != got.shape:

@@ -3,9 +3,17 @@
 Trained sequence-to-sequence as in Géron's ch. 15: at every time step the network predicts the
 following HORIZON days, so each window gives WINDOW training targets instead of one. The
 served model (``model.keras``, the ONNX export) is the same network reading only the last
-step: it takes raw values float32 ``[batch, window, 1]`` and returns raw values
-``[batch, horizon]``; standardisation and its inverse live inside it. The naive seasonal
-baseline (the value 7 days earlier) is scored on exactly the same windows.
+step: it takes raw values float32 ``series [batch, window, 1]`` and returns raw values
+``forecast [batch, horizon]``; standardisation and its inverse live inside it.
+
+With ``--covariates day_type`` (the default) it also takes the day type of every past and
+forecast day, which a forecaster always knows: ``past_day_type`` int64 ``[batch, window]`` and
+``future_day_type`` int64 ``[batch, horizon]``, codes indexing ``info["day_types"]`` (CTA:
+``0 = W`` weekday, ``1 = A`` Saturday, ``2 = U`` Sunday or holiday). An embedding inside the
+graph turns them into features: step t of the recurrent layers sees the types of days
+t..t+HORIZON, and the head (a hidden ReLU layer, then one output per day) sees those of the days
+it forecasts. The naive seasonal baseline (the value 7 days earlier) is scored on exactly the
+same windows.
 Train it with ``rnnforge train forecast --dataset cta_ridership --data-dir DIR``.
 """
 
@@ -13,19 +21,25 @@ from __future__ import annotations
 
 import numpy as np
 
+from rnnforge.core.arrays import NamedArrays
 from rnnforge.core.config import TrainConfig
 from rnnforge.core.errors import UserError
 from rnnforge.models.spec import Int8Spec, OnnxSpec, TaskData, TaskSpec, TensorSpec
 from rnnforge.pipeline import timeseries
 
 SEASON = 7  # the naive baseline repeats the value one week earlier
+CALENDAR_DAY_TYPES = ("W", "A", "U")  # weekday, Saturday, Sunday or holiday: the CTA's codes
+DAY_TYPE_EMBEDDING = 4  # features per day type inside the graph
+COVARIATE_INPUTS = ("past_day_type", "future_day_type")
 
 
-def _split_series(series, config: TrainConfig) -> TaskData:
+def _split_series(series, config: TrainConfig, day_types=None) -> TaskData:
     """Windows per date split (inputs and targets inside the split, as in Géron) and info.
 
-    ``--window`` (at least SEASON days) and ``--horizon`` (at most SEASON) are checked by their
-    declarations in ``rnnforge.core.config``."""
+    ``day_types``: ``(codes, names)`` with int64 codes aligned with ``series`` and the list they
+    index, or ``None`` (no covariates): then inputs are the series' windows ``[n, window, 1]``,
+    else ``NamedArrays`` of the model's three named inputs. ``--window`` (at least SEASON days) and
+    ``--horizon`` (at most SEASON) are checked by their declarations in ``rnnforge.core.config``."""
     import pandas as pd
 
     window, horizon = config.window, config.horizon
@@ -45,10 +59,15 @@ def _split_series(series, config: TrainConfig) -> TaskData:
     }
     splits, dates = {}, {}
     for split, (start, end) in bounds.items():
-        part = series[pd.Timestamp(start) : pd.Timestamp(end) if end else None]
+        where = slice(pd.Timestamp(start), pd.Timestamp(end) if end else None)
+        part = series[where]
         x, y, starts = timeseries.windows(part, window, horizon)
+        if day_types is not None:
+            codes = pd.Series(day_types[0], index=series.index)[where].to_numpy()
+            past, future = timeseries.code_windows(codes, window, horizon)
+            x = NamedArrays(series=x, past_day_type=past, future_day_type=future)
         splits[split], dates[split] = (x, y), starts
-    if not len(splits["train"][0]):
+    if not len(splits["train"][1]):
         raise UserError(
             f"no training windows between {config.train_start} and {config.train_end}: the series "
             f"covers {series.index.min():%Y-%m-%d}..{series.index.max():%Y-%m-%d}"
@@ -63,7 +82,11 @@ def _split_series(series, config: TrainConfig) -> TaskData:
         "first_day": f"{series.index.min():%Y-%m-%d}",
         "last_day": f"{series.index.max():%Y-%m-%d}",
         "units": "riders per day" if config.dataset != "csv" else str(series.name),
+        "covariates": config.covariates,
+        "inputs": ["series", *(COVARIATE_INPUTS if day_types is not None else ())],
     }
+    if day_types is not None:
+        info["day_types"] = list(day_types[1])
     return TaskData(splits=splits, info=info, dates=dates)
 
 
@@ -74,23 +97,80 @@ def _next_day(day: str) -> str:
 
 
 def load_synthetic(config: TrainConfig) -> TaskData:
-    """The embedded ridership-like series (``pipeline.timeseries.synthetic_series``)."""
-    return _split_series(timeseries.synthetic_series(seed=config.data_seed), config)
+    """The embedded ridership-like series (``pipeline.timeseries.synthetic_series``); its day
+    types are the calendar's, its holidays those it dips on."""
+    series = timeseries.synthetic_series(seed=config.data_seed)
+    day_types = None
+    if config.covariates == "day_type":
+        codes = timeseries.calendar_day_types(series.index, timeseries.synthetic_holidays(series.index))
+        day_types = (codes, CALENDAR_DAY_TYPES)
+    return _split_series(series, config, day_types)
 
 
 def load_cta(config: TrainConfig) -> TaskData:
-    """CTA daily boardings (``--data-dir`` or the portal download), ``--series`` rail/bus/total."""
-    return _split_series(timeseries.load_cta(config.data_dir, config.series, config.fill_missing), config)
+    """CTA daily boardings (``--data-dir`` or the portal download), ``--series`` rail/bus/total,
+    with the file's ``day_type`` (W/A/U) as covariate."""
+    series = timeseries.load_cta(config.data_dir, config.series, config.fill_missing)
+    day_types = None
+    if config.covariates == "day_type":
+        table = timeseries.cta_day_types(config.data_dir)
+        day_types = _coded(table, series, CALENDAR_DAY_TYPES, timeseries.cta_csv_path(config.data_dir), "day_type")
+    return _split_series(series, config, day_types)
 
 
 def load_csv(config: TrainConfig) -> TaskData:
-    """Any daily series: ``--data-dir FILE --date-column NAME --value-column NAME``."""
+    """Any daily series: ``--data-dir FILE --date-column NAME --value-column NAME``; day types from
+    ``--day-type-column`` or else the calendar plus ``--holidays``."""
     if not config.data_dir:
         raise UserError("--dataset csv needs --data-dir FILE (a CSV with a date and a value column)")
     series = timeseries.read_daily_csv(
         config.data_dir, config.date_column, config.value_column, fill_missing=config.fill_missing
     )
-    return _split_series(series, config)
+    if config.covariates == "none" and (config.day_type_column or config.holidays):
+        given = "--day-type-column" if config.day_type_column else "--holidays"
+        raise UserError(f"{given} gives day types, which --covariates none leaves out: drop one of them")
+    holidays = timeseries.read_holidays(config.holidays) if config.holidays else set()
+    day_types = None
+    if config.covariates == "day_type" and config.day_type_column:
+        table = timeseries.read_day_types(config.data_dir, config.date_column, config.day_type_column)
+        names = _training_codes(table, config)
+        day_types = _coded(table, series, names, config.data_dir, config.day_type_column)
+    elif config.covariates == "day_type":
+        day_types = (timeseries.calendar_day_types(series.index, holidays), CALENDAR_DAY_TYPES)
+    return _split_series(series, config, day_types)
+
+
+def _training_codes(table, config: TrainConfig) -> tuple[str, ...]:
+    """A day-type column's codes: those of the training days, in order of first appearance."""
+    import pandas as pd
+
+    train = table[pd.Timestamp(config.train_start) : pd.Timestamp(config.train_end)]
+    return tuple(dict.fromkeys(train["code"]))
+
+
+def _coded(table, series, names, path, column: str) -> tuple:
+    """``(codes, names)``: ``table``'s codes (``read_day_types``) on every day of ``series`` as
+    indices into ``names``. Refuses, naming file and line, a code outside ``names`` (those the
+    training days have) and a day of the series without one; days interpolated into the series
+    (``--fill-missing interpolate``) take the calendar's weekday/Saturday/Sunday when the codes
+    are the calendar's."""
+    on_days = table.reindex(series.index)
+    index = {name: i for i, name in enumerate(names)}
+    unknown = on_days["code"].notna() & ~on_days["code"].isin(list(index))
+    if unknown.any():
+        row = on_days[unknown].iloc[0]
+        raise UserError(
+            f"{path} line {int(row['line'])}: {column} {row['code']!r} is not one of the codes of the training "
+            f"days ({', '.join(names)})"
+        )
+    codes = on_days["code"].map(index)
+    missing = codes.isna()
+    if missing.any() and tuple(names) == CALENDAR_DAY_TYPES:
+        calendar = timeseries.calendar_day_types(series.index)
+        codes[missing] = calendar[missing.to_numpy()]
+    elif missing.any():
+        raise UserError(f"{path}: {missing.idxmax():%Y-%m-%d} has a value but no {column} code")
+    return codes.to_numpy(np.int64), tuple(names)
 
 
 def _network(config: TrainConfig, info: dict, every_step: bool):
@@ -101,12 +181,34 @@ def _network(config: TrainConfig, info: dict, every_step: bool):
 
     from rnnforge.models.common import recurrent_layer
 
-    mean, std = info["mean"], info["std"]
-    inputs = keras.Input(shape=(info["window"], 1), name="series", dtype="float32")
-    x = keras.layers.Normalization(mean=[mean], variance=[std**2], name="standardise")(inputs)
+    window, horizon, mean, std = info["window"], info["horizon"], info["mean"], info["std"]
+    # info["columns"] > 1: further series beside the forecast one (benchmarks/forecast_defaults.py
+    # tries CTA bus beside rail); column 0 is the one forecast
+    series = keras.Input(shape=(window, info.get("columns", 1)), name="series", dtype="float32")
+    inputs, x = [series], keras.layers.Normalization(mean=[mean], variance=[std**2], name="standardise")(series)
+    if info.get("day_types"):
+        past = keras.Input(shape=(window,), name="past_day_type", dtype="int64")
+        future = keras.Input(shape=(horizon,), name="future_day_type", dtype="int64")
+        inputs += [past, future]
+        days = keras.layers.Concatenate(axis=1, name="days")([past, future])  # [batch, window + horizon]
+        kinds = keras.layers.Embedding(len(info["day_types"]), DAY_TYPE_EMBEDDING, name="day_type_embedding")(days)
+        # shifted[k][:, t] describes day t + k: step t sees days t..t+horizon
+        shifted = [
+            keras.layers.Cropping1D((k, horizon - k), name=f"day_type_plus{k}")(kinds) for k in range(horizon + 1)
+        ]
+        x = keras.layers.Concatenate(name="step_features")([x, *shifted])
+        if every_step:  # at every step, the types of the days it forecasts
+            ahead = keras.layers.Concatenate(name="forecast_day_types")(shifted[1:])
+        else:  # at the last step: the future days
+            ahead = keras.layers.Flatten(name="forecast_day_types")(
+                keras.layers.Cropping1D((window, 0), name="future_days")(kinds)
+            )
     x = recurrent_layer(config, config.units, return_sequences=True, name="rnn0")(x)
     x = recurrent_layer(config, config.units, return_sequences=every_step, name="rnn1")(x)
-    x = keras.layers.Dense(info["horizon"], name="next_days")(x)
+    if info.get("day_types"):
+        x = keras.layers.Concatenate(name="head_features")([x, ahead])
+        x = keras.layers.Dense(config.units, activation="relu", name="head_hidden")(x)
+    x = keras.layers.Dense(horizon, name="next_days")(x)
     if every_step:
         return keras.Model(inputs, x, name="forecaster_seq2seq")
     outputs = keras.layers.Rescaling(scale=std, offset=mean, name="forecast")(x)
@@ -119,7 +221,7 @@ def build_model(config: TrainConfig, info: dict):
 
 
 def serving_model(trained, config: TrainConfig, info: dict):
-    """The inference graph: raw ``[batch, window, 1]`` -> raw ``[batch, horizon]``, trained weights."""
+    """The inference graph: raw inputs -> raw ``[batch, horizon]``, trained weights."""
     served = _network(config, info, every_step=False)
     for layer in served.layers:
         if layer.weights and layer.name != "standardise":
@@ -127,20 +229,26 @@ def serving_model(trained, config: TrainConfig, info: dict):
     return served
 
 
-def train_targets(x: np.ndarray, y: np.ndarray, info: dict) -> np.ndarray:
+def series_of(x) -> np.ndarray:
+    """The ``series`` input ``[n, window, 1]`` of ``x`` (the array itself, or its ``series`` entry)."""
+    return x["series"] if isinstance(x, dict) else x
+
+
+def train_targets(x, y: np.ndarray, info: dict) -> np.ndarray:
     """Seq-to-seq targets, standardised: step t of a window targets days t+1..t+horizon."""
-    horizon = info["horizon"]
-    full = np.concatenate([x[..., 0], y], axis=1)  # [n, window + horizon]
-    steps = np.arange(x.shape[1])[:, None] + 1 + np.arange(horizon)
+    horizon, values = info["horizon"], series_of(x)
+    full = np.concatenate([values[..., 0], y], axis=1)  # [n, window + horizon]
+    steps = np.arange(values.shape[1])[:, None] + 1 + np.arange(horizon)
     return ((full[:, steps] - info["mean"]) / info["std"]).astype(np.float32)
 
 
-def naive_forecast(x: np.ndarray, horizon: int) -> np.ndarray:
+def naive_forecast(x, horizon: int) -> np.ndarray:
     """The seasonal naive forecast: each day's value one week earlier, ``[n, horizon]``."""
-    return x[:, x.shape[1] - SEASON : x.shape[1] - SEASON + horizon, 0]
+    values = series_of(x)
+    return values[:, values.shape[1] - SEASON : values.shape[1] - SEASON + horizon, 0]
 
 
-def score(x: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, info: dict) -> dict:
+def score(x, y_true: np.ndarray, y_pred: np.ndarray, info: dict) -> dict:
     """MAE and MAPE (%) per horizon day and their mean, the naive baseline's MAE on the same
     windows, and the ratio model / naive."""
     y_true = y_true.astype(np.float64)
@@ -160,6 +268,17 @@ def score(x: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, info: dict) -> 
     return out
 
 
+def weekday_holidays(x, starts, info: dict) -> np.ndarray:
+    """The forecast days (datetime64) on a Monday..Friday whose day type is the Sunday/holiday one
+    (``U``, the last of the calendar's codes): what the covariates tell the model and the naive
+    forecast cannot know. Empty without covariates."""
+    if not isinstance(x, dict) or info.get("day_types") is None or "U" not in info["day_types"]:
+        return np.array([], dtype="datetime64[D]")
+    days = np.asarray(starts, dtype="datetime64[D]")[:, None] + np.arange(x["future_day_type"].shape[1])
+    holiday = (x["future_day_type"] == info["day_types"].index("U")) & (((days.astype(np.int64) + 3) % 7) < 5)
+    return np.unique(days[holiday])
+
+
 def report_plots(x, y, predictions, data: TaskData, split: str, out_dir) -> list:
     """Forecast vs actual over the split, and MAE per horizon day against the naive baseline."""
     from rnnforge.core import plots
@@ -175,6 +294,7 @@ def report_plots(x, y, predictions, data: TaskData, split: str, out_dir) -> list
             out_dir / "forecast.png",
             split,
             data.info["units"],
+            holidays=weekday_holidays(x, data.dates[split], data.info),
         ),
         plots.mae_per_horizon(
             [scores[f"mae_d+{d}"] for d in range(1, horizon + 1)],
@@ -202,10 +322,13 @@ SPEC = TaskSpec(
         "valid_end": "2019-05-31",
         "epochs": 80,
         "batch_size": 16,  # per worker: global 32 with the default 2 workers
-        "dropout": 0.3,
+        # Chosen on CTA rail, bus and total and the synthetic series, several seeds each
+        # (docs/forecasting.md): no dropout and 64 units hold across series; dropout 0.3 did not.
+        "dropout": 0.0,
         "rnn": "lstm",
-        "units": 32,
+        "units": 64,
         "patience": 20,
+        "covariates": "day_type",
     },
     build_model=build_model,
     loss="mae",  # MAE is the score; it also shrugs off holiday outliers better than MSE/Huber
@@ -217,6 +340,20 @@ SPEC = TaskSpec(
                 "float32",
                 ("batch", None, 1),
                 "the last WINDOW daily values, oldest first, raw units (e.g. riders per day)",
+            ),
+            TensorSpec(
+                "past_day_type",
+                "int64",
+                ("batch", None),
+                "the day type of each of those WINDOW days, a code indexing rnnforge.day_types (CTA: 0 W, 1 A, 2 U)",
+                codes="day_types",
+            ),
+            TensorSpec(
+                "future_day_type",
+                "int64",
+                ("batch", None),
+                "the day type of each of the HORIZON days forecast, codes as past_day_type",
+                codes="day_types",
             ),
         ),
         outputs=(TensorSpec("forecast", "float32", ("batch", None), "the next HORIZON daily values, raw units"),),

@@ -21,7 +21,7 @@ from rnnforge.models import TASKS, get_spec
 #: ``--storage-path`` URI schemes (pyarrow filesystems, as Ray Train uses them).
 STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss", "file")
 #: Options holding local paths: made absolute here, since workers may run in another directory.
-PATH_OPTIONS = ("data_dir", "tfds_dir")
+PATH_OPTIONS = ("data_dir", "tfds_dir", "holidays")
 
 
 def task_defaults(task: str, demo: bool = False) -> dict[str, Any]:

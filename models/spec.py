@@ -29,6 +29,9 @@ class TensorSpec:
     dtype: str
     axes: tuple[str | int | None, ...]
     description: str
+    # An integer input of category codes: the data info key listing them (code i = info[key][i]);
+    # the eval set records the list and bench refuses codes outside it.
+    codes: str = ""
 
     def dynamic_axes(self) -> dict[int, str]:
         """Map axis index to its symbolic name, for the axes that are dynamic."""
@@ -64,6 +67,12 @@ class OnnxSpec:
     fp16_atol: float = 1e-2  # the fp16 variant's parity tolerance (half precision keeps ~3 digits)
     int8: Int8Spec = Int8Spec()  # the int8 variant's recipe and accuracy gate
 
+    def inputs_for(self, info: dict) -> tuple[TensorSpec, ...]:
+        """The inputs a trained model takes: those named in its data ``info["inputs"]`` (a task
+        whose inputs depend on its options, e.g. the forecaster's covariates), else all."""
+        names = info.get("inputs")
+        return self.inputs if names is None else tuple(t for t in self.inputs if t.name in names)
+
 
 @dataclass
 class TaskData:
@@ -84,7 +93,7 @@ class TaskData:
     def num_examples(self, split: str) -> int:
         if split == "train" and self.train_stream is not None:
             return int(self.train_size)
-        return int(len(self.splits[split][0]))
+        return int(len(self.splits[split][1]))  # y: x may be a dict of named inputs
 
     def evaluation_split(self) -> str:
         """``test``, or ``valid`` when the test split is empty (e.g. a series that ends early)."""

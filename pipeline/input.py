@@ -13,11 +13,19 @@ import numpy as np
 
 
 def worker_dataset(
-    x: np.ndarray, y: np.ndarray, *, batch_size: int, num_shards: int, shard_index: int, seed: int, shuffle: bool = True
+    x: np.ndarray | dict,
+    y: np.ndarray,
+    *,
+    batch_size: int,
+    num_shards: int,
+    shard_index: int,
+    seed: int,
+    shuffle: bool = True,
 ):
     """Endless ``tf.data.Dataset`` of ``(x, y)`` batches from this worker's shard.
 
-    x: ``[n, ...]`` features, y: ``[n, ...]`` targets (numpy). Examples ``shard_index``,
+    x: ``[n, ...]`` features, or a dict of them keyed by model input name; y: ``[n, ...]``
+    targets (numpy). Examples ``shard_index``,
     ``shard_index + num_shards``, ... belong to this shard; they are reshuffled every epoch
     with a seed shared by nothing else, batched to ``batch_size`` and prefetched.
     """
@@ -25,7 +33,7 @@ def worker_dataset(
 
     ds = tf.data.Dataset.from_tensor_slices((x, y)).shard(num_shards, shard_index)
     if shuffle:
-        shard_len = (len(x) - shard_index + num_shards - 1) // num_shards
+        shard_len = (len(y) - shard_index + num_shards - 1) // num_shards
         ds = ds.shuffle(shard_len, seed=seed + shard_index, reshuffle_each_iteration=True)
     ds = ds.repeat().batch(batch_size, drop_remainder=True)
     options = tf.data.Options()

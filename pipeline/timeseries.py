@@ -29,6 +29,7 @@ CTA_URL = "https://data.cityofchicago.org/api/views/6iiy-9s97/rows.csv?accessTyp
 CTA_DATE_COLUMN = "service_date"
 CTA_DATE_FORMAT = "%m/%d/%Y"
 CTA_SERIES = {"rail": "rail_boardings", "bus": "bus", "total": "total_rides"}
+CTA_DAY_TYPE_COLUMN = "day_type"
 
 
 def read_daily_csv(
@@ -160,6 +161,90 @@ def load_cta(data_dir: str | None, series: str = "rail", fill_missing: str = "no
     return read_daily_csv(cta_csv_path(data_dir), CTA_DATE_COLUMN, CTA_SERIES[series], CTA_DATE_FORMAT, fill_missing)
 
 
+def read_day_types(path: Path, date_column: str, column: str, date_format: str | None = None):
+    """The day-type codes of a CSV's ``column``: a ``pandas.DataFrame`` indexed by day with the
+    ``code`` (stripped string) and the file ``line`` it came from (header = line 1).
+
+    Refuses (one line naming file and line): a missing column, an empty code, an unparsable date
+    and one day with two different codes. Exact duplicate rows count once, as for the values."""
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+        raise UserError(f"{path} is not a readable CSV: {str(exc).splitlines()[0]}") from None
+    if column not in frame.columns:
+        raise UserError(f"{path} has no column {column!r} (--day-type-column); columns: {', '.join(frame.columns)}")
+    frame = pd.DataFrame(
+        {"day": parse_dates(frame[date_column].str.strip(), date_format), "code": frame[column].str.strip()}
+    )
+    frame["line"] = np.arange(len(frame)) + 2
+    bad = frame["day"].isna() | (frame["code"] == "")
+    if bad.any():
+        row = frame[bad].iloc[0]
+        what = "no day-type code" if pd.notna(row["day"]) else "an unparsable date"
+        raise UserError(f"{path} line {row['line']}: {what} ({column} {row['code']!r})")
+    frame = frame.drop_duplicates(["day", "code"]).set_index("day").sort_index()
+    clash = frame.index.duplicated(keep=False)
+    if clash.any():
+        rows = frame[clash]
+        raise UserError(
+            f"{path} line {rows['line'].iloc[1]}: {rows.index[0]:%Y-%m-%d} has two {column} codes "
+            f"({', '.join(map(repr, rows.loc[rows.index[0], 'code']))})"
+        )
+    return frame
+
+
+def read_holidays(path: Path) -> set:
+    """The dates of a holidays file, one ISO date (``YYYY-MM-DD``) a line; blank lines and ``#``
+    comments are skipped. A line that is not a date is refused, naming file and line."""
+    import datetime
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} does not exist or is not a file (--holidays: one ISO date a line)")
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} cannot be read as text (--holidays): {exc}") from None
+    days = set()
+    for number, line in enumerate(lines, start=1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        try:
+            days.add(np.datetime64(datetime.date.fromisoformat(text), "D"))
+        except ValueError:
+            raise UserError(f"{path} line {number}: {text!r} is not a date (expected YYYY-MM-DD)") from None
+    return days
+
+
+def calendar_day_types(days, holidays=()) -> np.ndarray:
+    """Calendar codes of ``days`` (a ``DatetimeIndex``): 0 weekday, 1 Saturday, 2 Sunday or one of
+    ``holidays`` (datetime64 days), as the CTA's ``W``/``A``/``U``; int64 ``[len(days)]``."""
+    codes = np.where(days.dayofweek == 5, 1, np.where(days.dayofweek == 6, 2, 0)).astype(np.int64)
+    if len(holidays):
+        codes[np.isin(np.asarray(days, dtype="datetime64[D]"), np.array(sorted(holidays), dtype="datetime64[D]"))] = 2
+    return codes
+
+
+def cta_day_types(data_dir: str | None):
+    """The CTA file's ``day_type`` codes (``W``/``A``/``U``), as ``read_day_types`` gives them."""
+    return read_day_types(cta_csv_path(data_dir), CTA_DATE_COLUMN, CTA_DAY_TYPE_COLUMN, CTA_DATE_FORMAT)
+
+
+SYNTHETIC_HOLIDAYS = ((1, 1), (7, 4), (12, 25), (12, 31), (5, 27), (9, 2), (11, 28))  # (month, day)
+
+
+def synthetic_holidays(days) -> set:
+    """The days of ``days`` (a ``DatetimeIndex``) on which ``synthetic_series`` dips for a holiday."""
+    hit = np.zeros(len(days), dtype=bool)
+    for month, day in SYNTHETIC_HOLIDAYS:
+        hit |= (days.month == month) & (days.day == day)
+    return set(np.asarray(days[hit], dtype="datetime64[D]"))
+
+
 def synthetic_series(seed: int = 0, start: str = "2014-01-01", end: str = "2019-12-31"):
     """A ridership-like daily series: weekday/weekend levels, yearly cycle, slow trend, holiday
     dips, weather-like autocorrelated noise. Deterministic from ``seed``."""
@@ -171,15 +256,22 @@ def synthetic_series(seed: int = 0, start: str = "2014-01-01", end: str = "2019-
     weekly = np.array([1.0, 1.02, 1.03, 1.02, 0.97, 0.55, 0.42])[days.dayofweek]
     yearly = 1 + 0.08 * np.sin(2 * np.pi * (days.dayofyear - 100) / 365.25)
     trend = 1 - 0.03 * t / 365.25
-    holiday = np.ones(len(days))
-    for month, day in ((1, 1), (7, 4), (12, 25), (12, 31), (5, 27), (9, 2), (11, 28)):
-        holiday[(days.month == month) & (days.day == day)] = 0.45
+    holiday = np.where(np.isin(np.asarray(days, dtype="datetime64[D]"), list(synthetic_holidays(days))), 0.45, 1.0)
     noise = np.zeros(len(days))
     shocks = rng.normal(0, 0.025, len(days))
     for i in range(1, len(days)):
         noise[i] = 0.7 * noise[i - 1] + shocks[i]
     values = 520_000 * weekly * yearly * trend * holiday * (1 + noise)
     return pd.Series(np.maximum(values, 0).round(), index=days, name="riders")
+
+
+def code_windows(codes: np.ndarray, window: int, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """The windows of per-day codes aligned with ``windows``: past ``[n, window]`` and future
+    ``[n, horizon]``, int64."""
+    codes = np.asarray(codes, dtype=np.int64)
+    n = max(0, len(codes) - window - horizon + 1)
+    idx = np.arange(n)[:, None]
+    return codes[idx + np.arange(window)], codes[idx + window + np.arange(horizon)]
 
 
 def windows(series, window: int, horizon: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

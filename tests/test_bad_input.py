@@ -356,6 +356,27 @@ UNWRITABLE = Path("/proc/rnnforge-cannot-write-here")
 # --- the table --------------------------------------------------------------------------------
 # (id, setup(tmp, runs) -> (args, named path or None), expected substrings of the error line, exit code)
 
+# issue #18: files for the day-type rows
+_DAY_TYPE_CSV = "date,value,kind\n" + "".join(
+    f"2020-01-{d:02d},{100 + d},{'A' if d % 7 in (4, 5) else 'W'}\n" for d in range(1, 29)
+)
+_DAY_TYPE_OPTIONS = ("--day-type-column", "kind", "--train-start", "2020-01-01", "--train-end", "2020-01-20")
+
+
+def _text(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def _forecast_code(run: Path, code: int) -> Path:
+    """The forecast run's eval.npz with one past day-type code set to ``code``."""
+    with np.load(run / "eval.npz") as data:
+        arrays = dict(data)
+    arrays["x.past_day_type"][0, 0] = code
+    np.savez_compressed(run / "eval.npz", **arrays)
+    return run
+
+
 CASES = [
     # sketch / QuickDraw files
     (
@@ -939,6 +960,43 @@ CASES = [
         "export_mlflow_run_id_without_tracking_uri",
         _run_copy(lambda run: OPTION_ONLY, "export", "onnx", lambda run: run, "--mlflow-run-id", "0123abcd"),
         ["--mlflow-run-id 0123abcd", "MLFLOW_TRACKING_URI"],
+        2,
+    ),
+    # issue #18: day-type covariates (a CSV column, a holidays file, codes in the eval set)
+    (
+        "csv_day_type_unseen_code",
+        _csv_case(
+            _DAY_TYPE_CSV.replace("2020-01-25,125,A", "2020-01-25,125,X"),
+            *_DAY_TYPE_OPTIONS,
+        ),
+        ["line 26", "kind 'X' is not one of the codes of the training days (W, A)"],
+        2,
+    ),
+    (
+        "csv_day_type_missing_code",
+        _csv_case(_DAY_TYPE_CSV.replace("2020-01-06,106,W", "2020-01-06,106,"), *_DAY_TYPE_OPTIONS),
+        ["line 7", "no day-type code"],
+        2,
+    ),
+    (
+        "csv_day_type_no_column",
+        _csv_case(GOOD_CSV, "--day-type-column", "kind"),
+        ["has no column 'kind' (--day-type-column)"],
+        2,
+    ),
+    (
+        "holidays_line_not_a_date",
+        lambda tmp, runs: (
+            [*_csv_case(GOOD_CSV)(tmp, runs)[0], "--holidays", _text(tmp / "holidays.txt", "2020-01-01\n2020-13-01\n")],
+            tmp / "holidays.txt",
+        ),
+        ["line 2: '2020-13-01' is not a date (expected YYYY-MM-DD)"],
+        2,
+    ),
+    (
+        "bench_eval_day_type_out_of_range",
+        lambda tmp, runs: (["bench", (r := _forecast_code(runs.copy("forecast_run", "forecast"), 3))], r / "eval.npz"),
+        ["x.past_day_type holds code 3, outside the model's codes 0..2 (0 = W, 1 = A, 2 = U)"],
         2,
     ),
 ]

@@ -28,14 +28,14 @@ def test_help_shows_each_tasks_default_from_the_specs():
         in text
     )
     assert (
-        "--units INTEGER Units of each recurrent layer. [default: sketch 128, forecast 32, video 64; at least 1]"
+        "--units INTEGER Units of each recurrent layer. [default: sketch 128, forecast 64, video 64; at least 1]"
         in text
     )
     assert (
         "--workers N|MIN-MAX Ray Train workers; MIN-MAX: an elastic group (--min-workers). [default: 2; at least 1]"
         in text
     )
-    assert "--dropout FLOAT" in text and "[default: sketch 0.1, forecast 0.3, video 0.2; in [0, 1)]" in text
+    assert "--dropout FLOAT" in text and "[default: sketch 0.1, forecast 0.0, video 0.2; in [0, 1)]" in text
     assert "--rnn [lstm|gru] Recurrent cell (GRU uses reset_after=True). [default: lstm]" in text
     assert "--window INTEGER forecast: input days. [default: 56; at least 7]" in text
     # (click may break "comma-separated" after its hyphen)
@@ -115,7 +115,7 @@ def test_the_cli_refuses_with_one_line(capsys, args, expected):
 
 def test_defaults_merge_declaration_spec_and_user():
     config = resolve_config("forecast", {"epochs": 3, "units": None})  # None: not given
-    assert config.epochs == 3 and config.units == 32 and config.window == 56  # user, spec, spec
+    assert config.epochs == 3 and config.units == 64 and config.window == 56  # user, spec, spec
     assert config.workers == 2 and config.lr_schedule == "cosine"  # the declaration's
     assert config.max_len is None and config.frames is None and config.skip_bad_records is None  # not forecast's
     sketch = resolve_config("sketch", {})

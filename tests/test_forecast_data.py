@@ -30,7 +30,7 @@ def test_real_cta_file_drops_duplicates_and_is_complete():
 
 @needs_cta
 def test_cta_splits_follow_the_dates_and_report_an_empty_test_split():
-    config = resolve_config("forecast", {"dataset": "cta_ridership", "data_dir": str(CTA_DIR)})
+    config = resolve_config("forecast", {"dataset": "cta_ridership", "data_dir": str(CTA_DIR), "covariates": "none"})
     data = get_spec("forecast").load_data(config)
     # 2016-2018 has 1,096 days, Jan-May 2019 151: windows of 56 + 7 days fit 1,034 and 89 times.
     assert data.num_examples("train") == 1096 - 63 + 1 and data.num_examples("valid") == 151 - 63 + 1

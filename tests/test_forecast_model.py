@@ -17,7 +17,7 @@ def test_serving_model_is_the_last_step_of_the_training_model():
     from tensorflow import keras
 
     spec = get_spec("forecast")
-    config = resolve_config("forecast", {})
+    config = resolve_config("forecast", {"covariates": "none"})  # with them: test_forecast_covariates.py
     data = spec.load_data(config)
     keras.utils.set_random_seed(1)
     trained = spec.build_model(config, data.info)
@@ -39,16 +39,16 @@ def test_forecast_onnx_takes_and_returns_raw_values(forecast_run):
     meta = {p.key: p.value for p in model.metadata_props}
     assert meta["rnnforge.task"] == "forecast" and json.loads(meta["rnnforge.window"]) == 56
     assert json.loads(meta["rnnforge.horizon"]) == 7
-    (inp,) = model.graph.input
+    inp = model.graph.input[0]  # then the day types (tests/test_forecast_covariates.py)
     assert inp.name == "series" and [d.dim_value for d in inp.type.tensor_type.shape.dim][1:] == [56, 1]
     parity = json.loads((forecast_run / "parity.json").read_text())
     assert parity["passed"] and parity["outputs"]["forecast"]["shape"][1] == 7
 
     config = json.loads((forecast_run / "config.json").read_text())
     x = get_spec("forecast").load_data(config).splits["test"][0][:16]
-    assert x.mean() > 1e5  # raw riders, no scaling outside the model
+    assert x["series"].mean() > 1e5  # raw riders, no scaling outside the model
     session = ort.InferenceSession(str(forecast_run / "model.onnx"), providers=["CPUExecutionProvider"])
-    onnx_out = session.run(None, {"series": x})[0]
+    onnx_out = session.run(None, dict(x))[0]
     tf_out = keras.models.load_model(forecast_run / "model.keras", compile=False).predict(x, verbose=0)
     assert onnx_out.shape == (16, 7) and onnx_out.mean() > 1e5
     np.testing.assert_allclose(onnx_out, tf_out, atol=1.0, rtol=1e-5)

@@ -206,6 +206,26 @@ class TrainConfig:
     train_start: str | None = option(None, "First training day.", tasks=_FORECAST)
     train_end: str | None = option(None, "Last training day; validation starts the day after.", tasks=_FORECAST)
     valid_end: str | None = option(None, "Last validation day; test starts the day after.", tasks=_FORECAST)
+    # forecast: known-future covariates (issue #18)
+    covariates: str | None = option(
+        None,
+        "Known-future inputs: the day type (weekday / Saturday / Sunday or holiday) of past and forecast days, "
+        "or none (the series alone).",
+        tasks=_FORECAST,
+        choices=("day_type", "none"),
+    )
+    day_type_column: str | None = option(
+        None,
+        "Column of day-type codes, one per day.",
+        tasks={"forecast": ("csv",)},
+        default_text="the calendar's weekday/Saturday/Sunday plus --holidays",
+    )
+    holidays: str | None = option(
+        None,
+        "File of holidays, one ISO date (YYYY-MM-DD) a line: they take the Sunday day type.",
+        tasks={"forecast": ("csv",)},
+        default_text="none",
+    )
     # cluster scale (issue 19): elastic worker groups, shared storage, experiment tracking
     min_workers: int | None = option(
         None,

@@ -118,13 +118,24 @@ def latency_distribution(samples: dict[str, Sequence[float]], path: Path, batch_
 
 
 def forecast_vs_actual(
-    starts, actual: np.ndarray, forecast: np.ndarray, naive: np.ndarray, path: Path, split: str, units: str
+    starts,
+    actual: np.ndarray,
+    forecast: np.ndarray,
+    naive: np.ndarray,
+    path: Path,
+    split: str,
+    units: str,
+    holidays=(),
 ) -> Path:
-    """Next-day (+1) and last-day (+horizon) forecasts against what happened, with the naive line."""
+    """Next-day (+1) and last-day (+horizon) forecasts against what happened, with the naive line;
+    ``holidays`` (datetime64 days, e.g. weekdays the model was told are holidays) are shaded."""
     horizon = actual.shape[1]
     fig, axes = _figure(2, 1, figsize=(11, 6), sharex=True)
     for ax, day in zip(axes, (0, horizon - 1)):
         when = np.asarray(starts, dtype="datetime64[D]") + day
+        shown = [h for h in np.asarray(holidays, dtype="datetime64[D]") if len(when) and when[0] <= h <= when[-1]]
+        for i, holiday in enumerate(shown):
+            ax.axvspan(holiday, holiday + 1, color="orange", alpha=0.25, lw=0, label="holiday" if i == 0 else None)
         ax.plot(when, actual[:, day], color="black", lw=1.4, label="actual")
         ax.plot(when, forecast[:, day], lw=1.2, label="model")
         ax.plot(when, naive[:, day], lw=0.9, ls="--", alpha=0.7, label="naive (7 days earlier)")

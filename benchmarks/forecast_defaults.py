@@ -1,0 +1,217 @@
+"""Which forecast defaults hold across series, and what the day-type covariates buy.
+
+Trains the forecast task's own builders in this process (plain Keras, no Ray, one thread),
+candidate by candidate, on each series (CTA rail, bus, total with ``--data-dir``; the embedded
+synthetic one), with and without covariates, for several seeds, and scores the served model on
+the validation windows (Jan-May 2019 by default) against the naive 7-day-lag forecast: mean
+7-day MAE, its ratio to naive, and MAE per horizon day +1..+7. One JSON line per run goes to
+``--output`` (appended, so an interrupted sweep keeps what it measured); ``--table`` prints the
+Markdown tables of docs/forecasting.md from such a file.
+
+    nice -n 5 .venv/bin/python benchmarks/forecast_defaults.py --data-dir ../shared/data/cta_ridership \\
+        --series rail,bus,total,synthetic --candidates current,plain --covariates day_type,none \\
+        --seeds 1,2,3 --output docs/forecast_defaults.jsonl
+    .venv/bin/python benchmarks/forecast_defaults.py --table docs/forecast_defaults.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import rnnforge  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
+
+#: Candidate defaults: changes to the forecast task's defaults (``models/forecast.py``).
+CANDIDATES = {
+    # the defaults before issue #18: LSTM(32) x 2, MAE, lr 2e-3, dropout 0.3, cosine schedule, patience 20
+    "current": {"units": 32, "dropout": 0.3, "lr_schedule": "cosine", "patience": 20},
+    # the issue's plain baseline: LSTM(32) x 2, MAE, no dropout, constant lr 2e-3
+    "plain": {"units": 32, "dropout": 0.0, "lr_schedule": "constant", "patience": 20},
+    "plain_d01": {"units": 32, "dropout": 0.1, "lr_schedule": "constant", "patience": 20},
+    "cosine_d0": {"units": 32, "dropout": 0.0, "lr_schedule": "cosine", "patience": 20},
+    "plain_u64": {"dropout": 0.0, "lr_schedule": "constant", "patience": 20, "units": 64},
+    # the chosen defaults with CTA bus as a second input column beside rail (Géron's multivariate RNN)
+    "cosine_d0_u64_p30": {"dropout": 0.0, "lr_schedule": "cosine", "patience": 30, "units": 64},
+    "cosine_d0_u64_bus": {"dropout": 0.0, "lr_schedule": "cosine", "patience": 20, "units": 64, "with_bus": True},
+    "current_u64": {"units": 64, "dropout": 0.3, "lr_schedule": "cosine", "patience": 20},
+    "plain_u64_w28": {"dropout": 0.0, "lr_schedule": "constant", "patience": 20, "units": 64, "window": 28},
+    "plain_u64_w84": {"dropout": 0.0, "lr_schedule": "constant", "patience": 20, "units": 64, "window": 84},
+    "plain_2012": {"units": 32, "dropout": 0.0, "lr_schedule": "constant", "patience": 20, "train_start": "2012-01-01"},
+    "plain_u64_2012": {
+        "dropout": 0.0,
+        "lr_schedule": "constant",
+        "patience": 20,
+        "units": 64,
+        "train_start": "2012-01-01",
+    },
+    "cosine_d0_u64": {"dropout": 0.0, "lr_schedule": "cosine", "patience": 20, "units": 64},
+    "plain_lr1e3": {"units": 32, "dropout": 0.0, "lr_schedule": "constant", "patience": 30, "learning_rate": 1e-3},
+    "plain_b64": {"units": 32, "dropout": 0.0, "lr_schedule": "constant", "patience": 20, "batch_size": 64},
+}
+GLOBAL_BATCH = 32  # the CLI's default: 16 per worker x 2 workers
+
+
+def run_one(series: str, candidate: str, covariates: str, seed: int, args) -> dict:
+    """Train one candidate on one series with one seed; the served model's validation scores."""
+    import numpy as np
+    from tensorflow import keras
+
+    from rnnforge.models import get_spec
+    from rnnforge.models.common import compile_model
+    from rnnforge.models.resolve import resolve_config
+
+    changes = dict(CANDIDATES[candidate])
+    with_bus = changes.pop("with_bus", False)
+    options = {"covariates": covariates, "seed": seed, "epochs": args.epochs, **changes}
+    if series == "synthetic":
+        options["dataset"] = "synthetic"
+    else:
+        options.update(dataset="cta_ridership", data_dir=args.data_dir, series=series)
+    config = resolve_config("forecast", options)
+    spec = get_spec("forecast")
+    data = spec.load_data(config)
+    if with_bus:
+        add_bus_column(data, config)
+    keras.utils.set_random_seed(seed)
+    (x_train, y_train), (x_valid, y_valid) = data.splits["train"], data.splits["valid"]
+    batch = options.get("batch_size", GLOBAL_BATCH)
+    steps = max(1, len(y_train) // batch)
+    model = spec.build_model(config, data.info)
+    compile_model(model, spec, config, total_steps=steps * config.epochs)
+    callbacks = []
+    if config.patience:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
+        )
+    started = time.perf_counter()
+    history = model.fit(
+        x_train,
+        spec.targets_for_training(x_train, y_train, data.info),
+        batch_size=batch,
+        epochs=config.epochs,
+        validation_data=(x_valid, spec.targets_for_training(x_valid, y_valid, data.info)),
+        callbacks=callbacks,
+        shuffle=True,
+        verbose=0,
+    )
+    served = spec.to_serving(model, config, data.info)
+    scores = spec.score(x_valid, y_valid, np.asarray(served.predict(x_valid, batch_size=256, verbose=0)), data.info)
+    return {
+        "series": series,
+        "candidate": candidate,
+        "covariates": covariates,
+        "seed": seed,
+        "epochs_run": len(history.history["loss"]),
+        "seconds": round(time.perf_counter() - started, 1),
+        "config": {
+            k: v for k, v in dataclasses.asdict(config).items() if k in ("units", "dropout", "lr_schedule", "patience")
+        },
+        **{k: round(v, 4) for k, v in scores.items()},
+    }
+
+
+def add_bus_column(data, config) -> None:
+    """Put CTA bus boardings beside the series as a second input column (standardised with the
+    series' statistics: both are riders per day of similar size)."""
+    import numpy as np
+
+    from rnnforge.models import get_spec
+
+    bus = get_spec("forecast").load_data(dataclasses.replace(config, series="bus", covariates="none"))
+    for split, (x, y) in data.splits.items():
+        values = x["series"] if isinstance(x, dict) else x
+        stacked = np.concatenate([values, bus.splits[split][0]], axis=-1)
+        if isinstance(x, dict):
+            x["series"] = stacked
+        else:
+            data.splits[split] = (stacked, y)
+    data.info["columns"] = 2
+
+
+def table(path: Path) -> str:
+    """Markdown: per (series, candidate, covariates), MAE / naive over the seeds (mean, min-max);
+    and MAE per horizon day +1..+7 (mean ± standard deviation over the seeds), the naive
+    forecast's first for each series."""
+    import numpy as np
+
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    groups: dict[tuple, list[dict]] = {}
+    for row in sorted(rows, key=lambda r: r["seed"]):
+        groups.setdefault((row["series"], row["candidate"], row["covariates"]), []).append(row)
+    out = [
+        "| series | candidate | covariates | seeds | MAE / naive (mean, min-max) | mean 7-day MAE | naive MAE | epochs |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (series, candidate, covariates), runs in sorted(groups.items()):
+        ratio = np.array([r["mae_vs_naive"] for r in runs])
+        mae = np.array([r["mae"] for r in runs])
+        out.append(
+            f"| {series} | {candidate} | {covariates} | {','.join(str(r['seed']) for r in runs)} | "
+            f"{ratio.mean():.3f} ({ratio.min():.3f}-{ratio.max():.3f}) | {mae.mean():,.0f} | "
+            f"{runs[0]['naive_mae']:,.0f} | {np.mean([r['epochs_run'] for r in runs]):.0f} |"
+        )
+    days = range(1, 8)
+    out += [
+        "",
+        "| series | candidate | covariates | " + " | ".join(f"+{d}" for d in days) + " |",
+        "|---|---|---|" + "---|" * len(days),
+    ]
+    shown = set()
+    for (series, candidate, covariates), runs in sorted(groups.items()):
+        if series not in shown:  # the naive forecast's, the same for every run on the series
+            shown.add(series)
+            out.append(
+                f"| {series} | naive | | " + " | ".join(f"{runs[0][f'naive_mae_d+{d}']:,.0f}" for d in days) + " |"
+            )
+        cells = []
+        for d in days:
+            values = np.array([r[f"mae_d+{d}"] for r in runs])
+            cells.append(f"{values.mean():,.0f} ±{values.std():,.0f}")
+        out.append(f"| {series} | {candidate} | {covariates} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default="../shared/data/cta_ridership")
+    parser.add_argument("--series", default="rail", help="comma-separated: rail, bus, total, synthetic")
+    parser.add_argument("--candidates", default="current,plain", help=f"comma-separated of {', '.join(CANDIDATES)}")
+    parser.add_argument("--covariates", default="day_type,none")
+    parser.add_argument("--seeds", default="1,2,3")
+    parser.add_argument("--epochs", type=int, default=80)
+    parser.add_argument("--output", type=Path, default=Path("docs/forecast_defaults.jsonl"))
+    parser.add_argument("--table", type=Path, help="print the Markdown tables of this JSONL file and exit")
+    args = parser.parse_args()
+    if args.table:
+        print(table(args.table))
+        return 0
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    for series in args.series.split(","):
+        for candidate in args.candidates.split(","):
+            for covariates in args.covariates.split(","):
+                for seed in map(int, args.seeds.split(",")):
+                    row = run_one(series, candidate, covariates, seed, args)
+                    with open(args.output, "a") as out:
+                        out.write(json.dumps(row) + "\n")
+                    print(
+                        f"{series:>9} {candidate:>10} {covariates:>8} seed {seed}: MAE {row['mae']:,.0f} "
+                        f"({row['mae_vs_naive']:.3f}x naive {row['naive_mae']:,.0f}), "
+                        f"{row['epochs_run']} epochs, {row['seconds']:.0f} s",
+                        flush=True,
+                    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
