@@ -3,10 +3,12 @@
 Each run trains in this process with plain Keras (no Ray: one worker, the same builder, data,
 augmentation, learning-rate schedule and early stopping as ``rnnforge train video``) and scores
 the test split (on ``--difficulty hard``: characters dressed unlike any training character).
-Prints one JSON line per run and appends it to ``--output``; docs/video.md holds the table.
+Prints one JSON line per run and appends it to ``--output``; ``--table FILE`` prints the
+markdown table of such a file (docs/video.md holds it).
 
     nice -n 5 .venv/bin/python benchmarks/video_defaults.py --candidates plain,chosen \\
         --difficulties hard --seeds 0,1 [--output /tmp/video_defaults.jsonl]
+    .venv/bin/python benchmarks/video_defaults.py --table /tmp/video_defaults.jsonl
 """
 
 from __future__ import annotations
@@ -126,6 +128,28 @@ def run(candidate: str, difficulty: str, seed: int, frames: int, epochs: int | N
     }
 
 
+def table(path: str) -> str:
+    """Markdown: one row per candidate and difficulty, test accuracy per seed, mean, epochs run."""
+    import numpy as np
+
+    rows: dict[tuple[str, str], list[dict]] = {}
+    for line in Path(path).read_text().splitlines():
+        result = json.loads(line)
+        rows.setdefault((result["difficulty"], result["candidate"]), []).append(result)
+    out = [
+        "| difficulty | candidate | test accuracy per seed | mean | epochs run | action / facing right (mean) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (difficulty, candidate), results in rows.items():
+        accuracies = [r["test_accuracy"] for r in results]
+        halves = " / ".join(f"{np.mean([r[k] for r in results]):.3f}" for k in ("first_accuracy", "second_accuracy"))
+        out.append(
+            f"| {difficulty} | {candidate} | {', '.join(f'{a:.3f}' for a in accuracies)} | "
+            f"{np.mean(accuracies):.3f} | {', '.join(str(r['epochs_run']) for r in results)} | {halves} |"
+        )
+    return "\n".join(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--candidates", default="chosen")
@@ -134,7 +158,11 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=None, help="override every candidate's epochs")
     parser.add_argument("--output", default="/tmp/video_defaults.jsonl")
+    parser.add_argument("--table", metavar="FILE", help="print the markdown table of a results file and exit")
     args = parser.parse_args()
+    if args.table:
+        print(table(args.table))
+        return
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(1)

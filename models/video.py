@@ -33,7 +33,7 @@ def _task_data(
     training split streams through ``pipeline.video.clip_augmenter`` (``flips``: how mirrors relabel)."""
     if not len(splits["train"][0]):
         raise UserError("the video dataset has no training clips")
-    key = f"{source}/{config.difficulty or 'easy'}" if source == "synthetic" else source
+    key = f"{source}/{config.difficulty or 'easy'}" if source == "synthetic" else source  # (runs before it: easy)
     augment = AUGMENT_BY_DEFAULT[key] if config.augment is None else config.augment
     info = {
         "class_names": list(class_names),
@@ -68,7 +68,7 @@ def _augmented_batches(train: tuple, augment, input_context, batch_size: int, se
 
 def load_synthetic(config: TrainConfig) -> TaskData:
     """Embedded clips (``pipeline.video.synthetic``): moving shapes, or characters with ``--difficulty hard``."""
-    difficulty = config.difficulty or "easy"
+    difficulty = config.difficulty or "easy"  # a run dir from before --difficulty
     splits = {
         s: video.synthetic(
             s, seed=config.data_seed, frames=config.frames, size=config.frame_size, difficulty=difficulty
@@ -151,6 +151,7 @@ SPEC = TaskSpec(
         "frames": 16,
         "frame_size": 64,
         "sampling": "uniform",
+        "difficulty": "easy",
         "ucf101_config": "ucf101_1_256",
         "epochs": 40,
         "batch_size": 16,

@@ -391,7 +391,7 @@ def load_ucf101(
     return splits, [names[i] for i in keep]
 
 
-#: Clip augmentation's strengths (``augment_clip``).
+#: Clip augmentation's strengths (``clip_augmenter``).
 SHIFT_PIXELS = 4  # spatial shift, the same for every frame of a clip
 BRIGHTNESS = 0.12  # added, as a fraction of the 0-255 range
 CONTRAST = 0.25  # contrast scaled by 1 +- this, around the clip's mean
@@ -412,7 +412,7 @@ def clip_augmenter(flips: Sequence[int] | None = None):
         x = tf.cast(clip, tf.float32)
         start = tf.random.uniform([], -TEMPORAL_JITTER, TEMPORAL_JITTER + 1, tf.int32)
         x = tf.gather(x, tf.clip_by_value(tf.range(frames) + start, 0, frames - 1))
-        m = SHIFT_PIXELS
+        m = SHIFT_PIXELS  # shift: a window of the edge-mirrored frames
         x = tf.pad(x, [[0, 0], [m, m], [m, m], [0, 0]], mode="SYMMETRIC")
         dy, dx = tf.unstack(tf.random.uniform([2], 0, 2 * m + 1, tf.int32))
         x = x[:, dy : dy + height, dx : dx + width, :]
