@@ -60,7 +60,9 @@ CANDIDATES = {
         "options": {"learning_rate": 2e-3, "augment": True},
         "model": {"filters": (16, 32, 64), "pool_grid": 4, "pooling": "max", "batch_norm": True, "features": 128},
     },
-    "chosen": {},  # the task's defaults as they stand (models/video.py)
+    "chosen": {},
+    "chosen_aug": {"options": {"augment": True}},  # the defaults with augmentation forced on
+    "chosen_no_aug": {"options": {"augment": False}},  # ... forced off  # the task's defaults as they stand (models/video.py)
 }
 
 
