@@ -62,7 +62,9 @@ CANDIDATES = {
     },
     "chosen": {},
     "chosen_aug": {"options": {"augment": True}},  # the defaults with augmentation forced on
-    "chosen_no_aug": {"options": {"augment": False}},  # ... forced off  # the task's defaults as they stand (models/video.py)
+    "chosen_no_aug": {
+        "options": {"augment": False}
+    },  # ... forced off  # the task's defaults as they stand (models/video.py)
 }
 
 
