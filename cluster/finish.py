@@ -75,9 +75,26 @@ def finish_run(
         "devices": devices or [],
         "history": history,
         **scores,
+        "warnings": _chance_warnings(spec, data, scores),
     }
     fileio.write_json(run.metrics, metrics)
+    for line in metrics["warnings"]:
+        print(line, flush=True)
     return metrics
+
+
+def _chance_warnings(spec, data, scores: dict) -> list[str]:
+    """A classifier whose validation accuracy (test, when validation is empty) is within noise of
+    chance gets one line (``models.common.chance_warning``); metrics.json, the console and the
+    report carry it."""
+    from rnnforge.models.common import chance_warning
+
+    split = "valid" if scores["valid"].get("examples") else "test"
+    if spec.kind != "classification" or not scores[split].get("examples"):
+        return []
+    name = {"valid": "validation", "test": "test"}[split]
+    line = chance_warning(scores[split]["accuracy"], len(data.info["class_names"]), scores[split]["examples"], name)
+    return [line] if line else []
 
 
 def _final_model(config: TrainConfig, spec, data, checkpoint):

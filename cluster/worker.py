@@ -208,13 +208,9 @@ class WorkerTraining:
         from tensorflow import keras
 
         callbacks = [keras.callbacks.LambdaCallback(on_epoch_begin=self.begin_epoch, on_epoch_end=self.end_epoch)]
-        if self.config.patience > 0:
-            callbacks.insert(
-                0,
-                keras.callbacks.EarlyStopping(
-                    monitor="val_loss", patience=self.config.patience, restore_best_weights=True
-                ),
-            )
+        stopping = early_stopping(self.config)
+        if stopping:
+            callbacks.insert(0, stopping)
         fit_started = time.perf_counter()
         self.state["fit_started_at"] = time.time()  # wall clock: the driver measures its start-up with it
         if self.state["epoch"] < self.config.epochs:
@@ -286,6 +282,22 @@ class WorkerTraining:
             report_checkpoint = ray.train.Checkpoint.from_directory(ckpt_dir) if self.rank == 0 else None
             ray.train.report(self.reported(metrics), checkpoint=report_checkpoint)
         self.state["checkpoint_seconds"] = self.state.get("checkpoint_seconds", 0.0) + time.perf_counter() - began
+
+
+def early_stopping(config: TrainConfig):
+    """Keras early stopping on ``val_loss`` (``--patience``; ``None`` when it is 0), best weights
+    restored. It counts (and keeps best weights) only from epoch ``--patience-start`` on: a model
+    that sits at chance for a few epochs before it learns is not stopped there."""
+    from tensorflow import keras
+
+    if config.patience <= 0:
+        return None
+    return keras.callbacks.EarlyStopping(
+        monitor="val_loss",
+        patience=config.patience,
+        restore_best_weights=True,
+        start_from_epoch=config.patience_start,
+    )
 
 
 def _float32_outputs(model):

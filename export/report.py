@@ -61,6 +61,8 @@ def _training(run: RunDir) -> list[str]:
         + ".",
         "",
     ]
+    for line in metrics.get("warnings", []):  # e.g. a classifier that ended at chance
+        lines += [f"**{line}**", ""]
     if metrics.get("devices"):
         lines += ["What each worker trained on:", "", *device_table(metrics["devices"]), ""]
     for png, title in (

@@ -9,34 +9,74 @@ softmax. ConvLSTM2D is not offered: tf2onnx exports it as a ``Loop`` (onnx/tenso
 
 from __future__ import annotations
 
+import functools
+
 from rnnforge.core.config import TrainConfig
 from rnnforge.core.errors import UserError
 from rnnforge.models.common import classification_scores, confusion_plot
 from rnnforge.models.spec import Int8Spec, OnnxSpec, TaskData, TaskSpec, TensorSpec
 from rnnforge.pipeline import video
 
-CONV_FILTERS = (16, 32, 48)
-POOL_GRID = 4  # frames are pooled to POOL_GRID x POOL_GRID cells before the RNN
+CONV_FILTERS = (16, 32, 64)
+POOL_GRID = 4  # frames are pooled to POOL_GRID x POOL_GRID cells before the RNN (None: no pooling)
+POOLING = "average"  # or "max"
+BATCH_NORM = True  # BatchNorm after each convolution
+FRAME_FEATURES = 128  # the dense layer between the per-frame CNN and the RNN
+#: ``--augment``'s default per dataset ("synthetic" per ``--difficulty``), as measured in docs/video.md.
+AUGMENT_BY_DEFAULT = {"synthetic/easy": False, "synthetic/hard": True, "folder": True, "ucf101": True}
 
 
-def _task_data(splits: dict, class_names: list[str], config: TrainConfig, source: str) -> TaskData:
+def _task_data(
+    splits: dict, class_names: list[str], config: TrainConfig, source: str, flips: tuple[int, ...] | None = None
+) -> TaskData:
+    """The clips as ``TaskData``; with augmentation on (``--augment``, else the dataset's default), the
+    training split streams through ``pipeline.video.clip_augmenter`` (``flips``: how mirrors relabel)."""
     if not len(splits["train"][0]):
         raise UserError("the video dataset has no training clips")
+    key = f"{source}/{config.difficulty or 'easy'}" if source == "synthetic" else source  # (runs before it: easy)
+    augment = AUGMENT_BY_DEFAULT[key] if config.augment is None else config.augment
     info = {
         "class_names": list(class_names),
         "frames": config.frames,
         "frame_size": config.frame_size,
         "source": source,
+        "augment": augment,
+        "mirrors": "relabelled" if flips is not None and augment else "off",
     }
-    return TaskData(splits=splits, info=info)
+    data = TaskData(splits=splits, info=info)
+    if augment:
+        data.train_stream = functools.partial(_augmented_batches, splits["train"], video.clip_augmenter(flips))
+        data.train_size = len(splits["train"][0])
+    return data
+
+
+def _augmented_batches(train: tuple, augment, input_context, batch_size: int, seed: int):
+    """One worker's endless batches of augmented training clips (``TaskData.train_stream``)."""
+    from rnnforge.pipeline.input import worker_dataset
+
+    x, y = train
+    return worker_dataset(
+        x,
+        y,
+        batch_size=batch_size,
+        num_shards=input_context.num_input_pipelines,
+        shard_index=input_context.input_pipeline_id,
+        seed=seed,
+        augment=augment,
+    )
 
 
 def load_synthetic(config: TrainConfig) -> TaskData:
-    """Embedded moving-shapes clips (``pipeline.video.synthetic``)."""
+    """Embedded clips (``pipeline.video.synthetic``): moving shapes, or characters with ``--difficulty hard``."""
+    difficulty = config.difficulty or "easy"  # a run dir from before --difficulty
     splits = {
-        s: video.synthetic(s, seed=config.data_seed, frames=config.frames, size=config.frame_size) for s in video.SPLITS
+        s: video.synthetic(
+            s, seed=config.data_seed, frames=config.frames, size=config.frame_size, difficulty=difficulty
+        )
+        for s in video.SPLITS
     }
-    return _task_data(splits, video.CLASS_NAMES, config, "synthetic")
+    names = video.HARD_CLASS_NAMES if difficulty == "hard" else video.CLASS_NAMES
+    return _task_data(splits, names, config, "synthetic", flips=video.flip_classes(difficulty))
 
 
 def load_folder(config: TrainConfig) -> TaskData:
@@ -63,8 +103,19 @@ def load_ucf101(config: TrainConfig) -> TaskData:
     return _task_data(splits, names, config, "ucf101")
 
 
-def build_model(config: TrainConfig, info: dict):
-    """CNN-RNN classifier: uint8 ``[batch, T, H, W, 3]`` -> ``[batch, classes]``."""
+def build_model(
+    config: TrainConfig,
+    info: dict,
+    *,
+    filters: tuple[int, ...] = CONV_FILTERS,
+    pool_grid: int | None = POOL_GRID,
+    pooling: str = POOLING,
+    batch_norm: bool = BATCH_NORM,
+    features: int = FRAME_FEATURES,
+):
+    """CNN-RNN classifier: uint8 ``[batch, T, H, W, 3]`` -> ``[batch, classes]``. The keywords
+    (the per-frame CNN's widths, pooling grid, BatchNorm, feature width) default to the module's
+    constants; ``benchmarks/video_defaults.py`` compares other values."""
     from tensorflow import keras
 
     from rnnforge.models.common import recurrent_layer
@@ -74,12 +125,16 @@ def build_model(config: TrainConfig, info: dict):
     x = keras.layers.Rescaling(1.0 / 255, name="scale")(inputs)
     cnn = keras.Sequential(name="frame_cnn")
     cnn.add(keras.Input(shape=(size, size, 3)))
-    for i, filters in enumerate(CONV_FILTERS):
-        cnn.add(keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu", name=f"conv{i}"))
-    grid = max(1, size // 2 ** len(CONV_FILTERS) // POOL_GRID)
-    cnn.add(keras.layers.AveragePooling2D(grid, name="pool"))
+    for i, width in enumerate(filters):
+        cnn.add(keras.layers.Conv2D(width, 3, strides=2, padding="same", use_bias=not batch_norm, name=f"conv{i}"))
+        if batch_norm:
+            cnn.add(keras.layers.BatchNormalization(name=f"norm{i}"))
+        cnn.add(keras.layers.ReLU(name=f"relu{i}"))
+    if pool_grid:
+        pool = keras.layers.MaxPooling2D if pooling == "max" else keras.layers.AveragePooling2D
+        cnn.add(pool(max(1, size // 2 ** len(filters) // pool_grid), name="pool"))
     cnn.add(keras.layers.Flatten(name="flatten"))
-    cnn.add(keras.layers.Dense(96, activation="relu", name="frame_features"))
+    cnn.add(keras.layers.Dense(features, activation="relu", name="frame_features"))
     x = keras.layers.TimeDistributed(cnn, name="per_frame")(x)
     x = recurrent_layer(config, config.units, return_sequences=False, name="rnn0")(x)
     x = keras.layers.Dropout(config.dropout, name="dropout")(x)
@@ -96,14 +151,17 @@ SPEC = TaskSpec(
         "frames": 16,
         "frame_size": 64,
         "sampling": "uniform",
+        "difficulty": "easy",
         "ucf101_config": "ucf101_1_256",
-        "epochs": 16,
+        "epochs": 40,
         "batch_size": 16,
         "dropout": 0.2,
         "rnn": "lstm",
         "units": 64,
-        "patience": 4,
+        "patience": 6,
+        "patience_start": 10,
     },
+    demo_options={"epochs": 16},  # the moving shapes (easy) learn within 16 epochs
     build_model=build_model,
     loss="sparse_categorical_crossentropy",
     metrics=("accuracy",),

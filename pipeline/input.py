@@ -21,13 +21,15 @@ def worker_dataset(
     shard_index: int,
     seed: int,
     shuffle: bool = True,
+    augment=None,
 ):
     """Endless ``tf.data.Dataset`` of ``(x, y)`` batches from this worker's shard.
 
     x: ``[n, ...]`` features, or a dict of them keyed by model input name; y: ``[n, ...]``
     targets (numpy). Examples ``shard_index``,
     ``shard_index + num_shards``, ... belong to this shard; they are reshuffled every epoch
-    with a seed shared by nothing else, batched to ``batch_size`` and prefetched.
+    with a seed shared by nothing else, passed through ``augment(x, y) -> (x, y)`` if given,
+    batched to ``batch_size`` and prefetched.
     """
     import tensorflow as tf
 
@@ -35,7 +37,10 @@ def worker_dataset(
     if shuffle:
         shard_len = (len(y) - shard_index + num_shards - 1) // num_shards
         ds = ds.shuffle(shard_len, seed=seed + shard_index, reshuffle_each_iteration=True)
-    ds = ds.repeat().batch(batch_size, drop_remainder=True)
+    ds = ds.repeat()
+    if augment is not None:
+        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=True)
     options = tf.data.Options()
     # The shard is explicit above; the strategy must not shard again.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF

@@ -999,6 +999,21 @@ CASES = [
         ["x.past_day_type holds code 3, outside the model's codes 0..2 (0 = W, 1 = A, 2 = U)"],
         2,
     ),
+    # issue #22: the warm-ups and the video options
+    (
+        "patience_start_negative",
+        _options("train", "sketch", "--patience-start", "-1"),
+        ["--patience-start must be at least 0"],
+        2,
+    ),
+    ("lr_warmup_negative", _options("train", "forecast", "--lr-warmup", "-0.5"), ["--lr-warmup must be at least 0"], 2),
+    (
+        "difficulty_unknown",
+        _options("train", "video", "--difficulty", "medium"),
+        ["'--difficulty'", "'medium' is not one of"],
+        2,
+    ),
+    ("augment_for_sketch", _options("train", "sketch", "--augment"), ["--augment does not apply to task 'sketch'"], 2),
 ]
 
 

@@ -24,7 +24,7 @@ def help_text(*args: str) -> str:
 def test_help_shows_each_tasks_default_from_the_specs():
     text = help_text("train")
     assert (
-        "--epochs INTEGER Maximum epochs (early stopping may end sooner). [default: sketch 15, forecast 80, video 16; at least 1]"
+        "--epochs INTEGER Maximum epochs (early stopping may end sooner). [default: sketch 15, forecast 80, video 40; at least 1]"
         in text
     )
     assert (

@@ -50,11 +50,12 @@ def test_clipping_and_schedule_reach_the_optimizer(small_data):
     model = spec.build_model(config, data.info)
     compile_model(model, spec, replace(config, clipnorm=0.5, lr_schedule="cosine"), total_steps=100)
     assert model.optimizer.global_clipnorm == 0.5
-    schedule = learning_rate(replace(config, learning_rate=1e-3, lr_schedule="cosine"), total_steps=100)
+    schedule = learning_rate(replace(config, learning_rate=1e-3, lr_schedule="cosine", lr_warmup=0), total_steps=100)
     assert float(schedule(0)) == pytest.approx(1e-3)
     assert float(schedule(50)) == pytest.approx(1e-3 * (0.05 + 0.95 * 0.5), rel=1e-4)
     assert float(schedule(100)) == pytest.approx(1e-3 * 0.05, rel=1e-4)
-    assert learning_rate(replace(config, learning_rate=1e-3, lr_schedule="constant"), 100) == 1e-3
+    assert learning_rate(replace(config, learning_rate=1e-3, lr_schedule="constant", lr_warmup=0), 100) == 1e-3
+    # (the warm-up before the schedule: tests/test_learning_warmup.py)
 
 
 def test_input_scaling_lives_in_the_model(small_data):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -10,6 +11,7 @@ import pytest
 from conftest import error_line, run_cli, run_cli_process
 
 from rnnforge.models import get_spec
+from rnnforge.models import video as models_video
 from rnnforge.models.common import compile_model
 from rnnforge.models.resolve import resolve_config
 from rnnforge.pipeline import video
@@ -168,3 +170,95 @@ def test_folder_dataset_end_to_end_from_the_cli(tmp_path):
     bench = run_cli("bench", run_dir, "--batch-sizes", "1,2", "--warmup", "1", "--runs", "10", "--max-seconds", "0.2")
     assert bench.returncode == 0, bench.stderr[-2000:]
     assert json.loads((run_dir / "bench" / "bench.json").read_text())["accuracy"]["agreement"]["top1_agreement"] == 1.0
+
+
+# Issue 22: the hard synthetic variant, clip augmentation and the folder's statistics.
+
+
+def test_hard_clips_show_characters_and_test_on_an_unseen_cast():
+    clips, labels = video.synthetic("test", seed=2, frames=8, n=40, difficulty="hard")
+    again, _ = video.synthetic("test", seed=2, frames=8, n=40, difficulty="hard")
+    assert clips.shape == (40, 8, 64, 64, 3) and clips.dtype == np.uint8
+    np.testing.assert_array_equal(clips, again)
+    assert len(video.HARD_CLASS_NAMES) == 20 and sorted(labels.tolist()) == sorted(list(range(20)) * 2)
+    assert video.HARD_SPLIT_SIZES["train"] // 20 == 50  # few clips per class
+    # The test cast wears textures and proportions no training character wears.
+    train_cast = [video.character("train", np.random.default_rng(i)) for i in range(50)]
+    test_cast = [video.character("test", np.random.default_rng(i)) for i in range(50)]
+    assert not {c["texture"] for c in train_cast} & {c["texture"] for c in test_cast}
+    assert max(c["width"] for c in train_cast) <= min(c["width"] for c in test_cast)
+
+
+def test_mirrors_relabel_left_and_right_only():
+    names = video.HARD_CLASS_NAMES
+    flips = video.flip_classes("hard")
+    assert names[flips[names.index("walk_left")]] == "walk_right"
+    assert names[flips[names.index("punch_right")]] == "punch_left"
+    assert names[flips[names.index("jump_up")]] == "jump_up"
+    easy = video.flip_classes("easy")
+    assert video.CLASS_NAMES[easy[video.CLASS_NAMES.index("circle_left")]] == "circle_right"
+
+
+def test_augmenter_keeps_clips_uint8_and_relabels_mirrored_ones():
+    """Bright left half, dark right half: a mirrored clip has its bright half on the right, and
+    only those clips change label (class 0 <-> 1 here)."""
+    import tensorflow as tf
+
+    clip = np.zeros((4, 32, 32, 3), np.uint8)
+    clip[:, :, :16] = 200
+    augment = video.clip_augmenter(flips=(1, 0, 2))
+    tf.random.set_seed(0)
+    mirrored = 0
+    for _ in range(40):
+        out, label = augment(tf.constant(clip), tf.constant(0, tf.int64))
+        out = out.numpy()
+        assert out.shape == clip.shape and out.dtype == np.uint8
+        flipped = out[:, :, 16:].mean() > out[:, :, :16].mean()
+        assert int(label) == (1 if flipped else 0)
+        mirrored += flipped
+    assert 5 < mirrored < 35
+    unflipped = video.clip_augmenter(flips=None)
+    for _ in range(10):
+        out, label = unflipped(tf.constant(clip), tf.constant(2, tf.int64))
+        assert int(label) == 2 and out.numpy()[:, :, :12].mean() > out.numpy()[:, :, 20:].mean()
+
+
+def test_augmentation_switch_and_its_default_per_dataset():
+    spec = get_spec("video")
+    small = {"frames": 4, "frame_size": 16}
+    easy = spec.load_data(resolve_config("video", small))
+    assert easy.train_stream is None and easy.info["augment"] is False
+    on = spec.load_data(resolve_config("video", {**small, "augment": True}))
+    assert on.info["augment"] is True and on.info["mirrors"] == "relabelled" and on.num_examples("train") == 2400
+    import tensorflow as tf
+
+    x, y = next(iter(on.train_stream(tf.distribute.InputContext(2, 1), 8, 0)))
+    assert x.shape == (8, 4, 16, 16, 3) and x.dtype == tf.uint8 and y.shape == (8,)
+    hard = resolve_config("video", {**small, "difficulty": "hard"})
+    assert models_video.AUGMENT_BY_DEFAULT["synthetic/hard"] and models_video.AUGMENT_BY_DEFAULT["folder"]
+    off = spec.load_data(replace(hard, augment=False))
+    assert off.train_stream is None and off.info["class_names"] == list(video.HARD_CLASS_NAMES)
+
+
+def test_folder_reports_balance_and_clip_lengths(tmp_path, capsys):
+    write_folder(tmp_path / "clips", per_class=3, frames=12)
+    write_folder(tmp_path / "clips", classes=("jump",), per_class=5, frames=20)  # 5 jump clips: 3 overwritten
+    video.load_folder(tmp_path / "clips", frames=8, size=32)
+    line = capsys.readouterr().out.strip()
+    assert line == (
+        f"{tmp_path / 'clips'}: 2 classes, clips per class 3 (wave) to 5 (jump), mean 4.0; "
+        "frames per clip 12 to 20, median 20"
+    )
+
+
+def test_frames_above_the_shortest_clip_are_refused_naming_it(tmp_path):
+    write_folder(tmp_path / "clips", per_class=3, frames=12)
+    np.save(tmp_path / "clips" / "wave" / "short.npy", np.zeros((6, 40, 40, 3), np.uint8))
+    np.save(tmp_path / "clips" / "jump" / "shorter.npy", np.zeros((5, 40, 40, 3), np.uint8))
+    line = error_line(
+        run_cli("train", "video", "--dataset", "folder", "--data-dir", tmp_path / "clips", "--frames", "8")
+    )
+    assert line == (
+        f"error: {tmp_path / 'clips' / 'jump' / 'shorter.npy'} has 5 frames, fewer than --frames 8 "
+        "(the shortest of 2 clip(s) below 8 frames; lower --frames or remove them)"
+    )

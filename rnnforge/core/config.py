@@ -190,6 +190,32 @@ class TrainConfig:
         None, "Uniformly spaced frames or a random contiguous run.", tasks=_VIDEO, choices=("uniform", "random")
     )
     ucf101_config: str | None = option(None, "TFDS config.", tasks={"video": ("ucf101",)})
+    # learning warm-ups (issue 22): no run stops, nor runs at its peak rate, before it can learn
+    lr_warmup: float = option(
+        1.0,
+        "Epochs of linear learning-rate warm-up from 0 before the schedule (at most a quarter of the run).",
+        minimum=0,
+    )
+    patience_start: int = option(
+        5,
+        "Epochs before early stopping starts counting (a warm-up: models may sit at chance for a few epochs).",
+        minimum=0,
+    )
+    # video: hard synthetic clips and clip augmentation (issue 22)
+    difficulty: str | None = option(
+        None,
+        "Embedded clips: moving shapes (easy) or characters, action x facing, tested on unseen characters (hard).",
+        tasks={"video": ("synthetic",)},
+        choices=("easy", "hard"),
+    )
+    augment: bool | None = option(
+        None,
+        "Augment training clips: spatial shift, brightness/contrast and temporal jitter (mirrors only where "
+        "the dataset declares how they relabel).",
+        tasks=_VIDEO,
+        off_switch="--no-augment",
+        default_text="per dataset",
+    )
     # forecast
     window: int | None = option(
         None, "Input days.", tasks=_FORECAST, minimum=7, reason="days (the naive baseline looks a week back)"

@@ -1,0 +1,139 @@
+"""Issue 22, every task: no run stops before it learns (early stopping's and the learning rate's
+warm-ups), and a classifier that ended at chance says so (console, metrics.json, report)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+from rnnforge.cluster.worker import early_stopping
+from rnnforge.core.config import declared_defaults
+from rnnforge.models.common import chance_warning, learning_rate, warmup_schedule, warmup_steps
+from rnnforge.models.resolve import resolve_config
+
+
+def _signs(n: int, seed: int):
+    """x = +-1, label 1 where x > 0."""
+    x = np.random.default_rng(seed).choice([-1.0, 1.0], size=(n, 1)).astype(np.float32)
+    return x, (x[:, 0] > 0).astype(np.int64)
+
+
+def _fit_slow_starter(config) -> tuple[int, float]:
+    """A tiny deep-linear classifier started at a saddle (weights 1e-8): its validation loss stays
+    exactly ln 2 (chance) for four epochs before it learns. Fitted with the worker's early stopping;
+    returns (epochs run, validation accuracy of the final weights)."""
+    from tensorflow import keras
+
+    keras.utils.set_random_seed(0)
+    eps = 1e-8
+    model = keras.Sequential(
+        [
+            keras.Input((1,)),
+            keras.layers.Dense(1, use_bias=False, kernel_initializer=keras.initializers.Constant(eps)),
+            keras.layers.Dense(
+                2, use_bias=False, activation="softmax", kernel_initializer=keras.initializers.Constant([[-eps, eps]])
+            ),
+        ]
+    )
+    model.compile(keras.optimizers.SGD(0.5), "sparse_categorical_crossentropy", ["accuracy"])
+    (x, y), (x_valid, y_valid) = _signs(256, 0), _signs(64, 1)
+    history = model.fit(
+        x,
+        y,
+        batch_size=32,
+        epochs=12,
+        validation_data=(x_valid, y_valid),
+        callbacks=[early_stopping(config)],
+        verbose=0,
+    )
+    return len(history.history["loss"]), model.evaluate(x_valid, y_valid, verbose=0)[1]
+
+
+def test_early_stopping_waits_until_a_slow_starter_learns():
+    config = resolve_config("sketch", {"patience": 3})
+    assert config.patience_start == declared_defaults()["patience_start"] >= 5
+    epochs, accuracy = _fit_slow_starter(config)
+    assert epochs == 12 and accuracy == 1.0  # not stopped: it left chance and learned
+    # Without the warm-up, the same fit stops at chance after 1 + patience epochs.
+    epochs, accuracy = _fit_slow_starter(replace(config, patience_start=0))
+    assert epochs == 4 and accuracy < 0.7
+
+
+def test_every_task_warms_up_early_stopping():
+    for task in ("sketch", "forecast", "video"):
+        config = resolve_config(task, {})
+        assert early_stopping(config).start_from_epoch == config.patience_start > 0
+    assert early_stopping(resolve_config("sketch", {"patience": 0})) is None
+
+
+def test_learning_rate_warms_up_then_follows_the_schedule():
+    config = resolve_config("sketch", {"learning_rate": 1e-3, "lr_schedule": "cosine", "epochs": 10, "lr_warmup": 1})
+    assert warmup_steps(config, 100) == 10
+    schedule = learning_rate(config, total_steps=100)
+    rates = [float(schedule(step)) for step in (0, 4, 9, 10, 55, 100)]
+    assert rates[0] == pytest.approx(1e-3 / 11) and rates[1] == pytest.approx(1e-3 * 5 / 11)
+    assert rates[2] == pytest.approx(1e-3 * 10 / 11) and rates[3] == pytest.approx(1e-3)  # the peak ends it
+    assert rates[4] == pytest.approx(1e-3 * (0.05 + 0.95 * 0.5), rel=1e-4)  # cosine over the 90 steps after it
+    assert rates[5] == pytest.approx(1e-3 * 0.05, rel=1e-4)
+    constant = learning_rate(replace(config, lr_schedule="constant"), 100)
+    assert float(constant(0)) < float(constant(5)) < float(constant(10)) == pytest.approx(1e-3)
+    # At most a quarter of the run; none at all with --lr-warmup 0.
+    assert warmup_steps(replace(config, lr_warmup=5), 100) == 25
+    assert learning_rate(replace(config, lr_warmup=0, lr_schedule="constant"), 100) == 1e-3
+    # It travels with a saved optimizer.
+    rebuilt = warmup_schedule().from_config(schedule.get_config())
+    assert float(rebuilt(55)) == pytest.approx(rates[4])
+
+
+@pytest.mark.parametrize(
+    ("accuracy", "classes", "examples", "warns"),
+    [
+        (0.05, 20, 200, True),  # chance itself
+        (0.08, 20, 200, True),  # chance + 1.9 standard errors: noise
+        (0.12, 20, 200, False),  # + 4.5 standard errors: it learned something
+        (0.6, 2, 100, True),  # 2 classes, 100 examples: 0.6 is within noise
+        (0.7, 2, 100, False),
+        (None, 20, 200, False),
+    ],
+)
+def test_chance_warning_rule(accuracy, classes, examples, warns):
+    line = chance_warning(accuracy, classes, examples)
+    assert (line is not None) == warns
+    if warns:
+        assert line.startswith("warning: validation accuracy") and "\n" not in line and "--epochs" in line
+
+
+def test_a_run_at_chance_says_so_in_console_metrics_and_report(tmp_path, capsys):
+    """A video model whose output layer is zero predicts one class for every clip: at chance."""
+    import ray.train
+
+    from rnnforge.cluster.finish import finish_run
+    from rnnforge.cluster.worker import CHECKPOINT_MODEL, CHECKPOINT_STATE
+    from rnnforge.core.run_dir import RunDir
+    from rnnforge.models import get_spec
+
+    config = resolve_config("video", {"frames": 4, "frame_size": 16, "epochs": 1})
+    spec = get_spec("video")
+    data = spec.load_data(config)
+    model = spec.build_model(config, data.info)
+    output = model.get_layer("probabilities")
+    output.set_weights([np.zeros_like(w) for w in output.get_weights()])
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    model.save(ckpt / CHECKPOINT_MODEL, save_format="keras_v3")
+    entry = {"epoch": 1, "loss": 2.48, "seconds": 1.0, "samples_per_s": 1.0, "samples_per_s_per_worker": 1.0}
+    (ckpt / CHECKPOINT_STATE).write_text(json.dumps({"epoch": 1, "history": [entry], "restarts": 0, "world_size": 1}))
+    run = tmp_path / "run"
+    finish_run(config, RunDir(run), ray.train.Checkpoint.from_directory(ckpt), 1.0, data=data)
+    printed = capsys.readouterr().out
+    metrics = json.loads((run / "metrics.json").read_text())
+    (warning,) = metrics["warnings"]
+    assert warning in printed and "within noise of chance (0.083 for 12 classes, 240 examples)" in warning
+    assert run_cli("export", "onnx", run).returncode == 0
+    bench = run_cli("bench", run, "--batch-sizes", "1", "--warmup", "1", "--runs", "5", "--max-seconds", "0.1")
+    assert bench.returncode == 0, bench.stderr[-2000:]
+    assert f"**{warning}**" in (run / "bench" / "report.md").read_text()
