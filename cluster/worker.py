@@ -65,7 +65,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     )
     training.resume(ray.train.get_checkpoint())
     train, valid = _distributed_batches(strategy, data, spec, global_batch, config.seed)
-    training.fit(train, steps, valid, steps_per_epoch(data.num_examples("valid"), global_batch))
+    training.fit(train, steps, valid)
 
 
 def group_batch(config: TrainConfig, world_size: int) -> int:
@@ -122,12 +122,22 @@ def _distributed_batches(strategy, data, spec, global_batch: int, seed: int) -> 
         make_train = functools.partial(_shard_batches, x=x_train, y=y_train, shuffle=True)
     else:
         make_train = functools.partial(_streamed_batches, stream=data.train_stream)
-    y_valid = spec.targets_for_training(x_valid, y_valid, data.info)
-    make_valid = functools.partial(_shard_batches, x=x_valid, y=y_valid, shuffle=False)
-    return tuple(
-        strategy.distribute_datasets_from_function(functools.partial(make, global_batch=global_batch, seed=seed))
-        for make in (make_train, make_valid)
+    train = strategy.distribute_datasets_from_function(
+        functools.partial(make_train, global_batch=global_batch, seed=seed)
     )
+    valid = validation_batches(x_valid, spec.targets_for_training(x_valid, y_valid, data.info), global_batch)
+    return train, valid
+
+
+def validation_batches(x, y, global_batch: int):
+    """One pass over every validation example in global batches (the last one partial), which
+    Keras shards among the workers itself (by batch) and starts again each epoch: early stopping
+    and the best weights compare epochs on the same, whole validation split."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(global_batch).with_options(options)
 
 
 def _shard_batches(input_context, *, x, y, global_batch: int, seed: int, shuffle: bool):
@@ -202,7 +212,7 @@ class WorkerTraining:
             )
             self.state["world_size"] = self.world_size
 
-    def fit(self, train, steps: int, valid, valid_steps: int) -> None:
+    def fit(self, train, steps: int, valid) -> None:
         """Train from the resumed epoch to ``config.epochs`` (early stopping may end sooner), then
         save and report the final model."""
         from tensorflow import keras
@@ -220,7 +230,6 @@ class WorkerTraining:
                 initial_epoch=self.state["epoch"],
                 steps_per_epoch=steps,
                 validation_data=valid,
-                validation_steps=valid_steps,
                 callbacks=callbacks,
                 verbose=0,
             )

@@ -29,3 +29,18 @@ def test_each_epoch_is_reshuffled():
     first, second = [np.concatenate([y.numpy() for _, y in ds.skip(k).take(2)]) for k in (0, 2)]
     assert sorted(first) == sorted(second) == list(ids)
     assert list(first) != list(second)
+
+
+def test_validation_batches_cover_every_example_once_each_epoch():
+    """Early stopping compares epochs on the whole validation split: 89 forecast windows in global
+    batches of 32 give 32 + 32 + 25, not the 64 that whole batches of an endless dataset gave."""
+    from rnnforge.cluster.worker import validation_batches
+
+    ids = np.arange(89)
+    valid = validation_batches(ids[:, None].astype(np.float32), ids, global_batch=32)
+    for _ in range(2):  # Keras starts it again every epoch
+        sizes, seen = [], []
+        for _, y in valid:
+            sizes.append(len(y))
+            seen.extend(y.numpy().tolist())
+        assert sizes == [32, 32, 25] and seen == ids.tolist()
