@@ -33,6 +33,7 @@ from rnnforge.cluster.devices import check_devices, describe_worker, make_strate
 from rnnforge.cluster.tracking import log_epoch
 from rnnforge.core.config import TrainConfig
 from rnnforge.core.env import WORKER_ENV
+from rnnforge.pipeline.input import validation_batches
 
 CHECKPOINT_MODEL = "model.keras"
 CHECKPOINT_STATE = "state.json"
@@ -127,17 +128,6 @@ def _distributed_batches(strategy, data, spec, global_batch: int, seed: int) -> 
     )
     valid = validation_batches(x_valid, spec.targets_for_training(x_valid, y_valid, data.info), global_batch)
     return train, valid
-
-
-def validation_batches(x, y, global_batch: int):
-    """One pass over every validation example in global batches (the last one partial), which
-    Keras shards among the workers itself (by batch) and starts again each epoch: early stopping
-    and the best weights compare epochs on the same, whole validation split."""
-    import tensorflow as tf
-
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return tf.data.Dataset.from_tensor_slices((x, y)).batch(global_batch).with_options(options)
 
 
 def _shard_batches(input_context, *, x, y, global_batch: int, seed: int, shuffle: bool):

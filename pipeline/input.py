@@ -48,6 +48,17 @@ def worker_dataset(
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
+def validation_batches(x, y, global_batch: int):
+    """One pass over every validation example in global batches (the last one partial), which
+    Keras shards among the workers itself (by batch) and starts again each epoch: early stopping
+    and the best weights compare epochs on the same, whole validation split."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(global_batch).with_options(options)
+
+
 def steps_per_epoch(num_examples: int, global_batch: int) -> int:
     """Steps that let every worker see (almost) its whole shard once; at least 1."""
     return max(1, num_examples // global_batch)

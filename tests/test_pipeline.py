@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnforge.pipeline.input import steps_per_epoch, worker_dataset
+from rnnforge.pipeline.input import steps_per_epoch, validation_batches, worker_dataset
 
 
 def test_two_workers_read_disjoint_shards_covering_the_epoch():
@@ -34,8 +34,6 @@ def test_each_epoch_is_reshuffled():
 def test_validation_batches_cover_every_example_once_each_epoch():
     """Early stopping compares epochs on the whole validation split: 89 forecast windows in global
     batches of 32 give 32 + 32 + 25, not the 64 that whole batches of an endless dataset gave."""
-    from rnnforge.cluster.worker import validation_batches
-
     ids = np.arange(89)
     valid = validation_batches(ids[:, None].astype(np.float32), ids, global_batch=32)
     for _ in range(2):  # Keras starts it again every epoch
