@@ -103,12 +103,14 @@ def profile_nodes(runs: Path, providers: list[str]) -> dict:
     import numpy as np
     import onnxruntime as ort
 
+    from rnnforge.export.eval_set import MULTI_PREFIX
+
     if "CUDAExecutionProvider" in providers and hasattr(ort, "preload_dlls"):
         ort.preload_dlls()
     out = {}
     for run in sorted(p for p in runs.iterdir() if (p / "model.onnx").is_file() and (p / "eval.npz").is_file()):
-        with np.load(run / "eval.npz", allow_pickle=False) as stored:
-            x = np.ascontiguousarray(stored["x"][:1])
+        with np.load(run / "eval.npz", allow_pickle=False) as stored:  # "x", or "x.NAME" per input
+            first = {k: np.ascontiguousarray(stored[k][:1]) for k in stored.files if k.partition(".")[0] == "x"}
         out[run.name] = {}
         for provider in providers:
             options = ort.SessionOptions()
@@ -116,7 +118,7 @@ def profile_nodes(runs: Path, providers: list[str]) -> dict:
             options.profile_file_prefix = str(run / f"profile_{provider}")
             chain = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
             session = ort.InferenceSession(str(run / "model.onnx"), options, providers=chain)
-            feed = {session.get_inputs()[0].name: x}
+            feed = {i.name: first.get(MULTI_PREFIX + i.name, first.get("x")) for i in session.get_inputs()}
             for _ in range(PROFILE_RUNS):
                 session.run(None, feed)
             events = json.loads(Path(session.end_profiling()).read_text())

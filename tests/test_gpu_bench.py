@@ -21,15 +21,18 @@ def gpu_bench(*args) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, SCRIPT, *map(str, args)], capture_output=True, text=True, timeout=600)
 
 
-def test_cpu_half_writes_the_summary_and_leaves_the_runs_alone(exported_run, tmp_path):
+def test_cpu_half_writes_the_summary_and_leaves_the_runs_alone(exported_run, forecast_run, tmp_path):
     runs = tmp_path / "runs"
     copy_run(exported_run, runs / "sketch")
+    copy_run(forecast_run, runs / "forecast")  # three named inputs (series and day types)
     before = sorted(p.name for p in (runs / "sketch").iterdir())
     result = gpu_bench(runs, "--out", tmp_path / "out", "--cpu-only", *FAST)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     summary = (tmp_path / "out" / "summary.md").read_text()
-    assert "| sketch | onnxruntime | cpu |" in summary and "no CUDA figures" in summary
-    assert "| sketch | CPUExecutionProvider |" in summary  # node events from ORT's profiler
+    assert "no CUDA figures" in summary
+    for run in ("sketch", "forecast"):
+        assert f"| {run} | onnxruntime | cpu |" in summary
+        assert f"| {run} | CPUExecutionProvider |" in summary  # node events from ORT's profiler
     combined = json.loads((tmp_path / "out" / "cpu" / "bench_all.json").read_text())
     assert combined["sketch"]["provider"]["session_providers"][0] == "CPUExecutionProvider"
     assert sorted(p.name for p in (runs / "sketch").iterdir()) == before  # the script benches copies
