@@ -3,7 +3,9 @@ summary, and asked for CUDA where there is none it stops with exit 4, never a CP
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -63,3 +65,51 @@ def test_cuda_where_there_is_none_stops_with_exit_4(exported_run, tmp_path):
     assert not (tmp_path / "out" / "cuda" / "bench_all.json").exists()
     assert not (tmp_path / "out" / "summary.md").exists()
     shutil.rmtree(tmp_path / "out")
+
+
+SHIP = ROOT / "benchmarks" / "gpu_ship.sh"
+
+
+def ship(*args, ship_dir) -> subprocess.CompletedProcess:
+    env = {**os.environ, "GPU_SHIP_DIR": str(ship_dir)}
+    return subprocess.run(["bash", SHIP, *map(str, args)], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_the_upload_parts_join_to_the_checked_archive_and_unpack(tmp_path):
+    stage = tmp_path / "stage"
+    (stage / "site" / "onnxruntime").mkdir(parents=True)
+    (stage / "site" / "onnxruntime" / "__init__.py").write_text("# stand-in\n")
+    (stage / "runs" / "sketch").mkdir(parents=True)
+    (stage / "runs" / "sketch" / "model.onnx").write_bytes(os.urandom(300_000))
+    archive = tmp_path / "ship.tar.xz"
+    subprocess.run(f"tar -C {stage} -cf - site runs | xz -1 > {archive}", shell=True, check=True)
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    subprocess.run(["split", "-b", "100K", "-d", archive, tmp_path / "part-"], check=True)
+    parts = sorted(tmp_path.glob("part-*"))
+    there = tmp_path / "there"
+    there.mkdir()
+    assert len(parts) >= 3
+    for part in parts[:-1]:
+        assert ship("append", part, ship_dir=there).returncode == 0
+    early = ship("unpack", digest, ship_dir=there)  # a part still missing
+    assert early.returncode == 2 and "a part is missing or doubled" in early.stderr
+    assert not (there / "ship").exists()
+    assert ship("append", parts[-1], ship_dir=there).returncode == 0
+    done = ship("unpack", digest, ship_dir=there)
+    assert done.returncode == 0, done.stderr
+    assert (there / "ship" / "runs" / "sketch" / "model.onnx").read_bytes() == (
+        stage / "runs" / "sketch" / "model.onnx"
+    ).read_bytes()
+    assert (there / "ship" / "site" / "onnxruntime" / "__init__.py").is_file()
+
+
+def test_pack_refuses_runs_without_the_fp16_variant_before_downloading(exported_run, tmp_path):
+    runs = tmp_path / "runs"
+    copy_run(exported_run, runs / "sketch")
+    result = ship("pack", runs, ship_dir=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == (
+        f"error: {runs / 'sketch'} has no model.fp16.onnx: run 'rnnforge export onnx {runs / 'sketch'} --fp16' first"
+    )
+    empty = ship("pack", tmp_path / "nothing", ship_dir=tmp_path)
+    assert empty.returncode == 2 and "is not a folder of exported runs" in empty.stderr
