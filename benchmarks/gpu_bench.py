@@ -12,13 +12,15 @@ first, so the originals stay as they were):
 
 1. ``cuda``: ``bench --all --provider cuda --variants fp32,fp16`` (exit 4 here ends the script:
    no usable CUDA, and never a CPU figure under a GPU label);
-2. ``cuda_graph``: each run with ``--cuda-graph`` (where the graph allows it; a refusal is
-   recorded per run);
+2. ``cuda_graph``: each run and variant with ``--cuda-graph`` (a refusal or a crash of ONNX
+   Runtime is recorded per run and variant); ``levers``: each run's fp32 model under the CUDA
+   provider options in ``CUDA_LEVERS``, at batch 1 and 256;
 3. ``tensorrt``: ``bench --all --provider tensorrt``; where the TensorRT libraries are missing,
    OUT/tensorrt/NOT_AVAILABLE.txt says so;
 4. ``cpu``: the same ``bench --all`` on the CPU provider;
 5. ``bench compare`` CPU (baseline) vs CUDA (candidate) on throughput;
-6. ``profile``: node events per inference at batch 1 from ONNX Runtime's profiler, per provider;
+6. ``profile``: node events per inference at batch 1 from ONNX Runtime's profiler, per provider,
+   and the share of node time by operator;
 7. OUT/summary.md: the goals (p50 at batch 1, CUDA graph speed-up, CUDA/CPU throughput for
    video, agreement with TensorFlow's stored outputs) with each figure and whether it is met.
 
@@ -43,6 +45,13 @@ CUDA_GRAPH_SPEEDUP_GOAL = 1.5
 VIDEO_CUDA_OVER_CPU_GOAL = 10.0
 AGREEMENT_GOALS = {"onnxruntime": 0.999, "onnxruntime_fp16": 0.99}
 PROFILE_RUNS = 20
+#: CUDA execution provider options tried where a goal is missed (each against the default session).
+CUDA_LEVERS = (
+    "use_tf32=0",  # exact fp32 MatMul/Conv: how far TF32 moves the outputs
+    "prefer_nhwc=1",  # channels-last convolutions (video)
+    "cudnn_conv_use_max_workspace=1",
+    "cudnn_conv_algo_search=HEURISTIC",
+)
 
 
 def rnnforge(args: list, log: Path) -> subprocess.CompletedProcess:
@@ -81,18 +90,48 @@ def bench_all(runs: Path, out: Path, step: str, provider: str, settings: list) -
     return result
 
 
-def cuda_graph_step(runs: Path, out: Path, settings: list) -> dict:
-    """Each run with ``--cuda-graph``: {run: bench.json path or the refusal}."""
+def cuda_graph_step(runs: Path, out: Path, settings: list, variants: list[str]) -> dict:
+    """Each run and variant with ``--cuda-graph``, one bench each (a variant that ONNX Runtime
+    cannot capture, or crashes on, loses only its own figure): {run: {variant: bench.json path or
+    the refusal}}."""
     outcome = {}
     for run in sorted(p for p in runs.iterdir() if (p / "model.onnx").is_file()):
-        result = rnnforge(
-            ["bench", run, "--provider", "cuda", "--cuda-graph", *settings], out / "cuda_graph" / f"{run.name}.log"
-        )
-        if result.returncode == 0:
-            shutil.copytree(run / "bench", out / "cuda_graph" / run.name, dirs_exist_ok=True)
-            outcome[run.name] = str(out / "cuda_graph" / run.name / "bench.json")
-        else:
-            outcome[run.name] = f"not possible: {error_line(result)}"
+        outcome[run.name] = {}
+        for variant in variants:
+            step = out / "cuda_graph" / f"{run.name}-{variant}"
+            args = ["bench", run, "--provider", "cuda", "--cuda-graph", *with_variants(settings, variant)]
+            result = rnnforge(args, step / "console.log")
+            if result.returncode == 0:
+                shutil.copytree(run / "bench", step, dirs_exist_ok=True)
+                outcome[run.name][variant] = str(step / "bench.json")
+            else:
+                outcome[run.name][variant] = f"not possible: {error_line(result)}"
+    return outcome
+
+
+def with_variants(settings: list, variants: str) -> list:
+    """``settings`` with its ``--variants`` value replaced."""
+    at = settings.index("--variants")
+    return [*settings[:at], "--variants", variants, *settings[at + 2 :]]
+
+
+def levers_step(runs: Path, out: Path, settings: list) -> dict:
+    """CUDA provider options tried on each run's fp32 model at batch 1 and 256 (no TensorFlow):
+    {run: {lever: bench.json path or the refusal}}; the default session is the ``cuda`` step."""
+    outcome = {}
+    for run in sorted(p for p in runs.iterdir() if (p / "model.onnx").is_file()):
+        outcome[run.name] = {}
+        for lever in CUDA_LEVERS:
+            step = out / "levers" / run.name / lever.replace("=", "-")
+            args = ["bench", run, "--provider", "cuda", "--provider-option", lever, "--tf-baseline", "none"]
+            args += with_variants(settings, "fp32")
+            args[args.index("--batch-sizes") + 1] = "1,256"
+            result = rnnforge(args, step / "console.log")
+            if result.returncode == 0:
+                shutil.copytree(run / "bench", step, dirs_exist_ok=True)
+                outcome[run.name][lever] = str(step / "bench.json")
+            else:
+                outcome[run.name][lever] = f"not possible: {error_line(result)}"
     return outcome
 
 
@@ -124,12 +163,20 @@ def profile_nodes(runs: Path, providers: list[str]) -> dict:
             events = json.loads(Path(session.end_profiling()).read_text())
             nodes = [e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
             by_provider: dict[str, int] = {}
+            by_op_us: dict[str, float] = {}
             for event in nodes:
                 name = event.get("args", {}).get("provider", "?")
                 by_provider[name] = by_provider.get(name, 0) + 1
+                op = event.get("args", {}).get("op_name", "?")
+                by_op_us[op] = by_op_us.get(op, 0.0) + float(event.get("dur", 0))
+            total_us = sum(by_op_us.values()) or 1.0
             out[run.name][provider] = {
                 "node_events_per_inference": round(len(nodes) / PROFILE_RUNS, 1),
                 "by_provider_per_inference": {k: round(v / PROFILE_RUNS, 1) for k, v in by_provider.items()},
+                "node_us_per_inference": round(total_us / PROFILE_RUNS, 1),
+                "time_share_by_op": {
+                    op: round(us / total_us, 3) for op, us in sorted(by_op_us.items(), key=lambda kv: -kv[1])[:4]
+                },
                 "session_providers": session.get_providers(),
             }
     return out
@@ -159,7 +206,10 @@ def summary(out: Path, record: dict) -> str:
     for step in ("cuda", "cpu", "tensorrt"):
         path = out / step / "bench_all.json"
         steps[step] = json.loads(path.read_text()) if path.is_file() else {}
-    graphs = {run: json.loads(Path(v).read_text()) for run, v in record["cuda_graph"].items() if v.endswith(".json")}
+    graphs = {  # {run: {variant: bench result}} of the CUDA graph benches that ran
+        run: {variant: json.loads(Path(v).read_text()) for variant, v in by_variant.items() if v.endswith(".json")}
+        for run, by_variant in record["cuda_graph"].items()
+    }
     cuda = steps["cuda"]
     any_result = next(iter(cuda.values()), None) or next(iter(steps["cpu"].values()), None)
     machine = any_result["machine"] if any_result else {}
@@ -183,16 +233,19 @@ def summary(out: Path, record: dict) -> str:
         task = (cuda.get(run) or steps["cpu"][run])["task"]
         if run in cuda:
             base = p50(cuda[run], "onnxruntime", 1)
+            graph = p50(graphs[run]["fp32"], "onnxruntime", 1) if "fp32" in graphs.get(run, {}) else None
             goal = P50_GOALS_MS.get(task)
+            best = min(filter(None, (base, graph)), default=None)
             lines.append(
-                f"| {run} | CUDA p50 at batch 1 <= {goal} ms | {base:.3f} ms | "
-                f"{verdict(base <= goal if goal and base is not None else None)} |"
+                f"| {run} | CUDA p50 at batch 1 <= {goal} ms | {base:.3f} ms"
+                + (f", {graph:.3f} ms with a CUDA graph" if graph else "")
+                + f" | {verdict(best <= goal if goal and best is not None else None)} |"
             )
-            graph = p50(graphs[run], "onnxruntime", 1) if run in graphs else None
             speedup = base / graph if graph else None
+            refusal = record["cuda_graph"].get(run, {}).get("fp32", "not run")
             lines.append(
                 f"| {run} | CUDA graph >= {CUDA_GRAPH_SPEEDUP_GOAL}x faster at batch 1 | "
-                + (f"{graph:.3f} ms ({speedup:.2f}x)" if graph else record["cuda_graph"].get(run, "not run"))
+                + (f"{graph:.3f} ms ({speedup:.2f}x)" if graph else refusal)
                 + f" | {verdict(speedup >= CUDA_GRAPH_SPEEDUP_GOAL if speedup else None)} |"
             )
             agreement = cuda[run]["accuracy"]["agreement_by_engine"]
@@ -230,38 +283,108 @@ def summary(out: Path, record: dict) -> str:
         "| run | engine | step | " + " | ".join(f"b{b}" for b in record["batch_sizes"]) + " |",
         "|---|---|---|" + "---:|" * len(record["batch_sizes"]),
     ]
+    tf_shown = set()
     for step, results in (("cuda", cuda), ("tensorrt", steps["tensorrt"]), ("cpu", steps["cpu"])):
         for run, result in sorted(results.items()):
             for engine in sorted({r["engine"] for r in result["latency"]}):
+                if engine == "tensorflow" and run in tf_shown:
+                    continue  # the same timing, recorded once on the training machine
+                if engine == "tensorflow":
+                    tf_shown.add(run)
+                where = tf_where(result) if engine == "tensorflow" else step
                 cells = [p50(result, engine, b) for b in record["batch_sizes"]]
                 lines.append(
-                    f"| {run} | {engine} | {step} | "
+                    f"| {run} | {engine} | {where} | "
                     + " | ".join("" if c is None else f"{c:.3f}" for c in cells)
                     + " |"
                 )
-    for run, result in sorted(graphs.items()):
-        cells = [p50(result, "onnxruntime", b) for b in record["batch_sizes"]]
-        lines.append(
-            f"| {run} | onnxruntime | cuda graph | " + " | ".join("" if c is None else f"{c:.3f}" for c in cells) + " |"
-        )
+    for run, by_variant in sorted(graphs.items()):
+        for result in by_variant.values():
+            for engine in sorted({r["engine"] for r in result["latency"]} - {"tensorflow"}):
+                cells = [p50(result, engine, b) for b in record["batch_sizes"]]
+                lines.append(
+                    f"| {run} | {engine} | cuda graph | "
+                    + " | ".join("" if c is None else f"{c:.3f}" for c in cells)
+                    + " |"
+                )
+    refused = [
+        f"- {run} {variant}: {outcome}"
+        for run, by_variant in sorted(record["cuda_graph"].items())
+        for variant, outcome in by_variant.items()
+        if not outcome.endswith(".json")
+    ]
+    if refused:
+        lines += ["", "CUDA graph benches that did not run:", "", *refused]
+    lines += levers_table(record, cuda)
     if record.get("profile"):
         lines += [
             "",
             "## Node events per inference at batch 1 (ONNX Runtime profiler)",
             "",
-            "| run | provider | node events | by provider |",
-            "|---|---|---:|---|",
+            "On CUDA each node event is at least one kernel launch: the count is what a CUDA graph saves.",
+            "",
+            "| run | provider | node events | by provider | node time us | time share by op |",
+            "|---|---|---:|---|---:|---|",
         ]
         for run, by_provider in record["profile"].items():
             for provider, figures in by_provider.items():
                 lines.append(
                     f"| {run} | {provider} | {figures['node_events_per_inference']} | "
                     + ", ".join(f"{k} {v}" for k, v in figures["by_provider_per_inference"].items())
+                    + f" | {figures['node_us_per_inference']} | "
+                    + ", ".join(f"{op} {share:.0%}" for op, share in figures["time_share_by_op"].items())
                     + " |"
                 )
     if (out / "compare_cpu_vs_cuda.md").is_file():
         lines += ["", "## CUDA / CPU (bench compare, throughput)", "", (out / "compare_cpu_vs_cuda.md").read_text()]
     return "\n".join(lines) + "\n"
+
+
+def tf_where(result: dict) -> str:
+    """Where TensorFlow's figures in ``result`` come from: measured here, or recorded elsewhere."""
+    tf = result.get("tensorflow") or {}
+    if tf.get("source") == "recorded":
+        machine = tf.get("machine") or {}
+        return f"recorded on {machine.get('cpu', '?')}, {tf.get('intra_op_threads', '?')} threads"
+    return "measured here"
+
+
+def levers_table(record: dict, cuda: dict) -> list[str]:
+    """The provider options tried (``levers``) beside the default CUDA session, fp32."""
+    if not record.get("levers"):
+        return []
+    lines = [
+        "",
+        "## CUDA provider options tried (fp32, p50 ms; the default session is the cuda step)",
+        "",
+        "| run | options | b1 | b256 | b1 vs default | b256 vs default | agreement with TF |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for run, by_lever in sorted(record["levers"].items()):
+        default = cuda.get(run)
+        for lever, outcome in by_lever.items():
+            if not outcome.endswith(".json"):
+                lines.append(f"| {run} | `{lever}` | {outcome} | | | | |")
+                continue
+            result = json.loads(Path(outcome).read_text())
+            cells = [p50(result, "onnxruntime", b) for b in (1, 256)]
+            ratios = [
+                c / d if c and d else None for c, d in zip(cells, [p50(default, "onnxruntime", b) for b in (1, 256)])
+            ]
+            agreement = result["accuracy"]["agreement_by_engine"].get("onnxruntime", {})
+            match = (
+                f"top-1 {agreement['top1_agreement']:.2%}"
+                if "top1_agreement" in agreement
+                else f"max abs diff {agreement.get('max_abs_diff', float('nan')):.3g}"
+            )
+            lines.append(
+                f"| {run} | `{lever}` | "
+                + " | ".join("" if c is None else f"{c:.3f}" for c in cells)
+                + " | "
+                + " | ".join("" if r is None else f"{r:.2f}x" for r in ratios)
+                + f" | {match} |"
+            )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -310,7 +433,8 @@ def main(argv: list[str] | None = None) -> int:
         if cuda.returncode != 0:
             print(f"gpu_bench: CUDA is not usable here: {error_line(cuda)}", file=sys.stderr)
             return cuda.returncode
-        record["cuda_graph"] = cuda_graph_step(runs, args.out, settings)
+        record["cuda_graph"] = cuda_graph_step(runs, args.out, settings, args.variants.split(","))
+        record["levers"] = levers_step(runs, args.out, settings)
         trt = bench_all(runs, args.out, "tensorrt", "tensorrt", settings)
         record["tensorrt"] = "measured" if trt.returncode == 0 else f"not available: {error_line(trt)}"
         if trt.returncode != 0:

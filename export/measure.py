@@ -85,15 +85,28 @@ def run_in_subprocess(job: Job, work_dir: Path) -> dict:
         code = child.wait()
         if not result_path.is_file():
             errors.seek(0)
-            tail = errors.read().strip().splitlines()[-20:]
-            raise RuntimeError(
-                f"the {job.engine} timing process ended with exit code {code} and no result:\n" + "\n".join(tail)
-            )
+            raise crash_error(job, code, errors.read())
     result = json.loads(result_path.read_text())
     if "error" in result:
         kind, message = result["error"]["type"], result["error"]["message"]
         raise EngineUnavailable(message) if kind == "unavailable" else ERRORS[kind](message)
     return result
+
+
+def crash_error(job: Job, code: int, stderr: str) -> errors.EngineCrashed:
+    """One line for a timing process that died without a result: which engine, how, with which
+    provider settings, and the child's last line of output."""
+    import signal
+
+    how = f"signal {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals() else f"exit {code}"
+    setup = job.setup or {}
+    where = f" on {setup.get('name', 'cpu')}" + (" with --cuda-graph" if setup.get("cuda_graph") else "")
+    last = next((line.strip() for line in reversed(stderr.splitlines()) if line.strip()), "")
+    return errors.EngineCrashed(
+        f"the {job.engine} timing process died ({how}){where} before giving a result: a crash inside the engine, "
+        "not your input; bench the other variants alone or drop the option that brings it "
+        f"(rnnforge --verbose shows its output){'; last line: ' + last if last else ''}"
+    )
 
 
 def main(argv: list[str]) -> int:

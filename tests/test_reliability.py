@@ -274,3 +274,19 @@ def test_batch_memory_is_bounded_and_the_error_says_why():
     strokes = np.zeros((2, 100, 3), np.float32)
     with pytest.raises(UserError, match="--batch-sizes 1000"):  # at 10x the stored length
         check_batch_memory(strokes, BenchSettings(batch_sizes=(1000,), seq_lengths=(1000,)), memory=20_000_000)
+
+
+def test_an_engine_that_crashes_is_one_line_and_leaves_no_result(exported_run, tmp_path, monkeypatch):
+    from rnnforge.export import measure
+
+    run = copy_run(exported_run, tmp_path / "sketch")
+    # the timing process dies as ONNX Runtime 1.31 did on CUDA (the sketch fp16 model with --cuda-graph)
+    monkeypatch.setattr(measure, "BOOTSTRAP", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    result = run_cli("bench", run, "--batch-sizes", "1", "--tf-baseline", "none")
+    assert result.returncode == 7
+    assert error_line(result).startswith(
+        "error: the onnxruntime timing process died (signal SIGSEGV) on cpu before giving a result: "
+        "a crash inside the engine, not your input"
+    ), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (run / "bench" / "bench.json").exists()

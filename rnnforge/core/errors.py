@@ -31,6 +31,12 @@ class MissingStackError(UserError):
     exit_code = 6
 
 
+class EngineCrashed(UserError):
+    """An engine's timing process died without a result (a crash inside ONNX Runtime or TensorFlow)."""
+
+    exit_code = 7
+
+
 class TrainingFailed(UserError):
     """Ray Train gave up on a run (a worker's error, beyond ``--max-failures``)."""
 
