@@ -45,6 +45,8 @@ CUDA_GRAPH_SPEEDUP_GOAL = 1.5
 VIDEO_CUDA_OVER_CPU_GOAL = 10.0
 AGREEMENT_GOALS = {"onnxruntime": 0.999, "onnxruntime_fp16": 0.99}
 PROFILE_RUNS = 20
+#: Profiled runs left out first: cuDNN's algorithm search and allocations happen there.
+PROFILE_WARMUP = 5
 #: CUDA execution provider options tried where a goal is missed (each against the default session).
 CUDA_LEVERS = (
     "use_tf32=0",  # exact fp32 MatMul/Conv: how far TF32 moves the outputs
@@ -99,7 +101,7 @@ def cuda_graph_step(runs: Path, out: Path, settings: list, variants: list[str]) 
         outcome[run.name] = {}
         for variant in variants:
             step = out / "cuda_graph" / f"{run.name}-{variant}"
-            args = ["bench", run, "--provider", "cuda", "--cuda-graph", *with_variants(settings, variant)]
+            args = ["--verbose", "bench", run, "--provider", "cuda", "--cuda-graph", *with_variants(settings, variant)]
             result = rnnforge(args, step / "console.log")
             if result.returncode == 0:
                 shutil.copytree(run / "bench", step, dirs_exist_ok=True)
@@ -136,7 +138,8 @@ def levers_step(runs: Path, out: Path, settings: list) -> dict:
 
 
 def profile_nodes(runs: Path, providers: list[str]) -> dict:
-    """Node events per inference at batch 1 from ONNX Runtime's profiler: {run: {provider: figures}}.
+    """Node events per inference at batch 1 from ONNX Runtime's profiler, the first
+    ``PROFILE_WARMUP`` calls left out: {run: {provider: figures}}.
 
     On CUDA every node event is at least one kernel launch; the count is what a CUDA graph saves."""
     import numpy as np
@@ -158,10 +161,14 @@ def profile_nodes(runs: Path, providers: list[str]) -> dict:
             chain = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
             session = ort.InferenceSession(str(run / "model.onnx"), options, providers=chain)
             feed = {i.name: first.get(MULTI_PREFIX + i.name, first.get("x")) for i in session.get_inputs()}
-            for _ in range(PROFILE_RUNS):
+            for _ in range(PROFILE_WARMUP + PROFILE_RUNS):
                 session.run(None, feed)
             events = json.loads(Path(session.end_profiling()).read_text())
             nodes = [e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
+            calls = sorted(e["ts"] + e["dur"] for e in events if e.get("name") == "model_run")
+            warm_end = calls[PROFILE_WARMUP - 1] if len(calls) == PROFILE_WARMUP + PROFILE_RUNS else -1
+            nodes = [e for e in nodes if e.get("ts", 0) > warm_end]
+            counted = PROFILE_RUNS if warm_end >= 0 else PROFILE_WARMUP + PROFILE_RUNS
             by_provider: dict[str, int] = {}
             by_op_us: dict[str, float] = {}
             for event in nodes:
@@ -171,9 +178,9 @@ def profile_nodes(runs: Path, providers: list[str]) -> dict:
                 by_op_us[op] = by_op_us.get(op, 0.0) + float(event.get("dur", 0))
             total_us = sum(by_op_us.values()) or 1.0
             out[run.name][provider] = {
-                "node_events_per_inference": round(len(nodes) / PROFILE_RUNS, 1),
-                "by_provider_per_inference": {k: round(v / PROFILE_RUNS, 1) for k, v in by_provider.items()},
-                "node_us_per_inference": round(total_us / PROFILE_RUNS, 1),
+                "node_events_per_inference": round(len(nodes) / counted, 1),
+                "by_provider_per_inference": {k: round(v / counted, 1) for k, v in by_provider.items()},
+                "node_us_per_inference": round(total_us / counted, 1),
                 "time_share_by_op": {
                     op: round(us / total_us, 3) for op, us in sorted(by_op_us.items(), key=lambda kv: -kv[1])[:4]
                 },
