@@ -247,6 +247,7 @@ class OrtEngine:
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.input_name = self.input_names[0]
         self._by_shape: dict[tuple, object] = {}
+        self._graph_bindings: dict[int, tuple] = {}  # id(session) -> (IOBinding, input OrtValues)
 
     @classmethod
     def from_session(cls, session, setup: ProviderSetup) -> OrtEngine:
@@ -258,7 +259,7 @@ class OrtEngine:
         engine.session, engine.creation_s = session, 0.0
         engine.input_names = [i.name for i in session.get_inputs()]
         engine.input_name = engine.input_names[0]
-        engine._by_shape = {}
+        engine._by_shape, engine._graph_bindings = {}, {}
         return engine
 
     def providers(self) -> list[str]:
@@ -291,13 +292,24 @@ class OrtEngine:
         return binding.copy_outputs_to_cpu()[0]
 
     def _bind_on_device(self, session, inputs: dict[str, np.ndarray]):
+        """An IOBinding of ``inputs`` on the device. With CUDA graphs, one per session, kept: a
+        captured graph replays on the device addresses it was captured with, so later inputs are
+        copied into the same buffers (``update_inplace``) instead of new ones."""
         import onnxruntime as ort
 
+        if self.setup.cuda_graph and id(session) in self._graph_bindings:
+            binding, values = self._graph_bindings[id(session)]
+            for name, value in inputs.items():
+                values[name].update_inplace(np.ascontiguousarray(value))
+            return binding
         binding = session.io_binding()
-        for name, value in inputs.items():
-            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, self.setup.device, 0))
+        values = {name: ort.OrtValue.ortvalue_from_numpy(value, self.setup.device, 0) for name, value in inputs.items()}
+        for name, value in values.items():
+            binding.bind_ortvalue_input(name, value)
         for output in session.get_outputs():
             binding.bind_output(output.name, self.setup.device)
+        if self.setup.cuda_graph:
+            self._graph_bindings[id(session)] = (binding, values)
         return binding
 
 

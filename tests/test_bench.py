@@ -328,6 +328,33 @@ def test_io_binding_gives_the_same_outputs(exported_run, tmp_path):
     assert expected.shape == (16, 10)
 
 
+def test_graph_sessions_replay_on_the_buffers_they_were_captured_with(exported_run, tmp_path):
+    """A CUDA graph replays on the device addresses of its capture: with --cuda-graph every later
+    call of a shape (timing, then scoring) must copy its inputs into that shape's first buffers.
+    Checked on the CPU provider, where the same binding code runs (there is no graph to capture)."""
+    import dataclasses
+
+    from rnnforge.export.engines import OrtEngine, provider_setup
+    from rnnforge.export.settings import BenchSettings
+
+    rng = np.random.default_rng(1)
+    first, later = (rng.normal(0, 5, size=(8, 100, 3)).astype(np.float32) for _ in range(2))
+    model = exported_run / "model.onnx"
+    plain = provider_setup(BenchSettings(batch_sizes=(8,)), model, first.shape[1:], tmp_path)
+    bound = provider_setup(BenchSettings(batch_sizes=(8,), io_binding=True), model, first.shape[1:], tmp_path)
+    engine = OrtEngine(model, dataclasses.replace(bound, cuda_graph=True), 1)
+    timed = engine.bind(first)  # the timing's binding captures the graph of this shape
+    timed()
+    (binding, buffers), *others = engine._graph_bindings.values()
+    address = buffers["strokes"].data_ptr()
+    expected = OrtEngine(model, plain, 1)
+    np.testing.assert_array_equal(engine.predict(later), expected.predict(later))  # scoring, same shape
+    assert not others and buffers["strokes"].data_ptr() == address
+    np.testing.assert_array_equal(buffers["strokes"].numpy(), later)
+    np.testing.assert_array_equal(engine.predict(first[:5]), expected.predict(first[:5]))  # a new shape: its own
+    assert len(engine._graph_bindings) == 2
+
+
 def test_bench_all_and_compare_gate(exported_run, forecast_run, tmp_path):
     runs = tmp_path / "runs"
     for name, source in (("sketch", exported_run), ("forecast", forecast_run)):
