@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 P50_GOALS_MS = {"sketch": 0.25, "forecast": 0.10, "video": 0.30}
 CUDA_GRAPH_SPEEDUP_GOAL = 1.5
 VIDEO_CUDA_OVER_CPU_GOAL = 10.0
+STEP_LABELS = (("cuda", "CUDA"), ("tensorrt", "TensorRT"), ("cpu", "CPU"))
 AGREEMENT_GOALS = {"onnxruntime": 0.999, "onnxruntime_fp16": 0.99}
 PROFILE_RUNS = 20
 #: Profiled runs left out first: cuDNN's algorithm search and allocations happen there.
@@ -105,7 +106,7 @@ def cuda_graph_step(runs: Path, out: Path, settings: list, variants: list[str]) 
             result = rnnforge(args, step / "console.log")
             if result.returncode == 0:
                 shutil.copytree(run / "bench", step, dirs_exist_ok=True)
-                outcome[run.name][variant] = str(step / "bench.json")
+                outcome[run.name][variant] = str((step / "bench.json").relative_to(out))
             else:
                 outcome[run.name][variant] = f"not possible: {error_line(result)}"
     return outcome
@@ -131,7 +132,7 @@ def levers_step(runs: Path, out: Path, settings: list) -> dict:
             result = rnnforge(args, step / "console.log")
             if result.returncode == 0:
                 shutil.copytree(run / "bench", step, dirs_exist_ok=True)
-                outcome[run.name][lever] = str(step / "bench.json")
+                outcome[run.name][lever] = str((step / "bench.json").relative_to(out))
             else:
                 outcome[run.name][lever] = f"not possible: {error_line(result)}"
     return outcome
@@ -214,7 +215,7 @@ def summary(out: Path, record: dict) -> str:
         path = out / step / "bench_all.json"
         steps[step] = json.loads(path.read_text()) if path.is_file() else {}
     graphs = {  # {run: {variant: bench result}} of the CUDA graph benches that ran
-        run: {variant: json.loads(Path(v).read_text()) for variant, v in by_variant.items() if v.endswith(".json")}
+        run: {variant: json.loads((out / v).read_text()) for variant, v in by_variant.items() if v.endswith(".json")}
         for run, by_variant in record["cuda_graph"].items()
     }
     cuda = steps["cuda"]
@@ -322,7 +323,9 @@ def summary(out: Path, record: dict) -> str:
     ]
     if refused:
         lines += ["", "CUDA graph benches that did not run:", "", *refused]
-    lines += levers_table(record, cuda)
+    lines += levers_table(out, record, cuda)
+    lines += ["", "## Latency and throughput by provider", ""]
+    lines += [f"![{run}]({name})" for run, name in provider_plots(out, steps, graphs).items()]
     if record.get("profile"):
         lines += [
             "",
@@ -356,7 +359,27 @@ def tf_where(result: dict) -> str:
     return "measured here"
 
 
-def levers_table(record: dict, cuda: dict) -> list[str]:
+def provider_plots(out: Path, steps: dict, graphs: dict) -> dict[str, str]:
+    """One plot per run, p50 and samples/s by batch size: CUDA, CUDA graph, TensorRT and CPU
+    variants beside TensorFlow's recorded timing; {run: file name under ``out``}."""
+    from rnnforge.core.plots import latency_vs_batch
+
+    names = {}
+    for run in sorted(set(steps["cuda"]) | set(steps["cpu"])):
+        rows, labelled = [], [(label, steps[step].get(run)) for step, label in STEP_LABELS]
+        labelled += [("CUDA graph", result) for result in graphs.get(run, {}).values()]
+        for label, result in labelled:
+            for row in (result or {}).get("latency", []):
+                if row.get("seq_len") is None and row["engine"] != "tensorflow":
+                    rows.append({**row, "engine": f"{label} {row['engine'].replace('onnxruntime', 'ORT')}"})
+        source = steps["cuda"].get(run) or steps["cpu"][run]
+        tf_rows = [r for r in source["latency"] if r["engine"] == "tensorflow" and r.get("seq_len") is None]
+        rows += [{**r, "engine": f"TensorFlow ({tf_where(source)})"} for r in tf_rows]
+        names[run] = latency_vs_batch(rows, out / f"{run}_latency.png").name
+    return names
+
+
+def levers_table(out: Path, record: dict, cuda: dict) -> list[str]:
     """The provider options tried (``levers``) beside the default CUDA session, fp32."""
     if not record.get("levers"):
         return []
@@ -373,7 +396,7 @@ def levers_table(record: dict, cuda: dict) -> list[str]:
             if not outcome.endswith(".json"):
                 lines.append(f"| {run} | `{lever}` | {outcome} | | | | |")
                 continue
-            result = json.loads(Path(outcome).read_text())
+            result = json.loads((out / outcome).read_text())
             cells = [p50(result, "onnxruntime", b) for b in (1, 256)]
             ratios = [
                 c / d if c and d else None for c, d in zip(cells, [p50(default, "onnxruntime", b) for b in (1, 256)])

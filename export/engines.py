@@ -58,6 +58,13 @@ def model_inputs(onnx_model) -> list[ModelInput]:
     return found
 
 
+#: What a provider that ONNX Runtime dropped most likely lacked, by ``--provider``.
+MISSING = {
+    "cuda": "no GPU or CUDA/cuDNN libraries",
+    "tensorrt": "the TensorRT libraries (libnvinfer) are not installed or not on the library path, or no GPU",
+}
+
+
 @dataclass
 class ProviderSetup:
     """How ONNX Runtime sessions are created: providers, their options, IOBinding and device."""
@@ -219,7 +226,7 @@ def open_session(path: Path, setup: ProviderSetup, options):
     if used[0] != wanted:
         raise ProviderError(
             f"--provider {setup.name}: ONNX Runtime fell back to {used[0]} (no usable "
-            f"{wanted}: no GPU or CUDA/cuDNN libraries); refusing to label those numbers "
+            f"{wanted}: {MISSING.get(setup.name, 'no GPU or CUDA/cuDNN libraries')}); refusing to label those numbers "
             f"as {setup.name}"
         )
     effective = session.get_provider_options().get(wanted, {})

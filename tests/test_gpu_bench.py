@@ -35,6 +35,7 @@ def test_cpu_half_writes_the_summary_and_leaves_the_runs_alone(exported_run, for
     for run in ("sketch", "forecast"):
         assert f"| {run} | onnxruntime | cpu |" in summary
         assert f"| {run} | CPUExecutionProvider |" in summary  # node events from ORT's profiler
+        assert f"![{run}]({run}_latency.png)" in summary and (tmp_path / "out" / f"{run}_latency.png").stat().st_size
     combined = json.loads((tmp_path / "out" / "cpu" / "bench_all.json").read_text())
     assert combined["sketch"]["provider"]["session_providers"][0] == "CPUExecutionProvider"
     assert sorted(p.name for p in (runs / "sketch").iterdir()) == before  # the script benches copies
