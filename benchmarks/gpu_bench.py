@@ -93,23 +93,36 @@ def bench_all(runs: Path, out: Path, step: str, provider: str, settings: list) -
     return result
 
 
+def bench_one(run: Path, out: Path, step: Path, args: list) -> str:
+    """``rnnforge ARGS`` (a bench of ``run``), its bench/ kept in ``step``: the bench.json path
+    relative to ``out``, or the refusal."""
+    result = rnnforge(args, step / "console.log")
+    if result.returncode != 0:
+        return f"not possible: {error_line(result)}"
+    shutil.copytree(run / "bench", step, dirs_exist_ok=True)
+    return str((step / "bench.json").relative_to(out))
+
+
+def exported_runs(runs: Path) -> list[Path]:
+    return sorted(p for p in runs.iterdir() if (p / "model.onnx").is_file())
+
+
 def cuda_graph_step(runs: Path, out: Path, settings: list, variants: list[str]) -> dict:
     """Each run and variant with ``--cuda-graph``, one bench each (a variant that ONNX Runtime
     cannot capture, or crashes on, loses only its own figure): {run: {variant: bench.json path or
     the refusal}}."""
-    outcome = {}
-    for run in sorted(p for p in runs.iterdir() if (p / "model.onnx").is_file()):
-        outcome[run.name] = {}
-        for variant in variants:
-            step = out / "cuda_graph" / f"{run.name}-{variant}"
-            args = ["--verbose", "bench", run, "--provider", "cuda", "--cuda-graph", *with_variants(settings, variant)]
-            result = rnnforge(args, step / "console.log")
-            if result.returncode == 0:
-                shutil.copytree(run / "bench", step, dirs_exist_ok=True)
-                outcome[run.name][variant] = str((step / "bench.json").relative_to(out))
-            else:
-                outcome[run.name][variant] = f"not possible: {error_line(result)}"
-    return outcome
+    return {
+        run.name: {
+            variant: bench_one(
+                run,
+                out,
+                out / "cuda_graph" / f"{run.name}-{variant}",
+                ["--verbose", "bench", run, "--provider", "cuda", "--cuda-graph", *with_variants(settings, variant)],
+            )
+            for variant in variants
+        }
+        for run in exported_runs(runs)
+    }
 
 
 def with_variants(settings: list, variants: str) -> list:
@@ -121,21 +134,20 @@ def with_variants(settings: list, variants: str) -> list:
 def levers_step(runs: Path, out: Path, settings: list) -> dict:
     """CUDA provider options tried on each run's fp32 model at batch 1 and 256 (no TensorFlow):
     {run: {lever: bench.json path or the refusal}}; the default session is the ``cuda`` step."""
-    outcome = {}
-    for run in sorted(p for p in runs.iterdir() if (p / "model.onnx").is_file()):
-        outcome[run.name] = {}
-        for lever in CUDA_LEVERS:
-            step = out / "levers" / run.name / lever.replace("=", "-")
-            args = ["bench", run, "--provider", "cuda", "--provider-option", lever, "--tf-baseline", "none"]
-            args += with_variants(settings, "fp32")
-            args[args.index("--batch-sizes") + 1] = "1,256"
-            result = rnnforge(args, step / "console.log")
-            if result.returncode == 0:
-                shutil.copytree(run / "bench", step, dirs_exist_ok=True)
-                outcome[run.name][lever] = str((step / "bench.json").relative_to(out))
-            else:
-                outcome[run.name][lever] = f"not possible: {error_line(result)}"
-    return outcome
+    fp32 = with_variants(settings, "fp32")
+    fp32[fp32.index("--batch-sizes") + 1] = "1,256"
+    return {
+        run.name: {
+            lever: bench_one(
+                run,
+                out,
+                out / "levers" / run.name / lever.replace("=", "-"),
+                ["bench", run, "--provider", "cuda", "--provider-option", lever, "--tf-baseline", "none", *fp32],
+            )
+            for lever in CUDA_LEVERS
+        }
+        for run in exported_runs(runs)
+    }
 
 
 def profile_nodes(runs: Path, providers: list[str]) -> dict:
@@ -430,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.runs_dir.is_dir():
         print(f"error: {args.runs_dir} is not a folder of exported runs", file=sys.stderr)
         return 2
-    exported = sorted(p for p in args.runs_dir.iterdir() if (p / "model.onnx").is_file())
+    exported = exported_runs(args.runs_dir)
     lacking = [p for p in exported if "fp16" in args.variants and not (p / "model.fp16.onnx").is_file()]
     if not exported or lacking:
         what = f"{lacking[0]} has no model.fp16.onnx" if lacking else f"{args.runs_dir} holds no exported run"

@@ -114,3 +114,39 @@ def test_pack_refuses_runs_without_the_fp16_variant_before_downloading(exported_
     )
     empty = ship("pack", tmp_path / "nothing", ship_dir=tmp_path)
     assert empty.returncode == 2 and "is not a folder of exported runs" in empty.stderr
+
+
+def test_the_gpu_steps_bench_each_variant_and_option_alone(exported_run, tmp_path, monkeypatch):
+    """The CUDA graph and provider-option steps (which need a GPU to run) as commands: one bench
+    per run and variant or option, a refusal recorded in its place, the rest kept."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_bench", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    runs = tmp_path / "runs"
+    copy_run(exported_run, runs / "sketch")
+    calls = []
+
+    def fake_rnnforge(args, log):
+        calls.append([str(a) for a in args])
+        crashed = "fp16" in args or "prefer_nhwc=1" in args
+        if not crashed:
+            (runs / "sketch" / "bench").mkdir(exist_ok=True)
+            (runs / "sketch" / "bench" / "bench.json").write_text("{}")
+        return subprocess.CompletedProcess(args, 7 if crashed else 0, "", "error: it died\n" if crashed else "")
+
+    monkeypatch.setattr(script, "rnnforge", fake_rnnforge)
+    settings = ["--batch-sizes", "1,8,32,256", "--max-seconds", "1.5", "--runs", "200", "--variants", "fp32,fp16"]
+    graphs = script.cuda_graph_step(runs, tmp_path / "out", settings, ["fp32", "fp16"])
+    assert graphs == {"sketch": {"fp32": "cuda_graph/sketch-fp32/bench.json", "fp16": "not possible: error: it died"}}
+    assert calls[0][calls[0].index("--variants") + 1] == "fp32" and "--cuda-graph" in calls[0]
+    calls.clear()
+    levers = script.levers_step(runs, tmp_path / "out", settings)
+    assert list(levers["sketch"]) == list(script.CUDA_LEVERS)
+    assert levers["sketch"]["prefer_nhwc=1"] == "not possible: error: it died"
+    assert levers["sketch"]["use_tf32=0"] == "levers/sketch/use_tf32-0/bench.json"
+    for call, lever in zip(calls, script.CUDA_LEVERS):
+        assert call[call.index("--provider-option") + 1] == lever
+        assert call[call.index("--batch-sizes") + 1] == "1,256" and call[call.index("--variants") + 1] == "fp32"
+    assert (tmp_path / "out" / "levers" / "sketch" / "use_tf32-0" / "bench.json").is_file()
