@@ -64,6 +64,7 @@ def run_one(series: str, candidate: str, covariates: str, seed: int, args) -> di
     import numpy as np
     from tensorflow import keras
 
+    from rnnforge.cluster.worker import early_stopping
     from rnnforge.models import get_spec
     from rnnforge.models.common import compile_model
     from rnnforge.models.resolve import resolve_config
@@ -86,11 +87,8 @@ def run_one(series: str, candidate: str, covariates: str, seed: int, args) -> di
     steps = max(1, len(y_train) // batch)
     model = spec.build_model(config, data.info)
     compile_model(model, spec, config, total_steps=steps * config.epochs)
-    callbacks = []
-    if config.patience:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
-        )
+    stopping = early_stopping(config)  # the CLI workers' rule: --patience from --patience-start, best weights
+    callbacks = [stopping] if stopping else []
     started = time.perf_counter()
     history = model.fit(
         x_train,
