@@ -70,6 +70,30 @@ def test_every_task_warms_up_early_stopping():
     assert early_stopping(resolve_config("sketch", {"patience": 0})) is None
 
 
+def test_a_run_that_never_stops_ends_with_its_best_epochs_weights():
+    """The worker saves the model after ``fit``: tf-keras' early stopping restores the best epoch's
+    weights when training ends, stopped early or not, so a run that reaches --epochs is scored and
+    exported with its best epoch's weights, not its last one's."""
+    from tensorflow import keras
+
+    config = resolve_config("forecast", {"patience": 50, "patience_start": 0, "epochs": 8})
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")])
+    model.compile(keras.optimizers.SGD(0.5), "mse")
+    x = np.linspace(-1, 1, 64, dtype=np.float32)[:, None]
+    weights: list[float] = []
+    keep = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: weights.append(model.get_weights()[0].item())
+    )
+    # Fitted to 2x, validated on x: w passes the validation optimum (1) at epoch 2 and goes on to 2.
+    history = model.fit(
+        x, 2 * x, batch_size=64, epochs=8, validation_data=(x, x), callbacks=[early_stopping(config), keep], verbose=0
+    )
+    val_loss = history.history["val_loss"]
+    assert len(val_loss) == 8 and int(np.argmin(val_loss)) == 1 < 7  # never stopped; best before the end
+    final = model.get_weights()[0].item()
+    assert final == pytest.approx(weights[1]) and final != pytest.approx(weights[-1])
+
+
 def test_learning_rate_warms_up_then_follows_the_schedule():
     config = resolve_config("sketch", {"learning_rate": 1e-3, "lr_schedule": "cosine", "epochs": 10, "lr_warmup": 1})
     assert warmup_steps(config, 100) == 10
