@@ -4,7 +4,10 @@ Trains the forecast task's own builders in this process (plain Keras, no Ray, on
 candidate by candidate, on each series (CTA rail, bus, total with ``--data-dir``; the embedded
 synthetic one), with and without covariates, for several seeds, and scores the served model on
 the validation windows (Jan-May 2019 by default) against the naive 7-day-lag forecast: mean
-7-day MAE, its ratio to naive, and MAE per horizon day +1..+7. One JSON line per run goes to
+7-day MAE, its ratio to naive, and MAE per horizon day +1..+7. ``--ensemble N`` trains N
+averaged members (the task's ``--ensemble``); ``--heldout`` trains on 2015-2017, stops on Jan-May
+2018 and scores June 2018-May 2019 too (``test_`` fields), so that a choice made on the 2019
+windows is checked on windows nothing was chosen on. One JSON line per run goes to
 ``--output`` (appended, so an interrupted sweep keeps what it measured); ``--table`` prints the
 Markdown tables of docs/forecasting.md from such a file.
 
@@ -66,6 +69,8 @@ CANDIDATES = {
     "plain_b64": {"units": 32, "dropout": 0.0, "lr_schedule": "constant", "patience": 20, "batch_size": 64},
 }
 GLOBAL_BATCH = 32  # the CLI's default: 16 per worker x 2 workers
+#: ``--heldout``: train 2015-2017, validate (early stopping) on Jan-May 2018, test June 2018 on.
+HELDOUT = {"train_start": "2015-01-01", "train_end": "2017-12-31", "valid_end": "2018-05-31"}
 
 
 def run_one(series: str, candidate: str, covariates: str, seed: int, args) -> dict:
@@ -81,7 +86,9 @@ def run_one(series: str, candidate: str, covariates: str, seed: int, args) -> di
 
     changes = dict(CANDIDATES[candidate])
     with_bus = changes.pop("with_bus", False)
-    options = {"covariates": covariates, "seed": seed, "epochs": args.epochs, **changes}
+    options = {"covariates": covariates, "seed": seed, "epochs": args.epochs, "ensemble": args.ensemble, **changes}
+    if args.heldout:
+        options.update(HELDOUT)
     if series == "synthetic":
         options["dataset"] = "synthetic"
     else:
@@ -110,12 +117,18 @@ def run_one(series: str, candidate: str, covariates: str, seed: int, args) -> di
     history = model.fit(epochs=config.epochs, callbacks=callbacks, verbose=0, **fitted)
     served = spec.to_serving(model, config, data.info)
     scores = spec.score(x_valid, y_valid, np.asarray(served.predict(x_valid, batch_size=256, verbose=0)), data.info)
+    if args.heldout:
+        x_test, y_test = data.splits["test"]
+        test = spec.score(x_test, y_test, np.asarray(served.predict(x_test, batch_size=256, verbose=0)), data.info)
+        scores.update({f"test_{k}": v for k, v in test.items() if "_d+" not in k})
     return {
         "series": series,
         "candidate": candidate,
         "covariates": covariates,
         "seed": seed,
         "input": args.input,
+        "ensemble": config.ensemble,
+        "split": "heldout" if args.heldout else "default",
         "epochs_run": len(history.history["loss"]),
         "seconds": round(time.perf_counter() - started, 1),
         "config": {
@@ -152,7 +165,7 @@ def table(path: Path) -> str:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     groups: dict[tuple, list[dict]] = {}
     for row in sorted(rows, key=lambda r: r["seed"]):
-        groups.setdefault((row["series"], row["candidate"], row["covariates"]), []).append(row)
+        groups.setdefault((row["series"], _label(row), row["covariates"]), []).append(row)
     out = [
         "| series | candidate | covariates | seeds | MAE / naive (mean, min-max) | mean 7-day MAE | naive MAE | epochs |",
         "|---|---|---|---|---|---|---|---|",
@@ -186,6 +199,12 @@ def table(path: Path) -> str:
     return "\n".join(out)
 
 
+def _label(row: dict) -> str:
+    """The candidate, with its ensemble size and split where they are not the plain run's."""
+    members, split = row.get("ensemble") or 1, row.get("split", "default")
+    return row["candidate"] + (f" x{members}" if members > 1 else "") + (f" ({split})" if split != "default" else "")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default="../shared/data/cta_ridership")
@@ -200,6 +219,10 @@ def main() -> int:
         default="arrays",
         help="fit on arrays (every window, last batch partial), or on the Ray worker's pipeline with one worker "
         "(reproduces rnnforge train --workers 1 --batch-size 32 to the digit)",
+    )
+    parser.add_argument("--ensemble", type=int, help="averaged members (default: the task's)")
+    parser.add_argument(
+        "--heldout", action="store_true", help="train 2015-2017, validate Jan-May 2018, test on June 2018-May 2019"
     )
     parser.add_argument("--output", type=Path, default=Path("docs/forecast_defaults.jsonl"))
     parser.add_argument("--table", type=Path, help="print the Markdown tables of this JSONL file and exit")
@@ -221,7 +244,8 @@ def main() -> int:
                     print(
                         f"{series:>9} {candidate:>10} {covariates:>8} seed {seed}: MAE {row['mae']:,.0f} "
                         f"({row['mae_vs_naive']:.3f}x naive {row['naive_mae']:,.0f}), "
-                        f"{row['epochs_run']} epochs, {row['seconds']:.0f} s",
+                        f"{row['epochs_run']} epochs, {row['seconds']:.0f} s"
+                        + (f", test {row['test_mae_vs_naive']:.3f}x" if args.heldout else ""),
                         flush=True,
                     )
     return 0

@@ -1,6 +1,7 @@
 """What every model shares: the recurrent cell, dropout, gradient clipping and the learning-rate
-schedule with its warm-up (the usual remedies for RNN training difficulties), the classifiers'
-scores and plot, and the warning for a classifier that ended at chance.
+schedule with its warm-up (the usual remedies for RNN training difficulties), the averaged
+ensemble's training and served outputs, the classifiers' scores and plot, and the warning for a
+classifier that ended at chance.
 
 ``recurrent_dropout`` is never used: it disables the cuDNN LSTM/GRU kernels. A GRU always uses
 ``reset_after=True``, the cuDNN-compatible form.
@@ -24,6 +25,25 @@ def recurrent_layer(config: TrainConfig, units: int, *, return_sequences: bool, 
     if config.rnn == "gru":
         return keras.layers.GRU(units, reset_after=True, **kwargs)
     return keras.layers.LSTM(units, **kwargs)
+
+
+def ensemble_output(outputs: list, *, average: bool):
+    """One output from the members' ``outputs`` (one tensor: itself). Training (``average=False``):
+    concatenated on the last axis, so a loss that averages over that axis against targets tiled
+    once per member (``tile_targets``) is the mean of the members' own losses and each member
+    learns as a network trained alone would. Serving: their average."""
+    from tensorflow import keras
+
+    if len(outputs) == 1:
+        return outputs[0]
+    if average:
+        return keras.layers.Average(name="ensemble_average")(outputs)
+    return keras.layers.Concatenate(name="ensemble_members")(outputs)
+
+
+def tile_targets(targets: np.ndarray, members: int) -> np.ndarray:
+    """Targets ``[..., k]`` repeated for ``members`` members: ``[..., members * k]`` (``ensemble_output``)."""
+    return targets if members == 1 else np.tile(targets, (1,) * (targets.ndim - 1) + (members,))
 
 
 def warmup_steps(config: TrainConfig, total_steps: int) -> int:

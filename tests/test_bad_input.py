@@ -569,6 +569,7 @@ CASES = [
     ("frames_zero", _options("train", "video", "--frames", "0"), ["--frames must be at least 1, got 0"], 2),
     ("frame_size_zero", _options("train", "video", "--frame-size", "0"), ["--frame-size must be at least 1"], 2),
     ("window_zero", _options("train", "forecast", "--window", "0"), ["--window must be at least 7", "got 0"], 2),
+    ("ensemble_zero", _options("train", "forecast", "--ensemble", "0"), ["--ensemble must be at least 1, got 0"], 2),
     (
         "horizon_beyond_a_week",
         _options("train", "forecast", "--horizon", "8"),

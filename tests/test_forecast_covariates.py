@@ -150,7 +150,7 @@ def test_serving_model_with_covariates_is_the_last_step_of_the_training_model():
     from tensorflow import keras
 
     spec = get_spec("forecast")
-    config = resolve_config("forecast", {})
+    config = resolve_config("forecast", {"ensemble": 1})  # several members: test_forecast_ensemble.py
     data = spec.load_data(config)
     keras.utils.set_random_seed(1)
     trained = spec.build_model(config, data.info)

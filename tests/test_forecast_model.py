@@ -17,7 +17,8 @@ def test_serving_model_is_the_last_step_of_the_training_model():
     from tensorflow import keras
 
     spec = get_spec("forecast")
-    config = resolve_config("forecast", {"covariates": "none"})  # with them: test_forecast_covariates.py
+    # with them: test_forecast_covariates.py; several members: test_forecast_ensemble.py
+    config = resolve_config("forecast", {"covariates": "none", "ensemble": 1})
     data = spec.load_data(config)
     keras.utils.set_random_seed(1)
     trained = spec.build_model(config, data.info)

@@ -252,6 +252,14 @@ class TrainConfig:
         tasks={"forecast": ("csv",)},
         default_text="none",
     )
+    # forecast: an averaged ensemble (issue #18)
+    ensemble: int | None = option(
+        None,
+        "Members of an averaged ensemble: N networks of the same architecture, each with its own weights and "
+        "its own loss, trained side by side on the same batches; the served model averages their forecasts.",
+        tasks=_FORECAST,
+        minimum=1,
+    )
     # cluster scale (issue 19): elastic worker groups, shared storage, experiment tracking
     min_workers: int | None = option(
         None,
