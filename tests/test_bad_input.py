@@ -1156,7 +1156,9 @@ def test_ctrl_c_during_train(tmp_path, target):
     epoch: exit 130, one line naming the run dir to resume, no Ray process of the run left, and
     while it ran, Ray's own processes (GCS, raylet, agents) listened on loopback only."""
     run_dir = tmp_path / "run"
-    args = ["sketch", "--epochs", "3", "--units", "16", "--max-len", "40", "--workers", "2", "--patience", "0"]
+    # Enough epochs that the run is still training when the signal comes, however fast the machine
+    # (3 epochs of 1.4 s each ended before the first checkpoint was seen on a quiet machine).
+    args = ["sketch", "--epochs", "50", "--units", "16", "--max-len", "40", "--workers", "2", "--patience", "0"]
     log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  (the process writes it until it ends)
     proc = subprocess.Popen(
         [sys.executable, "-m", "rnnforge.cli", "train", *args, "--run-dir", run_dir],
@@ -1173,7 +1175,7 @@ def test_ctrl_c_during_train(tmp_path, target):
             for name, addresses in _listening(_session(proc.pid)).items():
                 listening.setdefault(name, set()).update(addresses)
             log.seek(0)
-            if "epoch 1/3" in log.read() and _registered_epoch(run_dir / "checkpoints" / "train"):
+            if "epoch 1/50" in log.read() and _registered_epoch(run_dir / "checkpoints" / "train"):
                 break
             time.sleep(0.5)
         assert proc.poll() is None, "train ended before its first epoch"
