@@ -68,7 +68,7 @@ CANDIDATES = {
     "plain_lr1e3": {"units": 32, "dropout": 0.0, "lr_schedule": "constant", "patience": 30, "learning_rate": 1e-3},
     "plain_b64": {"units": 32, "dropout": 0.0, "lr_schedule": "constant", "patience": 20, "batch_size": 64},
 }
-GLOBAL_BATCH = 32  # the CLI's default: 16 per worker x 2 workers
+GLOBAL_BATCH = 32  # the CLI's default: 16 per worker x 2 workers, here one worker's batch
 #: ``--heldout``: train 2015-2017, validate (early stopping) on Jan-May 2018, test June 2018 on.
 HELDOUT = {"train_start": "2015-01-01", "train_end": "2017-12-31", "valid_end": "2018-05-31"}
 
@@ -76,17 +76,15 @@ HELDOUT = {"train_start": "2015-01-01", "train_end": "2017-12-31", "valid_end": 
 def run_one(series: str, candidate: str, covariates: str, seed: int, args) -> dict:
     """Train one candidate on one series with one seed; the served model's validation scores."""
     import numpy as np
-    from tensorflow import keras
 
-    from rnnforge.cluster.worker import early_stopping
+    from rnnforge.cluster.fit import batches, fit, prepare
     from rnnforge.models import get_spec
-    from rnnforge.models.common import compile_model
     from rnnforge.models.resolve import resolve_config
-    from rnnforge.pipeline.input import validation_batches, worker_dataset
 
     changes = dict(CANDIDATES[candidate])
     with_bus = changes.pop("with_bus", False)
-    options = {"covariates": covariates, "seed": seed, "epochs": args.epochs, "ensemble": args.ensemble, **changes}
+    options = {"covariates": covariates, "seed": seed, "epochs": args.epochs, "ensemble": args.ensemble}
+    options.update(workers=1, batch_size=GLOBAL_BATCH, **changes)  # one process trains the global batch
     if args.heldout:
         options.update(HELDOUT)
     if series == "synthetic":
@@ -98,23 +96,14 @@ def run_one(series: str, candidate: str, covariates: str, seed: int, args) -> di
     data = spec.load_data(config)
     if with_bus:
         add_bus_column(data, config)
-    keras.utils.set_random_seed(seed)
-    (x_train, y_train), (x_valid, y_valid) = data.splits["train"], data.splits["valid"]
-    batch = options.get("batch_size", GLOBAL_BATCH)
-    steps = max(1, len(y_train) // batch)
-    model = spec.build_model(config, data.info)
-    compile_model(model, spec, config, total_steps=steps * config.epochs)
-    stopping = early_stopping(config)  # the CLI workers' rule: --patience from --patience-start, best weights
-    callbacks = [stopping] if stopping else []
-    targets = spec.targets_for_training(x_train, y_train, data.info)
-    valid = (x_valid, spec.targets_for_training(x_valid, y_valid, data.info))
+    run = prepare(config, data=data)  # the Ray worker's: early stopping from --patience-start, lr warm-up
+    train, valid = batches(run)
+    if args.input == "arrays":  # every window each epoch, the last batch partial
+        x_train, y_train = data.splits["train"]
+        train = (x_train, spec.targets_for_training(x_train, y_train, data.info))
     started = time.perf_counter()
-    if args.input == "worker":  # as a Ray worker feeds it (--workers 1): whole batches, endless shuffled shard
-        train = worker_dataset(x_train, targets, batch_size=batch, num_shards=1, shard_index=0, seed=seed)
-        fitted = {"x": train, "steps_per_epoch": steps, "validation_data": validation_batches(*valid, batch)}
-    else:  # arrays: every window each epoch, the last batch partial
-        fitted = {"x": x_train, "y": targets, "batch_size": batch, "shuffle": True, "validation_data": valid}
-    history = model.fit(epochs=config.epochs, callbacks=callbacks, verbose=0, **fitted)
+    history = fit(run, train, valid)
+    model, (x_valid, y_valid) = run.model, data.splits["valid"]
     served = spec.to_serving(model, config, data.info)
     scores = spec.score(x_valid, y_valid, np.asarray(served.predict(x_valid, batch_size=256, verbose=0)), data.info)
     if args.heldout:
@@ -217,7 +206,7 @@ def main() -> int:
         "--input",
         choices=("arrays", "worker"),
         default="arrays",
-        help="fit on arrays (every window, last batch partial), or on the Ray worker's pipeline with one worker "
+        help="fit on arrays (every window, last batch partial), or on the Ray worker's batches with one worker "
         "(reproduces rnnforge train --workers 1 --batch-size 32 to the digit)",
     )
     parser.add_argument("--ensemble", type=int, help="averaged members (default: the task's)")
