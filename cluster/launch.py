@@ -27,7 +27,6 @@ from rnnforge.cluster.devices import clear_device_records, device_records_path, 
 from rnnforge.cluster.finish import finish_run
 from rnnforge.cluster.progress import ray_init_options, training_progress, worker_setup_hook
 from rnnforge.cluster.storage import check_shared_storage, storage_location
-from rnnforge.cluster.tracking import check_tracking, close_run, fail_run, open_run
 from rnnforge.core import fileio
 from rnnforge.core.config import TrainConfig
 from rnnforge.core.console import VERBOSE_ENV, verbose
@@ -35,6 +34,7 @@ from rnnforge.core.env import WORKER_ENV
 from rnnforge.core.errors import Interrupted, TrainingFailed, UserError
 from rnnforge.core.machine import local_cpus, local_gpus
 from rnnforge.core.run_dir import RunDir
+from rnnforge.core.tracking import check_tracking, close_run, fail_run, open_run
 from rnnforge.models.spec import TaskData
 
 #: Set before Ray is imported, this makes a local Ray take 127.0.0.1 as its node address, so GCS,
@@ -364,7 +364,7 @@ def make_trainer(
     (``TrainConfig.to_dict``) and, beside it, where rank 0 writes TensorBoard scalars and where
     every worker records its devices (``cluster.devices``); ``callbacks``: Ray Train
     ``UserCallback``s (``cluster.progress``); ``tracking``: the MLflow run rank 0 logs each epoch
-    into (``cluster.tracking``). An elastic config gets ``num_workers=(min, max)``: Ray Train
+    into (``core.tracking``). An elastic config gets ``num_workers=(min, max)``: Ray Train
     starts as many as the cluster has room for and, after a failure or when room appears, restarts
     the group at its new size from the last checkpoint."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig

@@ -12,9 +12,9 @@ import secrets
 import shutil
 from pathlib import Path
 
-from rnnforge.cluster.tracking import record_path
 from rnnforge.core.errors import UserError
 from rnnforge.core.run_dir import RunDir
+from rnnforge.core.tracking import record_path
 
 
 def storage_location(storage_path: str | None, run: RunDir) -> tuple[str, str]:

@@ -31,9 +31,9 @@ from pathlib import Path
 
 from rnnforge.cluster.devices import check_devices, describe_worker, make_strategy, write_device_record
 from rnnforge.cluster.fit import Run, batches, fit, prepare
-from rnnforge.cluster.tracking import log_epoch
 from rnnforge.core.config import TrainConfig
 from rnnforge.core.env import WORKER_ENV
+from rnnforge.core.tracking import log_epoch
 
 CHECKPOINT_MODEL = "model.keras"
 CHECKPOINT_STATE = "state.json"
@@ -115,7 +115,7 @@ class WorkerTraining:
         self.tf_state = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
         self.state = {"epoch": 0, "history": [], "restarts": 0, "world_size": world_size}
         self.summaries = _EpochSummaries(tensorboard_dir) if tensorboard_dir else None
-        self.tracking = tracking  # rank 0 with --mlflow-tracking-uri: the MLflow run (cluster.tracking)
+        self.tracking = tracking  # rank 0 with --mlflow-tracking-uri: the MLflow run (core.tracking)
         self.epoch_started = 0.0
         self.resumed_after = 0
         self.resized_from: int | None = None

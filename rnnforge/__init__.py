@@ -1,12 +1,13 @@
 """rnnforge: train sequence models on Ray, export them to ONNX, prove parity and speed.
 
-The layers, bottom to top (each imports only from those below it; docs/architecture.md)::
+The layers, bottom to top (each imports only from itself and the levels below it; cluster and
+export stand side by side and import neither way; docs/architecture.md)::
 
-    rnnforge.core      errors, file writes, run-dir layout, machine facts, plots
-    rnnforge.pipeline  datasets and tf.data input pipelines        (folder pipeline/)
-    rnnforge.models    task specs and Keras builders                (folder models/)
-    rnnforge.cluster   Ray Train: worker loop, launcher, run dir    (folder cluster/)
-    rnnforge.export    ONNX export, parity, bench, reports          (folder export/)
+    rnnforge.core      errors, file writes, run-dir layout, machine facts, plots, MLflow tracking
+    rnnforge.pipeline  datasets and tf.data input pipelines            (folder pipeline/)
+    rnnforge.models    task specs and Keras builders                    (folder models/)
+    rnnforge.cluster   Ray Train: in-process fit, worker loop, launcher (folder cluster/)
+    rnnforge.export    ONNX export, parity, bench, reports; beside cluster (folder export/)
     rnnforge.cli, rnnforge.demo   the application
 
 Importing this package (the parent of every sub-package) sets ``TF_USE_LEGACY_KERAS=1``, unless
