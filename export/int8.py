@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from rnnforge.core import fileio
+from rnnforge.core.arrays import Inputs, count, example_bytes, feeds, rows, select
 from rnnforge.core.errors import UserError
-from rnnforge.export.eval_set import Inputs, count, example_bytes, feeds, rows, select
 from rnnforge.export.parity import enforce_gate
 
 #: Calibration inputs fed per call to ORT's calibrator.

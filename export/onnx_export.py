@@ -23,12 +23,13 @@ import numpy as np
 
 import rnnforge
 from rnnforge.core import fileio
+from rnnforge.core.arrays import Inputs, count, feeds, rows, select
 from rnnforge.core.errors import UserError
 from rnnforge.core.machine import versions
 from rnnforge.core.run_dir import RunDir
 from rnnforge.core.tracking import export_target, log_export
 from rnnforge.export import graph_opt
-from rnnforge.export.eval_set import EvalSet, Inputs, count, default_cap, feeds, rows, select, write_eval_set
+from rnnforge.export.eval_set import EvalSet, default_cap, write_eval_set
 from rnnforge.export.parity import parity_gate
 from rnnforge.export.settings import variant_path
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from rnnforge.core.arrays import Inputs, count, feeds
 from rnnforge.core.errors import ParityError
-from rnnforge.export.eval_set import Inputs, count, feeds
 
 
 def parity_gate(model, onnx_model, spec, x: Inputs, atol: float, subject: str, unwritten: str) -> dict:
