@@ -243,7 +243,7 @@ class OrtEngine:
     """An ONNX Runtime session (or one per shape, with CUDA graphs) that runs as ``setup`` says.
 
     ``OrtEngine(path, setup, threads)`` opens the bench's session; ``OrtEngine.from_session`` wraps
-    one made elsewhere (e.g. with other ``SessionOptions``, as ``benchmarks/ort_levers.py`` does).
+    one made elsewhere (e.g. with other ``SessionOptions``, as ``benchmarks/experiments/ort_levers.py`` does).
     """
 
     def __init__(self, path: Path, setup: ProviderSetup, threads: int | None = None, options=None):

@@ -190,7 +190,7 @@ def _network(config: TrainConfig, info: dict, every_step: bool):
     from rnnforge.models.common import ensemble_output
 
     window, horizon, mean, std = info["window"], info["horizon"], info["mean"], info["std"]
-    # info["columns"] > 1: further series beside the forecast one (benchmarks/forecast_defaults.py
+    # info["columns"] > 1: further series beside the forecast one (benchmarks/experiments/forecast_defaults.py
     # tries CTA bus beside rail); column 0 is the one forecast
     series = keras.Input(shape=(window, info.get("columns", 1)), name="series", dtype="float32")
     inputs = [series]

@@ -6,9 +6,9 @@ the test split (on ``--difficulty hard``: characters dressed unlike any training
 Prints one JSON line per run and appends it to ``--output``; ``--table FILE`` prints the
 markdown table of such a file (docs/video.md holds it).
 
-    nice -n 5 .venv/bin/python benchmarks/video_defaults.py --candidates plain,chosen \\
+    nice -n 5 .venv/bin/python benchmarks/experiments/video_defaults.py --candidates plain,chosen \\
         --difficulties hard --seeds 0,1 [--output /tmp/video_defaults.jsonl]
-    .venv/bin/python benchmarks/video_defaults.py --table /tmp/video_defaults.jsonl
+    .venv/bin/python benchmarks/experiments/video_defaults.py --table /tmp/video_defaults.jsonl
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import rnnforge  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
 
 #: Candidates: TrainConfig options (over the task's defaults) and the builder's keywords.

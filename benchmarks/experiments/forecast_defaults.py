@@ -1,6 +1,6 @@
 """Which forecast defaults hold across series, and what the day-type covariates buy.
 
-Trains the forecast task's own builders in this process (plain Keras, no Ray, one thread),
+Trains the forecast task in this process as one Ray worker would (``cluster.fit``, one thread),
 candidate by candidate, on each series (CTA rail, bus, total with ``--data-dir``; the embedded
 synthetic one), with and without covariates, for several seeds, and scores the served model on
 the validation windows (Jan-May 2019 by default) against the naive 7-day-lag forecast: mean
@@ -11,10 +11,10 @@ windows is checked on windows nothing was chosen on. One JSON line per run goes 
 ``--output`` (appended, so an interrupted sweep keeps what it measured); ``--table`` prints the
 Markdown tables of docs/forecasting.md from such a file.
 
-    nice -n 5 .venv/bin/python benchmarks/forecast_defaults.py --data-dir ../shared/data/cta_ridership \\
+    nice -n 5 .venv/bin/python benchmarks/experiments/forecast_defaults.py --data-dir ../shared/data/cta_ridership \\
         --series rail,bus,total,synthetic --candidates current,plain --covariates day_type,none \\
-        --seeds 1,2,3 --output docs/forecast_defaults.jsonl
-    .venv/bin/python benchmarks/forecast_defaults.py --table docs/forecast_defaults.jsonl
+        --seeds 1,2,3 --output benchmarks/experiments/forecast_defaults.jsonl
+    .venv/bin/python benchmarks/experiments/forecast_defaults.py --table benchmarks/experiments/forecast_defaults.jsonl
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import rnnforge  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
 
 #: Candidate defaults: changes to the forecast task's defaults (``models/forecast.py``).
@@ -213,7 +213,7 @@ def main() -> int:
     parser.add_argument(
         "--heldout", action="store_true", help="train 2015-2017, validate Jan-May 2018, test on June 2018-May 2019"
     )
-    parser.add_argument("--output", type=Path, default=Path("docs/forecast_defaults.jsonl"))
+    parser.add_argument("--output", type=Path, default=Path("benchmarks/experiments/forecast_defaults.jsonl"))
     parser.add_argument("--table", type=Path, help="print the Markdown tables of this JSONL file and exit")
     args = parser.parse_args()
     if args.table:
