@@ -18,6 +18,7 @@ first ``import tensorflow`` capture TensorFlow's C++ start-up lines (``rnnforge.
 import os
 from pathlib import Path
 
+from rnnforge.core.checkout import install_checkout_folders
 from rnnforge.core.console import install_tensorflow_import_capture
 from rnnforge.core.env import WORKER_ENV
 
@@ -27,9 +28,6 @@ install_tensorflow_import_capture()  # TensorFlow's C++ start-up lines: shown on
 
 __version__ = "0.1.0"
 
-# The design card keeps cluster/, pipeline/, models/ and export/ at the repository's top level; the
-# wheel ships them as rnnforge.<folder> (pyproject.toml's package-dir). In a source checkout (a
-# `ray job submit --working-dir .` upload included) they are found beside this folder.
-_CHECKOUT = Path(__file__).resolve().parent.parent
-if (_CHECKOUT / "pyproject.toml").is_file() and (_CHECKOUT / "models" / "__init__.py").is_file():
-    __path__.append(str(_CHECKOUT))
+# cluster/, pipeline/, models/ and export/ sit beside this folder in a source checkout (a
+# `ray job submit --working-dir .` upload included): found as rnnforge.<folder>, and nothing else is.
+install_checkout_folders(Path(__file__).parent)

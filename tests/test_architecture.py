@@ -335,3 +335,22 @@ def test_a_planted_cycle_fails_even_inside_a_function(tree):
 def test_a_planted_dynamic_import_fails(tree, code, expected):
     _plant(tree, "models/__init__.py", code, replace='"rnnforge.models.video"')
     assert any(expected in p for p in dynamic_import_problems(tree)), dynamic_import_problems(tree)
+
+
+def test_a_source_checkout_exposes_exactly_the_four_folders():
+    """Uninstalled (``-S``: no site-packages, so no editable install; as a ``ray job submit
+    --working-dir .`` upload runs), ``import rnnforge`` finds cluster/, pipeline/, models/ and
+    export/ as ``rnnforge.<folder>``, and no other folder of the checkout."""
+    import subprocess
+    import sys
+
+    code = (
+        "import importlib.util, rnnforge.models, rnnforge.cluster, rnnforge.pipeline, rnnforge.export\n"
+        "print(rnnforge.models.__file__)\n"
+        "print([n for n in ('rnnforge.tests', 'rnnforge.benchmarks', 'rnnforge.rnnforge', 'rnnforge.docs')"
+        " if importlib.util.find_spec(n)])"
+    )
+    done = subprocess.run([sys.executable, "-S", "-c", code], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    models_file, hidden = done.stdout.splitlines()
+    assert models_file == str(ROOT / "models" / "__init__.py") and hidden == "[]"
