@@ -54,8 +54,8 @@ def job_runtime_env() -> dict:
 def worker_env(config: TrainConfig) -> dict:
     """Environment variables of the Ray Train workers (``RunConfig(worker_runtime_env=...)``)."""
     threads = str(config.cpus_per_worker)
-    # Inter-op threads matter as much as intra-op ones for RNNs (the time loop's small ops run in
-    # parallel): a 2-CPU worker with 1 inter-op thread trained the sketch model 1.45x slower.
+    # Inter-op threads matter as much as intra-op ones for RNNs: the time loop's small ops run in
+    # parallel (docs/scaling.md measures a worker with one inter-op thread).
     return {
         "TF_NUM_INTRAOP_THREADS": threads,
         "TF_NUM_INTEROP_THREADS": threads,

@@ -16,7 +16,7 @@ TensorFlow is left out with one line saying so (``--tf-baseline``: ``export.base
 latency, throughput, session creation and first-inference time, MLPerf-style SingleStream p90
 and Offline samples/s; and every engine's scores on the stored examples with their agreement
 and deltas against TensorFlow's stored outputs. A requested GPU provider that the session does
-not really use is an error, never a CPU figure. Writes ``bench/bench.json`` (schema 3,
+not really use is an error, never a CPU figure. Writes ``bench/bench.json`` (``results.SCHEMA_VERSION``,
 ``bench.schema.json``), ``bench/report.md``, ``bench/report.html`` and plots.
 
     rnnforge bench runs/sketch --batch-sizes 1,32 --variants fp32,fp16,int8
@@ -272,7 +272,7 @@ def measure_variant(target: BenchTarget, variant: str, settings: BenchSettings, 
 
 
 def assemble(target: BenchTarget, settings: BenchSettings, measured: dict[str, dict], baseline: dict) -> dict:
-    """bench.json (schema 3) from each engine's measurements and the TensorFlow baseline."""
+    """bench.json (``SCHEMA_VERSION``) from each engine's measurements and the TensorFlow baseline."""
     first = next(iter(measured.values()))
     rows = [*baseline["rows"], *(row for m in measured.values() for row in m["rows"])]
     parity_file = target.run.parity_of(next(iter(target.paths.values())))

@@ -3,7 +3,7 @@
 The task spec declares the ONNX inputs and outputs (names, named dynamic axes), the opset and
 the tolerance. ``tf2onnx.convert.from_keras`` swallows conversion errors, so only running the
 model proves it: the converted graph is checked for ``Loop``/``Scan`` nodes (Keras masking makes
-them, ~30x slower on ONNX Runtime), its input and output names against the spec, its dynamic
+them, many times slower on ONNX Runtime: docs/performance.md), its input and output names against the spec, its dynamic
 axes get the spec's names (``batch``, ``time``), then it runs on ONNX Runtime against TensorFlow
 on a real test batch. Only a model that passes is written, atomically.
 
