@@ -1,8 +1,8 @@
 """Is the training input pipeline ever the bottleneck? tf.data alone vs the model's appetite.
 
 For each task: the samples/s one worker's tf.data pipeline delivers when nothing consumes
-them (``pipeline.input.worker_dataset``, the same shard, shuffle, batch and prefetch as a Ray
-worker builds, or the streamed QuickDraw pipeline with ``--quickdraw DIR``), against the
+them (``cluster.fit.training_batches``, the first Ray worker's shard, shuffle, batch and
+prefetch, or the streamed QuickDraw pipeline with ``--quickdraw DIR``), against the
 samples/s the same worker's model trains at (``model.fit`` on cached in-memory batches, so only
 compute counts). Headroom = pipeline / training; the goal is at least 3x.
 
@@ -44,35 +44,20 @@ def training_rate(model, dataset, batch_size: int, steps: int) -> float:
 def measure(task: str, workers: int, steps: int, quickdraw: str | None) -> dict:
     import tensorflow as tf
 
-    from rnnforge.models import get_spec
-    from rnnforge.models.common import compile_model
+    from rnnforge.cluster.fit import prepare, training_batches
     from rnnforge.models.resolve import resolve_config
-    from rnnforge.pipeline.input import worker_dataset
 
     options = {"workers": workers}
     if task == "sketch" and quickdraw:
         options.update(dataset="quickdraw", data_dir=quickdraw, streaming=True, tfds_dir="/tmp/rnnforge_bench_tfds")
     config = resolve_config(task, options)
-    spec = get_spec(task)
-    data = spec.load_data(config)
-    batch = config.batch_size
-    if data.train_stream is not None:
-        context = tf.distribute.InputContext(num_input_pipelines=workers, input_pipeline_id=0)
-        dataset = data.train_stream(context, batch, config.seed)
-    else:
-        x, y = data.splits["train"]
-        dataset = worker_dataset(
-            x,
-            spec.targets_for_training(x, y, data.info),
-            batch_size=batch,
-            num_shards=workers,
-            shard_index=0,
-            seed=config.seed,
-        )
+    run = prepare(config, world_size=workers)  # the Ray worker's model and data
+    first_worker = tf.distribute.InputContext(
+        num_input_pipelines=workers, input_pipeline_id=0, num_replicas_in_sync=workers
+    )
+    dataset, batch = training_batches(run, first_worker), config.batch_size
     feed = pipeline_rate(dataset, batch, steps)
-    model = spec.build_model(config, data.info)
-    compile_model(model, spec, config, total_steps=steps * 2)
-    train = training_rate(model, dataset, batch, steps)
+    train = training_rate(run.model, dataset, batch, steps)
     return {
         "task": task,
         "dataset": config.dataset,

@@ -35,26 +35,11 @@ sys.path.insert(0, str(ROOT))
 
 
 def plain_fit(config: TrainConfig) -> dict:
-    """One process, no Ray, no strategy: the task's model, data pipeline and options."""
+    """One process, no Ray: the Ray worker's own fit (``cluster.fit``) under the default strategy."""
     started_at = time.time()
     from tensorflow import keras
 
-    from rnnforge.models import get_spec
-    from rnnforge.models.common import compile_model
-    from rnnforge.pipeline.input import steps_per_epoch, worker_dataset
-
-    spec = get_spec(config.task)
-    data = spec.load_data(config)
-    (x, y), (x_valid, y_valid) = data.splits["train"], data.splits["valid"]
-    y, y_valid = spec.targets_for_training(x, y, data.info), spec.targets_for_training(x_valid, y_valid, data.info)
-    batch, epochs = config.batch_size, config.epochs
-    steps = steps_per_epoch(len(x), batch)
-    keras.utils.set_random_seed(config.seed)
-    model = spec.build_model(config, data.info)
-    compile_model(model, spec, config, total_steps=steps * epochs)
-
-    def pipeline(xs, ys, shuffle):
-        return worker_dataset(xs, ys, batch_size=batch, num_shards=1, shard_index=0, seed=config.seed, shuffle=shuffle)
+    from rnnforge.cluster.fit import batches, fit, prepare
 
     seconds = []
 
@@ -65,20 +50,14 @@ def plain_fit(config: TrainConfig) -> dict:
         def on_epoch_end(self, epoch, logs=None):
             seconds.append(time.perf_counter() - self.began)
 
+    run = prepare(config)
+    train, valid = batches(run)
     fit_started_at = time.time()
-    model.fit(
-        pipeline(x, y, True),
-        epochs=epochs,
-        steps_per_epoch=steps,
-        validation_data=pipeline(x_valid, y_valid, False),
-        validation_steps=steps_per_epoch(len(x_valid), batch),
-        callbacks=[Timer()],
-        verbose=0,
-    )
-    fit = time.time() - fit_started_at
+    fit(run, train, valid, callbacks=[Timer()])
+    fit_s = time.time() - fit_started_at
     return {
-        "samples": [steps * batch / s for s in seconds],
-        "timing": {"until_fit_s": fit_started_at - started_at, "fit_s": fit, "checkpoint_s": 0.0},
+        "samples": [run.steps * run.global_batch / s for s in seconds],
+        "timing": {"until_fit_s": fit_started_at - started_at, "fit_s": fit_s, "checkpoint_s": 0.0},
     }
 
 
@@ -87,9 +66,9 @@ def run_row(args: argparse.Namespace, workers: int | None, work: Path) -> dict:
     from rnnforge.core.machine import local_cpus
 
     cores = local_cpus()  # as the local Ray counts them (a container's limit included)
-    options = ["--epochs", str(args.epochs), *args.train_args.split()]
-    if workers is None:
-        command = [sys.executable, __file__, "--plain", args.task, *options]
+    options = ["--epochs", str(args.epochs), *args.train_args.split(), "--patience", "0"]
+    if workers is None:  # one worker's batch: --batch-size, as each Ray worker's
+        command = [sys.executable, __file__, "--plain", args.task, *options, "--workers", "1"]
     else:
         command = [
             sys.executable,
@@ -98,8 +77,6 @@ def run_row(args: argparse.Namespace, workers: int | None, work: Path) -> dict:
             "train",
             args.task,
             *options,
-            "--patience",
-            "0",
             "--workers",
             str(workers),
             "--cpus-per-worker",

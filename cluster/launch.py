@@ -25,40 +25,21 @@ from pathlib import Path
 
 from rnnforge.cluster.devices import clear_device_records, device_records_path, device_refusal, read_device_records
 from rnnforge.cluster.finish import finish_run
-from rnnforge.cluster.progress import ray_init_options, training_progress, worker_setup_hook
-from rnnforge.cluster.storage import check_shared_storage, storage_location
-from rnnforge.cluster.tracking import check_tracking, close_run, fail_run, open_run
+from rnnforge.cluster.progress import training_progress
+from rnnforge.cluster.storage import check_shared_storage, check_storage, storage_location
 from rnnforge.core import fileio
 from rnnforge.core.config import TrainConfig
-from rnnforge.core.console import VERBOSE_ENV, verbose
+from rnnforge.core.console import VERBOSE_ENV, ray_init_options, verbose, worker_setup_hook
 from rnnforge.core.env import WORKER_ENV
 from rnnforge.core.errors import Interrupted, TrainingFailed, UserError
 from rnnforge.core.machine import local_cpus, local_gpus
 from rnnforge.core.run_dir import RunDir
+from rnnforge.core.tracking import check_tracking, close_run, fail_run, open_run
 from rnnforge.models.spec import TaskData
 
 #: Set before Ray is imported, this makes a local Ray take 127.0.0.1 as its node address, so GCS,
 #: raylet and the agents listen on loopback only (Ray's own switch for machines without clusters).
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-
-#: Filesystem types that several machines can mount (``/proc/mounts``); ``fuse.*`` counts too.
-SHARED_FILESYSTEMS = {
-    "nfs",
-    "nfs4",
-    "cifs",
-    "smb3",
-    "smbfs",
-    "lustre",
-    "gpfs",
-    "beegfs",
-    "ceph",
-    "glusterfs",
-    "wekafs",
-    "panfs",
-    "gfs2",
-    "ocfs2",
-    "orangefs",
-}
 
 
 def job_runtime_env() -> dict:
@@ -73,8 +54,8 @@ def job_runtime_env() -> dict:
 def worker_env(config: TrainConfig) -> dict:
     """Environment variables of the Ray Train workers (``RunConfig(worker_runtime_env=...)``)."""
     threads = str(config.cpus_per_worker)
-    # Inter-op threads matter as much as intra-op ones for RNNs (the time loop's small ops run in
-    # parallel): a 2-CPU worker with 1 inter-op thread trained the sketch model 1.45x slower.
+    # Inter-op threads matter as much as intra-op ones for RNNs: the time loop's small ops run in
+    # parallel (docs/scaling.md measures a worker with one inter-op thread).
     return {
         "TF_NUM_INTRAOP_THREADS": threads,
         "TF_NUM_INTEROP_THREADS": threads,
@@ -127,19 +108,36 @@ def check_resources(config: TrainConfig) -> None:
     import ray
 
     total = ray.cluster_resources()
+    have = {"CPU": total.get("CPU", 0), "GPU": total.get("GPU", 0)}
+    refuse_unschedulable(config, have, dict.fromkeys(have, "the Ray cluster has {have:g}"))
+
+
+def check_local_resources(config: TrainConfig, address: str | None) -> None:
+    """Refuse what a local Ray (the CPUs Ray detects, this machine's GPUs) can never schedule."""
+    if address:
+        return
+    workers, _ = fewest_workers(config)
+    have = {"CPU": local_cpus(), "GPU": local_gpus() if workers * config.gpus_per_worker > 0 else 0}
+    refuse_unschedulable(
+        config,
+        have,
+        {
+            "CPU": "this machine has {have:g} (pass --address to use a cluster)",
+            "GPU": "the Ray cluster has {have:g} (a local run: this machine's GPUs; pass --address to use a cluster)",
+        },
+    )
+
+
+def refuse_unschedulable(config: TrainConfig, have: dict, says: dict) -> None:
+    """Refuse ``config``'s fewest workers when they need more CPUs or GPUs than ``have`` (per
+    unit); ``says[unit]`` words what there is, with ``{have}`` in it."""
     workers, flag = fewest_workers(config)
-    need_cpu = workers * config.cpus_per_worker
-    need_gpu = workers * config.gpus_per_worker
-    if need_cpu > total.get("CPU", 0):
-        raise UserError(
-            f"{flag} {workers} x --cpus-per-worker {config.cpus_per_worker} needs "
-            f"{need_cpu} CPUs; the Ray cluster has {total.get('CPU', 0):g}"
-        )
-    if need_gpu > total.get("GPU", 0):
-        raise UserError(
-            f"{flag} {workers} x --gpus-per-worker {config.gpus_per_worker:g} needs "
-            f"{need_gpu:g} GPUs; the Ray cluster has {total.get('GPU', 0):g}"
-        )
+    for unit, per_worker in (("CPU", config.cpus_per_worker), ("GPU", config.gpus_per_worker)):
+        if workers * per_worker > have[unit]:
+            raise UserError(
+                f"{flag} {workers} x --{unit.lower()}s-per-worker {per_worker:g} needs {workers * per_worker:g} "
+                f"{unit}s; " + says[unit].format(have=have[unit])
+            )
 
 
 def fewest_workers(config: TrainConfig) -> tuple[int, str]:
@@ -152,42 +150,6 @@ def fewest_workers(config: TrainConfig) -> tuple[int, str]:
 def elastic(config: TrainConfig) -> bool:
     """Whether the worker group may shrink and grow (``--min-workers`` below ``--workers``)."""
     return config.min_workers is not None and config.min_workers < config.workers
-
-
-def check_storage(storage: str, nodes: int, declared_shared: bool = False) -> None:
-    """Refuse node-local storage on a multi-node cluster: every worker writes checkpoints there
-    and the driver reads them back, so every node must see the same files. ``declared_shared``
-    (``--shared-storage``): the user says it is shared; ``cluster.storage.check_shared_storage``
-    then checks that every node sees it."""
-    if nodes < 2 or declared_shared or ("://" in storage and not storage.startswith("file://")):
-        return
-    fstype = filesystem_type(Path(storage.removeprefix("file://")))
-    if fstype in SHARED_FILESYSTEMS or fstype.startswith("fuse."):
-        return
-    raise UserError(
-        f"Ray Train storage {storage} is on this node's own disk ({fstype}) but the Ray cluster has "
-        f"{nodes} nodes: workers on other nodes could not write checkpoints there; pass --storage-path "
-        "with a shared filesystem mounted at the same path on every node (add --shared-storage where "
-        "its type is not one of the known network filesystems), or an s3:// or gs:// URI"
-    )
-
-
-def filesystem_type(path: Path) -> str:
-    """The type (``ext4``, ``nfs4``, ...) of the filesystem holding ``path``, from /proc/mounts."""
-    path = path.resolve()
-    best, fstype = "", "unknown"
-    try:
-        mounts = Path("/proc/mounts").read_text().splitlines()
-    except OSError:
-        return fstype
-    for line in mounts:
-        fields = line.split()
-        if len(fields) < 3:
-            continue
-        mount = fields[1].replace("\\040", " ")
-        if len(mount) >= len(best) and (str(path) == mount or str(path).startswith(mount.rstrip("/") + "/")):
-            best, fstype = mount, fields[2]
-    return fstype
 
 
 def preflight(config: TrainConfig, run_dir: Path, address: str | None = None) -> None:
@@ -203,27 +165,6 @@ def preflight(config: TrainConfig, run_dir: Path, address: str | None = None) ->
         fileio.check_writable(storage.removeprefix("file://"), "--storage-path")
     check_local_resources(config, address)
     check_tracking(config)
-
-
-def check_local_resources(config: TrainConfig, address: str | None) -> None:
-    """Refuse what a local Ray (the CPUs Ray detects, this machine's GPUs) can never schedule."""
-    if address:
-        return
-    workers, flag = fewest_workers(config)
-    need_cpu = workers * config.cpus_per_worker
-    if need_cpu > local_cpus():
-        raise UserError(
-            f"{flag} {workers} x --cpus-per-worker {config.cpus_per_worker} needs "
-            f"{need_cpu} CPUs; this machine has {local_cpus()} (pass --address to use a cluster)"
-        )
-    need_gpu = workers * config.gpus_per_worker
-    have_gpu = local_gpus() if need_gpu > 0 else 0
-    if need_gpu > have_gpu:
-        raise UserError(
-            f"{flag} {workers} x --gpus-per-worker {config.gpus_per_worker:g} needs "
-            f"{need_gpu:g} GPUs; the Ray cluster has {have_gpu} (a local run: this machine's "
-            "GPUs; pass --address to use a cluster)"
-        )
 
 
 def train(
@@ -364,7 +305,7 @@ def make_trainer(
     (``TrainConfig.to_dict``) and, beside it, where rank 0 writes TensorBoard scalars and where
     every worker records its devices (``cluster.devices``); ``callbacks``: Ray Train
     ``UserCallback``s (``cluster.progress``); ``tracking``: the MLflow run rank 0 logs each epoch
-    into (``cluster.tracking``). An elastic config gets ``num_workers=(min, max)``: Ray Train
+    into (``core.tracking``). An elastic config gets ``num_workers=(min, max)``: Ray Train
     starts as many as the cluster has room for and, after a failure or when room appears, restarts
     the group at its new size from the last checkpoint."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig

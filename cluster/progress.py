@@ -5,51 +5,21 @@ Train ``UserCallback``, runs in Ray Train's controller and turns rank 0's report
 Ray queue carries the line to the driver, which prints it (``training_progress``). The workers'
 own stdout and stderr stay in Ray's log files (``/tmp/ray/session_latest/logs/worker-*.out|err``
 on each node), so no line carries Ray's ``(RayTrainWorker pid=...)`` prefix, and ``ray job logs``
-of a submitted run shows the same lines. ``rnnforge --verbose`` streams the workers' output too.
-
-``ray_init_options(address)``: on the local Ray instance rnnforge starts and stops itself, the
-workers' output stays in the log files and Ray's notices (token authentication, the preemption
-watcher) stay out of the console; a cluster joined with ``--address`` keeps Ray's defaults, its
-warnings included.
+of a submitted run shows the same lines. ``rnnforge --verbose`` streams the workers' output too
+(Ray's own console options: ``rnnforge.core.console.ray_init_options``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import sys
 import threading
 from collections.abc import Iterator
 
 from rnnforge.core.config import TrainConfig
-from rnnforge.core.console import verbose
 
 #: Seconds the driver waits for a line before it looks again whether training ended.
 POLL_S = 0.5
-
-
-def ray_init_options(address: str | None) -> dict:
-    """``ray.init`` keyword arguments for the console: quiet for the local instance rnnforge starts
-    (errors only, workers' output in Ray's log files), Ray's defaults on a joined cluster."""
-    if verbose():
-        return {"logging_level": logging.INFO}
-    if address:
-        return {"logging_level": logging.WARNING}
-    return {"logging_level": logging.ERROR, "log_to_driver": False}
-
-
-def worker_setup_hook():
-    """The ``worker_process_setup_hook`` of every Ray worker process (Ray Train's controller and
-    workers): TensorFlow's C++ start-up lines are captured at its first import there too.
-
-    Pickled by value: Ray runs the hook before the worker's ``sys.path`` gets the driver's code
-    paths, so it must work without importing this checkout's ``rnnforge``."""
-    import ray.cloudpickle
-
-    from rnnforge.core import console
-
-    ray.cloudpickle.register_pickle_by_value(console)
-    return console.install_tensorflow_import_capture
 
 
 def progress_line(entry: dict, epochs: int, metric: str) -> str:

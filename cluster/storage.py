@@ -3,6 +3,7 @@
 ``prepare_run_dir`` checks ``--run-dir`` before any work: it refuses to clobber a finished run
 (unless ``--overwrite``), and tells an interrupted run, which Ray Train resumes from its last
 checkpoint, from a new one. ``storage_location`` says where Ray Train keeps a run's checkpoints;
+``check_storage`` refuses node-local storage on a multi-node cluster, and
 ``check_shared_storage`` checks that every node of a cluster sees a ``--shared-storage`` directory.
 """
 
@@ -12,9 +13,64 @@ import secrets
 import shutil
 from pathlib import Path
 
-from rnnforge.cluster.tracking import record_path
-from rnnforge.core.errors import UserError
+from rnnforge.core.errors import UserError, first_line
 from rnnforge.core.run_dir import RunDir
+from rnnforge.core.tracking import record_path
+
+#: Filesystem types that several machines can mount (``/proc/mounts``); ``fuse.*`` counts too.
+SHARED_FILESYSTEMS = {
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smb3",
+    "smbfs",
+    "lustre",
+    "gpfs",
+    "beegfs",
+    "ceph",
+    "glusterfs",
+    "wekafs",
+    "panfs",
+    "gfs2",
+    "ocfs2",
+    "orangefs",
+}
+
+
+def check_storage(storage: str, nodes: int, declared_shared: bool = False) -> None:
+    """Refuse node-local storage on a multi-node cluster: every worker writes checkpoints there
+    and the driver reads them back, so every node must see the same files. ``declared_shared``
+    (``--shared-storage``): the user says it is shared; ``check_shared_storage`` then checks
+    that every node sees it."""
+    if nodes < 2 or declared_shared or ("://" in storage and not storage.startswith("file://")):
+        return
+    fstype = filesystem_type(Path(storage.removeprefix("file://")))
+    if fstype in SHARED_FILESYSTEMS or fstype.startswith("fuse."):
+        return
+    raise UserError(
+        f"Ray Train storage {storage} is on this node's own disk ({fstype}) but the Ray cluster has "
+        f"{nodes} nodes: workers on other nodes could not write checkpoints there; pass --storage-path "
+        "with a shared filesystem mounted at the same path on every node (add --shared-storage where "
+        "its type is not one of the known network filesystems), or an s3:// or gs:// URI"
+    )
+
+
+def filesystem_type(path: Path) -> str:
+    """The type (``ext4``, ``nfs4``, ...) of the filesystem holding ``path``, from /proc/mounts."""
+    path = path.resolve()
+    best, fstype = "", "unknown"
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return fstype
+    for line in mounts:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        mount = fields[1].replace("\\040", " ")
+        if len(mount) >= len(best) and (str(path) == mount or str(path).startswith(mount.rstrip("/") + "/")):
+            best, fstype = mount, fields[2]
+    return fstype
 
 
 def storage_location(storage_path: str | None, run: RunDir) -> tuple[str, str]:
@@ -32,7 +88,7 @@ def _storage_fs(uri: str):
     try:
         return pyarrow.fs.FileSystem.from_uri(uri)
     except (OSError, ValueError) as exc:
-        raise UserError(f"--storage-path {uri}: {exc}".splitlines()[0]) from None
+        raise UserError(f"--storage-path {uri}: {first_line(exc)}") from None
 
 
 def prepare_run_dir(path: Path, overwrite: bool, storage_path: str | None = None) -> Path:

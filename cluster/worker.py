@@ -2,8 +2,9 @@
 
 ``loop_config`` is plain data: ``config`` (``TrainConfig.to_dict()``: the task name and scalars,
 never data) and ``tensorboard_dir`` beside it. Each worker loads the task's dataset itself and
-reads its own shard. The model is built and compiled inside
-``MultiWorkerMirroredStrategy.scope()`` (a single worker uses the default strategy). After every
+reads its own shard. The model, the batches and ``model.fit`` are ``cluster.fit``'s (which the
+benchmarks train with too), under ``MultiWorkerMirroredStrategy`` (a single worker uses the
+default strategy). After every
 epoch each worker reports its metrics, and every ``--checkpoint-every`` epochs a checkpoint
 (``model.keras``, the TF training state with optimizer slots, and ``state.json`` with the epoch
 and history) of which Ray keeps rank 0's; a restarted worker group resumes from
@@ -13,14 +14,13 @@ reports into the console's lines (``cluster.progress``).
 
 The global batch is fixed for the whole run: ``--batch-size`` x ``--workers``. An elastic group
 (``--workers MIN-MAX``) that restarts at another size splits that same global batch among its
-workers (``group_batch``), so steps per epoch, the learning-rate schedule (which counts optimizer
+workers (``cluster.fit.group_batch``), so steps per epoch, the learning-rate schedule (which counts optimizer
 steps) and the learning rate carry on unchanged from the checkpoint; the resize goes into
 ``state["resizes"]`` and metrics.json.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -30,10 +30,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from rnnforge.cluster.devices import check_devices, describe_worker, make_strategy, write_device_record
-from rnnforge.cluster.tracking import log_epoch
+from rnnforge.cluster.fit import Run, batches, fit, prepare
 from rnnforge.core.config import TrainConfig
 from rnnforge.core.env import WORKER_ENV
-from rnnforge.pipeline.input import validation_batches
+from rnnforge.core.tracking import log_epoch
 
 CHECKPOINT_MODEL = "model.keras"
 CHECKPOINT_STATE = "state.json"
@@ -44,36 +44,26 @@ def train_loop_per_worker(loop_config: dict) -> None:
     """Train ``loop_config["config"]``'s task on this worker's shard; report metrics and checkpoints to Ray."""
     _set_up_process()
     import ray.train
-    from tensorflow import keras
-
-    from rnnforge.models import get_spec
-    from rnnforge.pipeline.input import steps_per_epoch
 
     config = TrainConfig.from_dict(loop_config["config"])
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     strategy = _strategy_on_checked_devices(config, rank, world_size, loop_config.get("devices"))
-    keras.utils.set_random_seed(config.seed)
-    spec = get_spec(config.task)
-    data = spec.load_data(config)
-    global_batch = group_batch(config, world_size)
-    steps = steps_per_epoch(data.num_examples("train"), global_batch)
-    model = _build_model(spec, config, data.info, strategy, total_steps=steps * config.epochs)
+    run = prepare(config, world_size=world_size, strategy=strategy)
     tensorboard_dir = loop_config.get("tensorboard_dir") if rank == 0 else None
     tracking = loop_config.get("tracking") if rank == 0 else None
     training = WorkerTraining(
-        config, model, rank, world_size, steps * global_batch, spec.metrics[0], tensorboard_dir, tracking
+        config,
+        run.model,
+        rank,
+        world_size,
+        run.steps * run.global_batch,
+        run.spec.metrics[0],
+        tensorboard_dir,
+        tracking,
     )
     training.resume(ray.train.get_checkpoint())
-    train, valid = _distributed_batches(strategy, data, spec, global_batch, config.seed)
-    training.fit(train, steps, valid)
-
-
-def group_batch(config: TrainConfig, world_size: int) -> int:
-    """The global batch of a group of ``world_size`` workers: ``--batch-size`` x ``--workers``
-    split evenly among them (rounded down to a multiple of ``world_size``, as each worker's batch
-    must be whole). A fixed group gets exactly ``batch_size * workers``."""
-    return max(1, config.batch_size * config.workers // world_size) * world_size
+    training.fit(run, *batches(run))
 
 
 def _set_up_process() -> None:
@@ -97,57 +87,6 @@ def _strategy_on_checked_devices(config: TrainConfig, rank: int, world_size: int
     if records_folder:
         write_device_record(records_folder, record)
     return strategy
-
-
-def _build_model(spec, config: TrainConfig, info: dict, strategy, total_steps: int):
-    """The task's model, built and compiled inside ``strategy.scope()`` (mixed_float16 if asked)."""
-    from tensorflow import keras
-
-    from rnnforge.models.common import compile_model
-
-    if config.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    with strategy.scope():
-        model = spec.build_model(config, info)
-        if config.mixed_precision:
-            model = _float32_outputs(model)
-        compile_model(model, spec, config, total_steps=total_steps)
-    return model
-
-
-def _distributed_batches(strategy, data, spec, global_batch: int, seed: int) -> tuple:
-    """This worker's endless training and validation batches, as ``strategy`` distributes them."""
-    (x_train, y_train), (x_valid, y_valid) = data.splits["train"], data.splits["valid"]
-    if data.train_stream is None:
-        y_train = spec.targets_for_training(x_train, y_train, data.info)
-        make_train = functools.partial(_shard_batches, x=x_train, y=y_train, shuffle=True)
-    else:
-        make_train = functools.partial(_streamed_batches, stream=data.train_stream)
-    train = strategy.distribute_datasets_from_function(
-        functools.partial(make_train, global_batch=global_batch, seed=seed)
-    )
-    valid = validation_batches(x_valid, spec.targets_for_training(x_valid, y_valid, data.info), global_batch)
-    return train, valid
-
-
-def _shard_batches(input_context, *, x, y, global_batch: int, seed: int, shuffle: bool):
-    """In-memory arrays: the batches of this input pipeline's shard."""
-    from rnnforge.pipeline.input import worker_dataset
-
-    return worker_dataset(
-        x,
-        y,
-        batch_size=input_context.get_per_replica_batch_size(global_batch),
-        num_shards=input_context.num_input_pipelines,
-        shard_index=input_context.input_pipeline_id,
-        seed=seed,
-        shuffle=shuffle,
-    )
-
-
-def _streamed_batches(input_context, *, stream, global_batch: int, seed: int):
-    """A streamed training split (``TaskData.train_stream``): this input pipeline's batches."""
-    return stream(input_context, input_context.get_per_replica_batch_size(global_batch), seed)
 
 
 class WorkerTraining:
@@ -176,7 +115,7 @@ class WorkerTraining:
         self.tf_state = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
         self.state = {"epoch": 0, "history": [], "restarts": 0, "world_size": world_size}
         self.summaries = _EpochSummaries(tensorboard_dir) if tensorboard_dir else None
-        self.tracking = tracking  # rank 0 with --mlflow-tracking-uri: the MLflow run (cluster.tracking)
+        self.tracking = tracking  # rank 0 with --mlflow-tracking-uri: the MLflow run (core.tracking)
         self.epoch_started = 0.0
         self.resumed_after = 0
         self.resized_from: int | None = None
@@ -202,27 +141,16 @@ class WorkerTraining:
             )
             self.state["world_size"] = self.world_size
 
-    def fit(self, train, steps: int, valid) -> None:
-        """Train from the resumed epoch to ``config.epochs`` (early stopping may end sooner), then
-        save and report the final model."""
+    def fit(self, run: Run, train, valid) -> None:
+        """Train from the resumed epoch to ``config.epochs`` (``cluster.fit``: early stopping may
+        end sooner), then save and report the final model."""
         from tensorflow import keras
 
-        callbacks = [keras.callbacks.LambdaCallback(on_epoch_begin=self.begin_epoch, on_epoch_end=self.end_epoch)]
-        stopping = early_stopping(self.config)
-        if stopping:
-            callbacks.insert(0, stopping)
+        progress = keras.callbacks.LambdaCallback(on_epoch_begin=self.begin_epoch, on_epoch_end=self.end_epoch)
         fit_started = time.perf_counter()
         self.state["fit_started_at"] = time.time()  # wall clock: the driver measures its start-up with it
         if self.state["epoch"] < self.config.epochs:
-            self.model.fit(
-                train,
-                epochs=self.config.epochs,
-                initial_epoch=self.state["epoch"],
-                steps_per_epoch=steps,
-                validation_data=valid,
-                callbacks=callbacks,
-                verbose=0,
-            )
+            fit(run, train, valid, callbacks=[progress], initial_epoch=self.state["epoch"])
         self.state["finished"] = True
         self.state["fit_seconds"] = time.perf_counter() - fit_started
         self.save_and_report({"epoch": self.state["epoch"], "finished": True, "fit_seconds": self.state["fit_seconds"]})
@@ -281,34 +209,6 @@ class WorkerTraining:
             report_checkpoint = ray.train.Checkpoint.from_directory(ckpt_dir) if self.rank == 0 else None
             ray.train.report(self.reported(metrics), checkpoint=report_checkpoint)
         self.state["checkpoint_seconds"] = self.state.get("checkpoint_seconds", 0.0) + time.perf_counter() - began
-
-
-def early_stopping(config: TrainConfig):
-    """Keras early stopping on ``val_loss`` (``--patience``; ``None`` when it is 0), best weights
-    restored. It counts (and keeps best weights) only from epoch ``--patience-start`` on: a model
-    that sits at chance for a few epochs before it learns is not stopped there."""
-    from tensorflow import keras
-
-    if config.patience <= 0:
-        return None
-    return keras.callbacks.EarlyStopping(
-        monitor="val_loss",
-        patience=config.patience,
-        restore_best_weights=True,
-        start_from_epoch=config.patience_start,
-    )
-
-
-def _float32_outputs(model):
-    """``model`` with its outputs cast to float32: under mixed_float16 a float16 softmax or loss
-    loses precision (the Keras mixed-precision guide's advice)."""
-    from tensorflow import keras
-
-    outputs = [
-        keras.layers.Activation("linear", dtype="float32", name=f"float32_{i}")(out)
-        for i, out in enumerate(model.outputs)
-    ]
-    return keras.Model(model.inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
 
 
 class _EpochSummaries:

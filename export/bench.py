@@ -11,12 +11,12 @@ ONNX Runtime variant (fp32 ``model.onnx``, fp16 ``model.fp16.onnx``, int8 ``mode
 ``tf.function`` with a fixed signature, one after the other, each in a fresh process with the
 same inputs and intra-op threads (``rnnforge.export.measure``). Where TensorFlow cannot run, the
 last timing recorded in ``bench/tf_timing.json`` stands in, named as such with its machine, or
-TensorFlow is left out with one line saying so (``--tf-baseline``). Reported as
+TensorFlow is left out with one line saying so (``--tf-baseline``: ``export.baseline``). Reported as
 ``onnxruntime_perf_test`` and ``perf_analyzer`` users expect: min/mean/p50/p90/p95/p99/p99.9/max
 latency, throughput, session creation and first-inference time, MLPerf-style SingleStream p90
 and Offline samples/s; and every engine's scores on the stored examples with their agreement
 and deltas against TensorFlow's stored outputs. A requested GPU provider that the session does
-not really use is an error, never a CPU figure. Writes ``bench/bench.json`` (schema 3,
+not really use is an error, never a CPU figure. Writes ``bench/bench.json`` (``results.SCHEMA_VERSION``,
 ``bench.schema.json``), ``bench/report.md``, ``bench/report.html`` and plots.
 
     rnnforge bench runs/sketch --batch-sizes 1,32 --variants fp32,fp16,int8
@@ -24,26 +24,25 @@ not really use is an error, never a CPU figure. Writes ``bench/bench.json`` (sch
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from rnnforge.core import fileio, plots
-from rnnforge.core.errors import UserError
+from rnnforge.core.arrays import Inputs, count, example_bytes, first
+from rnnforge.core.errors import UserError, first_line
 from rnnforge.core.machine import available_memory, machine_info, versions
 from rnnforge.core.run_dir import RunDir
+from rnnforge.export.baseline import tensorflow_baseline
 from rnnforge.export.engines import ModelInput, model_input, provider_setup
-from rnnforge.export.eval_set import EvalSet, Inputs, count, example_bytes, first, load_eval_set
-from rnnforge.export.measure import TENSORFLOW, EngineUnavailable, Job, run_in_subprocess
+from rnnforge.export.eval_set import EvalSet, load_eval_set
+from rnnforge.export.measure import TENSORFLOW, Job, run_in_subprocess
 from rnnforge.export.results import (
     SCHEMA_VERSION,
     engine_name,
-    machine_line,
     ratios,
     scenarios,
     score_engines,
@@ -80,7 +79,7 @@ def run_bench(run_dir: Path, settings: BenchSettings | None = None, model_path: 
     )
     with tempfile.TemporaryDirectory(prefix="rnnforge-bench-") as work:
         measured = {engine_name(v): measure_variant(target, v, settings, Path(work)) for v in target.paths}
-        baseline = tensorflow_baseline(target, settings, Path(work))
+        baseline = tensorflow_baseline(target.run, target.spec.name, target.source_run, settings, Path(work))
     result = assemble(target, settings, measured, baseline)
     validate_result(result)
     samples = {name: m["samples"]["latency_ms"] for name, m in measured.items()}
@@ -224,8 +223,7 @@ def check_onnx_file(path: Path, task: str, info: dict | None = None) -> tuple[di
         model = onnx.load(str(path))
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:  # onnx raises DecodeError, ValidationError, ...
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path} is not a valid ONNX model: {message}") from None
+        raise UserError(f"{path} is not a valid ONNX model: {first_line(exc)}") from None
     meta = {p.key: p.value for p in model.metadata_props}
     if "rnnforge.task" not in meta:
         raise UserError(
@@ -270,114 +268,11 @@ def measure_variant(target: BenchTarget, variant: str, settings: BenchSettings, 
     return {**result, "setup": setup, "predictions": np.load(job.predictions, allow_pickle=False)}
 
 
-def tensorflow_baseline(target: BenchTarget, settings: BenchSettings, work: Path) -> dict:
-    """TensorFlow's rows per ``--tf-baseline``: measured now (in a child process; recorded in
-    ``bench/tf_timing.json``), the last recorded timing, or none; always with a ``note`` line."""
-    mode, reason = settings.tf_baseline, "--tf-baseline none"
-    if mode in ("auto", "measure"):
-        try:
-            return measure_tensorflow(target, settings, work)
-        except EngineUnavailable as exc:
-            if mode == "measure":
-                raise UserError(f"--tf-baseline measure: {exc}") from None
-            reason = str(exc)
-    if mode in ("auto", "recorded"):
-        record = load_tf_timing(target)
-        if record is not None:
-            return recorded_baseline(record, settings, reason if mode == "auto" else None)
-        if mode == "recorded":
-            raise UserError(
-                f"--tf-baseline recorded: {target.run.tf_timing} does not exist; bench this run once where "
-                "TensorFlow is installed, or pass --tf-baseline none"
-            )
-        reason += f", and {target.run.tf_timing} holds no earlier timing"
-    note = f"TensorFlow baseline left out: {reason}"
-    print(note, flush=True)
-    return {"source": "none", "note": note, "rows": []}
-
-
-def measure_tensorflow(target: BenchTarget, settings: BenchSettings, work: Path) -> dict:
-    """Time TensorFlow in a child process; ``record`` is what ``write_outputs`` keeps in
-    ``bench/tf_timing.json`` for machines without TensorFlow."""
-    if not _importable("tensorflow"):
-        raise EngineUnavailable("TensorFlow is not installed here")
-    if not target.run.model.is_file():
-        raise EngineUnavailable(f"{target.run.model} is not in the run dir")
-    job = Job(TENSORFLOW, str(target.run.model), str(target.run.eval_set), target.spec.name, settings.to_dict())
-    result = run_in_subprocess(job, work)
-    record = {
-        "task": target.spec.name,
-        "source_run": target.source_run,
-        "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": result["machine"],
-        "versions": result["versions"],
-        "intra_op_threads": result["threads"],
-        "settings": {k: settings.to_dict()[k] for k in ("warmup", "runs", "max_seconds")},
-        "rows": result["rows"],
-        "samples": result["samples"],
-    }
-    note = "TensorFlow: measured now, in its own process (tf.function, fixed signature)"
-    return {"source": "measured", "note": note, **_described(record), "record": record}
-
-
-def load_tf_timing(target: BenchTarget) -> dict | None:
-    """The recorded TensorFlow timing of this run's model, or None; refuses another run's."""
-    path = target.run.tf_timing
-    if not path.is_file():
-        return None
-    unreadable = f"{path} is not a readable TensorFlow timing"
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        task, source = record["task"], record["source_run"]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise UserError(f"{unreadable} ({exc}); delete it and bench again") from None
-    if task != target.spec.name or source != target.source_run:
-        raise UserError(
-            f"{path} was recorded for the {task} model exported from {source}, not this run's ({target.source_run}): "
-            "delete it, or pass --tf-baseline none"
-        )
-    missing = [k for k in ("rows", "machine", "recorded_at", "intra_op_threads") if k not in record]
-    if missing or not isinstance(record["rows"], list):
-        raise UserError(f"{unreadable} (no {', '.join(missing) or 'rows'}); delete it and bench again")
-    return record
-
-
-def recorded_baseline(record: dict, settings: BenchSettings, reason: str | None) -> dict:
-    """The recorded rows this bench asked for, and one line saying where and when they were taken."""
-    wanted = {(b, n) for b in settings.batch_sizes for n in (None, *settings.seq_lengths)}
-    rows = [r for r in record["rows"] if (r["batch_size"], r["seq_len"]) in wanted]
-    missing = sorted(wanted - {(r["batch_size"], r["seq_len"]) for r in rows}, key=lambda k: (k[1] or 0, k[0]))
-    note = (
-        f"TensorFlow: recorded {record['recorded_at']} on {machine_line(record['machine'])} "
-        f"({record['intra_op_threads']} threads), not measured now"
-        + (f" ({reason})" if reason else "")
-        + (
-            "; no recorded row for " + ", ".join(f"batch {b}" + (f" len {n}" if n else "") for b, n in missing)
-            if missing
-            else ""
-        )
-    )
-    print(note, flush=True)
-    return {"source": "recorded", "note": note, **_described(record), "rows": rows}
-
-
-def _described(record: dict) -> dict:
-    keys = ("machine", "recorded_at", "versions", "intra_op_threads", "rows", "samples")
-    return {k: record[k] for k in keys if k in record}
-
-
-def _importable(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
 # --- the result ---------------------------------------------------------------------------------
 
 
 def assemble(target: BenchTarget, settings: BenchSettings, measured: dict[str, dict], baseline: dict) -> dict:
-    """bench.json (schema 3) from each engine's measurements and the TensorFlow baseline."""
+    """bench.json (``SCHEMA_VERSION``) from each engine's measurements and the TensorFlow baseline."""
     first = next(iter(measured.values()))
     rows = [*baseline["rows"], *(row for m in measured.values() for row in m["rows"])]
     parity_file = target.run.parity_of(next(iter(target.paths.values())))

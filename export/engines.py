@@ -5,7 +5,7 @@
 CPU figure labelled GPU); ``TfEngine`` wraps a ``tf.function`` with the same interface. Both
 give ``bind(x)`` (a zero-argument call to time) and ``predict(x)`` (the first output on the
 host); ``x`` is one array, or arrays keyed by input name for a model with several inputs
-(``export.eval_set.Inputs``). ONNX Runtime, onnx and TensorFlow are imported inside the
+(``core.arrays.Inputs``). ONNX Runtime, onnx and TensorFlow are imported inside the
 functions that use them.
 
     setup = provider_setup(BenchSettings(provider="cuda"), Path("runs/sketch/model.onnx"), (100, 3), Path("/tmp"))
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnforge.core.errors import ProviderError, UserError
-from rnnforge.export.eval_set import Inputs, feeds, first
+from rnnforge.core.arrays import Inputs, feeds, first
+from rnnforge.core.errors import ProviderError, UserError, first_line
 from rnnforge.export.settings import BenchSettings
 
 
@@ -218,8 +218,7 @@ def open_session(path: Path, setup: ProviderSetup, options):
         if isinstance(exc, (UserError, MemoryError)):
             raise
         raise ProviderError(
-            f"--provider {setup.name}: ONNX Runtime could not create a session for {path}: "
-            + str(exc).strip().splitlines()[0]
+            f"--provider {setup.name}: ONNX Runtime could not create a session for {path}: {first_line(exc)}"
         ) from None
     creation = time.perf_counter() - started
     used = session.get_providers()
@@ -244,7 +243,7 @@ class OrtEngine:
     """An ONNX Runtime session (or one per shape, with CUDA graphs) that runs as ``setup`` says.
 
     ``OrtEngine(path, setup, threads)`` opens the bench's session; ``OrtEngine.from_session`` wraps
-    one made elsewhere (e.g. with other ``SessionOptions``, as ``benchmarks/ort_levers.py`` does).
+    one made elsewhere (e.g. with other ``SessionOptions``, as ``benchmarks/experiments/ort_levers.py`` does).
     """
 
     def __init__(self, path: Path, setup: ProviderSetup, threads: int | None = None, options=None):

@@ -6,7 +6,7 @@ inputs ``x`` (capped at ``--eval-examples``), their labels ``y``, TensorFlow's o
 counts, the input's name/dtype/shape, the data info the scores need, the versions that wrote it).
 A model with several inputs (the forecaster with covariates) stores each as ``x.<input name>``
 and their records as ``meta["inputs"]``; ``x`` is then a dict keyed by input name, and the
-functions below (``count``, ``rows``, ``feeds``...) treat both forms alike. An integer input of
+helpers of ``rnnforge.core.arrays`` (``count``, ``rows``, ``feeds``...) treat both forms alike. An integer input of
 category codes records its code list (``codes``); codes outside it are refused.
 ``rnnforge bench`` scores every engine on ``x``/``y`` and measures agreement against ``reference``:
 it needs neither the dataset nor TensorFlow, so a run dir copied to an inference machine benches
@@ -27,56 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from rnnforge.core import fileio
-from rnnforge.core.arrays import NamedArrays
-from rnnforge.core.errors import UserError
+from rnnforge.core.arrays import Inputs, NamedArrays, count, example_bytes, first
+from rnnforge.core.errors import UserError, first_line
 from rnnforge.export.settings import DEFAULT_EVAL_BYTES, DEFAULT_EVAL_EXAMPLES
 
 FORMAT = 1
 KEYS = ("y", "reference", "meta")  # besides the inputs: ``x``, or one ``x.<name>`` per input
 MULTI_PREFIX = "x."
-
-#: A model's inputs: one array ``[n, ...]``, or arrays ``[n, ...]`` keyed by input name
-#: (``NamedArrays``, or a plain dict).
-Inputs = np.ndarray | dict[str, np.ndarray]
-
-
-def count(x: Inputs) -> int:
-    """The number of examples in ``x``."""
-    return len(first(x))
-
-
-def first(x: Inputs) -> np.ndarray:
-    """The (first) input array of ``x``."""
-    return next(iter(x.values())) if isinstance(x, dict) else x
-
-
-def rows(x: Inputs, index) -> Inputs:
-    """``x[index]`` of every input (a slice or an index array), contiguous."""
-    if isinstance(x, dict):
-        return NamedArrays({name: np.ascontiguousarray(a[index]) for name, a in x.items()})
-    return np.ascontiguousarray(x[index])
-
-
-def feeds(x: Inputs, names) -> dict[str, np.ndarray]:
-    """``x`` keyed by the model's input ``names`` (one array: the first name), contiguous."""
-    if isinstance(x, dict):
-        missing = [n for n in names if n not in x]
-        if missing:
-            raise UserError(f"the model takes input {missing[0]!r}, which the stored examples lack ({', '.join(x)})")
-        return {n: np.ascontiguousarray(x[n]) for n in names}
-    return {names[0]: np.ascontiguousarray(x)}
-
-
-def example_bytes(x: Inputs) -> int:
-    """Bytes of one example's inputs (all of them)."""
-    return sum(int(a[0].nbytes) for a in (x.values() if isinstance(x, dict) else [x]) if len(a))
-
-
-def concatenate(parts: list) -> Inputs:
-    """The examples of ``parts`` (each ``Inputs`` of one form), one after the other."""
-    if parts and isinstance(parts[0], dict):
-        return NamedArrays({name: np.concatenate([p[name] for p in parts]) for name in parts[0]})
-    return np.concatenate(parts)
 
 
 def input_records(meta: dict) -> list[dict]:
@@ -108,14 +65,6 @@ def default_cap(x: np.ndarray) -> int:
     their inputs would pass ``DEFAULT_EVAL_BYTES`` (341 video clips of 16 x 64 x 64 x 3 bytes)."""
     per_example = example_bytes(x) if count(x) else 1
     return max(1, min(DEFAULT_EVAL_EXAMPLES, DEFAULT_EVAL_BYTES // max(1, per_example)))
-
-
-def select(n: int, cap: int) -> np.ndarray:
-    """Indices of at most ``cap`` of ``n`` examples, evenly spaced (a split sorted by class keeps
-    every class), in order."""
-    if n <= cap:
-        return np.arange(n)
-    return np.unique(np.linspace(0, n - 1, cap).round().astype(np.int64))
 
 
 def write_eval_set(path: Path, eval_set: EvalSet) -> int:
@@ -177,9 +126,8 @@ def _read(path: Path) -> EvalSet:
     except UserError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(
-            f"{path} is not a readable eval set (truncated or corrupt?): {message}; {_re_export(path)}"
+            f"{path} is not a readable eval set (truncated or corrupt?): {first_line(exc)}; {_re_export(path)}"
         ) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("info"), dict):
         raise UserError(f"{path}: unknown eval set format; {_re_export(path)}")

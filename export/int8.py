@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from rnnforge.core import fileio
+from rnnforge.core.arrays import Inputs, count, example_bytes, feeds, rows, select
 from rnnforge.core.errors import UserError
-from rnnforge.export.eval_set import Inputs, count, example_bytes, feeds, rows, select
-from rnnforge.export.onnx_export import enforce_gate
+from rnnforge.export.parity import enforce_gate
 
 #: Calibration inputs fed per call to ORT's calibrator.
 CALIBRATION_BATCH = 32

@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from rnnforge.core import errors, fileio
+from rnnforge.core.arrays import Inputs, concatenate, count, rows
 from rnnforge.core.console import verbose
 from rnnforge.core.errors import UserError
-from rnnforge.export.eval_set import Inputs, concatenate, count, load_eval_set, rows
+from rnnforge.export.eval_set import load_eval_set
 from rnnforge.export.settings import BenchSettings
 
 MIN_RUNS = 10

@@ -3,7 +3,7 @@
 The task spec declares the ONNX inputs and outputs (names, named dynamic axes), the opset and
 the tolerance. ``tf2onnx.convert.from_keras`` swallows conversion errors, so only running the
 model proves it: the converted graph is checked for ``Loop``/``Scan`` nodes (Keras masking makes
-them, ~30x slower on ONNX Runtime), its input and output names against the spec, its dynamic
+them, many times slower on ONNX Runtime: docs/performance.md), its input and output names against the spec, its dynamic
 axes get the spec's names (``batch``, ``time``), then it runs on ONNX Runtime against TensorFlow
 on a real test batch. Only a model that passes is written, atomically.
 
@@ -22,13 +22,15 @@ from pathlib import Path
 import numpy as np
 
 import rnnforge
-from rnnforge.cluster.tracking import export_target, log_export
 from rnnforge.core import fileio
-from rnnforge.core.errors import ParityError, UserError
+from rnnforge.core.arrays import Inputs, count, feeds, rows, select
+from rnnforge.core.errors import UserError
 from rnnforge.core.machine import versions
 from rnnforge.core.run_dir import RunDir
+from rnnforge.core.tracking import export_target, log_export
 from rnnforge.export import graph_opt
-from rnnforge.export.eval_set import EvalSet, Inputs, count, default_cap, feeds, rows, select, write_eval_set
+from rnnforge.export.eval_set import EvalSet, default_cap, write_eval_set
+from rnnforge.export.parity import parity_gate
 from rnnforge.export.settings import variant_path
 
 SUPPORTED_OPSETS = (17, 18)
@@ -57,7 +59,7 @@ def export_onnx(
     evaluation split; its record is ``parity["int8"]``, with the recipe and the calibration set.
     ``eval_examples`` caps the stored evaluation examples (evenly spaced over the split); ``None``:
     ``eval_set.default_cap``. The ONNX files go to MLflow too: into ``mlflow_run_id``, or the MLflow
-    run RUN_DIR/mlflow.json records (``cluster.tracking``).
+    run RUN_DIR/mlflow.json records (``core.tracking``).
     """
     from rnnforge.models import TASKS, get_spec
 
@@ -131,23 +133,6 @@ def _checked_options(spec, opset: int | None, atol: float | None, eval_examples:
     if eval_examples is not None and eval_examples < 1:
         raise UserError(f"--eval-examples must be at least 1, got {eval_examples}")
     return opset, atol
-
-
-def parity_gate(model, onnx_model, spec, x: Inputs, atol: float, subject: str, unwritten: str) -> dict:
-    """``check_parity`` of ``onnx_model`` on ``x``, each check printed; ``ParityError`` on failure,
-    naming the ``subject`` ("ONNX Runtime", "the fp16 variant") and what was ``unwritten``."""
-    parity = check_parity(model, onnx_model.SerializeToString(), spec, x, atol)
-    return enforce_gate(parity, f"{subject} differs from TensorFlow beyond atol {atol:g}", unwritten)
-
-
-def enforce_gate(record: dict, failure: str, unwritten: str) -> dict:
-    """Print ``record["checks"]``; unless ``record["passed"]``, raise ``ParityError`` as one line:
-    ``failure``, the record's failures, and what was ``unwritten``. Returns ``record``."""
-    for line in record["checks"]:
-        print(line, flush=True)
-    if not record["passed"]:
-        raise ParityError(f"{failure}: " + "; ".join(record["failures"]) + f" ({unwritten})")
-    return record
 
 
 def export_fp16(model, onnx_model, spec, x: Inputs, output: Path) -> dict:
@@ -307,34 +292,3 @@ def name_dynamic_axes(onnx_model, spec, info: dict | None = None) -> None:
         for dim in value.type.tensor_type.shape.dim:
             if dim.dim_param in renames:
                 dim.dim_param = renames[dim.dim_param]
-
-
-def check_parity(model, onnx_bytes: bytes, spec, x: Inputs, atol: float) -> dict:
-    """Run TensorFlow and ONNX Runtime (CPU) on ``x``; compare every output (optimum-style)."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    expected = model(x, training=False)
-    expected = [np.asarray(e) for e in (expected if isinstance(expected, (list, tuple)) else [expected])]
-    actual = session.run([t.name for t in spec.onnx.outputs], feeds(x, [i.name for i in session.get_inputs()]))
-    record = {"atol": atol, "batch": count(x), "outputs": {}, "checks": [], "failures": []}
-    worst = 0.0
-    for tensor, want, got in zip(spec.onnx.outputs, expected, actual):
-        if want.shape != got.shape:
-            record["failures"].append(f"{tensor.name}: shape {got.shape}, TensorFlow {want.shape}")
-            record["checks"].append(f"  -[x] {tensor.name}: shape {got.shape} != {want.shape}")
-            continue
-        diff = float(np.max(np.abs(want.astype(np.float64) - got))) if want.size else 0.0
-        worst = max(worst, diff)
-        ok = diff <= atol
-        record["outputs"][tensor.name] = {"shape": list(got.shape), "max_abs_diff": diff, "within_atol": ok}
-        record["checks"].append(
-            f"  -[{'✓' if ok else 'x'}] {tensor.name}: shape {list(got.shape)}, max abs diff {diff:.2e}"
-        )
-        if not ok:
-            record["failures"].append(f"{tensor.name}: max diff = {diff:.3e}")
-        if spec.kind == "classification":
-            record["top1_agreement"] = float(np.mean(want.argmax(-1) == got.argmax(-1)))
-    record["max_abs_diff"] = worst
-    record["passed"] = not record["failures"]
-    return record

@@ -1,12 +1,14 @@
 """``bench.json``: its figures (p50 index, ratios, scenarios, scores), its schema check, and reading
-it back (``bench compare`` reads schema versions 2 and 3).
+it back (``bench compare`` reads the current schema, ``SCHEMA_VERSION``, and the one before it:
+``READABLE_VERSIONS``).
 
-Schema 3 (``bench.schema.json``) drops schema 2's duplicates (``onnx_model``, the top-level
-``session_creation_ms``/``first_inference_ms`` and ``ratio_ort_over_tf``: read ``onnx_models``,
-``sessions`` and ``ratios_over_tf``) and adds ``eval`` (the stored examples scored) and
-``tensorflow`` (where the TensorFlow baseline comes from: measured now, recorded on another
-machine, or none). ``validate_result`` checks the JSON Schema subset that file uses with the
-standard library only, so an inference machine needs no ``jsonschema``.
+The schema (``bench.schema.json``) keeps each figure once: the previous one's duplicates
+(``onnx_model``, the top-level ``session_creation_ms``/``first_inference_ms`` and
+``ratio_ort_over_tf``) are read as ``onnx_models``, ``sessions`` and ``ratios_over_tf``. It records
+``eval`` (the stored examples scored) and ``tensorflow`` (where the TensorFlow baseline comes from:
+measured now, recorded on another machine, or none). ``validate_result`` checks the JSON Schema
+subset that file uses with the standard library only, so an inference machine needs no
+``jsonschema``.
 """
 
 from __future__ import annotations

@@ -190,7 +190,7 @@ def _network(config: TrainConfig, info: dict, every_step: bool):
     from rnnforge.models.common import ensemble_output
 
     window, horizon, mean, std = info["window"], info["horizon"], info["mean"], info["std"]
-    # info["columns"] > 1: further series beside the forecast one (benchmarks/forecast_defaults.py
+    # info["columns"] > 1: further series beside the forecast one (benchmarks/experiments/forecast_defaults.py
     # tries CTA bus beside rail); column 0 is the one forecast
     series = keras.Input(shape=(window, info.get("columns", 1)), name="series", dtype="float32")
     inputs = [series]
@@ -362,9 +362,9 @@ SPEC = TaskSpec(
         "units": 64,
         "patience": 20,
         "covariates": "day_type",
-        # The average of five networks: CTA rail 0.527-0.538x naive over five CLI seeds, where one
-        # network spreads 0.513-0.584x and three 0.522-0.558x; ~3x the training time, ~5x ORT's
-        # latency at batch 1 (docs/forecasting.md, "Averaged ensemble"). --ensemble 1: one network.
+        # The average of five networks: a seed moves its error far less than one network's, for
+        # several times the training time and ORT latency (figures in docs/forecasting.md,
+        # "Averaged ensemble"). --ensemble 1: one network.
         "ensemble": 5,
     },
     build_model=build_model,

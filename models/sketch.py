@@ -169,7 +169,7 @@ SPEC = TaskSpec(
         ),
         outputs=(TensorSpec("probabilities", "float32", ("batch", None), "softmax over class_names"),),
         # int8: the LSTMs and the dense layer dynamically; a QDQ Conv1D front end lost top-1
-        # agreement (98.5-98.7 %, under the gate's 99 %). See docs/performance.md, "int8 variants".
+        # agreement below the gate's. See docs/performance.md, "int8 variants".
         int8=Int8Spec(dynamic_ops=("LSTM", "GRU", "MatMul", "Gemm")),
     ),
     score=classification_scores,

@@ -115,7 +115,7 @@ def build_model(
 ):
     """CNN-RNN classifier: uint8 ``[batch, T, H, W, 3]`` -> ``[batch, classes]``. The keywords
     (the per-frame CNN's widths, pooling grid, BatchNorm, feature width) default to the module's
-    constants; ``benchmarks/video_defaults.py`` compares other values."""
+    constants; ``benchmarks/experiments/video_defaults.py`` compares other values."""
     from tensorflow import keras
 
     from rnnforge.models.common import recurrent_layer

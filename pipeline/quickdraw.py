@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnforge.core.errors import UserError
+from rnnforge.core.errors import UserError, first_line
 from rnnforge.pipeline.strokes import check_int16, strokes_to_stroke3
 
 SPLITS = ("train", "valid", "test")
@@ -329,7 +329,7 @@ def _iter_tfrecords(data_dir: Path, class_names: list[str], skip_bad_records: bo
                     except (tf.errors.OpError, ValueError) as exc:
                         if not skip_bad_records:
                             message = exc.message if isinstance(exc, tf.errors.OpError) else str(exc)
-                            raise UserError(f"{path} record {index}: {message.splitlines()[0]}") from None
+                            raise UserError(f"{path} record {index}: {first_line(message)}") from None
                         n_skipped += 1
                         continue
                     if label in remap:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from rnnforge.core import fileio
-from rnnforge.core.errors import UserError
+from rnnforge.core.errors import UserError, first_line
 
 CTA_FILE_NAME = "CTA_-_Ridership_-_Daily_Boarding_Totals.csv"
 CTA_URL = "https://data.cityofchicago.org/api/views/6iiy-9s97/rows.csv?accessType=DOWNLOAD"
@@ -50,7 +50,7 @@ def read_daily_csv(
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
-        raise UserError(f"{path} is not a readable CSV: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"{path} is not a readable CSV: {first_line(exc)}") from None
     for column, option in ((date_column, "--date-column"), (value_column, "--value-column")):
         if column not in frame.columns:
             raise UserError(f"{path} has no column {column!r} ({option}); columns: {', '.join(frame.columns)}")
@@ -173,7 +173,7 @@ def read_day_types(path: Path, date_column: str, column: str, date_format: str |
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
-        raise UserError(f"{path} is not a readable CSV: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"{path} is not a readable CSV: {first_line(exc)}") from None
     if column not in frame.columns:
         raise UserError(f"{path} has no column {column!r} (--day-type-column); columns: {', '.join(frame.columns)}")
     frame = pd.DataFrame(

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnforge.core.errors import UserError
+from rnnforge.core.errors import UserError, first_line
 
 SHAPES = ("circle", "square", "triangle")
 MOTIONS = ("left", "right", "up", "down")
@@ -271,9 +271,7 @@ def read_clip(path: Path) -> np.ndarray:
         try:
             frames = iio.imread(path, extension=path.suffix)
         except Exception as exc:  # imageio/ffmpeg raise many types for undecodable files
-            raise UserError(
-                f"{path} cannot be decoded as video: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
-            ) from None
+            raise UserError(f"{path} cannot be decoded as video: {first_line(exc)}") from None
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise UserError(f"{path}: expected uint8 frames [T, H, W, 3], got {frames.dtype} {list(frames.shape)}")
     return frames

@@ -1,12 +1,13 @@
 """rnnforge: train sequence models on Ray, export them to ONNX, prove parity and speed.
 
-The layers, bottom to top (each imports only from those below it; docs/architecture.md)::
+The layers, bottom to top (each imports only from itself and the levels below it; cluster and
+export stand side by side and import neither way; docs/architecture.md)::
 
-    rnnforge.core      errors, file writes, run-dir layout, machine facts, plots
-    rnnforge.pipeline  datasets and tf.data input pipelines        (folder pipeline/)
-    rnnforge.models    task specs and Keras builders                (folder models/)
-    rnnforge.cluster   Ray Train: worker loop, launcher, run dir    (folder cluster/)
-    rnnforge.export    ONNX export, parity, bench, reports          (folder export/)
+    rnnforge.core      errors, file writes, run-dir layout, machine facts, plots, MLflow tracking
+    rnnforge.pipeline  datasets and tf.data input pipelines            (folder pipeline/)
+    rnnforge.models    task specs and Keras builders                    (folder models/)
+    rnnforge.cluster   Ray Train: in-process fit, worker loop, launcher (folder cluster/)
+    rnnforge.export    ONNX export, parity, bench, reports; beside cluster (folder export/)
     rnnforge.cli, rnnforge.demo   the application
 
 Importing this package (the parent of every sub-package) sets ``TF_USE_LEGACY_KERAS=1``, unless
@@ -17,6 +18,7 @@ first ``import tensorflow`` capture TensorFlow's C++ start-up lines (``rnnforge.
 import os
 from pathlib import Path
 
+from rnnforge.core.checkout import install_checkout_folders
 from rnnforge.core.console import install_tensorflow_import_capture
 from rnnforge.core.env import WORKER_ENV
 
@@ -26,9 +28,6 @@ install_tensorflow_import_capture()  # TensorFlow's C++ start-up lines: shown on
 
 __version__ = "0.1.0"
 
-# The design card keeps cluster/, pipeline/, models/ and export/ at the repository's top level; the
-# wheel ships them as rnnforge.<folder> (pyproject.toml's package-dir). In a source checkout (a
-# `ray job submit --working-dir .` upload included) they are found beside this folder.
-_CHECKOUT = Path(__file__).resolve().parent.parent
-if (_CHECKOUT / "pyproject.toml").is_file() and (_CHECKOUT / "models" / "__init__.py").is_file():
-    __path__.append(str(_CHECKOUT))
+# cluster/, pipeline/, models/ and export/ sit beside this folder in a source checkout (a
+# `ray job submit --working-dir .` upload included): found as rnnforge.<folder>, and nothing else is.
+install_checkout_folders(Path(__file__).parent)

@@ -182,7 +182,8 @@ def test_fp16_parity_gate_refuses_and_writes_nothing(exported_run, tmp_path):
     from rnnforge.core.errors import ParityError
     from rnnforge.core.run_dir import RunDir
     from rnnforge.export.eval_set import load_eval_set
-    from rnnforge.export.onnx_export import check_parity, export_fp16
+    from rnnforge.export.onnx_export import export_fp16
+    from rnnforge.export.parity import check_parity
     from rnnforge.models import get_spec
 
     run = RunDir(exported_run)

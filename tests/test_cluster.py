@@ -230,7 +230,7 @@ def test_rerun_after_the_driver_died_resumes_the_run(tmp_path):
 
 
 def test_storage_must_be_shared_on_a_multi_node_cluster(tmp_path):
-    from rnnforge.cluster.launch import check_storage
+    from rnnforge.cluster.storage import check_storage
     from rnnforge.core.errors import UserError
 
     check_storage(str(tmp_path), nodes=1)

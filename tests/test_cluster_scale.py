@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from rnnforge.cli import parse_train_args
-from rnnforge.cluster import tracking
-from rnnforge.cluster.launch import check_storage, job_runtime_env, without_job_keys, worker_env
+from rnnforge.cluster.fit import group_batch
+from rnnforge.cluster.launch import job_runtime_env, without_job_keys, worker_env
 from rnnforge.cluster.progress import report_lines
-from rnnforge.cluster.worker import group_batch
+from rnnforge.cluster.storage import check_storage
+from rnnforge.core import tracking
 from rnnforge.core.config import TrainConfig
 from rnnforge.core.errors import UserError
 from rnnforge.core.machine import local_cpus

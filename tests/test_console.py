@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, run_cli_process
 
-from rnnforge.cluster.progress import ray_init_options, report_lines
-from rnnforge.core.console import VERBOSE_ENV, captured_stderr
+from rnnforge.cluster.progress import report_lines
+from rnnforge.core.console import VERBOSE_ENV, captured_stderr, ray_init_options
 from rnnforge.export.report import summary_table, to_html
 
 #: What the machinery prints that a user should not have to read.

@@ -191,7 +191,8 @@ def test_eval_examples_caps_the_stored_split_and_reads_the_data_once(exported_ru
     """--eval-examples keeps an evenly spaced subset; export reads the dataset once, for it and parity."""
     import shutil
 
-    from rnnforge.export.eval_set import load_eval_set, select
+    from rnnforge.core.arrays import select
+    from rnnforge.export.eval_set import load_eval_set
     from rnnforge.export.onnx_export import export_onnx
     from rnnforge.models.spec import TaskSpec
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from rnnforge.cluster.worker import early_stopping
+from rnnforge.cluster.fit import early_stopping
 from rnnforge.core.config import declared_defaults
 from rnnforge.models.common import chance_warning, learning_rate, warmup_schedule, warmup_steps
 from rnnforge.models.resolve import resolve_config

@@ -190,7 +190,7 @@ class TrainConfig:
         None, "Uniformly spaced frames or a random contiguous run.", tasks=_VIDEO, choices=("uniform", "random")
     )
     ucf101_config: str | None = option(None, "TFDS config.", tasks={"video": ("ucf101",)})
-    # learning warm-ups (issue 22): no run stops, nor runs at its peak rate, before it can learn
+    # learning warm-ups: no run stops, nor runs at its peak rate, before it can learn
     lr_warmup: float = option(
         1.0,
         "Epochs of linear learning-rate warm-up from 0 before the schedule (at most a quarter of the run).",
@@ -201,7 +201,7 @@ class TrainConfig:
         "Epochs before early stopping starts counting (a warm-up: models may sit at chance for a few epochs).",
         minimum=0,
     )
-    # video: hard synthetic clips and clip augmentation (issue 22)
+    # video: hard synthetic clips and clip augmentation
     difficulty: str | None = option(
         None,
         "Embedded clips: moving shapes (easy) or characters, action x facing, tested on unseen characters (hard).",
@@ -232,7 +232,7 @@ class TrainConfig:
     train_start: str | None = option(None, "First training day.", tasks=_FORECAST)
     train_end: str | None = option(None, "Last training day; validation starts the day after.", tasks=_FORECAST)
     valid_end: str | None = option(None, "Last validation day; test starts the day after.", tasks=_FORECAST)
-    # forecast: known-future covariates (issue #18)
+    # forecast: known-future covariates
     covariates: str | None = option(
         None,
         "Known-future inputs: the day type (weekday / Saturday / Sunday or holiday) of past and forecast days, "
@@ -252,7 +252,7 @@ class TrainConfig:
         tasks={"forecast": ("csv",)},
         default_text="none",
     )
-    # forecast: an averaged ensemble (issue #18)
+    # forecast: an averaged ensemble
     ensemble: int | None = option(
         None,
         "Members of an averaged ensemble: N networks of the same architecture, each with its own weights and "
@@ -260,7 +260,7 @@ class TrainConfig:
         tasks=_FORECAST,
         minimum=1,
     )
-    # cluster scale (issue 19): elastic worker groups, shared storage, experiment tracking
+    # cluster scale: elastic worker groups, shared storage, experiment tracking
     min_workers: int | None = option(
         None,
         "Elastic training: the fewest workers to go on with (also --workers MIN-MAX); the group "

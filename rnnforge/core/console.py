@@ -12,12 +12,18 @@ process run with file descriptor 2 captured, together with the first device quer
 text is dropped when both succeed, and written back to stderr when either fails: a failing import
 shows everything it printed. With ``RNNFORGE_VERBOSE=1`` (``rnnforge --verbose``) nothing is
 captured.
+
+``ray_init_options(address)``: on the local Ray instance rnnforge starts and stops itself, the
+workers' output stays in Ray's log files and Ray's notices (token authentication, the preemption
+watcher) stay out of the console; a cluster joined with ``--address`` keeps Ray's defaults, its
+warnings included. Ray is imported only by ``worker_setup_hook``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.abc
+import logging
 import os
 import sys
 import tempfile
@@ -121,3 +127,25 @@ def install_tensorflow_import_capture() -> None:
     if "tensorflow" in sys.modules or any(isinstance(f, _TensorflowImportCapture) for f in sys.meta_path):
         return
     sys.meta_path.insert(0, _TensorflowImportCapture())
+
+
+def ray_init_options(address: str | None) -> dict:
+    """``ray.init`` keyword arguments for the console: quiet for the local instance rnnforge starts
+    (errors only, workers' output in Ray's log files), Ray's defaults on a joined cluster."""
+    if verbose():
+        return {"logging_level": logging.INFO}
+    if address:
+        return {"logging_level": logging.WARNING}
+    return {"logging_level": logging.ERROR, "log_to_driver": False}
+
+
+def worker_setup_hook():
+    """The ``worker_process_setup_hook`` of every Ray worker process (Ray Train's controller and
+    workers): TensorFlow's C++ start-up lines are captured at its first import there too.
+
+    Pickled by value: Ray runs the hook before the worker's ``sys.path`` gets the driver's code
+    paths, so it must work without importing this checkout's ``rnnforge``."""
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    return install_tensorflow_import_capture

@@ -47,3 +47,11 @@ class Interrupted(UserError):
     """Ctrl-C (SIGINT): the work stopped; the message says what can be resumed."""
 
     exit_code = 130
+
+
+def first_line(error: BaseException | str) -> str:
+    """The first non-blank line of an error's message, or its type's name when it has none: a
+    library's many-line error quoted inside rnnforge's one-line refusals."""
+    text = str(error)
+    line = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return line or (type(error).__name__ if isinstance(error, BaseException) else "")

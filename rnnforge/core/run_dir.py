@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rnnforge.core.errors import UserError
+from rnnforge.core.errors import UserError, first_line
 
 
 @dataclass(frozen=True)
@@ -127,4 +127,4 @@ class RunDir:
         try:
             return keras.models.load_model(self.model, compile=False)
         except Exception as exc:  # corrupt or foreign file
-            raise UserError(f"{self.model} cannot be loaded by tf-keras: {exc}".splitlines()[0]) from None
+            raise UserError(f"{self.model} cannot be loaded by tf-keras: {first_line(exc)}") from None

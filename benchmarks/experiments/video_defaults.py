@@ -1,14 +1,14 @@
 """Choose the video task's defaults: candidates x synthetic difficulty (easy, hard) x seeds.
 
-Each run trains in this process with plain Keras (no Ray: one worker, the same builder, data,
+Each run trains in this process as one Ray worker would (``cluster.fit``: the same builder, data,
 augmentation, learning-rate schedule and early stopping as ``rnnforge train video``) and scores
 the test split (on ``--difficulty hard``: characters dressed unlike any training character).
 Prints one JSON line per run and appends it to ``--output``; ``--table FILE`` prints the
 markdown table of such a file (docs/video.md holds it).
 
-    nice -n 5 .venv/bin/python benchmarks/video_defaults.py --candidates plain,chosen \\
+    nice -n 5 .venv/bin/python benchmarks/experiments/video_defaults.py --candidates plain,chosen \\
         --difficulties hard --seeds 0,1 [--output /tmp/video_defaults.jsonl]
-    .venv/bin/python benchmarks/video_defaults.py --table /tmp/video_defaults.jsonl
+    .venv/bin/python benchmarks/experiments/video_defaults.py --table /tmp/video_defaults.jsonl
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import rnnforge  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
 
 #: Candidates: TrainConfig options (over the task's defaults) and the builder's keywords.
@@ -70,14 +70,9 @@ CANDIDATES = {
 
 def run(candidate: str, difficulty: str, seed: int, frames: int, epochs: int | None) -> dict:
     import numpy as np
-    import tensorflow as tf
-    from tensorflow import keras
 
-    from rnnforge.cluster.worker import early_stopping
-    from rnnforge.models import get_spec
-    from rnnforge.models.common import compile_model
+    from rnnforge.cluster.fit import batches, fit, prepare
     from rnnforge.models.resolve import resolve_config
-    from rnnforge.pipeline.input import steps_per_epoch, worker_dataset
 
     plan = CANDIDATES[candidate]
     options = {"difficulty": difficulty, "frames": frames, "seed": seed, "workers": 1, **plan.get("options", {})}
@@ -87,28 +82,11 @@ def run(candidate: str, difficulty: str, seed: int, frames: int, epochs: int | N
     if epochs:
         options["epochs"] = epochs
     config = resolve_config("video", options)
-    spec = get_spec("video")
-    keras.utils.set_random_seed(seed)
-    data = spec.load_data(config)
-    steps = steps_per_epoch(data.num_examples("train"), config.batch_size)
-    model = spec.build_model(config, data.info, **plan.get("model", {}))
-    compile_model(model, spec, config, total_steps=steps * config.epochs)
-    context = tf.distribute.InputContext(num_input_pipelines=1, input_pipeline_id=0)
-    if data.train_stream is not None:
-        train = data.train_stream(context, config.batch_size, seed)
-    else:
-        x, y = data.splits["train"]
-        train = worker_dataset(x, y, batch_size=config.batch_size, num_shards=1, shard_index=0, seed=seed)
-    stopping = early_stopping(config)
+    trained = prepare(config, model_options=plan.get("model"))
+    train, valid = batches(trained)
     started = time.perf_counter()
-    history = model.fit(
-        train,
-        epochs=config.epochs,
-        steps_per_epoch=steps,
-        validation_data=data.splits["valid"],
-        callbacks=[stopping] if stopping else [],
-        verbose=0,
-    ).history
+    history = fit(trained, train, valid).history
+    model, data = trained.model, trained.data
     x_test, y_test = data.splits["test"]
     predicted = model.predict(x_test, batch_size=64, verbose=0).argmax(axis=1)
     names = np.array(data.info["class_names"])

@@ -9,8 +9,8 @@ rounds, and the ratio ORT / TF.
 Variants: the bench's default session (``ORT_ENABLE_ALL``, all cores), each graph optimisation
 level, 1 intra-op thread, no spin-waiting, sequential vs parallel execution, IOBinding on CPU.
 
-    .venv/bin/python benchmarks/ort_levers.py runs/demo [--batch-sizes 1,8,32,256] [--rounds 5]
-        [--output docs/ort_levers.json]
+    .venv/bin/python benchmarks/experiments/ort_levers.py runs/demo [--batch-sizes 1,8,32,256] [--rounds 5]
+        [--output /tmp/ort_levers.json]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import rnnforge  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
 
 

@@ -9,7 +9,7 @@ over the rounds (``--cpu-time``: one intra-op thread and its CPU time, which oth
 loaded machine do not move), beside each recipe's accuracy on the stored examples (top-1 agreement with
 TensorFlow's stored outputs and accuracy for classifiers, mean MAE for the forecaster).
 
-    .venv/bin/python benchmarks/int8_recipes.py runs/demo/sketch runs/demo/video [--batch-sizes 1,256]
+    .venv/bin/python benchmarks/experiments/int8_recipes.py runs/demo/sketch runs/demo/video [--batch-sizes 1,256]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import rnnforge  # noqa: E402,F401
 from rnnforge.models.spec import Int8Spec  # noqa: E402
 

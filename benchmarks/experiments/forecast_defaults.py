@@ -1,6 +1,6 @@
 """Which forecast defaults hold across series, and what the day-type covariates buy.
 
-Trains the forecast task's own builders in this process (plain Keras, no Ray, one thread),
+Trains the forecast task in this process as one Ray worker would (``cluster.fit``, one thread),
 candidate by candidate, on each series (CTA rail, bus, total with ``--data-dir``; the embedded
 synthetic one), with and without covariates, for several seeds, and scores the served model on
 the validation windows (Jan-May 2019 by default) against the naive 7-day-lag forecast: mean
@@ -11,10 +11,10 @@ windows is checked on windows nothing was chosen on. One JSON line per run goes 
 ``--output`` (appended, so an interrupted sweep keeps what it measured); ``--table`` prints the
 Markdown tables of docs/forecasting.md from such a file.
 
-    nice -n 5 .venv/bin/python benchmarks/forecast_defaults.py --data-dir ../shared/data/cta_ridership \\
+    nice -n 5 .venv/bin/python benchmarks/experiments/forecast_defaults.py --data-dir ../shared/data/cta_ridership \\
         --series rail,bus,total,synthetic --candidates current,plain --covariates day_type,none \\
-        --seeds 1,2,3 --output docs/forecast_defaults.jsonl
-    .venv/bin/python benchmarks/forecast_defaults.py --table docs/forecast_defaults.jsonl
+        --seeds 1,2,3 --output benchmarks/experiments/forecast_defaults.jsonl
+    .venv/bin/python benchmarks/experiments/forecast_defaults.py --table benchmarks/experiments/forecast_defaults.jsonl
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import rnnforge  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
 
 #: Candidate defaults: changes to the forecast task's defaults (``models/forecast.py``).
@@ -68,7 +68,7 @@ CANDIDATES = {
     "plain_lr1e3": {"units": 32, "dropout": 0.0, "lr_schedule": "constant", "patience": 30, "learning_rate": 1e-3},
     "plain_b64": {"units": 32, "dropout": 0.0, "lr_schedule": "constant", "patience": 20, "batch_size": 64},
 }
-GLOBAL_BATCH = 32  # the CLI's default: 16 per worker x 2 workers
+GLOBAL_BATCH = 32  # the CLI's default: 16 per worker x 2 workers, here one worker's batch
 #: ``--heldout``: train 2015-2017, validate (early stopping) on Jan-May 2018, test June 2018 on.
 HELDOUT = {"train_start": "2015-01-01", "train_end": "2017-12-31", "valid_end": "2018-05-31"}
 
@@ -76,17 +76,15 @@ HELDOUT = {"train_start": "2015-01-01", "train_end": "2017-12-31", "valid_end": 
 def run_one(series: str, candidate: str, covariates: str, seed: int, args) -> dict:
     """Train one candidate on one series with one seed; the served model's validation scores."""
     import numpy as np
-    from tensorflow import keras
 
-    from rnnforge.cluster.worker import early_stopping
+    from rnnforge.cluster.fit import batches, fit, prepare
     from rnnforge.models import get_spec
-    from rnnforge.models.common import compile_model
     from rnnforge.models.resolve import resolve_config
-    from rnnforge.pipeline.input import validation_batches, worker_dataset
 
     changes = dict(CANDIDATES[candidate])
     with_bus = changes.pop("with_bus", False)
-    options = {"covariates": covariates, "seed": seed, "epochs": args.epochs, "ensemble": args.ensemble, **changes}
+    options = {"covariates": covariates, "seed": seed, "epochs": args.epochs, "ensemble": args.ensemble}
+    options.update(workers=1, batch_size=GLOBAL_BATCH, **changes)  # one process trains the global batch
     if args.heldout:
         options.update(HELDOUT)
     if series == "synthetic":
@@ -98,23 +96,14 @@ def run_one(series: str, candidate: str, covariates: str, seed: int, args) -> di
     data = spec.load_data(config)
     if with_bus:
         add_bus_column(data, config)
-    keras.utils.set_random_seed(seed)
-    (x_train, y_train), (x_valid, y_valid) = data.splits["train"], data.splits["valid"]
-    batch = options.get("batch_size", GLOBAL_BATCH)
-    steps = max(1, len(y_train) // batch)
-    model = spec.build_model(config, data.info)
-    compile_model(model, spec, config, total_steps=steps * config.epochs)
-    stopping = early_stopping(config)  # the CLI workers' rule: --patience from --patience-start, best weights
-    callbacks = [stopping] if stopping else []
-    targets = spec.targets_for_training(x_train, y_train, data.info)
-    valid = (x_valid, spec.targets_for_training(x_valid, y_valid, data.info))
+    run = prepare(config, data=data)  # the Ray worker's: early stopping from --patience-start, lr warm-up
+    train, valid = batches(run)
+    if args.input == "arrays":  # every window each epoch, the last batch partial
+        x_train, y_train = data.splits["train"]
+        train = (x_train, spec.targets_for_training(x_train, y_train, data.info))
     started = time.perf_counter()
-    if args.input == "worker":  # as a Ray worker feeds it (--workers 1): whole batches, endless shuffled shard
-        train = worker_dataset(x_train, targets, batch_size=batch, num_shards=1, shard_index=0, seed=seed)
-        fitted = {"x": train, "steps_per_epoch": steps, "validation_data": validation_batches(*valid, batch)}
-    else:  # arrays: every window each epoch, the last batch partial
-        fitted = {"x": x_train, "y": targets, "batch_size": batch, "shuffle": True, "validation_data": valid}
-    history = model.fit(epochs=config.epochs, callbacks=callbacks, verbose=0, **fitted)
+    history = fit(run, train, valid)
+    model, (x_valid, y_valid) = run.model, data.splits["valid"]
     served = spec.to_serving(model, config, data.info)
     scores = spec.score(x_valid, y_valid, np.asarray(served.predict(x_valid, batch_size=256, verbose=0)), data.info)
     if args.heldout:
@@ -217,14 +206,14 @@ def main() -> int:
         "--input",
         choices=("arrays", "worker"),
         default="arrays",
-        help="fit on arrays (every window, last batch partial), or on the Ray worker's pipeline with one worker "
+        help="fit on arrays (every window, last batch partial), or on the Ray worker's batches with one worker "
         "(reproduces rnnforge train --workers 1 --batch-size 32 to the digit)",
     )
     parser.add_argument("--ensemble", type=int, help="averaged members (default: the task's)")
     parser.add_argument(
         "--heldout", action="store_true", help="train 2015-2017, validate Jan-May 2018, test on June 2018-May 2019"
     )
-    parser.add_argument("--output", type=Path, default=Path("docs/forecast_defaults.jsonl"))
+    parser.add_argument("--output", type=Path, default=Path("benchmarks/experiments/forecast_defaults.jsonl"))
     parser.add_argument("--table", type=Path, help="print the Markdown tables of this JSONL file and exit")
     args = parser.parse_args()
     if args.table:

@@ -31,7 +31,7 @@ from pathlib import Path
 from rnnforge.core import fileio
 from rnnforge.core.config import TrainConfig
 from rnnforge.core.console import verbose
-from rnnforge.core.errors import UserError
+from rnnforge.core.errors import UserError, first_line
 
 RECORD = "mlflow.json"
 #: An unreachable tracking server fails within about a minute, not after MLflow's default retries.
@@ -63,8 +63,7 @@ def _client(tracking_uri: str):
 
 
 def _refusal(what: str, exc: Exception) -> UserError:
-    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-    return UserError(f"{what}: {first}")
+    return UserError(f"{what}: {first_line(exc)}")
 
 
 def open_run(config: TrainConfig, run_dir: Path) -> dict | None:
@@ -118,7 +117,7 @@ def log_epoch(tracking: dict | None, entry: dict) -> None:
     try:
         _client(tracking["tracking_uri"]).log_batch(tracking["run_id"], metrics=metrics)
     except Exception as exc:
-        print(f"warning: MLflow logging of epoch {step} failed: {exc}".splitlines()[0], file=sys.stderr, flush=True)
+        print(f"warning: MLflow logging of epoch {step} failed: {first_line(exc)}", file=sys.stderr, flush=True)
 
 
 def close_run(tracking: dict | None, run_dir: Path, metrics: dict) -> None:
@@ -190,7 +189,7 @@ def log_export(run_dir: Path, target: dict | None) -> None:
     try:
         _log_files(_client(target["tracking_uri"]), target["run_id"], Path(run_dir), EXPORT_ARTIFACTS)
     except Exception as exc:
-        print(f"warning: the ONNX files are written but not logged to MLflow: {exc}".splitlines()[0], file=sys.stderr)
+        print(f"warning: the ONNX files are written but not logged to MLflow: {first_line(exc)}", file=sys.stderr)
         return
     print(f"mlflow: ONNX files logged to run {target['run_id']} at {target['tracking_uri']}", flush=True)
 

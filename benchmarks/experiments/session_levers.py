@@ -7,7 +7,7 @@ with optimisations off) and the same in ORT format (``session.save_model_format=
 ``session.intra_op.allow_spinning`` 1 (default) and 0, and with the second intra-op thread pinned
 (``session.intra_op_thread_affinities``), interleaved in rounds at each batch size.
 
-    .venv/bin/python benchmarks/session_levers.py runs/demo/sketch runs/demo/video [--variants fp32,int8]
+    .venv/bin/python benchmarks/experiments/session_levers.py runs/demo/sketch runs/demo/video [--variants fp32,int8]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
 def options(level: str = "all", spinning: bool = True, affinity: str | None = None, threads: int = 2):

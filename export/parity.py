@@ -1,0 +1,62 @@
+"""The parity gate: TensorFlow against ONNX Runtime on the same inputs, optimum-style.
+
+``check_parity`` compares every output (shape, max abs diff against ``atol``, top-1 agreement
+of a classifier); ``enforce_gate`` prints a gate's checks and refuses, as one line, a record
+that failed. The fp32 export, its fp16 variant (``onnx_export``) and the int8 variant's accuracy
+gate (``int8``) all end here, so none of them imports another for it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rnnforge.core.arrays import Inputs, count, feeds
+from rnnforge.core.errors import ParityError
+
+
+def parity_gate(model, onnx_model, spec, x: Inputs, atol: float, subject: str, unwritten: str) -> dict:
+    """``check_parity`` of ``onnx_model`` on ``x``, each check printed; ``ParityError`` on failure,
+    naming the ``subject`` ("ONNX Runtime", "the fp16 variant") and what was ``unwritten``."""
+    parity = check_parity(model, onnx_model.SerializeToString(), spec, x, atol)
+    return enforce_gate(parity, f"{subject} differs from TensorFlow beyond atol {atol:g}", unwritten)
+
+
+def enforce_gate(record: dict, failure: str, unwritten: str) -> dict:
+    """Print ``record["checks"]``; unless ``record["passed"]``, raise ``ParityError`` as one line:
+    ``failure``, the record's failures, and what was ``unwritten``. Returns ``record``."""
+    for line in record["checks"]:
+        print(line, flush=True)
+    if not record["passed"]:
+        raise ParityError(f"{failure}: " + "; ".join(record["failures"]) + f" ({unwritten})")
+    return record
+
+
+def check_parity(model, onnx_bytes: bytes, spec, x: Inputs, atol: float) -> dict:
+    """Run TensorFlow and ONNX Runtime (CPU) on ``x``; compare every output (optimum-style)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    expected = model(x, training=False)
+    expected = [np.asarray(e) for e in (expected if isinstance(expected, (list, tuple)) else [expected])]
+    actual = session.run([t.name for t in spec.onnx.outputs], feeds(x, [i.name for i in session.get_inputs()]))
+    record = {"atol": atol, "batch": count(x), "outputs": {}, "checks": [], "failures": []}
+    worst = 0.0
+    for tensor, want, got in zip(spec.onnx.outputs, expected, actual):
+        if want.shape != got.shape:
+            record["failures"].append(f"{tensor.name}: shape {got.shape}, TensorFlow {want.shape}")
+            record["checks"].append(f"  -[x] {tensor.name}: shape {got.shape} != {want.shape}")
+            continue
+        diff = float(np.max(np.abs(want.astype(np.float64) - got))) if want.size else 0.0
+        worst = max(worst, diff)
+        ok = diff <= atol
+        record["outputs"][tensor.name] = {"shape": list(got.shape), "max_abs_diff": diff, "within_atol": ok}
+        record["checks"].append(
+            f"  -[{'✓' if ok else 'x'}] {tensor.name}: shape {list(got.shape)}, max abs diff {diff:.2e}"
+        )
+        if not ok:
+            record["failures"].append(f"{tensor.name}: max diff = {diff:.3e}")
+        if spec.kind == "classification":
+            record["top1_agreement"] = float(np.mean(want.argmax(-1) == got.argmax(-1)))
+    record["max_abs_diff"] = worst
+    record["passed"] = not record["failures"]
+    return record
