@@ -83,7 +83,7 @@ class _DeclaredOption(click.Option):
     def get_help_record(self, ctx: click.Context) -> tuple[str, str]:
         spec, text = super().get_help_record(ctx)
         default = _default_text(self.name, self.demo)
-        extra = "; ".join(filter(None, (default and f"default: {default}", declarations()[self.name].range_text())))
+        extra = "; ".join(filter(None, (default and f"default: {default}", declarations()[self.name].bound_text())))
         return spec, f"{text}  [{extra}]" if extra else text
 
 
@@ -124,6 +124,8 @@ def _elastic_workers(options: dict) -> dict:
     if not isinstance(options.get("workers"), tuple):
         return options
     low, high = options["workers"]
+    if low < 1:
+        raise UserError(f"--workers {low}-{high}: MIN must be at least 1 (an elastic group goes on with MIN workers)")
     if low > high:
         raise UserError(f"--workers {low}-{high}: MIN is more than MAX")
     if options.get("min_workers") is not None:
