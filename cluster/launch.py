@@ -32,7 +32,7 @@ from rnnforge.core import fileio
 from rnnforge.core.config import TrainConfig
 from rnnforge.core.console import VERBOSE_ENV, verbose
 from rnnforge.core.env import WORKER_ENV
-from rnnforge.core.errors import Interrupted, TrainingFailed, UserError
+from rnnforge.core.errors import Interrupted, TrainingFailed, UserError, on_ctrl_c
 from rnnforge.core.machine import local_cpus, local_gpus
 from rnnforge.core.run_dir import RunDir
 from rnnforge.models.spec import TaskData
@@ -239,10 +239,11 @@ def train(
     check_local_resources(config, address)
     run = RunDir(Path(run_dir).resolve())
     started, began = time.perf_counter(), time.time()
-    data = check_data(config) if data is None else data
-    if not address:
-        os.environ.update(LOOPBACK_ENV)  # read when Ray is imported
-    import ray  # after the data checks: importing Ray Train's TensorFlow support takes seconds
+    with on_ctrl_c(not_started(run.path)):
+        data = check_data(config) if data is None else data
+        if not address:
+            os.environ.update(LOOPBACK_ENV)  # read when Ray is imported
+        import ray  # after the data checks: importing Ray Train's TensorFlow support takes seconds
 
     timing = {"started_at": began, "load_data_s": time.perf_counter() - started}
     tracking = None
@@ -290,9 +291,32 @@ def train(
         raise TrainingFailed(f"training failed: {failure_line(result.error)}")
     if result.checkpoint is None:
         raise RuntimeError("training finished without a checkpoint")
-    metrics = finish_run(config, run, result.checkpoint, time.perf_counter() - started, timing, data, records)
-    close_run(tracking, run.path, metrics)
+    seconds = time.perf_counter() - started
+    return finish_interruptibly(config, run, result.checkpoint, seconds, timing, data, records, tracking=tracking)
+
+
+def finish_interruptibly(config: TrainConfig, run: RunDir, checkpoint, seconds: float, *finish_args, tracking=None):
+    """``finish_run`` (model, scores, plots, config.json last) then ``close_run``; Ctrl-C on the
+    way is one line saying what is kept: training is over and its final checkpoint stays in Ray
+    Train's storage, so the same command writes the run dir from it without training again
+    (``cluster.worker``: a finished state trains no more epochs)."""
+    resume = f"run the same 'rnnforge train' command with --run-dir {run.path} to write the run dir from it"
+    with on_ctrl_c(
+        f"interrupted while writing the run dir {run.path}: training is over and its final checkpoint is kept; "
+        f"{resume} (no epoch is trained again)"
+    ):
+        metrics = finish_run(config, run, checkpoint, seconds, *finish_args)
+    with on_ctrl_c(
+        f"interrupted while logging to MLflow: the run dir {run.path} is written and complete; its MLflow run "
+        "stays unfinished (rnnforge export onnx still logs the ONNX files into it)"
+    ):
+        close_run(tracking, run.path, metrics)
     return metrics
+
+
+def not_started(run_dir: Path) -> str:
+    """The line of a Ctrl-C before Ray Train started: nothing to resume."""
+    return f"interrupted before training started: no training ran for {run_dir}; run the same command again"
 
 
 def fit_interruptibly(trainer):

@@ -213,7 +213,7 @@ class WorkerTraining:
             callbacks.insert(0, stopping)
         fit_started = time.perf_counter()
         self.state["fit_started_at"] = time.time()  # wall clock: the driver measures its start-up with it
-        if self.state["epoch"] < self.config.epochs:
+        if not self.state.get("finished") and self.state["epoch"] < self.config.epochs:  # finished: no epoch more
             self.model.fit(
                 train,
                 epochs=self.config.epochs,

@@ -16,7 +16,7 @@ import click
 
 from rnnforge.core.config import TrainConfig, declarations, value_type
 from rnnforge.core.console import VERBOSE_ENV
-from rnnforge.core.errors import MissingStackError, UserError
+from rnnforge.core.errors import MissingStackError, UserError, on_ctrl_c
 from rnnforge.export.settings import DEFAULT_EVAL_BYTES, DEFAULT_EVAL_EXAMPLES, PROVIDERS, TF_BASELINES
 from rnnforge.models import TASKS
 
@@ -172,16 +172,17 @@ def _train_options(command):
 @click.option("--address", help="Ray cluster to join ('auto' inside 'ray job submit'); default: start a local Ray.")
 @click.option("--overwrite", is_flag=True, help="Replace a finished run in --run-dir instead of refusing.")
 def train(task: str, run_dir: Path | None, address: str | None, overwrite: bool, **options) -> None:
-    from rnnforge.cluster.launch import check_data, preflight
+    from rnnforge.cluster.launch import check_data, not_started, preflight
     from rnnforge.cluster.launch import train as run_training
     from rnnforge.cluster.storage import prepare_run_dir
     from rnnforge.models.resolve import resolve_config
 
     config = resolve_config(task, _elastic_workers(options))
     run_dir = run_dir or Path("runs") / task
-    preflight(config, run_dir, address)  # no data, Ray or TensorFlow yet: the error is all the user reads
-    data = check_data(config) if overwrite else None  # bad data must fail before --overwrite removes a finished run
-    run_dir = prepare_run_dir(run_dir, overwrite, config.storage_path)
+    with on_ctrl_c(not_started(run_dir)):
+        preflight(config, run_dir, address)  # no data, Ray or TensorFlow yet: the error is all the user reads
+        data = check_data(config) if overwrite else None  # bad data must fail before --overwrite removes a finished run
+        run_dir = prepare_run_dir(run_dir, overwrite, config.storage_path)
     metrics = run_training(config, run_dir, address=address, data=data)
     _print_devices(metrics)
     _print_scores(metrics)
@@ -261,16 +262,20 @@ def export_onnx(
     evaluation examples (eval.npz) that 'bench' needs, so it runs without the dataset or TensorFlow."""
     from rnnforge.export.onnx_export import export_onnx as run_export
 
-    parity = run_export(
-        run_dir,
-        opset=opset,
-        output=output,
-        atol=atol,
-        fp16=fp16,
-        int8=int8,
-        eval_examples=eval_examples,
-        mlflow_run_id=mlflow_run_id,
-    )
+    with on_ctrl_c(
+        f"interrupted: the export of {run_dir} stopped; its trained model is untouched and each file already "
+        f"written is whole; run 'rnnforge export onnx {run_dir}' again for a complete, consistent export"
+    ):
+        parity = run_export(
+            run_dir,
+            opset=opset,
+            output=output,
+            atol=atol,
+            fp16=fp16,
+            int8=int8,
+            eval_examples=eval_examples,
+            mlflow_run_id=mlflow_run_id,
+        )
     click.echo(
         f"parity: max abs diff {parity['max_abs_diff']:.2e} (atol {parity['atol']:g})"
         + (f", top-1 agreement {parity['top1_agreement']:.4f}" if "top1_agreement" in parity else "")
@@ -388,14 +393,23 @@ def bench_run(run_dir: Path, all_runs: bool, variants: str, model_path: Path | N
     from rnnforge.export.settings import BenchSettings
 
     settings = BenchSettings(variants=tuple(v.strip() for v in variants.split(",") if v.strip()), **options)
+    again = "run the same 'rnnforge bench' command again"
     if all_runs:
         if model_path:
             raise click.BadParameter("--model names one ONNX file; it cannot go with --all", param_hint="'--model'")
-        report, results = run_bench_all(run_dir, settings)
+        with on_ctrl_c(
+            f"interrupted: 'bench --all {run_dir}' stopped; runs benched before it keep their new results, the "
+            f"others their earlier ones, and no summary report was written; {again}"
+        ):
+            report, results = run_bench_all(run_dir, settings)
         click.echo(summary_table(results))
         click.echo(_report_line(report))
         return
-    result = run_bench(run_dir, settings, model_path)
+    with on_ctrl_c(
+        f"interrupted: the bench of {run_dir} stopped before writing its results; its bench/ folder keeps "
+        f"the earlier ones; {again}"
+    ):
+        result = run_bench(run_dir, settings, model_path)
     click.echo(result["summary"])
     click.echo(_report_line(Path(result["report"])))
 

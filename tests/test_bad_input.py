@@ -1208,6 +1208,12 @@ CASES = [
         ["--mlflow-run-id 0123abcd at sqlite:///", "no MLflow database at"],
         2,
     ),
+    (
+        "export_mlflow_uri_from_the_environment_redacted",  # MLflow's own message quotes the URI too
+        _tracking_env(f"http://alice:{SECRET}@127.0.0.1:1/", "0123abcd"),
+        ["--mlflow-run-id 0123abcd at http://***@127.0.0.1:1/", "Connection refused"],
+        2,
+    ),
     # issue #22: the warm-ups and the video options
     (
         "patience_start_negative",
@@ -1316,6 +1322,24 @@ def test_the_table_covers_every_checked_option_and_names_real_ones():
     assert len(checked) >= 15
     assert checked <= named, f"range-checked options without a bad-input row: {sorted(checked - named)}"
     assert {case[0] for case in CASES} >= IN_A_PROCESS
+
+
+def test_every_numeric_train_option_is_finite_and_limited():
+    """Issue #27, 5: every number 'rnnforge train' takes has an upper bound, and a limit says why
+    (--help shows both); infinity and NaN are refused whatever the bounds."""
+    from click.testing import CliRunner
+
+    from rnnforge.core.config import declarations, value_type
+
+    shown = " ".join(CliRunner().invoke(rnnforge.cli.cli, ["train", "--help"]).output.split())
+    for name, option in declarations().items():
+        if value_type(name) in (int, float):
+            assert option.maximum is not None or option.limit is not None, name
+            assert option.limit is None or option.why, name
+            assert not option.cli or option.bound_text() in shown, name
+            if value_type(name) is float:
+                with pytest.raises(UserError, match="must be a finite number"):
+                    option.check(name, float("inf"))
 
 
 # --- Ctrl-C during train (issue #14, 6), on a real local Ray whose sockets are checked too (9) ---------
@@ -1465,6 +1489,121 @@ def test_a_ray_train_failure_is_one_line_naming_the_worker_error(tmp_path):
     ), output[-3000:]
     assert sum(line.startswith("error: ") for line in ours) == 1
     assert not any("Traceback" in line for line in ours), output[-3000:]
+
+
+# --- Ctrl-C after training (issue #27, 7): SIGINT inside each later phase, in this process --------
+# (id, setup(tmp, runs) -> args, the function that the signal interrupts, expected substrings of the
+# line): exit 130, one line saying what is kept and how to resume, no traceback, no file changed.
+
+
+def _sigint_in(target: str, monkeypatch, request) -> None:
+    """``target`` (``module.function``) delivers SIGINT to this process when called, as a Ctrl-C
+    in that phase would; Python's own SIGINT handler is installed for the test (a background job
+    starts with SIGINT ignored) and put back after it."""
+    import importlib
+
+    module, _, name = target.rpartition(".")
+    original = getattr(importlib.import_module(module), name)
+
+    def interrupted(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)  # KeyboardInterrupt is raised in here
+        return original(*args, **kwargs)
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
+    monkeypatch.setattr(target, interrupted)
+
+
+def _bench_all(tmp: Path, runs: Runs) -> list:
+    runs.copy(to="runs/sketch")
+    return ["bench", "--all", tmp / "runs", "--batch-sizes", "1", "--runs", "10"]
+
+
+LATE_INTERRUPTS = [
+    (
+        "export_while_converting",
+        lambda tmp, runs: ["export", "onnx", runs.copy()],
+        "rnnforge.export.onnx_export.convert",
+        ["interrupted: the export of", "its trained model is untouched", "run 'rnnforge export onnx", "again"],
+    ),
+    (
+        "export_while_storing_the_eval_set",
+        lambda tmp, runs: ["export", "onnx", runs.copy(), "--fp16"],
+        "rnnforge.export.onnx_export.evaluation_set",
+        ["interrupted: the export of", "again for a complete, consistent export"],
+    ),
+    (
+        "bench_while_timing",
+        lambda tmp, runs: ["bench", runs.copy(), "--batch-sizes", "1", "--runs", "10"],
+        "rnnforge.export.bench.measure_variant",
+        ["interrupted: the bench of", "its bench/ folder keeps the earlier ones", "same 'rnnforge bench' command"],
+    ),
+    (
+        "bench_while_timing_tensorflow",
+        lambda tmp, runs: ["bench", runs.copy(), "--batch-sizes", "1", "--runs", "10", "--tf-baseline", "measure"],
+        "rnnforge.export.bench.tensorflow_baseline",
+        ["interrupted: the bench of", "before writing its results"],
+    ),
+    (
+        "bench_all_while_timing",
+        _bench_all,
+        "rnnforge.export.bench.measure_variant",
+        ["interrupted: 'bench --all", "no summary report was written", "same 'rnnforge bench' command again"],
+    ),
+]
+
+
+@pytest.mark.parametrize("setup, target, expected", [pytest.param(s, t, e, id=i) for i, s, t, e in LATE_INTERRUPTS])
+def test_ctrl_c_after_training(setup, target, expected, tmp_path, request, monkeypatch):
+    runs = Runs(request, tmp_path)
+    args = setup(tmp_path, runs)
+    before = snapshot(tmp_path)
+    _sigint_in(target, monkeypatch, request)
+    result = run_cli(*args, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 130, output
+    assert "Traceback" not in output, output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: interrupted"), output
+    assert all(text in lines[0] for text in expected), lines[0]
+    assert snapshot(tmp_path) == before, "an interrupted command changed files"
+
+
+def test_ctrl_c_while_the_run_dir_is_written_keeps_the_checkpoint(trained_run, tmp_path, request, monkeypatch):
+    """After the last epoch: SIGINT while the run dir is written is one line naming the run dir
+    to resume, config.json (the mark of a finished run) is not written, and finishing again from
+    the same checkpoint (what the rerun does, with no epoch trained again) completes the run dir."""
+    import ray.train
+
+    from rnnforge.cluster.launch import finish_interruptibly
+    from rnnforge.cluster.worker import CHECKPOINT_MODEL, CHECKPOINT_STATE
+    from rnnforge.core.config import TrainConfig
+    from rnnforge.core.errors import Interrupted
+    from rnnforge.core.run_dir import RunDir
+
+    ckpt = tmp_path / "checkpoint"
+    ckpt.mkdir()
+    shutil.copy(trained_run / "model.keras", ckpt / CHECKPOINT_MODEL)
+    history = json.loads((trained_run / "metrics.json").read_text())["history"]
+    state = {"epoch": 1, "history": history, "restarts": 0, "world_size": 1, "finished": True}
+    (ckpt / CHECKPOINT_STATE).write_text(json.dumps(state))
+    config = TrainConfig.from_dict(json.loads((trained_run / "config.json").read_text()))
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    _sigint_in("rnnforge.core.plots.training_curve", monkeypatch, request)
+    with pytest.raises(Interrupted) as stopped:
+        finish_interruptibly(config, run, ray.train.Checkpoint.from_directory(ckpt), 1.0)
+    assert str(stopped.value) == (
+        f"interrupted while writing the run dir {run.path}: training is over and its final checkpoint is kept; "
+        f"run the same 'rnnforge train' command with --run-dir {run.path} to write the run dir from it "
+        "(no epoch is trained again)"
+    )
+    assert Interrupted.exit_code == 130
+    assert not run.config.exists(), "an interrupted run must not look finished"
+    monkeypatch.undo()
+    metrics = finish_interruptibly(config, run, ray.train.Checkpoint.from_directory(ckpt), 1.0)
+    assert run.config.is_file() and json.loads(run.metrics.read_text()) == metrics
 
 
 #: Representative rows whose check needs no dataset (an option of each task, a cluster option, an

@@ -171,3 +171,22 @@ def test_parse_train_args_is_what_the_command_trains_with():
     config = parse_train_args(args)
     assert config == resolve_config("video", {"dataset": "ucf101", "categories": "a,b", "epochs": 2})
     assert parse_train_args(["sketch", "--dataset", "quickdraw", "--in-memory"]).streaming is False
+
+
+def test_a_folder_video_run_records_no_difficulty():
+    """Issue #27: an option of another dataset is unset, and config.json leaves it out."""
+    config = resolve_config("video", {"dataset": "folder", "data_dir": "."})
+    assert config.difficulty is None and "difficulty" not in config.to_dict()
+    assert config.to_dict()["sampling"] == "uniform"
+    assert resolve_config("video", {}).to_dict()["difficulty"] == "easy"
+
+
+def test_credentials_are_redacted_from_any_text():
+    from rnnforge.core.uris import redacted
+
+    assert redacted("http://alice:pw@host:5000/x") == "http://***@host:5000/x"
+    assert redacted("at https://tok@h/api?token=abc&x=1.") == "at https://***@h/api?token=***&x=1."
+    assert redacted("s3://b/p?access_key=A&secret_key=S") == "s3://b/p?access_key=***&secret_key=***"
+    assert (
+        redacted("sqlite:////tmp/mlflow.db and alice@example.com") == "sqlite:////tmp/mlflow.db and alice@example.com"
+    )

@@ -1,5 +1,10 @@
 """User-facing errors: one line that names the file, record or argument, and a non-zero exit."""
 
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
 
 class UserError(Exception):
     """Bad input from the user. The CLI prints ``error: <message>`` and exits with code 2."""
@@ -47,3 +52,13 @@ class Interrupted(UserError):
     """Ctrl-C (SIGINT): the work stopped; the message says what can be resumed."""
 
     exit_code = 130
+
+
+@contextlib.contextmanager
+def on_ctrl_c(message: str) -> Iterator[None]:
+    """Ctrl-C inside the block ends as ``Interrupted(message)``: exit 130 and one line, which
+    says what is kept and how to resume (``message``), instead of a traceback or a bare line."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted(message) from None
