@@ -286,6 +286,10 @@ def train(
     finally:
         if not address and ray.is_initialized():
             ray.shutdown()
+    refusal = next((record["refusal"] for record in records if record.get("refusal")), None)
+    if refusal:  # the workers ended without training (cluster.devices.group_refusal): bad input, exit 2
+        fail_run(tracking)
+        raise UserError(refusal)
     if result.error:
         fail_run(tracking)
         raise TrainingFailed(f"training failed: {failure_line(result.error)}")

@@ -29,7 +29,13 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from rnnforge.cluster.devices import check_devices, describe_worker, make_strategy, write_device_record
+from rnnforge.cluster.devices import (
+    check_devices,
+    describe_worker,
+    group_refusal,
+    make_strategy,
+    write_device_record,
+)
 from rnnforge.cluster.tracking import log_epoch
 from rnnforge.core.config import TrainConfig
 from rnnforge.core.env import WORKER_ENV
@@ -53,6 +59,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     strategy = _strategy_on_checked_devices(config, rank, world_size, loop_config.get("devices"))
+    if strategy is None:  # a worker of the group cannot use its devices: no one trains
+        return
     keras.utils.set_random_seed(config.seed)
     spec = get_spec(config.task)
     data = spec.load_data(config)
@@ -91,8 +99,11 @@ def _set_up_process() -> None:
 
 def _strategy_on_checked_devices(config: TrainConfig, rank: int, world_size: int, records_folder: str | None):
     """The distribution strategy, once this worker's devices are checked (``cluster.devices``);
-    the worker's record goes to ``records_folder`` for the driver."""
+    the worker's record goes to ``records_folder`` for the driver. ``None``: a worker of the group
+    cannot use its devices, which its record says."""
     record = check_devices(describe_worker(rank, config.mixed_precision), config.allow_cpu_fallback)
+    if group_refusal(records_folder, record, world_size):
+        return None  # the driver reports it from the records
     strategy, record = make_strategy(world_size, record)
     if records_folder:
         write_device_record(records_folder, record)

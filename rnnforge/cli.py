@@ -17,7 +17,7 @@ import click
 from rnnforge.core.config import TrainConfig, declarations, value_type
 from rnnforge.core.console import VERBOSE_ENV
 from rnnforge.core.errors import MissingStackError, UserError, on_ctrl_c
-from rnnforge.export.settings import DEFAULT_EVAL_BYTES, DEFAULT_EVAL_EXAMPLES, PROVIDERS, TF_BASELINES
+from rnnforge.export.settings import DEFAULT_EVAL_BYTES, DEFAULT_EVAL_EXAMPLES, LIMITS, PROVIDERS, TF_BASELINES
 from rnnforge.models import TASKS
 
 #: Modules of the ``[train]`` extra: a serving install (``pip install rnnforge``) has none of them.
@@ -311,6 +311,12 @@ def _provider_options(ctx, param, values: tuple[str, ...]) -> dict:
     return options
 
 
+def _limit(name: str) -> str:
+    """`` At most N (why).``: a bench option's limit (``export.settings.LIMITS``) for its --help."""
+    limit, why = LIMITS[name]
+    return f" At most {limit} {why}."
+
+
 @cli.group(cls=_DefaultCommandGroup)
 def bench() -> None:
     """Benchmark ONNX Runtime beside TensorFlow, or compare two results. Needs only the run dir
@@ -344,18 +350,28 @@ def bench() -> None:
     "--batch-sizes", default="1,32,256", show_default=True, callback=_batch_sizes, help="Batch sizes to time."
 )
 @click.option("--seq-lengths", default="", callback=_batch_sizes, help="sketch: also time these input lengths (rows).")
-@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Untimed runs first.")
 @click.option(
-    "--runs", type=click.IntRange(min=1), default=100, show_default=True, help="Timed runs per batch size and engine."
+    "--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Untimed runs first." + _limit("warmup")
+)
+@click.option(
+    "--runs",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Timed runs per batch size and engine." + _limit("runs"),
 )
 @click.option(
     "--max-seconds",
     type=click.FloatRange(min=0.1),
     default=5.0,
     show_default=True,
-    help="Stop timing one batch size after this long (at least 10 runs).",
+    help="Stop timing one batch size after this long (at least 10 runs)." + _limit("max_seconds"),
 )
-@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads for both engines.  [default: all cores]")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="Intra-op threads for both engines." + _limit("threads") + "  [default: all cores]",
+)
 @click.option(
     "--io-binding/--no-io-binding",
     default=None,

@@ -1177,6 +1177,24 @@ CASES = [
         ["--workers must be at most 1024"],
         2,
     ),
+    (
+        "bench_max_seconds_infinite",
+        lambda tmp, runs: (["bench", runs.shared_run(), "--max-seconds", "inf"], OPTION_ONLY),
+        ["--max-seconds must be at most 3600", "got inf"],
+        2,
+    ),
+    (
+        "bench_warmup_beyond_the_limit",
+        lambda tmp, runs: (["bench", runs.shared_run(), "--warmup", "10000000"], OPTION_ONLY),
+        ["--warmup must be at most 100000"],
+        2,
+    ),
+    (
+        "export_atol_infinite",
+        _run_copy(lambda run: OPTION_ONLY, "export", "onnx", lambda run: run, "--atol", "inf"),
+        ["--atol must be a non-negative tolerance, finite, got inf"],
+        2,
+    ),
     # issue #27, 6: credentials in a URI are refused and never echoed; an empty URI is no "off"
     (
         "mlflow_uri_with_a_password",
