@@ -3,8 +3,8 @@ distribution strategy and its all-reduce.
 
 A worker that Ray gave a GPU but whose TensorFlow sees none (a CPU-only TensorFlow build, no
 NVIDIA driver, ``CUDA_VISIBLE_DEVICES`` overridden) would otherwise train on the CPU for hours
-without a word: ``check_devices`` stops the run with one line naming the rank and node, unless
-``--allow-cpu-fallback``. Every worker writes its record to the run's Ray Train storage, which
+without a word: ``check_devices`` and ``group_refusal`` stop the run (every worker, no
+traceback) with one line naming the rank and node, unless ``--allow-cpu-fallback``. Every worker writes its record to the run's Ray Train storage, which
 every node sees (``STORAGE/NAME/devices/rank_N.json``); the driver reads them back after
 training (``read_device_records``) for metrics.json and the report.
 
@@ -53,17 +53,36 @@ def describe_worker(rank: int, mixed_precision: bool) -> dict:
 
 
 def check_devices(record: dict, allow_cpu_fallback: bool) -> dict:
-    """``record`` with ``cpu_fallback``; ``DeviceError`` when GPUs were assigned but TensorFlow
-    sees none and the fallback was not allowed."""
+    """``record`` with ``cpu_fallback`` and ``refusal``: the one line why this worker cannot train
+    (GPUs assigned, none seen by TensorFlow, no fallback allowed), else ``None``."""
     stranded = bool(record["assigned_gpus"]) and not record["tensorflow_gpus"]
+    refusal = None
     if stranded and not allow_cpu_fallback:
-        raise DeviceError(
+        refusal = (
             f"rank {record['rank']} on node {record['host']} ({record['node'][:12]}) was assigned GPU "
             f"{', '.join(record['assigned_gpus'])} by Ray, but TensorFlow sees no GPU there (a CPU-only "
             "TensorFlow build, no NVIDIA driver, or CUDA_VISIBLE_DEVICES overridden); fix that, or pass "
             "--allow-cpu-fallback to train on the CPU anyway"
         )
-    return {**record, "cpu_fallback": stranded}
+    return {**record, "cpu_fallback": stranded, "refusal": refusal}
+
+
+def group_refusal(folder: str | None, record: dict, world_size: int) -> str | None:
+    """Whether the group may train, agreed by every worker: each writes its ``record`` to
+    ``folder``, all wait for one another (``ray.train.collective.barrier``), then each reads every
+    record and gets the first refusal, or ``None``. Every worker of a refused group then ends
+    without an exception, and the driver reports the refusal from the records: an expected refusal
+    is one line, not worker tracebacks that Ray forwards from a joined cluster. Without a
+    ``folder`` (a worker run outside ``cluster.launch``) a refusal is raised as ``DeviceError``."""
+    if not folder:
+        if record["refusal"]:
+            raise DeviceError(record["refusal"])
+        return None
+    import ray.train.collective
+
+    write_device_record(folder, record)
+    ray.train.collective.barrier()
+    return next((r["refusal"] for r in read_device_records(folder, world_size) if r.get("refusal")), None)
 
 
 def make_strategy(world_size: int, record: dict):

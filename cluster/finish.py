@@ -1,9 +1,9 @@
 """Turn a finished Ray Train run into a run dir.
 
 ``finish_run`` takes the final checkpoint the workers reported, scores its model on the
-validation and test splits, and writes ``model.keras``, ``config.json`` (the ``TrainConfig``'s
-fields plus the data's ``info``, ``num_examples`` and the library ``versions``),
-``metrics.json``, ``architecture.txt`` and the plots. ``cluster.launch.train`` calls it after
+validation and test splits, and writes ``model.keras``, ``architecture.txt``, the plots,
+``metrics.json`` and, last, ``config.json`` (the ``TrainConfig``'s fields plus the data's
+``info``, ``num_examples`` and the library ``versions``), which marks the run finished. ``cluster.launch.train`` calls it after
 ``trainer.fit()``; tests call it on a checkpoint they made without Ray.
 """
 
@@ -52,15 +52,6 @@ def finish_run(
     fileio.write_text(run.architecture, "\n".join(lines) + "\n")
     history = state["history"]
     plots.training_curve(history, run.path / "training_curve.png", spec.metrics[0])
-    fileio.write_json(
-        run.config,
-        {
-            **config.to_dict(),
-            "info": data.info,
-            "num_examples": {s: data.num_examples(s) for s in data.splits},
-            "versions": versions(),
-        },
-    )
     metrics = {
         "task": config.task,
         "dataset": config.dataset,
@@ -78,6 +69,17 @@ def finish_run(
         "warnings": _chance_warnings(spec, data, scores),
     }
     fileio.write_json(run.metrics, metrics)
+    # config.json last: it marks a finished run (cluster.storage.prepare_run_dir), so a run
+    # interrupted before it is resumed, not taken for finished
+    fileio.write_json(
+        run.config,
+        {
+            **config.to_dict(),
+            "info": data.info,
+            "num_examples": {s: data.num_examples(s) for s in data.splits},
+            "versions": versions(),
+        },
+    )
     for line in metrics["warnings"]:
         print(line, flush=True)
     return metrics

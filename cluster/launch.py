@@ -31,7 +31,7 @@ from rnnforge.core import fileio
 from rnnforge.core.config import TrainConfig
 from rnnforge.core.console import VERBOSE_ENV, ray_init_options, verbose, worker_setup_hook
 from rnnforge.core.env import WORKER_ENV
-from rnnforge.core.errors import Interrupted, TrainingFailed, UserError
+from rnnforge.core.errors import Interrupted, TrainingFailed, UserError, on_ctrl_c
 from rnnforge.core.machine import local_cpus, local_gpus
 from rnnforge.core.run_dir import RunDir
 from rnnforge.core.tracking import check_tracking, close_run, fail_run, open_run
@@ -180,10 +180,11 @@ def train(
     check_local_resources(config, address)
     run = RunDir(Path(run_dir).resolve())
     started, began = time.perf_counter(), time.time()
-    data = check_data(config) if data is None else data
-    if not address:
-        os.environ.update(LOOPBACK_ENV)  # read when Ray is imported
-    import ray  # after the data checks: importing Ray Train's TensorFlow support takes seconds
+    with on_ctrl_c(not_started(run.path)):
+        data = check_data(config) if data is None else data
+        if not address:
+            os.environ.update(LOOPBACK_ENV)  # read when Ray is imported
+        import ray  # after the data checks: importing Ray Train's TensorFlow support takes seconds
 
     timing = {"started_at": began, "load_data_s": time.perf_counter() - started}
     tracking = None
@@ -226,14 +227,41 @@ def train(
     finally:
         if not address and ray.is_initialized():
             ray.shutdown()
+    refusal = next((record["refusal"] for record in records if record.get("refusal")), None)
+    if refusal:  # the workers ended without training (cluster.devices.group_refusal): bad input, exit 2
+        fail_run(tracking)
+        raise UserError(refusal)
     if result.error:
         fail_run(tracking)
         raise TrainingFailed(f"training failed: {failure_line(result.error)}")
     if result.checkpoint is None:
         raise RuntimeError("training finished without a checkpoint")
-    metrics = finish_run(config, run, result.checkpoint, time.perf_counter() - started, timing, data, records)
-    close_run(tracking, run.path, metrics)
+    seconds = time.perf_counter() - started
+    return finish_interruptibly(config, run, result.checkpoint, seconds, timing, data, records, tracking=tracking)
+
+
+def finish_interruptibly(config: TrainConfig, run: RunDir, checkpoint, seconds: float, *finish_args, tracking=None):
+    """``finish_run`` (model, scores, plots, config.json last) then ``close_run``; Ctrl-C on the
+    way is one line saying what is kept: training is over and its final checkpoint stays in Ray
+    Train's storage, so the same command writes the run dir from it without training again
+    (``cluster.worker``: a finished state trains no more epochs)."""
+    resume = f"run the same 'rnnforge train' command with --run-dir {run.path} to write the run dir from it"
+    with on_ctrl_c(
+        f"interrupted while writing the run dir {run.path}: training is over and its final checkpoint is kept; "
+        f"{resume} (no epoch is trained again)"
+    ):
+        metrics = finish_run(config, run, checkpoint, seconds, *finish_args)
+    with on_ctrl_c(
+        f"interrupted while logging to MLflow: the run dir {run.path} is written and complete; its MLflow run "
+        "stays unfinished (rnnforge export onnx still logs the ONNX files into it)"
+    ):
+        close_run(tracking, run.path, metrics)
     return metrics
+
+
+def not_started(run_dir: Path) -> str:
+    """The line of a Ctrl-C before Ray Train started: nothing to resume."""
+    return f"interrupted before training started: no training ran for {run_dir}; run the same command again"
 
 
 def fit_interruptibly(trainer):

@@ -29,7 +29,13 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from rnnforge.cluster.devices import check_devices, describe_worker, make_strategy, write_device_record
+from rnnforge.cluster.devices import (
+    check_devices,
+    describe_worker,
+    group_refusal,
+    make_strategy,
+    write_device_record,
+)
 from rnnforge.cluster.fit import Run, batches, fit, prepare
 from rnnforge.core.config import TrainConfig
 from rnnforge.core.env import WORKER_ENV
@@ -49,6 +55,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     strategy = _strategy_on_checked_devices(config, rank, world_size, loop_config.get("devices"))
+    if strategy is None:  # a worker of the group cannot use its devices: no one trains
+        return
     run = prepare(config, world_size=world_size, strategy=strategy)
     tensorboard_dir = loop_config.get("tensorboard_dir") if rank == 0 else None
     tracking = loop_config.get("tracking") if rank == 0 else None
@@ -81,8 +89,11 @@ def _set_up_process() -> None:
 
 def _strategy_on_checked_devices(config: TrainConfig, rank: int, world_size: int, records_folder: str | None):
     """The distribution strategy, once this worker's devices are checked (``cluster.devices``);
-    the worker's record goes to ``records_folder`` for the driver."""
+    the worker's record goes to ``records_folder`` for the driver. ``None``: a worker of the group
+    cannot use its devices, which its record says."""
     record = check_devices(describe_worker(rank, config.mixed_precision), config.allow_cpu_fallback)
+    if group_refusal(records_folder, record, world_size):
+        return None  # the driver reports it from the records
     strategy, record = make_strategy(world_size, record)
     if records_folder:
         write_device_record(records_folder, record)
@@ -149,7 +160,7 @@ class WorkerTraining:
         progress = keras.callbacks.LambdaCallback(on_epoch_begin=self.begin_epoch, on_epoch_end=self.end_epoch)
         fit_started = time.perf_counter()
         self.state["fit_started_at"] = time.time()  # wall clock: the driver measures its start-up with it
-        if self.state["epoch"] < self.config.epochs:
+        if not self.state.get("finished") and self.state["epoch"] < self.config.epochs:  # finished: no epoch more
             fit(run, train, valid, callbacks=[progress], initial_epoch=self.state["epoch"])
         self.state["finished"] = True
         self.state["fit_seconds"] = time.perf_counter() - fit_started

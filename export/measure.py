@@ -80,10 +80,15 @@ def run_in_subprocess(job: Job, work_dir: Path) -> dict:
             stderr=None if verbose() else errors,
             text=True,
         )
-        for line in child.stdout:
-            sys.stdout.write(line)
-            sys.stdout.flush()
-        code = child.wait()
+        try:
+            for line in child.stdout:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+            code = child.wait()
+        except KeyboardInterrupt:  # Ctrl-C to this process alone: its timing process ends with it
+            child.kill()
+            child.wait()
+            raise
         if not result_path.is_file():
             errors.seek(0)
             raise crash_error(job, code, errors.read())

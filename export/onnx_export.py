@@ -128,8 +128,8 @@ def _checked_options(spec, opset: int | None, atol: float | None, eval_examples:
             f"--opset {opset} is not supported: tf2onnx 1.17 converts opsets {' or '.join(map(str, SUPPORTED_OPSETS))}"
         )
     atol = spec.onnx.atol if atol is None else atol
-    if not atol >= 0:
-        raise UserError(f"--atol must be a non-negative tolerance, got {atol}")
+    if not 0 <= atol < float("inf"):  # an infinite tolerance would pass any model
+        raise UserError(f"--atol must be a non-negative tolerance, finite, got {atol}")
     if eval_examples is not None and eval_examples < 1:
         raise UserError(f"--eval-examples must be at least 1, got {eval_examples}")
     return opset, atol

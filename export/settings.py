@@ -25,6 +25,13 @@ VARIANTS = ("fp32", "fp16", "int8")
 #: ``--tf-baseline``: measure TensorFlow when it can run here, else use the last recorded timing
 #: (auto); insist on one of them (measure, recorded); or leave TensorFlow out (none).
 TF_BASELINES = ("auto", "measure", "recorded", "none")
+#: The upper limits of bench's numbers, with the reason --help and the error give.
+LIMITS = {
+    "max_seconds": (3600, "(seconds per batch size and engine; p50 and p90 settle within seconds)"),
+    "warmup": (100_000, "(untimed runs: a few settle the caches and allocators)"),
+    "runs": (10_000_000, "(--max-seconds ends the timing of a batch size long before)"),
+    "threads": (1024, "(intra-op threads beyond the cores only contend)"),
+}
 
 
 def variant_path(fp32_path: Path, variant: str) -> Path:
@@ -72,6 +79,14 @@ class BenchSettings:
             raise UserError(f"--threads must be at least 1, got {self.threads}")
         if self.warmup < 0 or self.runs < 1 or not self.max_seconds > 0:
             raise UserError("--warmup must be >= 0, --runs >= 1 and --max-seconds > 0")
+        for option, value, (limit, why) in (
+            ("--max-seconds", self.max_seconds, LIMITS["max_seconds"]),
+            ("--warmup", self.warmup, LIMITS["warmup"]),
+            ("--runs", self.runs, LIMITS["runs"]),
+            ("--threads", self.threads or 1, LIMITS["threads"]),
+        ):
+            if not value <= limit:  # NaN and infinity included
+                raise UserError(f"{option} must be at most {limit} {why}, got {value}")
         return dataclasses.replace(
             self,
             variants=tuple(v for v in VARIANTS if v in self.variants),

@@ -132,9 +132,6 @@ def load_csv(config: TrainConfig) -> TaskData:
     series = timeseries.read_daily_csv(
         config.data_dir, config.date_column, config.value_column, fill_missing=config.fill_missing
     )
-    if config.covariates == "none" and (config.day_type_column or config.holidays):
-        given = "--day-type-column" if config.day_type_column else "--holidays"
-        raise UserError(f"{given} gives day types, which --covariates none leaves out: drop one of them")
     holidays = timeseries.read_holidays(config.holidays) if config.holidays else set()
     day_types = None
     if config.covariates == "day_type" and config.day_type_column:
@@ -167,7 +164,7 @@ def _coded(table, series, names, path, column: str) -> tuple:
         row = on_days[unknown].iloc[0]
         raise UserError(
             f"{path} line {int(row['line'])}: {column} {row['code']!r} is not one of the codes of the training "
-            f"days ({', '.join(names)})"
+            f"days ({timeseries.first_few(names, 'codes')})"
         )
     codes = on_days["code"].map(index)
     missing = codes.isna()

@@ -2,8 +2,9 @@
 
 An option's value is the user's, else the task spec's ``defaults`` (``models/<task>.py``), else
 its declaration's default (``rnnforge.core.config``). ``resolve_config`` refuses an option that
-does not apply to the task, an unknown dataset and a ``--storage-path`` no worker could use;
-``TrainConfig`` itself checks ranges and choices. ``task_defaults`` is what ``--help`` shows.
+does not apply to the task or its dataset, an empty value, an unknown dataset and a
+``--storage-path`` no worker could use; ``TrainConfig`` itself checks ranges, choices and
+options that contradict one another. ``task_defaults`` is what ``--help`` shows.
 
     resolve_config("sketch", {"epochs": 3, "units": None})   # None: not given
 """
@@ -16,6 +17,7 @@ from typing import Any
 
 from rnnforge.core.config import TrainConfig, declarations, declared_defaults
 from rnnforge.core.errors import UserError
+from rnnforge.core.uris import refuse_credentials
 from rnnforge.models import TASKS, get_spec
 
 #: ``--storage-path`` URI schemes (pyarrow filesystems, as Ray Train uses them).
@@ -46,6 +48,9 @@ def resolve_config(task: str, options: Mapping[str, Any]) -> TrainConfig:
     foreign = sorted(name for name in given if name not in declared or not declared[name].applies_to(task))
     if foreign:
         raise UserError(f"--{foreign[0].replace('_', '-')} does not apply to task {task!r}")
+    blank = next((name for name, value in given.items() if isinstance(value, str) and not value.strip()), None)
+    if blank:
+        raise UserError(f"--{blank.replace('_', '-')} is empty: give a value, or leave the option out")
     values = {**task_defaults(task), **given}
     for name in PATH_OPTIONS:
         if values.get(name):
@@ -55,7 +60,21 @@ def resolve_config(task: str, options: Mapping[str, Any]) -> TrainConfig:
             f"unknown dataset {values['dataset']!r} for task {task!r} (--dataset): "
             f"expected one of {', '.join(spec.datasets)}"
         )
+    elsewhere = sorted(name for name in given if not declared[name].applies_to(task, values["dataset"]))
+    if elsewhere:
+        datasets = declared[elsewhere[0]].tasks[task]
+        raise UserError(
+            f"--{elsewhere[0].replace('_', '-')} does not apply to dataset {values['dataset']!r} of task {task!r}: "
+            f"only to --dataset {' or '.join(datasets)}"
+        )
     values["storage_path"] = normalise_storage(values["storage_path"])
+    if values.get("mlflow_tracking_uri"):
+        refuse_credentials(
+            "--mlflow-tracking-uri",
+            values["mlflow_tracking_uri"],
+            "give them to MLflow through MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or "
+            "MLFLOW_TRACKING_TOKEN)",
+        )
     return TrainConfig(task=task, **values)
 
 
@@ -71,13 +90,10 @@ def normalise_storage(storage: str | None) -> str | None:
             f"--storage-path {storage}: unsupported scheme {scheme}://, expected a directory or one of "
             + ", ".join(f"{s}://" for s in STORAGE_SCHEMES)
         )
-    from urllib.parse import urlsplit
-
-    if urlsplit(storage).password or "access_key=" in storage or "secret_key=" in storage:
-        # config.json, logs and reports would carry it: credentials come from the environment instead
-        raise UserError(
-            f"--storage-path {scheme}://...: the URI holds credentials; give them to the cluster through "
-            "the cloud SDK's environment or credentials file (e.g. AWS_ACCESS_KEY_ID, "
-            "GOOGLE_APPLICATION_CREDENTIALS), never in the path"
-        )
+    refuse_credentials(
+        "--storage-path",
+        storage,
+        "give them to the cluster through the cloud SDK's environment or credentials file (e.g. "
+        "AWS_ACCESS_KEY_ID, GOOGLE_APPLICATION_CREDENTIALS)",
+    )
     return storage

@@ -14,7 +14,9 @@ a CSV.
 
 from __future__ import annotations
 
+import csv
 import os
+import re
 import sys
 import urllib.request
 from pathlib import Path
@@ -30,6 +32,8 @@ CTA_DATE_COLUMN = "service_date"
 CTA_DATE_FORMAT = "%m/%d/%Y"
 CTA_SERIES = {"rail": "rail_boardings", "bus": "bus", "total": "total_rides"}
 CTA_DAY_TYPE_COLUMN = "day_type"
+#: A holidays file's dates: ISO 8601's calendar form only.
+ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def read_daily_csv(
@@ -53,7 +57,10 @@ def read_daily_csv(
         raise UserError(f"{path} is not a readable CSV: {first_line(exc)}") from None
     for column, option in ((date_column, "--date-column"), (value_column, "--value-column")):
         if column not in frame.columns:
-            raise UserError(f"{path} has no column {column!r} ({option}); columns: {', '.join(frame.columns)}")
+            raise UserError(
+                f"{path} has no column {column!r} ({option}); columns: {first_few(frame.columns, 'columns')}"
+            )
+        check_header(path, column, option)
     frame = frame[[date_column, value_column]]
     lines = pd.Series(np.arange(len(frame)) + 2, index=frame.index)
     frame = frame.drop_duplicates()
@@ -104,6 +111,27 @@ def parse_dates(strings, date_format: str | None = None):
     if getattr(dates.dt, "tz", None) is not None:
         dates = dates.dt.tz_convert("UTC").dt.tz_localize(None).dt.normalize()
     return dates
+
+
+def first_few(names, noun: str, shown: int = 8) -> str:
+    """``W, A, U``, or ``c1, c2, ..., c8, ... (2000 codes)`` where the list would fill a screen."""
+    names = [str(name) for name in names]
+    if len(names) <= shown:
+        return ", ".join(names)
+    return f"{', '.join(names[:shown])}, ... ({len(names)} {noun})"
+
+
+def check_header(path: Path, column: str, option: str) -> None:
+    """Refuse a header that names ``column`` more than once: pandas would read the first of them
+    and call the others ``NAME.1``, ``NAME.2``, so a run would train on one without a word."""
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as text:
+        header = next(csv.reader(text), [])
+    places = [str(i) for i, name in enumerate(header, start=1) if name == column]
+    if len(places) > 1:
+        raise UserError(
+            f"{path}: the header names column {column!r} ({option}) {len(places)} times (columns "
+            f"{', '.join(places)}): rename all but the one to read"
+        )
 
 
 def fill_days(series, source, fill_missing: str = "none"):
@@ -175,7 +203,10 @@ def read_day_types(path: Path, date_column: str, column: str, date_format: str |
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
         raise UserError(f"{path} is not a readable CSV: {first_line(exc)}") from None
     if column not in frame.columns:
-        raise UserError(f"{path} has no column {column!r} (--day-type-column); columns: {', '.join(frame.columns)}")
+        raise UserError(
+            f"{path} has no column {column!r} (--day-type-column); columns: {first_few(frame.columns, 'columns')}"
+        )
+    check_header(path, column, "--day-type-column")
     frame = pd.DataFrame(
         {"day": parse_dates(frame[date_column].str.strip(), date_format), "code": frame[column].str.strip()}
     )
@@ -205,7 +236,7 @@ def read_holidays(path: Path) -> set:
     if not path.is_file():
         raise UserError(f"{path} does not exist or is not a file (--holidays: one ISO date a line)")
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # a BOM is skipped, as pandas does for the CSV
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path} cannot be read as text (--holidays): {exc}") from None
     days = set()
@@ -214,6 +245,8 @@ def read_holidays(path: Path) -> set:
         if not text:
             continue
         try:
+            if not ISO_DAY.fullmatch(text):  # fromisoformat also takes 20170704 and 2016-W27-1
+                raise ValueError(text)
             days.add(np.datetime64(datetime.date.fromisoformat(text), "D"))
         except ValueError:
             raise UserError(f"{path} line {number}: {text!r} is not a date (expected YYYY-MM-DD)") from None

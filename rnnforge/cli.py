@@ -16,8 +16,8 @@ import click
 
 from rnnforge.core.config import TrainConfig, declarations, value_type
 from rnnforge.core.console import VERBOSE_ENV
-from rnnforge.core.errors import MissingStackError, UserError
-from rnnforge.export.settings import DEFAULT_EVAL_BYTES, DEFAULT_EVAL_EXAMPLES, PROVIDERS, TF_BASELINES
+from rnnforge.core.errors import MissingStackError, UserError, on_ctrl_c
+from rnnforge.export.settings import DEFAULT_EVAL_BYTES, DEFAULT_EVAL_EXAMPLES, LIMITS, PROVIDERS, TF_BASELINES
 from rnnforge.models import TASKS
 
 #: Modules of the ``[train]`` extra: a serving install (``pip install rnnforge``) has none of them.
@@ -83,7 +83,7 @@ class _DeclaredOption(click.Option):
     def get_help_record(self, ctx: click.Context) -> tuple[str, str]:
         spec, text = super().get_help_record(ctx)
         default = _default_text(self.name, self.demo)
-        extra = "; ".join(filter(None, (default and f"default: {default}", declarations()[self.name].range_text())))
+        extra = "; ".join(filter(None, (default and f"default: {default}", declarations()[self.name].bound_text())))
         return spec, f"{text}  [{extra}]" if extra else text
 
 
@@ -124,6 +124,8 @@ def _elastic_workers(options: dict) -> dict:
     if not isinstance(options.get("workers"), tuple):
         return options
     low, high = options["workers"]
+    if low < 1:
+        raise UserError(f"--workers {low}-{high}: MIN must be at least 1 (an elastic group goes on with MIN workers)")
     if low > high:
         raise UserError(f"--workers {low}-{high}: MIN is more than MAX")
     if options.get("min_workers") is not None:
@@ -170,16 +172,17 @@ def _train_options(command):
 @click.option("--address", help="Ray cluster to join ('auto' inside 'ray job submit'); default: start a local Ray.")
 @click.option("--overwrite", is_flag=True, help="Replace a finished run in --run-dir instead of refusing.")
 def train(task: str, run_dir: Path | None, address: str | None, overwrite: bool, **options) -> None:
-    from rnnforge.cluster.launch import check_data, preflight
+    from rnnforge.cluster.launch import check_data, not_started, preflight
     from rnnforge.cluster.launch import train as run_training
     from rnnforge.cluster.storage import prepare_run_dir
     from rnnforge.models.resolve import resolve_config
 
     config = resolve_config(task, _elastic_workers(options))
     run_dir = run_dir or Path("runs") / task
-    preflight(config, run_dir, address)  # no data, Ray or TensorFlow yet: the error is all the user reads
-    data = check_data(config) if overwrite else None  # bad data must fail before --overwrite removes a finished run
-    run_dir = prepare_run_dir(run_dir, overwrite, config.storage_path)
+    with on_ctrl_c(not_started(run_dir)):
+        preflight(config, run_dir, address)  # no data, Ray or TensorFlow yet: the error is all the user reads
+        data = check_data(config) if overwrite else None  # bad data must fail before --overwrite removes a finished run
+        run_dir = prepare_run_dir(run_dir, overwrite, config.storage_path)
     metrics = run_training(config, run_dir, address=address, data=data)
     _print_devices(metrics)
     _print_scores(metrics)
@@ -259,16 +262,20 @@ def export_onnx(
     evaluation examples (eval.npz) that 'bench' needs, so it runs without the dataset or TensorFlow."""
     from rnnforge.export.onnx_export import export_onnx as run_export
 
-    parity = run_export(
-        run_dir,
-        opset=opset,
-        output=output,
-        atol=atol,
-        fp16=fp16,
-        int8=int8,
-        eval_examples=eval_examples,
-        mlflow_run_id=mlflow_run_id,
-    )
+    with on_ctrl_c(
+        f"interrupted: the export of {run_dir} stopped; its trained model is untouched and each file already "
+        f"written is whole; run 'rnnforge export onnx {run_dir}' again for a complete, consistent export"
+    ):
+        parity = run_export(
+            run_dir,
+            opset=opset,
+            output=output,
+            atol=atol,
+            fp16=fp16,
+            int8=int8,
+            eval_examples=eval_examples,
+            mlflow_run_id=mlflow_run_id,
+        )
     click.echo(
         f"parity: max abs diff {parity['max_abs_diff']:.2e} (atol {parity['atol']:g})"
         + (f", top-1 agreement {parity['top1_agreement']:.4f}" if "top1_agreement" in parity else "")
@@ -304,6 +311,12 @@ def _provider_options(ctx, param, values: tuple[str, ...]) -> dict:
     return options
 
 
+def _limit(name: str) -> str:
+    """`` At most N (why).``: a bench option's limit (``export.settings.LIMITS``) for its --help."""
+    limit, why = LIMITS[name]
+    return f" At most {limit} {why}."
+
+
 @cli.group(cls=_DefaultCommandGroup)
 def bench() -> None:
     """Benchmark ONNX Runtime beside TensorFlow, or compare two results. Needs only the run dir
@@ -337,18 +350,28 @@ def bench() -> None:
     "--batch-sizes", default="1,32,256", show_default=True, callback=_batch_sizes, help="Batch sizes to time."
 )
 @click.option("--seq-lengths", default="", callback=_batch_sizes, help="sketch: also time these input lengths (rows).")
-@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Untimed runs first.")
 @click.option(
-    "--runs", type=click.IntRange(min=1), default=100, show_default=True, help="Timed runs per batch size and engine."
+    "--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Untimed runs first." + _limit("warmup")
+)
+@click.option(
+    "--runs",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Timed runs per batch size and engine." + _limit("runs"),
 )
 @click.option(
     "--max-seconds",
     type=click.FloatRange(min=0.1),
     default=5.0,
     show_default=True,
-    help="Stop timing one batch size after this long (at least 10 runs).",
+    help="Stop timing one batch size after this long (at least 10 runs)." + _limit("max_seconds"),
 )
-@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads for both engines.  [default: all cores]")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="Intra-op threads for both engines." + _limit("threads") + "  [default: all cores]",
+)
 @click.option(
     "--io-binding/--no-io-binding",
     default=None,
@@ -386,14 +409,23 @@ def bench_run(run_dir: Path, all_runs: bool, variants: str, model_path: Path | N
     from rnnforge.export.settings import BenchSettings
 
     settings = BenchSettings(variants=tuple(v.strip() for v in variants.split(",") if v.strip()), **options)
+    again = "run the same 'rnnforge bench' command again"
     if all_runs:
         if model_path:
             raise click.BadParameter("--model names one ONNX file; it cannot go with --all", param_hint="'--model'")
-        report, results = run_bench_all(run_dir, settings)
+        with on_ctrl_c(
+            f"interrupted: 'bench --all {run_dir}' stopped; runs benched before it keep their new results, the "
+            f"others their earlier ones, and no summary report was written; {again}"
+        ):
+            report, results = run_bench_all(run_dir, settings)
         click.echo(summary_table(results))
         click.echo(_report_line(report))
         return
-    result = run_bench(run_dir, settings, model_path)
+    with on_ctrl_c(
+        f"interrupted: the bench of {run_dir} stopped before writing its results; its bench/ folder keeps "
+        f"the earlier ones; {again}"
+    ):
+        result = run_bench(run_dir, settings, model_path)
     click.echo(result["summary"])
     click.echo(_report_line(Path(result["report"])))
 

@@ -363,6 +363,33 @@ _DAY_TYPE_CSV = "date,value,kind\n" + "".join(
 _DAY_TYPE_OPTIONS = ("--day-type-column", "kind", "--train-start", "2020-01-01", "--train-end", "2020-01-20")
 
 
+# issue #27: files for the rows of options that do not apply, ranges and secrets
+SECRET = "s3cr3tPa55"  # in the credentials of some rows: it must appear in no output and no file
+_MANY_CODES_CSV = "date,value,kind\n" + "".join(f"2020-01-{d:02d},{100 + d},c{d}\n" for d in range(1, 29))
+
+
+def _holidays_case(holidays: str | bytes, *extra, named: bool = True) -> Callable:
+    """The good CSV with ``--holidays FILE`` (FILE holding ``holidays``): FILE is the named one,
+    or (``named=False``) the error names options only."""
+
+    def setup(tmp: Path, runs: Runs):
+        path = tmp / "holidays.txt"
+        path.write_bytes(holidays if isinstance(holidays, bytes) else holidays.encode())
+        return [*_csv_case(GOOD_CSV)(tmp, runs)[0], "--holidays", path, *extra], path if named else OPTION_ONLY
+
+    return setup
+
+
+def _tracking_env(uri: str, run_id: str) -> Callable:
+    """``export onnx RUN --mlflow-run-id RUN_ID`` with ``MLFLOW_TRACKING_URI`` (``{tmp}``: tmp_path) set."""
+
+    def setup(tmp: Path, runs: Runs):
+        runs.request.getfixturevalue("monkeypatch").setenv("MLFLOW_TRACKING_URI", uri.replace("{tmp}", str(tmp)))
+        return ["export", "onnx", runs.copy(), "--mlflow-run-id", run_id], OPTION_ONLY
+
+    return setup
+
+
 def _text(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
@@ -556,7 +583,7 @@ CASES = [
     ),
     (
         "max_per_class_zero",
-        _options("train", "sketch", "--max-per-class", "0"),
+        _options("train", "sketch", "--dataset", "quickdraw", "--max-per-class", "0"),
         ["--max-per-class must be at least 1, got 0"],
         2,
     ),
@@ -584,14 +611,14 @@ CASES = [
     ),
     (
         "workers_more_than_cpus",
-        _options("train", "sketch", "--workers", str(8 * (os.cpu_count() or 1))),
+        _options("train", "sketch", "--workers", str(min(8 * (os.cpu_count() or 1), 1024))),
         ["CPUs; this machine has"],
         2,
     ),
     (
         "gpus_more_than_available",
-        _options("train", "sketch", "--gpus-per-worker", "64"),
-        ["--gpus-per-worker 64", "needs 128 GPUs; the Ray cluster has"],
+        _options("train", "sketch", "--gpus-per-worker", "16"),
+        ["--gpus-per-worker 16", "needs 32 GPUs; the Ray cluster has"],
         2,
     ),
     ("run_dir_is_a_file", _run_dir_is_a_file, ["'--run-dir'", "is a file"], 2),
@@ -915,8 +942,8 @@ CASES = [
     # issue #14, 10: checks that need no data run first (the local machine's GPUs: no Ray)
     (
         "gpus_more_than_this_machine",
-        _options("train", "sketch", "--gpus-per-worker", "64"),
-        ["--gpus-per-worker 64", "needs 128 GPUs", "a local run: this machine's GPUs"],
+        _options("train", "sketch", "--gpus-per-worker", "16"),
+        ["--gpus-per-worker 16", "needs 32 GPUs", "a local run: this machine's GPUs"],
         2,
     ),  # issue #19: elastic workers, shared storage, MLflow tracking
     ("min_workers_zero", _options("train", "sketch", "--min-workers", "0"), ["--min-workers must be at least 1"], 2),
@@ -1000,6 +1027,211 @@ CASES = [
         ["x.past_day_type holds code 3, outside the model's codes 0..2 (0 = W, 1 = A, 2 = U)"],
         2,
     ),
+    # issue #27, 4: options that do not apply to the dataset, or contradict one another
+    (
+        "holidays_for_the_synthetic_series",
+        _options("train", "forecast", "--holidays", "{tmp}/holidays.txt"),
+        ["--holidays does not apply to dataset 'synthetic' of task 'forecast'", "only to --dataset csv"],
+        2,
+    ),
+    (
+        "day_type_column_for_cta",
+        _options("train", "forecast", "--dataset", "cta_ridership", "--day-type-column", "kind"),
+        ["--day-type-column does not apply to dataset 'cta_ridership'"],
+        2,
+    ),
+    (
+        "difficulty_for_folder_clips",
+        _options("train", "video", "--dataset", "folder", "--data-dir", "{tmp}", "--difficulty", "hard"),
+        ["--difficulty does not apply to dataset 'folder' of task 'video'", "only to --dataset synthetic"],
+        2,
+    ),
+    (
+        "sampling_for_synthetic_clips",
+        _options("train", "video", "--sampling", "random"),
+        ["--sampling does not apply to dataset 'synthetic'", "folder or ucf101"],
+        2,
+    ),
+    (
+        "data_dir_for_the_synthetic_drawings",
+        _options("train", "sketch", "--data-dir", "{tmp}"),
+        ["--data-dir does not apply to dataset 'synthetic' of task 'sketch'"],
+        2,
+    ),
+    (
+        "holidays_with_day_type_column",
+        _holidays_case("2020-01-01\n", "--day-type-column", "value", named=False),
+        ["--holidays and --day-type-column both give the day types"],
+        2,
+    ),
+    (
+        "holidays_with_covariates_none",
+        _holidays_case("2020-01-01\n", "--covariates", "none", named=False),
+        ["--holidays gives day types, which --covariates none leaves out"],
+        2,
+    ),
+    (
+        "value_column_is_the_date_column",
+        _options("train", "forecast", "--dataset", "csv", "--data-dir", "{tmp}/s.csv", "--value-column", "date"),
+        ["--value-column 'date' is the --date-column too"],
+        2,
+    ),
+    (
+        "holidays_with_a_bom_then_a_bad_line",  # line 1 (after the BOM) is read; line 2 is refused
+        _holidays_case(b"\xef\xbb\xbf2020-01-01\n2020-02-30\n"),
+        ["line 2: '2020-02-30' is not a date (expected YYYY-MM-DD)"],
+        2,
+    ),
+    (
+        "holidays_iso_week_date",
+        _holidays_case("2016-W27-1\n"),
+        ["line 1: '2016-W27-1' is not a date (expected YYYY-MM-DD)"],
+        2,
+    ),
+    (
+        "holidays_basic_date_format",
+        _holidays_case("2020-01-01\n20170704\n"),
+        ["line 2: '20170704' is not a date (expected YYYY-MM-DD)"],
+        2,
+    ),
+    (
+        "csv_value_header_twice",
+        _csv_case(GOOD_CSV.replace("date,value", "date,value,value").replace("\n2020", ",7\n2020")),
+        ["the header names column 'value' (--value-column) 2 times (columns 2, 3)"],
+        2,
+    ),
+    (
+        "csv_day_type_codes_named_first_few",
+        _csv_case(_MANY_CODES_CSV, *_DAY_TYPE_OPTIONS),
+        ["line 22", "kind 'c21' is not one of the codes", "(c1, c2, c3, c4, c5, c6, c7, c8, ... (20 codes))"],
+        2,
+    ),
+    (
+        "workers_range_from_zero",
+        _options("train", "sketch", "--workers", "0-2"),
+        ["--workers 0-2: MIN must be at least 1"],
+        2,
+    ),
+    (
+        "export_run_dir_is_a_file",
+        lambda tmp, runs: (["export", "onnx", _text(tmp / "run", "x")], tmp / "run"),
+        ["is a file, not a folder"],
+        2,
+    ),
+    # issue #27, 5: every number finite and bounded, before Ray starts
+    ("lr_warmup_infinite", _options("train", "forecast", "--lr-warmup", "inf"), ["--lr-warmup must be a finite"], 2),
+    (
+        "learning_rate_nan",
+        _options("train", "sketch", "--learning-rate", "nan"),
+        ["--learning-rate must be a finite number, got nan"],
+        2,
+    ),
+    ("clipnorm_infinite", _options("train", "sketch", "--clipnorm", "inf"), ["--clipnorm must be a finite"], 2),
+    (
+        "gpus_per_worker_infinite",
+        _options("train", "sketch", "--gpus-per-worker", "inf"),
+        ["--gpus-per-worker must be a finite number"],
+        2,
+    ),
+    (
+        "ensemble_ten_thousand",
+        _options("train", "forecast", "--ensemble", "10000"),
+        ["--ensemble must be at most 32", "Adam state", "got 10000"],
+        2,
+    ),
+    (
+        "epochs_beyond_the_limit",
+        _options("train", "sketch", "--epochs", "10000000"),
+        ["--epochs must be at most 100000 epochs", "got 10000000"],
+        2,
+    ),
+    (
+        "batch_size_beyond_the_limit",
+        _options("train", "sketch", "--batch-size", "1000000"),
+        ["--batch-size must be at most 65536"],
+        2,
+    ),
+    ("units_beyond_the_limit", _options("train", "sketch", "--units", "100000"), ["--units must be at most 4096"], 2),
+    (
+        "frame_size_beyond_the_limit",
+        _options("train", "video", "--frame-size", "100000"),
+        ["--frame-size must be at most 1024", "3 MB"],
+        2,
+    ),
+    (
+        "window_beyond_the_limit",
+        _options("train", "forecast", "--window", "100000"),
+        ["--window must be at most 3660 days"],
+        2,
+    ),
+    ("seed_negative", _options("train", "sketch", "--seed", "-1"), ["--seed must be between 0 and 4294967295"], 2),
+    (
+        "seed_beyond_numpy",
+        _options("train", "sketch", "--seed", str(2**32)),
+        ["--seed must be between 0 and 4294967295 (numpy's seed range)"],
+        2,
+    ),
+    (
+        "workers_beyond_the_limit",
+        _options("train", "sketch", "--workers", "100000"),
+        ["--workers must be at most 1024"],
+        2,
+    ),
+    (
+        "bench_max_seconds_infinite",
+        lambda tmp, runs: (["bench", runs.shared_run(), "--max-seconds", "inf"], OPTION_ONLY),
+        ["--max-seconds must be at most 3600", "got inf"],
+        2,
+    ),
+    (
+        "bench_warmup_beyond_the_limit",
+        lambda tmp, runs: (["bench", runs.shared_run(), "--warmup", "10000000"], OPTION_ONLY),
+        ["--warmup must be at most 100000"],
+        2,
+    ),
+    (
+        "export_atol_infinite",
+        _run_copy(lambda run: OPTION_ONLY, "export", "onnx", lambda run: run, "--atol", "inf"),
+        ["--atol must be a non-negative tolerance, finite, got inf"],
+        2,
+    ),
+    # issue #27, 6: credentials in a URI are refused and never echoed; an empty URI is no "off"
+    (
+        "mlflow_uri_with_a_password",
+        _options("train", "sketch", "--mlflow-tracking-uri", f"http://alice:{SECRET}@mlflow.example:5000"),
+        ["--mlflow-tracking-uri http://***@mlflow.example:5000", "holds credentials", "MLFLOW_TRACKING_PASSWORD"],
+        2,
+    ),
+    (
+        "mlflow_uri_with_a_token_as_user",
+        _options("train", "sketch", "--mlflow-tracking-uri", f"https://{SECRET}@mlflow.example/"),
+        ["--mlflow-tracking-uri https://***@mlflow.example/", "holds credentials"],
+        2,
+    ),
+    (
+        "mlflow_uri_empty",
+        _options("train", "sketch", "--mlflow-tracking-uri", ""),
+        ["--mlflow-tracking-uri is empty"],
+        2,
+    ),
+    (
+        "storage_path_with_a_secret_key",
+        _options("train", "sketch", "--storage-path", f"s3://bucket/runs?access_key=AKIA&secret_key={SECRET}"),
+        ["--storage-path s3://bucket/runs?access_key=***&secret_key=***", "holds credentials"],
+        2,
+    ),
+    (
+        "export_mlflow_run_id_in_a_missing_sqlite_store",  # refused without creating mlflow.db
+        _tracking_env("sqlite:///{tmp}/mlflow.db", "0123abcd"),
+        ["--mlflow-run-id 0123abcd at sqlite:///", "no MLflow database at"],
+        2,
+    ),
+    (
+        "export_mlflow_uri_from_the_environment_redacted",  # MLflow's own message quotes the URI too
+        _tracking_env(f"http://alice:{SECRET}@127.0.0.1:1/", "0123abcd"),
+        ["--mlflow-run-id 0123abcd at http://***@127.0.0.1:1/", "Connection refused"],
+        2,
+    ),
     # issue #22: the warm-ups and the video options
     (
         "patience_start_negative",
@@ -1053,6 +1285,7 @@ def test_bad_input(setup, expected, code, tmp_path, request):
     output = result.stdout + result.stderr
     assert result.returncode == code, output
     assert "Traceback" not in output, output
+    assert SECRET not in output, output
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines and lines[-1].startswith("error: "), output
     assert sum(line.startswith("error: ") for line in lines) == 1, output
@@ -1074,6 +1307,7 @@ def _cli_options(command: click.Command) -> set[str]:
 
 def _range_checked_train_options() -> set[str]:
     """The numeric ``train`` options whose out-of-range values ``resolve_config`` refuses."""
+    from rnnforge.core.config import declarations
     from rnnforge.models import TASKS
     from rnnforge.models.resolve import resolve_config
 
@@ -1082,9 +1316,11 @@ def _range_checked_train_options() -> set[str]:
         if not isinstance(param, click.Option) or param.type not in (click.INT, click.FLOAT):
             continue
         option = "--" + param.name.replace("_", "-")
+        declared = declarations()[param.name]
         for task in TASKS:
+            dataset = (declared.tasks or {}).get(task) or (None,)  # the first dataset it applies to
             try:
-                resolve_config(task, {param.name: -1})
+                resolve_config(task, {param.name: -1, "dataset": dataset[0]})
             except UserError as exc:
                 if "does not apply" not in str(exc):
                     assert option in str(exc), exc  # the refusal names the option
@@ -1104,6 +1340,24 @@ def test_the_table_covers_every_checked_option_and_names_real_ones():
     assert len(checked) >= 15
     assert checked <= named, f"range-checked options without a bad-input row: {sorted(checked - named)}"
     assert {case[0] for case in CASES} >= IN_A_PROCESS
+
+
+def test_every_numeric_train_option_is_finite_and_limited():
+    """Issue #27, 5: every number 'rnnforge train' takes has an upper bound, and a limit says why
+    (--help shows both); infinity and NaN are refused whatever the bounds."""
+    from click.testing import CliRunner
+
+    from rnnforge.core.config import declarations, value_type
+
+    shown = " ".join(CliRunner().invoke(rnnforge.cli.cli, ["train", "--help"]).output.split())
+    for name, option in declarations().items():
+        if value_type(name) in (int, float):
+            assert option.maximum is not None or option.limit is not None, name
+            assert option.limit is None or option.why, name
+            assert not option.cli or option.bound_text() in shown, name
+            if value_type(name) is float:
+                with pytest.raises(UserError, match="must be a finite number"):
+                    option.check(name, float("inf"))
 
 
 # --- Ctrl-C during train (issue #14, 6), on a real local Ray whose sockets are checked too (9) ---------
@@ -1253,6 +1507,121 @@ def test_a_ray_train_failure_is_one_line_naming_the_worker_error(tmp_path):
     ), output[-3000:]
     assert sum(line.startswith("error: ") for line in ours) == 1
     assert not any("Traceback" in line for line in ours), output[-3000:]
+
+
+# --- Ctrl-C after training (issue #27, 7): SIGINT inside each later phase, in this process --------
+# (id, setup(tmp, runs) -> args, the function that the signal interrupts, expected substrings of the
+# line): exit 130, one line saying what is kept and how to resume, no traceback, no file changed.
+
+
+def _sigint_in(target: str, monkeypatch, request) -> None:
+    """``target`` (``module.function``) delivers SIGINT to this process when called, as a Ctrl-C
+    in that phase would; Python's own SIGINT handler is installed for the test (a background job
+    starts with SIGINT ignored) and put back after it."""
+    import importlib
+
+    module, _, name = target.rpartition(".")
+    original = getattr(importlib.import_module(module), name)
+
+    def interrupted(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)  # KeyboardInterrupt is raised in here
+        return original(*args, **kwargs)
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
+    monkeypatch.setattr(target, interrupted)
+
+
+def _bench_all(tmp: Path, runs: Runs) -> list:
+    runs.copy(to="runs/sketch")
+    return ["bench", "--all", tmp / "runs", "--batch-sizes", "1", "--runs", "10"]
+
+
+LATE_INTERRUPTS = [
+    (
+        "export_while_converting",
+        lambda tmp, runs: ["export", "onnx", runs.copy()],
+        "rnnforge.export.onnx_export.convert",
+        ["interrupted: the export of", "its trained model is untouched", "run 'rnnforge export onnx", "again"],
+    ),
+    (
+        "export_while_storing_the_eval_set",
+        lambda tmp, runs: ["export", "onnx", runs.copy(), "--fp16"],
+        "rnnforge.export.onnx_export.evaluation_set",
+        ["interrupted: the export of", "again for a complete, consistent export"],
+    ),
+    (
+        "bench_while_timing",
+        lambda tmp, runs: ["bench", runs.copy(), "--batch-sizes", "1", "--runs", "10"],
+        "rnnforge.export.bench.measure_variant",
+        ["interrupted: the bench of", "its bench/ folder keeps the earlier ones", "same 'rnnforge bench' command"],
+    ),
+    (
+        "bench_while_timing_tensorflow",
+        lambda tmp, runs: ["bench", runs.copy(), "--batch-sizes", "1", "--runs", "10", "--tf-baseline", "measure"],
+        "rnnforge.export.bench.tensorflow_baseline",
+        ["interrupted: the bench of", "before writing its results"],
+    ),
+    (
+        "bench_all_while_timing",
+        _bench_all,
+        "rnnforge.export.bench.measure_variant",
+        ["interrupted: 'bench --all", "no summary report was written", "same 'rnnforge bench' command again"],
+    ),
+]
+
+
+@pytest.mark.parametrize("setup, target, expected", [pytest.param(s, t, e, id=i) for i, s, t, e in LATE_INTERRUPTS])
+def test_ctrl_c_after_training(setup, target, expected, tmp_path, request, monkeypatch):
+    runs = Runs(request, tmp_path)
+    args = setup(tmp_path, runs)
+    before = snapshot(tmp_path)
+    _sigint_in(target, monkeypatch, request)
+    result = run_cli(*args, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 130, output
+    assert "Traceback" not in output, output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: interrupted"), output
+    assert all(text in lines[0] for text in expected), lines[0]
+    assert snapshot(tmp_path) == before, "an interrupted command changed files"
+
+
+def test_ctrl_c_while_the_run_dir_is_written_keeps_the_checkpoint(trained_run, tmp_path, request, monkeypatch):
+    """After the last epoch: SIGINT while the run dir is written is one line naming the run dir
+    to resume, config.json (the mark of a finished run) is not written, and finishing again from
+    the same checkpoint (what the rerun does, with no epoch trained again) completes the run dir."""
+    import ray.train
+
+    from rnnforge.cluster.launch import finish_interruptibly
+    from rnnforge.cluster.worker import CHECKPOINT_MODEL, CHECKPOINT_STATE
+    from rnnforge.core.config import TrainConfig
+    from rnnforge.core.errors import Interrupted
+    from rnnforge.core.run_dir import RunDir
+
+    ckpt = tmp_path / "checkpoint"
+    ckpt.mkdir()
+    shutil.copy(trained_run / "model.keras", ckpt / CHECKPOINT_MODEL)
+    history = json.loads((trained_run / "metrics.json").read_text())["history"]
+    state = {"epoch": 1, "history": history, "restarts": 0, "world_size": 1, "finished": True}
+    (ckpt / CHECKPOINT_STATE).write_text(json.dumps(state))
+    config = TrainConfig.from_dict(json.loads((trained_run / "config.json").read_text()))
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    _sigint_in("rnnforge.core.plots.training_curve", monkeypatch, request)
+    with pytest.raises(Interrupted) as stopped:
+        finish_interruptibly(config, run, ray.train.Checkpoint.from_directory(ckpt), 1.0)
+    assert str(stopped.value) == (
+        f"interrupted while writing the run dir {run.path}: training is over and its final checkpoint is kept; "
+        f"run the same 'rnnforge train' command with --run-dir {run.path} to write the run dir from it "
+        "(no epoch is trained again)"
+    )
+    assert Interrupted.exit_code == 130
+    assert not run.config.exists(), "an interrupted run must not look finished"
+    monkeypatch.undo()
+    metrics = finish_interruptibly(config, run, ray.train.Checkpoint.from_directory(ckpt), 1.0)
+    assert run.config.is_file() and json.loads(run.metrics.read_text()) == metrics
 
 
 #: Representative rows whose check needs no dataset (an option of each task, a cluster option, an

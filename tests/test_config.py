@@ -24,20 +24,20 @@ def help_text(*args: str) -> str:
 def test_help_shows_each_tasks_default_from_the_specs():
     text = help_text("train")
     assert (
-        "--epochs INTEGER Maximum epochs (early stopping may end sooner). [default: sketch 15, forecast 80, video 40; at least 1]"
-        in text
+        "--epochs INTEGER Maximum epochs (early stopping may end sooner). [default: sketch 15, forecast 80, video 40; at least 1; "
+        "at most 100000 epochs (a bound on typos: no run here needs more than a few hundred)]" in text
     )
     assert (
-        "--units INTEGER Units of each recurrent layer. [default: sketch 128, forecast 64, video 64; at least 1]"
-        in text
+        "--units INTEGER Units of each recurrent layer. [default: sketch 128, forecast 64, video 64; at least 1; "
+        "at most 4096 (an LSTM layer of 4096 units holds 134M weights, 2 GB with Adam's state)]" in text
     )
     assert (
-        "--workers N|MIN-MAX Ray Train workers; MIN-MAX: an elastic group (--min-workers). [default: 2; at least 1]"
-        in text
+        "--workers N|MIN-MAX Ray Train workers; MIN-MAX: an elastic group (--min-workers). [default: 2; at least 1; "
+        "at most 1024 (a bound on typos: every worker is a Ray actor with its own TensorFlow and data shard)]" in text
     )
     assert "--dropout FLOAT" in text and "[default: sketch 0.1, forecast 0.0, video 0.2; in [0, 1)]" in text
     assert "--rnn [lstm|gru] Recurrent cell (GRU uses reset_after=True). [default: lstm]" in text
-    assert "--window INTEGER forecast: input days. [default: 56; at least 7]" in text
+    assert "--window INTEGER forecast: input days. [default: 56; at least 7; at most 3660 days" in text
     # (click may break "comma-separated" after its hyphen)
     assert "--categories TEXT sketch quickdraw, video ucf101: comma-" in text
     assert "separated categories to use. [default: all]" in text
@@ -45,7 +45,7 @@ def test_help_shows_each_tasks_default_from_the_specs():
     assert "--dataset TEXT Dataset to train on. [default: synthetic]" in text
     assert "--data-seed" not in text  # declared for code and tests, not a CLI option
     # demo shows its own epochs (spec.demo_options over the task's defaults)
-    assert "[default: sketch 12, forecast 40, video 16; at least 1]" in help_text("demo")
+    assert "[default: sketch 12, forecast 40, video 16; at least 1; at most 100000" in help_text("demo")
 
 
 def test_help_defaults_are_the_specs_values():
@@ -82,7 +82,7 @@ def test_forecast_ranges_match_the_naive_baseline():
         ("forecast", {"horizon": 8}, "--horizon must be between 1 and 7 days, got 8"),
         ("forecast", {"window": 3}, "--window must be at least 7 days (the naive baseline looks a week back), got 3"),
         ("sketch", {"rnn": "rnn2"}, "--rnn must be one of lstm, gru, got 'rnn2'"),
-        ("video", {"sampling": "every"}, "--sampling must be one of uniform, random, got 'every'"),
+        ("video", {"dataset": "folder", "sampling": "every"}, "--sampling must be one of uniform, random, got 'every'"),
         ("sketch", {"mixed_precision": True}, "--mixed-precision needs GPU workers (--gpus-per-worker > 0)"),
         ("sketch", {"dataset": "imagenet"}, "unknown dataset 'imagenet' for task 'sketch' (--dataset): expected"),
         ("sketch", {"window": 10}, "--window does not apply to task 'sketch'"),
@@ -118,7 +118,8 @@ def test_defaults_merge_declaration_spec_and_user():
     assert config.epochs == 3 and config.units == 64 and config.window == 56  # user, spec, spec
     assert config.workers == 2 and config.lr_schedule == "cosine"  # the declaration's
     assert config.max_len is None and config.frames is None and config.skip_bad_records is None  # not forecast's
-    sketch = resolve_config("sketch", {})
+    assert resolve_config("sketch", {}).skip_bad_records is None  # quickdraw's only
+    sketch = resolve_config("sketch", {"dataset": "quickdraw"})
     assert sketch.skip_bad_records is False and sketch.streaming is None and sketch.length_buckets == 1
 
 
@@ -166,6 +167,26 @@ def test_sketch_and_video_read_categories_alike():
 
 
 def test_parse_train_args_is_what_the_command_trains_with():
-    config = parse_train_args(["video", "--categories", "a,b", "--epochs", "2", "--run-dir", "x", "--overwrite"])
-    assert config == resolve_config("video", {"categories": "a,b", "epochs": 2})
-    assert parse_train_args(["sketch", "--in-memory"]).streaming is False
+    args = ["video", "--dataset", "ucf101", "--categories", "a,b", "--epochs", "2", "--run-dir", "x", "--overwrite"]
+    config = parse_train_args(args)
+    assert config == resolve_config("video", {"dataset": "ucf101", "categories": "a,b", "epochs": 2})
+    assert parse_train_args(["sketch", "--dataset", "quickdraw", "--in-memory"]).streaming is False
+
+
+def test_a_folder_video_run_records_no_difficulty():
+    """Issue #27: an option of another dataset is unset, and config.json leaves it out."""
+    config = resolve_config("video", {"dataset": "folder", "data_dir": "."})
+    assert config.difficulty is None and "difficulty" not in config.to_dict()
+    assert config.to_dict()["sampling"] == "uniform"
+    assert resolve_config("video", {}).to_dict()["difficulty"] == "easy"
+
+
+def test_credentials_are_redacted_from_any_text():
+    from rnnforge.core.uris import redacted
+
+    assert redacted("http://alice:pw@host:5000/x") == "http://***@host:5000/x"
+    assert redacted("at https://tok@h/api?token=abc&x=1.") == "at https://***@h/api?token=***&x=1."
+    assert redacted("s3://b/p?access_key=A&secret_key=S") == "s3://b/p?access_key=***&secret_key=***"
+    assert (
+        redacted("sqlite:////tmp/mlflow.db and alice@example.com") == "sqlite:////tmp/mlflow.db and alice@example.com"
+    )

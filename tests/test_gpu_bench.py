@@ -9,9 +9,10 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-from conftest import ROOT, copy_run
+from conftest import ROOT, copy_run, snapshot
 
 pytestmark = pytest.mark.process
 
@@ -71,9 +72,13 @@ def test_cuda_where_there_is_none_stops_with_exit_4(exported_run, tmp_path):
 SHIP = ROOT / "benchmarks" / "gpu_ship.sh"
 
 
-def ship(*args, ship_dir) -> subprocess.CompletedProcess:
-    env = {**os.environ, "GPU_SHIP_DIR": str(ship_dir)}
-    return subprocess.run(["bash", SHIP, *map(str, args)], capture_output=True, text=True, env=env, timeout=120)
+def ship(*args, ship_dir, pip: str | None = None) -> subprocess.CompletedProcess:
+    """``gpu_ship.sh ARGS`` run in ``ship_dir`` (pack's .gpu/ goes there), GPU_SHIP_DIR=ship_dir;
+    ``pip``: the PIP command pack downloads with."""
+    env = {**os.environ, "GPU_SHIP_DIR": str(ship_dir), **({"PIP": pip} if pip else {})}
+    return subprocess.run(
+        ["bash", SHIP, *map(str, args)], capture_output=True, text=True, env=env, timeout=120, cwd=ship_dir
+    )
 
 
 def test_the_upload_parts_join_to_the_checked_archive_and_unpack(tmp_path):
@@ -150,3 +155,81 @@ def test_the_gpu_steps_bench_each_variant_and_option_alone(exported_run, tmp_pat
         assert call[call.index("--provider-option") + 1] == lever
         assert call[call.index("--batch-sizes") + 1] == "1,256" and call[call.index("--variants") + 1] == "fp32"
     assert (tmp_path / "out" / "levers" / "sketch" / "use_tf32-0" / "bench.json").is_file()
+
+
+# --- gpu_ship.sh refuses bad arguments in one line (issue #27, 8) ------------------------------
+# (id, arguments after the script ({tmp}: the ship dir), the PIP it downloads with, expected text)
+
+FAKE_PIP = """#!/bin/sh
+# pip download's stand-in: one small wheel into the -d folder
+while [ $# -gt 0 ]; do [ "$1" = -d ] && folder=$2; shift; done
+mkdir -p "$folder"
+exec python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1], "w").writestr("onnxruntime/__init__.py", "# x")' \\
+    "$folder/onnxruntime_gpu-1.31.1-cp312-cp312-manylinux_2_28_x86_64.whl"
+"""
+FAILING_PIP = """#!/bin/sh
+echo "ERROR: Could not find a version that satisfies the requirement onnxruntime-gpu==1.31.1" >&2
+exit 1
+"""
+
+SHIP_REFUSALS = [
+    ("no_command", [], None, "usage:"),
+    ("append_without_part", ["append"], None, "append takes one PART"),
+    ("append_missing_part", ["append", "{tmp}/ship.part-07"], None, "ship.part-07 is not a readable file"),
+    ("append_two_parts", ["append", "{tmp}/runs", "{tmp}/runs"], None, "append takes one PART"),
+    ("unpack_without_sha", ["unpack"], None, "unpack takes the SHA256 that 'pack' printed"),
+    ("unpack_not_a_sha", ["unpack", "abc"], None, "'abc' is not a sha256 (64 hex digits"),
+    ("unpack_without_archive", ["unpack", "0" * 64], None, "ship.tar.xz does not exist: append the parts first"),
+    ("pack_without_runs", ["pack"], None, "pack takes RUNS_DIR [PART_MB]"),
+    ("pack_part_size_not_a_number", ["pack", "{tmp}/runs", "60MB"], None, "PART_MB must be a whole number"),
+    ("pack_part_size_zero", ["pack", "{tmp}/runs", "0"], None, "got '0'"),
+    ("pack_download_fails", ["pack", "{tmp}/runs"], FAILING_PIP, "the previous parts are kept: ERROR: Could not"),
+]
+
+
+def _ship_dir(tmp_path: Path) -> Path:
+    """A ship dir holding a run with both variants and the parts of an earlier pack."""
+    (tmp_path / "runs" / "sketch").mkdir(parents=True)
+    for name in ("model.onnx", "model.fp16.onnx"):
+        (tmp_path / "runs" / "sketch" / name).write_bytes(b"onnx")
+    (tmp_path / ".gpu").mkdir()
+    for name, text in (("ship.part-00", "old part 0"), ("ship.part-01", "old part 1"), ("ship.sha256", "0" * 64)):
+        (tmp_path / ".gpu" / name).write_text(text)
+    return tmp_path
+
+
+def _pip(tmp_path: Path, script: str) -> str:
+    path = tmp_path / "pip"
+    path.write_text(script)
+    path.chmod(0o755)
+    return str(path)
+
+
+@pytest.mark.parametrize("args, pip, expected", [pytest.param(a, p, e, id=i) for i, a, p, e in SHIP_REFUSALS])
+def test_gpu_ship_refuses_in_one_line_and_keeps_the_old_parts(args, pip, expected, tmp_path):
+    there = _ship_dir(tmp_path / "ship")
+    before = snapshot(there)
+    result = ship(*[a.replace("{tmp}", str(there)) for a in args], ship_dir=there, pip=pip and _pip(tmp_path, pip))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], result.stderr
+    assert not any(raw in result.stderr for raw in ("unbound variable", "cat:", "sha256sum:", "tar:")), result.stderr
+    assert snapshot(there) == before, "a refused command changed files"
+
+
+def test_pack_replaces_the_old_parts_with_a_complete_set(tmp_path):
+    there = _ship_dir(tmp_path / "ship")
+    (there / ".gpu" / "ship.part-05").write_text("a stale part of an older, longer pack")
+    result = ship("pack", there / "runs", "1", ship_dir=there, pip=_pip(tmp_path, FAKE_PIP))
+    assert result.returncode == 0, result.stderr
+    parts = sorted((there / ".gpu").glob("ship.part-*"))
+    assert [p.name for p in parts] == ["ship.part-00"] and not (there / ".gpu" / "new").exists()
+    digest = (there / ".gpu" / "ship.sha256").read_text().strip()
+    assert hashlib.sha256(parts[0].read_bytes()).hexdigest() == digest
+    target = tmp_path / "target"
+    target.mkdir()
+    assert ship("append", parts[0], ship_dir=target).returncode == 0
+    done = ship("unpack", digest.upper(), ship_dir=target)
+    assert done.returncode == 0, done.stderr
+    assert (target / "ship" / "site" / "onnxruntime" / "__init__.py").is_file()
+    assert (target / "ship" / "runs" / "sketch" / "model.fp16.onnx").read_bytes() == b"onnx"

@@ -39,10 +39,12 @@ def train(two_gpu_head, run_dir: Path, *options):
 
 def test_a_gpu_tensorflow_cannot_use_stops_the_run_in_one_line(two_gpu_head, tmp_path):
     result = train(two_gpu_head, tmp_path / "run", "--gpus-per-worker", "1")
-    # Ray streams the worker's own traceback from the joined cluster's logs (prefixed with the
-    # worker's pid); rnnforge's answer is the one `error:` line, with exit code 2.
+    # The workers agree on the refusal and end without an exception (issue #27): no worker
+    # traceback for Ray to forward from the joined cluster's logs, the one `error:` line, exit 2.
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert result.returncode == 2 and len(errors) == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stdout + result.stderr, result.stderr[-3000:]
+    assert "DeviceError" not in result.stdout + result.stderr, result.stderr[-3000:]
     line = errors[0]
     assert "rnnforge-device-error" not in line
     assert "was assigned GPU" in line and "by Ray, but TensorFlow sees no GPU there" in line, line

@@ -2,12 +2,12 @@
 
 A field is one option: its Python type, its default for every task (a task's ``spec.defaults``
 in ``models/<task>.py`` overrides it for that task), and, in its ``Option`` metadata, the help
-text, the range or the choices, and the tasks (and datasets) it applies to. Everything else is
-generated from these declarations: ``rnnforge train``'s click options and its ``--help``
+text, the range (and, for every number, a limit with its reason) or the choices, and the tasks
+(and datasets) it applies to. Everything else is generated from these declarations: ``rnnforge train``'s click options and its ``--help``
 defaults per task (``rnnforge.cli``), the merge of defaults and the refusal of options that do
 not apply (``rnnforge.models.resolve.resolve_config``), and the range and choice checks, which
-run whenever a ``TrainConfig`` is made. A field that does not apply to the config's task is
-``None``, and never written to config.json::
+run whenever a ``TrainConfig`` is made. A field that does not apply to the config's task (or
+its dataset) is ``None``, and never written to config.json::
 
     config = resolve_config("forecast", {"epochs": 3})
     config.epochs, config.window, config.max_len        # 3, 56, None
@@ -17,6 +17,7 @@ run whenever a ``TrainConfig`` is made. A field that does not apply to the confi
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -42,13 +43,20 @@ class Option:
     open_minimum: bool = False
     open_maximum: bool = False
     reason: str = ""  # why the range is what it is, appended to its error
+    limit: float | None = None  # a sane upper bound beyond the range: refuses typos before Ray starts
+    why: str = ""  # why the limit is where it is, in --help and the error
     choices: tuple[str, ...] = ()
     off_switch: str = ""  # a boolean option's "off" form, e.g. "--in-memory" for --streaming
     default_text: str = ""  # --help's default where the value is None, e.g. "RUN_DIR/checkpoints"
     cli: bool = True  # False: set by code and tests, not an option of rnnforge train
 
-    def applies_to(self, task: str) -> bool:
-        return self.tasks is None or task in self.tasks
+    def applies_to(self, task: str, dataset: str | None = None) -> bool:
+        """Whether the option concerns ``task`` and, when given, its ``dataset``."""
+        if self.tasks is None:
+            return True
+        if task not in self.tasks:
+            return False
+        return dataset is None or not self.tasks[task] or dataset in self.tasks[task]
 
     def where(self) -> str:
         """The tasks and datasets it concerns, as --help starts its text: ``sketch quickdraw, video ucf101``."""
@@ -58,16 +66,24 @@ class Option:
 
     def range_text(self) -> str:
         """``at least 1``, ``positive``, ``in [0, 1)``, ``between 1 and 7``; empty without bounds."""
-        lo, hi = self.minimum, self.maximum
+        lo, hi = (None if x is None else _number(x) for x in (self.minimum, self.maximum))
         if lo is not None and hi is not None:
             if self.open_minimum or self.open_maximum:
-                return f"in {'(' if self.open_minimum else '['}{lo:g}, {hi:g}{')' if self.open_maximum else ']'}"
-            return f"between {lo:g} and {hi:g}"
+                return f"in {'(' if self.open_minimum else '['}{lo}, {hi}{')' if self.open_maximum else ']'}"
+            return f"between {lo} and {hi}"
         if lo is not None:
-            return ("positive" if lo == 0 else f"greater than {lo:g}") if self.open_minimum else f"at least {lo:g}"
+            return ("positive" if lo == "0" else f"greater than {lo}") if self.open_minimum else f"at least {lo}"
         if hi is not None:
-            return f"below {hi:g}" if self.open_maximum else f"at most {hi:g}"
+            return f"below {hi}" if self.open_maximum else f"at most {hi}"
         return ""
+
+    def limit_text(self) -> str:
+        """``at most 32 (why)``; empty without a limit."""
+        return "" if self.limit is None else " ".join(filter(None, (f"at most {_number(self.limit)}", self.why)))
+
+    def bound_text(self) -> str:
+        """The range and the limit, as --help shows them: ``at least 1; at most 1024 (why)``."""
+        return "; ".join(filter(None, (self.range_text(), self.limit_text())))
 
     def in_range(self, value: float) -> bool:
         lo, hi = self.minimum, self.maximum
@@ -80,9 +96,18 @@ class Option:
         flag = "--" + name.replace("_", "-")
         if self.choices and value not in self.choices:
             raise UserError(f"{flag} must be one of {', '.join(self.choices)}, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{flag} must be a finite number, got {value}")
         if not self.in_range(value):
             reason = f" {self.reason}" if self.reason else ""
             raise UserError(f"{flag} must be {self.range_text()}{reason}, got {value}")
+        if self.limit is not None and value > self.limit:
+            raise UserError(f"{flag} must be {self.limit_text()}, got {value}")
+
+
+def _number(value: float) -> str:
+    """A bound as --help and errors show it: ``4294967295``, ``0.5``."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def option(default: Any, help: str, **declaration: Any) -> Any:
@@ -91,6 +116,12 @@ def option(default: Any, help: str, **declaration: Any) -> Any:
 
 
 _SKETCH_QUICKDRAW = {"sketch": ("quickdraw",)}
+#: Shared limits (``Option.limit``): each refuses a typo before Ray starts, never a run anyone would make.
+MAX_WORKERS = 1024
+_WORKERS_REASON = "(a bound on typos: every worker is a Ray actor with its own TensorFlow and data shard)"
+MAX_EPOCHS = 100_000
+_EPOCHS_REASON = "epochs (a bound on typos: no run here needs more than a few hundred)"
+MAX_ENSEMBLE = 32
 _FORECAST = {"forecast": ()}
 _VIDEO = {"video": ()}
 
@@ -117,20 +148,61 @@ class TrainConfig:
     task: str
     dataset: str | None = option(None, "Dataset to train on.")
     data_dir: str | None = option(
-        None, "Files of a real dataset (a folder or, for forecast csv/cta_ridership, the CSV)."
+        None,
+        "Files of a real dataset (a folder or, for forecast csv/cta_ridership, the CSV).",
+        tasks={"sketch": ("quickdraw",), "forecast": ("cta_ridership", "csv"), "video": ("folder", "ucf101")},
     )
-    workers: int = option(2, "Ray Train workers; MIN-MAX: an elastic group (--min-workers).", minimum=1)
-    cpus_per_worker: int = option(1, "CPUs reserved for each worker.", minimum=1)
-    gpus_per_worker: float = option(0, "GPUs per worker; > 0 trains on GPUs.", minimum=0)
+    workers: int = option(
+        2,
+        "Ray Train workers; MIN-MAX: an elastic group (--min-workers).",
+        minimum=1,
+        limit=MAX_WORKERS,
+        why=_WORKERS_REASON,
+    )
+    cpus_per_worker: int = option(
+        1,
+        "CPUs reserved for each worker.",
+        minimum=1,
+        limit=1024,
+        why="(a bound on typos: Ray reserves them on one node)",
+    )
+    gpus_per_worker: float = option(
+        0,
+        "GPUs per worker; > 0 trains on GPUs.",
+        minimum=0,
+        limit=16,
+        why="(a worker runs on one node, and no node holds more GPUs)",
+    )
     mixed_precision: bool = option(False, "GPU workers: compute in float16, keep float32 weights (mixed_float16).")
     allow_cpu_fallback: bool = option(
         False, "GPU workers whose TensorFlow sees no GPU train on the CPU (and say so) instead of stopping the run."
     )
-    epochs: int = option(20, "Maximum epochs (early stopping may end sooner).", minimum=1)
-    batch_size: int = option(64, "Per-worker batch size; the global batch is this x workers.", minimum=1)
-    learning_rate: float = option(2e-3, "Peak learning rate of Adam.", minimum=0, open_minimum=True)
+    epochs: int = option(
+        20, "Maximum epochs (early stopping may end sooner).", minimum=1, limit=MAX_EPOCHS, why=_EPOCHS_REASON
+    )
+    batch_size: int = option(
+        64,
+        "Per-worker batch size; the global batch is this x workers.",
+        minimum=1,
+        limit=65536,
+        why="(a bound on typos: the global batch is this x --workers)",
+    )
+    learning_rate: float = option(
+        2e-3,
+        "Peak learning rate of Adam.",
+        minimum=0,
+        limit=1,
+        open_minimum=True,
+        why="(Adam moves each weight by about the rate per step: above 1 it diverges)",
+    )
     lr_schedule: str = option("cosine", "Learning-rate schedule.", choices=("constant", "cosine", "exponential"))
-    clipnorm: float = option(1.0, "Clip gradients to this global norm (0 = off).", minimum=0)
+    clipnorm: float = option(
+        1.0,
+        "Clip gradients to this global norm (0 = off).",
+        minimum=0,
+        limit=1e6,
+        why="(a norm above that clips nothing: use 0 for off)",
+    )
     dropout: float = option(
         0.0,
         "Dropout on the recurrent layers' inputs (never recurrent_dropout).",
@@ -139,17 +211,50 @@ class TrainConfig:
         open_maximum=True,
     )
     rnn: str = option("lstm", "Recurrent cell (GRU uses reset_after=True).", choices=("lstm", "gru"))
-    units: int | None = option(None, "Units of each recurrent layer.", minimum=1)
-    patience: int = option(5, "Early-stopping patience on val_loss, in epochs (0 = off).", minimum=0)
-    max_failures: int = option(0, "Worker-group restarts from the last checkpoint.", minimum=0)
+    units: int | None = option(
+        None,
+        "Units of each recurrent layer.",
+        minimum=1,
+        limit=4096,
+        why="(an LSTM layer of 4096 units holds 134M weights, 2 GB with Adam's state)",
+    )
+    patience: int = option(
+        5,
+        "Early-stopping patience on val_loss, in epochs (0 = off).",
+        minimum=0,
+        limit=MAX_EPOCHS,
+        why=_EPOCHS_REASON,
+    )
+    max_failures: int = option(
+        0,
+        "Worker-group restarts from the last checkpoint.",
+        minimum=0,
+        limit=100,
+        why="(a run that fails more often has a cause to fix, not to retry)",
+    )
     storage_path: str | None = option(
         None,
         "Checkpoints and Ray results: a directory every node shares, or s3://, gs:// URI.",
         default_text="RUN_DIR/checkpoints",
     )
-    checkpoint_every: int = option(1, "Epochs between checkpoints (the end always gets one).", minimum=1)
-    seed: int = option(42, "Random seed for weights and shuffling.")
-    data_seed: int = option(0, "Seed of the embedded synthetic datasets.", cli=False)
+    checkpoint_every: int = option(
+        1,
+        "Epochs between checkpoints (the end always gets one).",
+        minimum=1,
+        limit=MAX_EPOCHS,
+        why=_EPOCHS_REASON,
+    )
+    seed: int = option(
+        42, "Random seed for weights and shuffling.", minimum=0, maximum=2**32 - 1, reason="(numpy's seed range)"
+    )
+    data_seed: int = option(
+        0,
+        "Seed of the embedded synthetic datasets.",
+        minimum=0,
+        maximum=2**32 - 1,
+        reason="(numpy's seed range)",
+        cli=False,
+    )
     # sketch
     categories: tuple[str, ...] | None = option(
         None,
@@ -158,7 +263,13 @@ class TrainConfig:
         default_text="all",
     )
     max_per_class: int | None = option(
-        None, "Cap training drawings per category.", tasks=_SKETCH_QUICKDRAW, minimum=1, default_text="no cap"
+        None,
+        "Cap training drawings per category.",
+        tasks=_SKETCH_QUICKDRAW,
+        minimum=1,
+        limit=10**9,
+        why="(QuickDraw's largest category holds under 10^6 drawings)",
+        default_text="no cap",
     )
     skip_bad_records: bool = option(False, "Skip and count bad drawings instead of failing.", tasks=_SKETCH_QUICKDRAW)
     streaming: bool | None = option(
@@ -179,15 +290,39 @@ class TrainConfig:
         "When streaming, batch drawings of similar length in N buckets (1 = pad every drawing to --max-len).",
         tasks={"sketch": ()},
         minimum=1,
+        limit=64,
+        why="(each bucket is a batch shape of its own, traced once per worker)",
     )
     max_len: int | None = option(
-        None, "Stroke-3 rows fed to the model (longer drawings are cropped).", tasks={"sketch": ()}, minimum=1
+        None,
+        "Stroke-3 rows fed to the model (longer drawings are cropped).",
+        tasks={"sketch": ()},
+        minimum=1,
+        limit=10000,
+        why="(every drawing is padded to this many rows in every batch)",
     )
     # video
-    frames: int | None = option(None, "Frames sampled per clip.", tasks=_VIDEO, minimum=1)
-    frame_size: int | None = option(None, "Frames are resized to SIZE x SIZE.", tasks=_VIDEO, minimum=1)
+    frames: int | None = option(
+        None,
+        "Frames sampled per clip.",
+        tasks=_VIDEO,
+        minimum=1,
+        limit=1024,
+        why="(a batch of clips is held in memory as uint8 frames)",
+    )
+    frame_size: int | None = option(
+        None,
+        "Frames are resized to SIZE x SIZE.",
+        tasks=_VIDEO,
+        minimum=1,
+        limit=1024,
+        why="(a 1024 x 1024 RGB frame is 3 MB; clips are held in memory)",
+    )
     sampling: str | None = option(
-        None, "Uniformly spaced frames or a random contiguous run.", tasks=_VIDEO, choices=("uniform", "random")
+        None,
+        "Uniformly spaced frames or a random contiguous run.",
+        tasks={"video": ("folder", "ucf101")},
+        choices=("uniform", "random"),
     )
     ucf101_config: str | None = option(None, "TFDS config.", tasks={"video": ("ucf101",)})
     # learning warm-ups: no run stops, nor runs at its peak rate, before it can learn
@@ -195,11 +330,15 @@ class TrainConfig:
         1.0,
         "Epochs of linear learning-rate warm-up from 0 before the schedule (at most a quarter of the run).",
         minimum=0,
+        limit=MAX_EPOCHS,
+        why=_EPOCHS_REASON,
     )
     patience_start: int = option(
         5,
         "Epochs before early stopping starts counting (a warm-up: models may sit at chance for a few epochs).",
         minimum=0,
+        limit=MAX_EPOCHS,
+        why=_EPOCHS_REASON,
     )
     # video: hard synthetic clips and clip augmentation
     difficulty: str | None = option(
@@ -218,7 +357,13 @@ class TrainConfig:
     )
     # forecast
     window: int | None = option(
-        None, "Input days.", tasks=_FORECAST, minimum=7, reason="days (the naive baseline looks a week back)"
+        None,
+        "Input days.",
+        tasks=_FORECAST,
+        minimum=7,
+        reason="days (the naive baseline looks a week back)",
+        limit=3660,
+        why="days (ten years of input days is past any seasonality)",
     )
     horizon: int | None = option(None, "Days forecast.", tasks=_FORECAST, minimum=1, maximum=7, reason="days")
     series: str | None = option(
@@ -227,7 +372,10 @@ class TrainConfig:
     date_column: str | None = option(None, "The date column.", tasks={"forecast": ("csv",)})
     value_column: str | None = option(None, "The value column.", tasks={"forecast": ("csv",)})
     fill_missing: str | None = option(
-        None, "Missing days are an error (none) or interpolated.", tasks=_FORECAST, choices=("none", "interpolate")
+        None,
+        "Missing days are an error (none) or interpolated.",
+        tasks={"forecast": ("cta_ridership", "csv")},
+        choices=("none", "interpolate"),
     )
     train_start: str | None = option(None, "First training day.", tasks=_FORECAST)
     train_end: str | None = option(None, "Last training day; validation starts the day after.", tasks=_FORECAST)
@@ -259,6 +407,9 @@ class TrainConfig:
         "its own loss, trained side by side on the same batches; the served model averages their forecasts.",
         tasks=_FORECAST,
         minimum=1,
+        limit=MAX_ENSEMBLE,
+        why="(each member adds its own network and Adam state to every training step and to the served "
+        "model: 5 members already cost ~3x one network's training time)",
     )
     # cluster scale: elastic worker groups, shared storage, experiment tracking
     min_workers: int | None = option(
@@ -266,6 +417,8 @@ class TrainConfig:
         "Elastic training: the fewest workers to go on with (also --workers MIN-MAX); the group "
         "restarts at the size the cluster has room for, from the last checkpoint, with the same global batch.",
         minimum=1,
+        limit=MAX_WORKERS,
+        why=_WORKERS_REASON,
         default_text="--workers (a fixed group)",
     )
     shared_storage: bool = option(
@@ -286,10 +439,14 @@ class TrainConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "categories", parse_categories(self.categories))
         for name, declared in declarations().items():
-            if not declared.applies_to(self.task):
-                object.__setattr__(self, name, None)  # what does not apply to the task stays unset
+            if not declared.applies_to(self.task, self.dataset):
+                object.__setattr__(self, name, None)  # what does not apply to the task or dataset stays unset
             elif getattr(self, name) is not None:
                 declared.check(name, getattr(self, name))
+        self._check_combinations()
+
+    def _check_combinations(self) -> None:
+        """Refuse options that each apply but contradict one another."""
         if self.min_workers is not None and self.min_workers > self.workers:
             raise UserError(
                 f"--min-workers {self.min_workers} is more than --workers {self.workers}: "
@@ -300,11 +457,21 @@ class TrainConfig:
                 "--mixed-precision needs GPU workers (--gpus-per-worker > 0): "
                 "on CPUs float16 is slower than float32, not faster"
             )
+        if self.holidays and self.day_type_column:
+            raise UserError(
+                "--holidays and --day-type-column both give the day types: --day-type-column reads them from the "
+                "CSV, --holidays marks holidays in the calendar's; give one of them"
+            )
+        if self.covariates == "none" and (self.day_type_column or self.holidays):
+            given = "--day-type-column" if self.day_type_column else "--holidays"
+            raise UserError(f"{given} gives day types, which --covariates none leaves out: drop one of them")
+        if self.date_column is not None and self.date_column == self.value_column:
+            raise UserError(f"--value-column {self.value_column!r} is the --date-column too: name the column of values")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data: ``task`` and every option that applies to it (config.json's fields)."""
+        """Plain data: ``task`` and every option that applies to it and its dataset (config.json's fields)."""
         declared = declarations()
-        names = ["task", *(name for name, option in declared.items() if option.applies_to(self.task))]
+        names = ["task", *(name for name, option in declared.items() if option.applies_to(self.task, self.dataset))]
         return {name: _plain(getattr(self, name)) for name in names}
 
     @classmethod

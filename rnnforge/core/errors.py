@@ -1,5 +1,10 @@
 """User-facing errors: one line that names the file, record or argument, and a non-zero exit."""
 
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
 
 class UserError(Exception):
     """Bad input from the user. The CLI prints ``error: <message>`` and exits with code 2."""
@@ -55,3 +60,13 @@ def first_line(error: BaseException | str) -> str:
     text = str(error)
     line = next((line.strip() for line in text.splitlines() if line.strip()), "")
     return line or (type(error).__name__ if isinstance(error, BaseException) else "")
+
+
+@contextlib.contextmanager
+def on_ctrl_c(message: str) -> Iterator[None]:
+    """Ctrl-C inside the block ends as ``Interrupted(message)``: exit 130 and one line, which
+    says what is kept and how to resume (``message``), instead of a traceback or a bare line."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted(message) from None

@@ -105,7 +105,8 @@ class RunDir:
         ``require_model=False`` (bench) accepts a run dir without ``model.keras``: a copy made for
         an inference machine needs only config.json and the files ``export onnx`` wrote."""
         if not self.path.is_dir():
-            raise UserError(f"run dir {self.path} does not exist (expected the --run-dir of 'rnnforge train')")
+            what = "is a file, not a folder" if self.path.exists() else "does not exist"
+            raise UserError(f"run dir {self.path} {what} (expected the --run-dir of 'rnnforge train')")
         if not self.config.is_file():
             raise UserError(f"{self.config} is missing: {self.path} is not a finished 'rnnforge train' run")
         try:

@@ -32,6 +32,7 @@ from rnnforge.core import fileio
 from rnnforge.core.config import TrainConfig
 from rnnforge.core.console import verbose
 from rnnforge.core.errors import UserError, first_line
+from rnnforge.core.uris import redacted
 
 RECORD = "mlflow.json"
 #: An unreachable tracking server fails within about a minute, not after MLflow's default retries.
@@ -54,7 +55,7 @@ def _client(tracking_uri: str):
         from mlflow import MlflowClient
     except ImportError:
         raise UserError(
-            f"--mlflow-tracking-uri {tracking_uri}: MLflow is not installed; pip install 'rnnforge[mlflow]'"
+            f"--mlflow-tracking-uri {redacted(tracking_uri)}: MLflow is not installed; pip install 'rnnforge[mlflow]'"
         ) from None
     if not verbose():
         logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -63,7 +64,7 @@ def _client(tracking_uri: str):
 
 
 def _refusal(what: str, exc: Exception) -> UserError:
-    return UserError(f"{what}: {first_line(exc)}")
+    return UserError(redacted(f"{what}: {first_line(exc)}"))
 
 
 def open_run(config: TrainConfig, run_dir: Path) -> dict | None:
@@ -99,9 +100,13 @@ def open_run(config: TrainConfig, run_dir: Path) -> dict | None:
 def _artifacts(uri: str) -> str | None:
     """Where a new experiment of a local ``sqlite:///`` store keeps artifacts: ``mlartifacts``
     beside the database (MLflow's default, ``./mlruns``, depends on the working directory)."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+    database = _sqlite_file(uri)
+    return (database.resolve().parent / "mlartifacts").as_uri() if database else None
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    """The database file of a local ``sqlite:///PATH`` store; ``None`` for other stores."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
 def log_epoch(tracking: dict | None, entry: dict) -> None:
@@ -117,7 +122,9 @@ def log_epoch(tracking: dict | None, entry: dict) -> None:
     try:
         _client(tracking["tracking_uri"]).log_batch(tracking["run_id"], metrics=metrics)
     except Exception as exc:
-        print(f"warning: MLflow logging of epoch {step} failed: {first_line(exc)}", file=sys.stderr, flush=True)
+        print(
+            redacted(f"warning: MLflow logging of epoch {step} failed: {first_line(exc)}"), file=sys.stderr, flush=True
+        )
 
 
 def close_run(tracking: dict | None, run_dir: Path, metrics: dict) -> None:
@@ -143,7 +150,7 @@ def close_run(tracking: dict | None, run_dir: Path, metrics: dict) -> None:
         client.set_terminated(run_id, "FINISHED")
     except Exception as exc:
         raise _refusal(f"MLflow run {run_id} at {tracking['tracking_uri']} (the run dir is written)", exc) from None
-    print(f"mlflow: run {run_id} at {tracking['tracking_uri']}", flush=True)
+    print(f"mlflow: run {run_id} at {redacted(tracking['tracking_uri'])}", flush=True)
 
 
 def fail_run(tracking: dict | None) -> None:
@@ -170,7 +177,10 @@ def export_target(run_dir: Path, run_id: str | None = None) -> dict | None:
         raise UserError(
             f"--mlflow-run-id {run_id}: no tracking URI; {record} does not name one, so set MLFLOW_TRACKING_URI"
         )
+    database = _sqlite_file(target["tracking_uri"])
     try:
+        if database and not database.is_file():  # MLflow would create an empty store there
+            raise FileNotFoundError(f"no MLflow database at {database}")
         _client(target["tracking_uri"]).get_run(target["run_id"])
     except Exception as exc:
         refusal = _refusal(f"--mlflow-run-id {target['run_id']} at {target['tracking_uri']}", exc)
@@ -189,9 +199,12 @@ def log_export(run_dir: Path, target: dict | None) -> None:
     try:
         _log_files(_client(target["tracking_uri"]), target["run_id"], Path(run_dir), EXPORT_ARTIFACTS)
     except Exception as exc:
-        print(f"warning: the ONNX files are written but not logged to MLflow: {first_line(exc)}", file=sys.stderr)
+        print(
+            redacted(f"warning: the ONNX files are written but not logged to MLflow: {first_line(exc)}"),
+            file=sys.stderr,
+        )
         return
-    print(f"mlflow: ONNX files logged to run {target['run_id']} at {target['tracking_uri']}", flush=True)
+    print(f"mlflow: ONNX files logged to run {target['run_id']} at {redacted(target['tracking_uri'])}", flush=True)
 
 
 def check_tracking(config: TrainConfig) -> None:
