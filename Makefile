@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-fast lint install clean
+.PHONY: demo test test-fast test-slow lint install clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,11 @@ test: install
 # whose point is a fresh process).
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow and not process" --durations=15
+
+# The rest of `make test` (Ray runs, multi-epoch training, fresh processes): test-fast and
+# test-slow together are the whole suite, so CI can run them as two parallel jobs.
+test-slow: install
+	$(BIN)/python -m pytest -m "slow or process" --durations=15
 
 lint: install
 	$(BIN)/ruff check .

@@ -6,6 +6,8 @@ tests need: the one-line errors, exports and benches. ``run_cli_process`` starts
 interpreter for the tests where a process is the point: start-up imports, SIGKILL, Ray.
 
 Session fixtures are shared read-only: a test that changes a run copies it first (``copy_run``).
+``ray_head`` is one Ray head shared by the Ray runs whose point is not a cluster's start; the
+files that use it run last, one after the other, so the head is up only while they run.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import traceback
 import warnings
 from dataclasses import dataclass
@@ -235,6 +238,35 @@ def video_run(tmp_path_factory) -> Path:
     before = snapshot(path)
     yield path
     assert snapshot(path) == before, "a test changed the shared video_run"
+
+
+@pytest.fixture(scope="session")
+def ray_head():
+    """One token-authenticated Ray head on 127.0.0.1 (2 CPUs, 2 logical GPUs: tests/test_gpus.py)
+    and the environment to reach it (``--address head.gcs`` with ``env=env``, or ``ray job submit
+    --address head.dashboard``), shared by the Ray runs whose point is not a cluster's start, so
+    that the suite starts one head, not one per file or one local Ray per run. Each run finishes
+    (or fails) before the next starts, so they never share the head's CPUs. Stopped at the end,
+    with every process that mentions its folder."""
+    from ray_cluster import local_ray_head, token_env
+
+    base = Path(tempfile.mkdtemp(prefix="rf-head-"))  # short: Ray's socket paths must stay short
+    # Ray would put this machine's outward address in place of 127.0.0.1 for a driver joining the
+    # cluster (this sandbox cannot reach it); this switch (meant for macOS/Windows) keeps loopback.
+    env = {**token_env(base), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    try:
+        with local_ray_head(base, env, num_cpus=2, num_gpus=2) as head:
+            yield head, env
+    finally:
+        Path(env["RAY_AUTH_TOKEN_PATH"]).unlink(missing_ok=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(items):
+    """The files with a test on the shared ``ray_head`` run last, in their own order, so the head
+    starts once and is not left idling beside the rest of the suite."""
+    on_head = {item.path for item in items if "ray_head" in getattr(item, "fixturenames", ())}
+    items.sort(key=lambda item: item.path in on_head)  # stable: files stay whole and in order
 
 
 #: What an inference machine with only the serving install lacks: the training stack.

@@ -5,10 +5,8 @@ mid-training, a rerun after the driver died, and the storage/GPU refusals."""
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
-import tempfile
 from pathlib import Path
 
 import psutil
@@ -16,13 +14,11 @@ import pytest
 from conftest import ROOT, error_line, run_cli, run_cli_process
 from ray_cluster import (
     BIN,
-    local_ray_head,
     output_of,
     process_tree,
     registered_epoch,
     start_cli,
     stop,
-    token_env,
     wait_for,
 )
 
@@ -48,59 +44,52 @@ def _train_workers(proc: subprocess.Popen) -> list[psutil.Process]:
 
 
 @pytest.fixture(scope="module")
-def job_run(tmp_path_factory):
-    """An uninterrupted TINY run, submitted with `ray job submit` to a fresh token-authenticated
-    Ray head on 127.0.0.1 (own temp dir and ports), which is stopped at once (and only it)."""
-    base = Path(tempfile.mkdtemp(prefix="rf-job-"))  # short: Ray's socket paths must stay short
-    env = token_env(base)
-    token = Path(env["RAY_AUTH_TOKEN_PATH"])
-    try:
-        with local_ray_head(base, env) as head:
-            out = tmp_path_factory.mktemp("job")
-            run_dir, storage = out / "tiny", out / "storage"
-            submit = subprocess.run(
-                [
-                    BIN / "ray",
-                    "job",
-                    "submit",
-                    "--address",
-                    head.dashboard,
-                    "--submission-id",
-                    "rnnforge-tiny",
-                    "--working-dir",
-                    ".",
-                    "--",
-                    "python",
-                    "-m",
-                    "rnnforge",
-                    "train",
-                    *TINY,
-                    "--address",
-                    "auto",
-                    "--run-dir",
-                    run_dir,
-                    "--storage-path",
-                    storage,
-                ],
-                env=env,
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                timeout=600,
-                check=False,
-            )
-            status = subprocess.run(
-                [BIN / "ray", "job", "status", "--address", head.dashboard, "rnnforge-tiny"],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
-            return {"submit": submit, "status": status.stdout + status.stderr, "run_dir": run_dir, "storage": storage}
-    finally:
-        token.unlink(missing_ok=True)
-        shutil.rmtree(base, ignore_errors=True)
+def job_run(ray_head, tmp_path_factory):
+    """An uninterrupted TINY run, submitted with `ray job submit` to the shared token-authenticated
+    Ray head on 127.0.0.1 (conftest's ``ray_head``: own temp dir and ports)."""
+    head, env = ray_head
+    out = tmp_path_factory.mktemp("job")
+    run_dir, storage = out / "tiny", out / "storage"
+    submit = subprocess.run(
+        [
+            BIN / "ray",
+            "job",
+            "submit",
+            "--address",
+            head.dashboard,
+            "--submission-id",
+            "rnnforge-tiny",
+            "--working-dir",
+            ".",
+            "--",
+            "python",
+            "-m",
+            "rnnforge",
+            "train",
+            *TINY,
+            "--address",
+            "auto",
+            "--run-dir",
+            run_dir,
+            "--storage-path",
+            storage,
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    status = subprocess.run(
+        [BIN / "ray", "job", "status", "--address", head.dashboard, "rnnforge-tiny"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return {"submit": submit, "status": status.stdout + status.stderr, "run_dir": run_dir, "storage": storage}
 
 
 def _is_ray_agent(proc: psutil.Process) -> bool:

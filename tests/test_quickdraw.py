@@ -326,7 +326,9 @@ def test_streaming_quickdraw_task_data(tmp_path):
 
 @pytest.mark.slow
 @needs_samples
-def test_streaming_training_on_the_sketchrnn_sample_exports(tmp_path):
+def test_streaming_training_on_the_sketchrnn_sample_exports(tmp_path, ray_head):
+    """On the shared Ray head (conftest's ``ray_head``): the point is the streaming input, not Ray's start."""
+    head, env = ray_head
     run_dir = tmp_path / "qd"
     result = run_cli_process(
         "train",
@@ -350,8 +352,11 @@ def test_streaming_training_on_the_sketchrnn_sample_exports(tmp_path):
         "4",
         "--workers",
         "2",
+        "--address",
+        head.gcs,
         "--run-dir",
         run_dir,
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())

@@ -139,8 +139,10 @@ def test_video_export_has_no_loop_and_keeps_parity(video_run):
 
 
 @pytest.mark.slow
-def test_folder_dataset_end_to_end_from_the_cli(tmp_path):
-    """A user's folder of .npy and .mp4 clips: train on Ray, export, bench."""
+def test_folder_dataset_end_to_end_from_the_cli(tmp_path, ray_head):
+    """A user's folder of .npy and .mp4 clips: train on Ray (the shared head, conftest's
+    ``ray_head``), export, bench."""
+    head, env = ray_head
     write_folder(tmp_path / "clips", per_class=8, frames=12, size=32, fmt="npy")
     write_folder(tmp_path / "clips", classes=("jump", "wave"), per_class=3, frames=12, size=32, fmt="mp4")
     run_dir = tmp_path / "run"
@@ -159,8 +161,11 @@ def test_folder_dataset_end_to_end_from_the_cli(tmp_path):
         "1",
         "--batch-size",
         "2",
+        "--address",
+        head.gcs,
         "--run-dir",
         run_dir,
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     config = json.loads((run_dir / "config.json").read_text())
