@@ -222,6 +222,13 @@ def test_an_edited_number_a_missing_declaration_and_an_uncommitted_source_fail(t
     assert any("has no declared source" in p for p in problems) and any(
         "'b8_undeclared' is not in the table" in p for p in problems
     )
+    undeclared = re.sub(r"<!-- figures\nrecord: [^>]*-->\n", "", original)
+    assert undeclared != original
+    doc.write_text(undeclared)
+    problems = check_document(doc, repo)[1]
+    assert problems == [
+        "gpu-h100.md: the table '| run | provider | node events | node time us | LSTM share o' has numbers and no <!-- figures --> comment"
+    ], problems
     (doc.parent / "gpu-h100" / "cuda_bench_all.json").rename(doc.parent / "gpu-h100" / "moved.json")
     doc.write_text(original.replace("gpu-h100/cuda_bench_all.json", "gpu-h100/moved.json"))
     assert any("moved.json is not a committed file" in p for p in check_document(doc, repo)[1])
