@@ -33,6 +33,7 @@ LAYERS = {
     "rnnforge.export": 4,
     "rnnforge.cli": 5,
     "rnnforge.demo": 5,
+    "rnnforge.serving": 5,  # the public serving API (uses export)
     "rnnforge.__main__": 5,
 }
 GENERIC = {"models", "pipeline", "export", "cluster"}

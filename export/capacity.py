@@ -1,0 +1,447 @@
+"""The highest request rate one replica sustains within a p99 latency SLO, and with which settings.
+
+``search`` answers Model Analyzer's question for a model on ONNX Runtime, within a time limit
+(``rnnforge bench load RUN --slo-p99-ms X``):
+
+1. **Profile** (seconds): each engine (variant x provider x intra-op threads) runs batches of
+   1, 2, 4, ... one at a time, no load, until a batch takes more than half the SLO: the compute
+   time ``t(b)`` of each batch size.
+2. **Candidates** from the profile: for every engine and number of instances (threads x instances
+   within the cores, on the CPU), the largest batch with ``2 t(b) <= SLO`` and half of it. Each has
+   a **ceiling**, ``instances x b / t(b)``: no queue can make it serve faster. Candidates are
+   measured best ceiling first, after the baseline (fp32, one instance, batch 1, every core: one
+   request at a time), and one whose ceiling is below the best rate already measured is
+   **dominated** and skipped; so is everything once the time limit would be passed.
+3. **Rate search** per candidate: open-loop probes (``export.load.measure_open_loop``) from 60 %
+   of its ceiling, up by 1.6x while sustained, down by half while not, then bisection (geometric)
+   until the bracket is within ``RESOLUTION`` (10 %). A probe is **sustained** when its p99 (from
+   the scheduled send times) is within the SLO and it answered at least 95 % of what arrived
+   (a queue that grows fails one or the other); a probe whose p99 passes twice the SLO stops early.
+4. The best candidate then tries a **queue delay** (``min(SLO / 10, t(b))``), kept if it sustains
+   more; and a **confirming run** measures it again, fresh, at the rate found: within the SLO, or
+   the recommendation says it was not.
+
+Every probe prints one line (configuration, rate, p99, verdict, time left).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from rnnforge.export.eval_set import Inputs, count, rows
+from rnnforge.export.load import Batcher, measure_open_loop, peak_rss_bytes, reset_peak_rss
+
+RESOLUTION = 0.10
+#: A probe answered at least this share of the requests that arrived in its windows.
+ANSWERED = 0.95
+MAX_PROBES = 7
+BATCH_LADDER = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+@dataclass(frozen=True)
+class Config:
+    """One serving configuration."""
+
+    variant: str = "fp32"
+    provider: str = "cpu"
+    threads: int = 1
+    instances: int = 1
+    max_batch: int = 1
+    queue_delay_ms: float = 0.0
+
+    def engine(self) -> tuple[str, str, int]:
+        return self.variant, self.provider, self.threads
+
+    def label(self) -> str:
+        """``fp32 cpu 1 thread x 2 instances, batch <= 16, delay 0 ms``"""
+        return (
+            f"{self.variant} {self.provider} {self.threads} thread{'s' if self.threads > 1 else ''} x "
+            f"{self.instances} instance{'s' if self.instances > 1 else ''}, batch <= {self.max_batch}, "
+            f"delay {self.queue_delay_ms:g} ms"
+        )
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Space:
+    """What the search may change: variants, providers, intra-op threads, instances (all cores:
+    ``cores``)."""
+
+    variants: tuple[str, ...] = ("fp32",)
+    providers: tuple[str, ...] = ("cpu",)
+    threads: tuple[int, ...] = (1,)
+    instances: tuple[int, ...] = (1,)
+    cores: int = 1
+    max_batch: int = 64
+
+    def baseline(self) -> Config:
+        """One request at a time: fp32 (or the first variant), one instance, batch 1, every core."""
+        variant = "fp32" if "fp32" in self.variants else self.variants[0]
+        return Config(variant, self.providers[0], self.cores, 1, 1, 0.0)
+
+
+def default_space(variants: Sequence[str], providers: Sequence[str], cores: int, max_batch: int = 64) -> Space:
+    """Threads 1 and every core, instances 1 .. cores (CPU; 1 and 2 on a GPU)."""
+    threads = tuple(sorted({1, cores}))
+    instances = tuple(range(1, max(cores, 2) + 1)) if cores > 1 or "cuda" in providers else (1,)
+    return Space(tuple(variants), tuple(providers), threads, instances, cores, max_batch)
+
+
+class Engines:
+    """Opens the instances of a configuration: ``open(config) -> list of run(batch)`` callables,
+    and ``close(runners)``. ``OrtEngines`` opens ONNX Runtime sessions; tests pass a fake."""
+
+    def open(self, config: Config) -> list[Callable]:
+        raise NotImplementedError
+
+    def close(self, runners: list[Callable]) -> None:
+        pass
+
+
+@dataclass
+class Probe:
+    config: Config
+    rate: float
+    sustained: bool
+    figures: dict
+
+
+@dataclass
+class Measured:
+    """A configuration's rate search: its best sustained rate (0 if none) and every probe."""
+
+    config: Config
+    ceiling: float | None
+    probes: list[Probe]
+    peak_rss_bytes: int | None = None
+
+    @property
+    def best(self) -> Probe | None:
+        sustained = [p for p in self.probes if p.sustained]
+        return max(sustained, key=lambda p: p.rate) if sustained else None
+
+    @property
+    def rate(self) -> float:
+        return self.best.rate if self.best else 0.0
+
+
+def sustained(figures: dict, slo_ms: float) -> bool:
+    """Within the SLO at p99 (from scheduled times) and answering what arrived (see the docstring)."""
+    p99 = figures["latency_ms"]["p99"]
+    arrived = figures["requests"] / max(figures["seconds"], 1e-9)
+    return (
+        not figures["aborted"]
+        and p99 is not None
+        and p99 <= slo_ms
+        and figures["throughput_per_s"] >= ANSWERED * arrived
+    )
+
+
+def profile(engines: Engines, config: Config, x: Inputs, slo_ms: float, max_batch: int) -> dict[int, float]:
+    """Compute ms of batches 1, 2, 4, ... (median of a few calls, one at a time) on one instance,
+    until a batch takes more than half the SLO or reaches ``max_batch``."""
+    runner = engines.open(dataclasses.replace(config, instances=1))[0]
+    times: dict[int, float] = {}
+    try:
+        for b in (b for b in BATCH_LADDER if b <= max_batch):
+            batch = rows(x, np.arange(b) % count(x))
+            runner(batch)  # warm-up
+            calls, started = [], time.perf_counter()
+            while len(calls) < 15 and (len(calls) < 3 or time.perf_counter() - started < 0.15):
+                t0 = time.perf_counter()
+                runner(batch)
+                calls.append((time.perf_counter() - t0) * 1e3)
+            times[b] = float(np.median(calls))
+            if times[b] > slo_ms / 2:
+                break
+    finally:
+        engines.close([runner])
+    return times
+
+
+def candidates(space: Space, profiles: dict[tuple, dict[int, float]], slo_ms: float) -> list[tuple[Config, float]]:
+    """Configurations worth measuring, with their ceilings (requests/s), best first."""
+    found: dict[Config, float] = {}
+    for (variant, provider, threads), times in profiles.items():
+        fits = [b for b, ms in times.items() if 2 * ms <= slo_ms]
+        if not fits:
+            continue
+        for instances in space.instances:
+            if provider == "cpu" and threads * instances > space.cores:
+                continue
+            top = max(fits)
+            for b in {top, max(1, top // 2)}:
+                config = Config(variant, provider, threads, instances, b, 0.0)
+                found[config] = instances * b / (times[b] / 1e3)
+    return sorted(found.items(), key=lambda item: -item[1])
+
+
+def rate_search(
+    engines: Engines,
+    config: Config,
+    x: Inputs,
+    slo_ms: float,
+    start_rate: float,
+    ceiling: float | None,
+    report: Callable[[Probe], None],
+    max_windows: int = 4,
+    seed: int = 0,
+    deadline: float | None = None,
+) -> Measured:
+    """The highest sustained open-loop rate of ``config`` (see the module docstring)."""
+    runners = engines.open(config)
+    reset_peak_rss()
+    measured = Measured(config, ceiling, [])
+    try:
+        with Batcher(runners, config.max_batch, config.queue_delay_ms / 1e3) as batcher:
+            lo, hi, rate = 0.0, math.inf, start_rate
+            for i in range(MAX_PROBES):
+                figures = measure_open_loop(
+                    batcher, x, rate, slo_ms=slo_ms, max_windows=max_windows, seed=seed + i
+                ).figures
+                probe = Probe(config, rate, sustained(figures, slo_ms), figures)
+                measured.probes.append(probe)
+                report(probe)
+                if probe.sustained:
+                    lo = max(lo, rate)
+                else:
+                    hi = min(hi, rate)
+                if deadline is not None and time.perf_counter() > deadline:
+                    break
+                if hi == math.inf:
+                    limit = 1.1 * ceiling if ceiling else math.inf
+                    if rate >= limit:
+                        break
+                    rate = min(rate * 1.6, limit)
+                elif lo == 0.0:
+                    rate = rate / 2
+                elif hi / lo <= 1 + RESOLUTION:
+                    break
+                else:
+                    rate = math.sqrt(lo * hi)
+        measured.peak_rss_bytes = peak_rss_bytes()
+    finally:
+        engines.close(runners)
+    return measured
+
+
+def confirm(engines: Engines, config: Config, x: Inputs, slo_ms: float, rate: float, seed: int = 1000) -> Probe:
+    """A fresh measurement of ``config`` at ``rate`` (new instances, every window the rule needs)."""
+    runners = engines.open(config)
+    try:
+        with Batcher(runners, config.max_batch, config.queue_delay_ms / 1e3) as batcher:
+            figures = measure_open_loop(batcher, x, rate, max_windows=6, seed=seed).figures
+    finally:
+        engines.close(runners)
+    return Probe(config, rate, sustained(figures, slo_ms), figures)
+
+
+@dataclass
+class SearchResult:
+    slo_ms: float
+    baseline: Measured
+    measured: list[Measured]
+    chosen: Measured
+    confirmation: Probe | None
+    profiles: dict
+    skipped: list[dict]
+    seconds: float
+
+    def ranking(self) -> list[Measured]:
+        return sorted(self.measured, key=lambda m: -m.rate)
+
+
+def search(
+    engines: Engines,
+    space: Space,
+    x: Inputs,
+    slo_ms: float,
+    time_limit_s: float = 240.0,
+    progress: Callable[[str], None] = print,
+    max_windows: int = 4,
+) -> SearchResult:
+    """Profile, measure the baseline and the candidates best ceiling first, refine the queue delay
+    of the best, confirm it; everything within ``time_limit_s`` (the confirmation included)."""
+    started = time.perf_counter()
+    deadline = started + time_limit_s
+
+    def left() -> float:
+        return deadline - time.perf_counter()
+
+    profiles: dict[tuple, dict[int, float]] = {}
+    engines_wanted = {
+        (v, p, t) for v in space.variants for p in space.providers for t in (space.threads if p == "cpu" else (1,))
+    }
+    engines_wanted.add(space.baseline().engine())
+    for key in sorted(engines_wanted):
+        times = profile(engines, Config(*key), x, slo_ms, space.max_batch)
+        profiles[key] = times
+        progress(
+            f"profile {key[0]} {key[1]} {key[2]} thread(s): "
+            + ", ".join(f"b{b} {ms:.2f} ms" for b, ms in times.items())
+        )
+    ranked = candidates(space, profiles, slo_ms)
+    base = space.baseline()
+    base_times = profiles[base.engine()]
+    base_ceiling = 1e3 / base_times[1]
+    todo = [(base, base_ceiling), *((c, ceil) for c, ceil in ranked if c != base)]
+    measured: list[Measured] = []
+    skipped: list[dict] = []
+    spent: list[float] = []
+    for index, (config, ceiling) in enumerate(todo):
+        best = max((m.rate for m in measured), default=0.0)
+        if index and ceiling < best:
+            skipped.append({"config": config.to_dict(), "ceiling_per_s": ceiling, "why": "dominated"})
+            continue
+        expected = float(np.mean(spent)) if spent else 20.0
+        if index and left() < expected + _confirm_cost(best or ceiling):
+            skipped.append({"config": config.to_dict(), "ceiling_per_s": ceiling, "why": "time limit"})
+            continue
+        t0 = time.perf_counter()
+        label = f"[{len(measured) + 1}/{len(todo) - len(skipped)}] {config.label()}"
+        measured.append(
+            rate_search(
+                engines,
+                config,
+                x,
+                slo_ms,
+                0.6 * ceiling,
+                ceiling,
+                _reporter(progress, label, slo_ms, left),
+                max_windows,
+                seed=index * 100,
+                deadline=deadline - _confirm_cost(ceiling),
+            )
+        )
+        spent.append(time.perf_counter() - t0)
+    chosen = max(measured, key=lambda m: m.rate)
+    if chosen.rate > 0 and chosen.config.max_batch > 1:
+        times = profiles[chosen.config.engine()]
+        delay = round(min(slo_ms / 10, times[chosen.config.max_batch]), 2)
+        if delay > 0 and left() > (np.mean(spent) if spent else 20.0) + _confirm_cost(chosen.rate):
+            config = dataclasses.replace(chosen.config, queue_delay_ms=delay)
+            label = f"[delay] {config.label()}"
+            tried = rate_search(
+                engines,
+                config,
+                x,
+                slo_ms,
+                chosen.rate,
+                chosen.ceiling,
+                _reporter(progress, label, slo_ms, left),
+                max_windows,
+                seed=999,
+                deadline=deadline - _confirm_cost(chosen.rate),
+            )
+            measured.append(tried)
+            if tried.rate > chosen.rate * (1 + RESOLUTION / 2):
+                chosen = tried
+    confirmation = None
+    if chosen.rate > 0:
+        confirmation = confirm(engines, chosen.config, x, slo_ms, chosen.rate)
+        p99 = confirmation.figures["latency_ms"]["p99"]
+        progress(
+            f"confirm {chosen.config.label()} at {chosen.rate:,.0f} req/s: p99 {p99:.2f} ms "
+            + ("within" if confirmation.sustained else "NOT within")
+            + f" the {slo_ms:g} ms SLO"
+        )
+    return SearchResult(
+        slo_ms,
+        measured[0],
+        measured,
+        chosen,
+        confirmation,
+        {f"{k[0]}/{k[1]}/{k[2]}": v for k, v in profiles.items()},
+        skipped,
+        time.perf_counter() - started,
+    )
+
+
+def _confirm_cost(rate: float) -> float:
+    """Seconds a confirming run may take (6 windows at ``rate``, warm-up, session start)."""
+    from rnnforge.export.load import WARMUP_S, window_length
+
+    return WARMUP_S + 6 * window_length(max(rate, 1.0)) + 1.0
+
+
+def _reporter(progress: Callable[[str], None], label: str, slo_ms: float, left: Callable[[], float]):
+    def report(probe: Probe) -> None:
+        f = probe.figures
+        p99 = f["latency_ms"]["p99"]
+        verdict = "ok" if probe.sustained else ("stopped: p99 > 2x SLO" if f["aborted"] else "over")
+        progress(
+            f"{label}: {probe.rate:,.0f} req/s -> {f['throughput_per_s']:,.0f} answered/s, "
+            f"p99 {'-' if p99 is None else f'{p99:.2f}'} ms, mean batch {f['mean_batch'] or 0:.1f}: {verdict} "
+            f"(~{max(0.0, left()):.0f} s left)"
+        )
+
+    return report
+
+
+def to_json(result: SearchResult) -> dict:
+    """``serving.json``'s search part: the chosen settings and rate, the baseline, runner-ups."""
+
+    def point(m: Measured) -> dict:
+        best = m.best
+        return {
+            "settings": m.config.to_dict(),
+            "rate_per_s": m.rate,
+            "ceiling_per_s": m.ceiling,
+            "p50_ms": best.figures["latency_ms"]["p50"] if best else None,
+            "p99_ms": best.figures["latency_ms"]["p99"] if best else None,
+            "throughput_per_s": best.figures["throughput_per_s"] if best else None,
+            "mean_batch": best.figures["mean_batch"] if best else None,
+            "peak_rss_bytes": m.peak_rss_bytes,
+        }
+
+    chosen, confirmation = result.chosen, result.confirmation
+    baseline = point(result.baseline)
+    out = {
+        "slo_p99_ms": result.slo_ms,
+        "settings": chosen.config.to_dict(),
+        **{k: v for k, v in point(chosen).items() if k != "settings"},
+        "confirmed": None,
+        "baseline": baseline,
+        "over_baseline": (chosen.rate / baseline["rate_per_s"]) if baseline["rate_per_s"] else None,
+        "runner_ups": [point(m) for m in result.ranking() if m is not chosen][:5],
+        "skipped": result.skipped,
+        "profiles_ms": {k: {str(b): ms for b, ms in v.items()} for k, v in result.profiles.items()},
+        "search_seconds": result.seconds,
+        "probes": [
+            {"settings": p.config.to_dict(), "rate_per_s": p.rate, "sustained": p.sustained, **_curve_point(p.figures)}
+            for m in result.measured
+            for p in m.probes
+        ],
+    }
+    if confirmation is not None:
+        out["confirmed"] = {
+            "within_slo": confirmation.sustained,
+            "rate_per_s": confirmation.rate,
+            "p50_ms": confirmation.figures["latency_ms"]["p50"],
+            "p99_ms": confirmation.figures["latency_ms"]["p99"],
+            "throughput_per_s": confirmation.figures["throughput_per_s"],
+            "stable": confirmation.figures["stable"],
+            "windows": confirmation.figures["windows_measured"],
+        }
+    return out
+
+
+def _curve_point(figures: dict) -> dict:
+    return {
+        "throughput_per_s": figures["throughput_per_s"],
+        "p50_ms": figures["latency_ms"]["p50"],
+        "p99_ms": figures["latency_ms"]["p99"],
+        "queue_p99_ms": figures["queue_ms"]["p99"],
+        "compute_p50_ms": figures["compute_ms"]["p50"],
+        "mean_batch": figures["mean_batch"],
+        "stable": figures["stable"],
+        "aborted": figures["aborted"],
+    }

@@ -1,0 +1,133 @@
+"""The serving-capacity section: ``bench/load.md`` on its own, and inside ``bench/report.md``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rnnforge.core.run_dir import RunDir
+from rnnforge.export.capacity import Config
+from rnnforge.export.results import machine_line
+
+
+def load_markdown(result: dict, run: RunDir) -> str:
+    """``bench/load.md``: the load test's page."""
+    return "\n".join(
+        [
+            f"# rnnforge serving capacity: {result['task']}",
+            "",
+            f"- run: `{result['run_dir']}`",
+            f"- machine: {machine_line(result['machine'])}",
+            "",
+            *serving_lines(result),
+        ]
+    )
+
+
+def serving_section(run: RunDir) -> list[str]:
+    """The section ``bench/report.md`` shows when ``bench load`` wrote ``bench/load.json``."""
+    path = run.bench / "load.json"
+    if not path.is_file():
+        return []
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+        return serving_lines(result)
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def serving_lines(result: dict) -> list[str]:
+    load = result.get("load_average") or {}
+    before, after = (load.get("before") or [None])[0], (load.get("after") or [None])[0]
+    lines = [
+        "## Serving capacity (load test)",
+        "",
+        "Each request is one stored evaluation example, sent to ONNX Runtime sessions (instances) behind a "
+        "dynamic batcher, every instance on its own thread in one process. Open loop: Poisson arrivals, "
+        f"latency from each request's scheduled send time (no coordinated omission). {result['rule']['stability']}."
+        + (
+            f" Load average {before:.1f} before, {after:.1f} after: other work on this machine slows every figure."
+            if before is not None and after is not None
+            else ""
+        ),
+        "",
+    ]
+    search = result.get("search")
+    if search:
+        lines += _search_lines(search)
+    else:
+        lines += [f"Configuration: {Config(**result['config']).label()}.", ""]
+    lines += _points_table(result)
+    lines += ["", "![Latency vs rate](load_vs_rate.png)", ""]
+    return lines
+
+
+def _search_lines(s: dict) -> list[str]:
+    confirmed = s.get("confirmed")
+    base = s["baseline"]
+    lines = [
+        f"**Recommended** for p99 <= {s['slo_p99_ms']:g} ms: {Config(**s['settings']).label()}: "
+        f"**{s['rate_per_s']:,.0f} requests/s** (p50 {_ms(s['p50_ms'])}, p99 {_ms(s['p99_ms'])} ms, mean batch "
+        f"{s['mean_batch'] or 0:.1f}, peak RSS {_mb(s['peak_rss_bytes'])}).",
+        "",
+        f"One request at a time ({Config(**base['settings']).label()}): {base['rate_per_s']:,.0f} requests/s"
+        + (f"; the recommendation takes {s['over_baseline']:.1f}x that." if s.get("over_baseline") else "."),
+        "",
+    ]
+    if confirmed:
+        lines += [
+            f"Confirming run at {confirmed['rate_per_s']:,.0f} requests/s: p50 {_ms(confirmed['p50_ms'])} ms, p99 "
+            f"{_ms(confirmed['p99_ms'])} ms over {confirmed['windows']} windows "
+            + ("(stable): " if confirmed["stable"] else "(not stable): ")
+            + (
+                "**within the SLO**."
+                if confirmed["within_slo"]
+                else "**NOT within the SLO**: treat the rate as optimistic."
+            ),
+            "",
+        ]
+    lines += [
+        f"Search: {s['search_seconds']:.0f} s; {len(s['runner_ups']) + 1} configurations measured, "
+        f"{len(s['skipped'])} skipped (dominated: ceiling below a rate already sustained, or the time limit).",
+        "",
+        "| configuration | max rate within SLO /s | p50 ms | p99 ms | mean batch | ceiling /s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for point in [s | {"settings": s["settings"]}, *s["runner_ups"]]:
+        lines.append(
+            f"| {Config(**point['settings']).label()} | {point['rate_per_s']:,.0f} | {_ms(point['p50_ms'])} | "
+            f"{_ms(point['p99_ms'])} | {point['mean_batch'] or 0:.1f} | {point['ceiling_per_s'] or 0:,.0f} |"
+        )
+    return lines + [""]
+
+
+def _points_table(result: dict) -> list[str]:
+    if "search" in result:
+        return []
+    lines = [
+        "| loop | offered | answered /s | p50 ms | p99 ms | queue p99 ms | compute p50 ms | batches that ran | "
+        "stable | peak RSS |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---|---:|",
+    ]
+    for p in result["points"]:
+        offered = f"{p['offered']:,.0f}/s" if p["mode"] == "open" else f"{p['offered']:g} clients"
+        sizes = ", ".join(f"{n}x{b}" for b, n in p["batch_sizes"].items())
+        lines.append(
+            f"| {p['mode']} | {offered} | {p['throughput_per_s']:,.0f} | {_ms(p['latency_ms']['p50'])} | "
+            f"{_ms(p['latency_ms']['p99'])} | {_ms(p['queue_ms']['p99'])} | {_ms(p['compute_ms']['p50'])} | {sizes} | "
+            f"{'yes' if p['stable'] else 'no'} | {_mb(p.get('peak_rss_bytes'))} |"
+        )
+    return lines
+
+
+def _ms(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _mb(value) -> str:
+    return "-" if not value else f"{value / 2**20:,.0f} MiB"
+
+
+def load_rows(path: Path) -> dict:
+    """Read a load.json or serving.json for ``bench compare``."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
