@@ -16,7 +16,8 @@
    of its ceiling, up by 1.6x while sustained, down by half while not, then bisection (geometric)
    until the bracket is within ``RESOLUTION`` (10 %). A probe is **sustained** when its p99 (from
    the scheduled send times) is within the SLO and it answered at least 95 % of what arrived
-   (a queue that grows fails one or the other); a probe whose p99 passes twice the SLO stops early.
+   (a queue that grows fails one or the other); a probe whose p50 passes the SLO stops early, and
+   a configuration not sustained at an eighth of its first rate is given up.
 4. The best candidate then tries a **queue delay** (``min(SLO / 10, t(b))``), kept if it sustains
    more; and a **confirming run** measures it again, fresh, at the rate found: within the SLO, or
    the recommendation says it was not.
@@ -195,6 +196,7 @@ def rate_search(
     max_windows: int = 4,
     seed: int = 0,
     deadline: float | None = None,
+    window: dict | None = None,
 ) -> Measured:
     """The highest sustained open-loop rate of ``config`` (see the module docstring)."""
     runners = engines.open(config)
@@ -205,7 +207,7 @@ def rate_search(
             lo, hi, rate = 0.0, math.inf, start_rate
             for i in range(MAX_PROBES):
                 figures = measure_open_loop(
-                    batcher, x, rate, slo_ms=slo_ms, max_windows=max_windows, seed=seed + i
+                    batcher, x, rate, slo_ms=slo_ms, max_windows=max_windows, seed=seed + i, **(window or {})
                 ).figures
                 probe = Probe(config, rate, sustained(figures, slo_ms), figures)
                 measured.probes.append(probe)
@@ -222,6 +224,8 @@ def rate_search(
                         break
                     rate = min(rate * 1.6, limit)
                 elif lo == 0.0:
+                    if rate < start_rate / 7:
+                        break  # not even an eighth of its first rate: give it up
                     rate = rate / 2
                 elif hi / lo <= 1 + RESOLUTION:
                     break
@@ -233,12 +237,20 @@ def rate_search(
     return measured
 
 
-def confirm(engines: Engines, config: Config, x: Inputs, slo_ms: float, rate: float, seed: int = 1000) -> Probe:
+def confirm(
+    engines: Engines,
+    config: Config,
+    x: Inputs,
+    slo_ms: float,
+    rate: float,
+    seed: int = 1000,
+    window: dict | None = None,
+) -> Probe:
     """A fresh measurement of ``config`` at ``rate`` (new instances, every window the rule needs)."""
     runners = engines.open(config)
     try:
         with Batcher(runners, config.max_batch, config.queue_delay_ms / 1e3) as batcher:
-            figures = measure_open_loop(batcher, x, rate, max_windows=6, seed=seed).figures
+            figures = measure_open_loop(batcher, x, rate, max_windows=6, seed=seed, **(window or {})).figures
     finally:
         engines.close(runners)
     return Probe(config, rate, sustained(figures, slo_ms), figures)
@@ -267,9 +279,11 @@ def search(
     time_limit_s: float = 240.0,
     progress: Callable[[str], None] = print,
     max_windows: int = 4,
+    window: dict | None = None,
 ) -> SearchResult:
     """Profile, measure the baseline and the candidates best ceiling first, refine the queue delay
-    of the best, confirm it; everything within ``time_limit_s`` (the confirmation included)."""
+    of the best, confirm it; everything within ``time_limit_s`` (the confirmation included).
+    ``window``: ``min_window_s`` / ``window_requests`` for ``measure_open_loop`` (tests shorten them)."""
     started = time.perf_counter()
     deadline = started + time_limit_s
 
@@ -319,6 +333,7 @@ def search(
                 max_windows,
                 seed=index * 100,
                 deadline=deadline - _confirm_cost(ceiling),
+                window=window,
             )
         )
         spent.append(time.perf_counter() - t0)
@@ -340,13 +355,14 @@ def search(
                 max_windows,
                 seed=999,
                 deadline=deadline - _confirm_cost(chosen.rate),
+                window=window,
             )
             measured.append(tried)
             if tried.rate > chosen.rate * (1 + RESOLUTION / 2):
                 chosen = tried
     confirmation = None
     if chosen.rate > 0:
-        confirmation = confirm(engines, chosen.config, x, slo_ms, chosen.rate)
+        confirmation = confirm(engines, chosen.config, x, slo_ms, chosen.rate, window=window)
         p99 = confirmation.figures["latency_ms"]["p99"]
         progress(
             f"confirm {chosen.config.label()} at {chosen.rate:,.0f} req/s: p99 {p99:.2f} ms "
@@ -376,7 +392,7 @@ def _reporter(progress: Callable[[str], None], label: str, slo_ms: float, left: 
     def report(probe: Probe) -> None:
         f = probe.figures
         p99 = f["latency_ms"]["p99"]
-        verdict = "ok" if probe.sustained else ("stopped: p99 > 2x SLO" if f["aborted"] else "over")
+        verdict = "ok" if probe.sustained else ("stopped: p50 > SLO" if f["aborted"] else "over")
         progress(
             f"{label}: {probe.rate:,.0f} req/s -> {f['throughput_per_s']:,.0f} answered/s, "
             f"p99 {'-' if p99 is None else f'{p99:.2f}'} ms, mean batch {f['mean_batch'] or 0:.1f}: {verdict} "

@@ -278,14 +278,15 @@ class LoadResult:
     offered: float  # requests/s offered (open) or clients (closed)
     figures: dict
     windows: list[dict] = field(default_factory=list)
+    recorder: Recorder | None = None  # every request's timing (not written out)
 
     def to_dict(self) -> dict:
         return {"mode": self.mode, "offered": self.offered, **self.figures, "windows": self.windows}
 
 
-def window_length(rate: float, min_window_s: float = MIN_WINDOW_S) -> float:
-    """Seconds per measurement window: at least ``min_window_s``, long enough for ``WINDOW_REQUESTS``."""
-    return max(min_window_s, WINDOW_REQUESTS / max(rate, 1e-9))
+def window_length(rate: float, min_window_s: float = MIN_WINDOW_S, requests: int = WINDOW_REQUESTS) -> float:
+    """Seconds per measurement window: at least ``min_window_s``, long enough for ``requests``."""
+    return max(min_window_s, requests / max(rate, 1e-9))
 
 
 def poisson_schedule(rate: float, seconds: float, seed: int = 0) -> np.ndarray:
@@ -315,12 +316,13 @@ def measure_open_loop(
     warmup_s: float = WARMUP_S,
     seed: int = 0,
     windows: int | None = None,
+    window_requests: int = WINDOW_REQUESTS,
 ) -> LoadResult:
     """Poisson arrivals at ``rate``/s, each request one example of ``x`` (in turn); latency from
     its scheduled time. Windows run until stable, ``max_windows`` ran (or exactly ``windows``),
-    or, with ``slo_ms``, the requests so far put p99 beyond twice the SLO (a rate the server
-    clearly cannot take: stopped early, ``aborted``)."""
-    length = window_length(rate, min_window_s)
+    or, with ``slo_ms``, half the requests so far missed the SLO (p50 beyond it: a queue that
+    grows, a rate the server clearly cannot take; stopped early, ``aborted``)."""
+    length = window_length(rate, min_window_s, window_requests)
     most = windows or max_windows
     horizon = warmup_s + length * most
     schedule = poisson_schedule(rate, horizon, seed)
@@ -364,7 +366,7 @@ def measure_open_loop(
     figures = summarize(recorder, measured, start + warmup_s, length, batcher, aborted, stopped)
     figures["offered_per_s"] = rate
     figures["sender_cpu_share"] = cpu[0] / max(clock() - start, 1e-9)
-    return LoadResult("open", rate, figures, measured)
+    return LoadResult("open", rate, figures, measured, recorder)
 
 
 def measure_closed_loop(
@@ -433,7 +435,7 @@ def measure_closed_loop(
         figures = summarize(recorder, measured, start + warmup_s, length, batcher, aborted, stopped)
     figures["offered_per_s"] = None
     figures["sender_cpu_share"] = sum(cpu) / max(clock() - start, 1e-9)
-    return LoadResult("closed", concurrency, figures, measured)
+    return LoadResult("closed", concurrency, figures, measured, recorder)
 
 
 def _grace(slo_ms: float | None) -> float:
@@ -453,7 +455,7 @@ def _windows(
 ) -> tuple[list[dict], bool]:
     """Judge windows ``[first + k * length, first + (k + 1) * length)`` as they end (plus
     ``grace``); stop when the last ``STABLE_WINDOWS`` agree (unless ``fixed``), after ``most``,
-    or when p99 so far passes twice ``slo_ms``. Returns the windows and whether it stopped early."""
+    or when p50 so far passes ``slo_ms``. Returns the windows and whether it stopped early."""
     measured: list[dict] = []
     for k in range(most):
         end = first + (k + 1) * length
@@ -461,7 +463,7 @@ def _windows(
         measured.append(window_figures(recorder, first + k * length, end, clock()))
         if slo_ms is not None:
             pooled = latencies(recorder, first, end, clock())
-            if len(pooled) >= 20 and np.percentile(pooled, 99) > 2 * slo_ms:
+            if len(pooled) >= 20 and np.percentile(pooled, 50) > slo_ms:
                 return measured, True
         if not fixed and stable(measured, stability):
             break

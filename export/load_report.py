@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
+from rnnforge.core.errors import UserError
 from rnnforge.core.run_dir import RunDir
 from rnnforge.export.capacity import Config
 from rnnforge.export.results import machine_line
@@ -128,6 +130,77 @@ def _mb(value) -> str:
     return "-" if not value else f"{value / 2**20:,.0f} MiB"
 
 
-def load_rows(path: Path) -> dict:
-    """Read a load.json or serving.json for ``bench compare``."""
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+# --- bench compare on load results ----------------------------------------------------------------
+
+
+def is_load_file(path: Path) -> bool:
+    """Whether ``path`` holds a ``bench load`` result (load.json or serving.json)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("kind") in ("load", "serving")
+
+
+def max_rate(path: Path) -> dict:
+    """The max rate within the SLO a load.json (with a search) or serving.json records, with its
+    SLO, settings and task; one-line errors otherwise."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"{path} is not a readable load.json or serving.json: {exc}") from None
+    search = data.get("search") if data.get("kind") == "load" else data
+    if not isinstance(search, dict) or "rate_per_s" not in search or "slo_p99_ms" not in search:
+        raise UserError(
+            f"{path} holds no search result (no max rate within an SLO): compare files written by "
+            "'rnnforge bench load RUN --slo-p99-ms X'"
+        )
+    rate = search["rate_per_s"]
+    if not isinstance(rate, (int, float)) or isinstance(rate, bool) or rate < 0:
+        raise UserError(f"{path}: rate_per_s is {rate!r}, expected a number of requests/s")
+    return {
+        "task": data.get("task"),
+        "rate": float(rate),
+        "slo": search["slo_p99_ms"],
+        "settings": search.get("settings") or {},
+        "confirmed": (search.get("confirmed") or {}).get("within_slo"),
+    }
+
+
+def compare_load(a_path: Path, b_path: Path, threshold: float) -> tuple[str, list[str]]:
+    """``bench compare`` of two load results: B/A of the max rate within the SLO; a regression is
+    B below A / ``threshold``."""
+    a, b = max_rate(a_path), max_rate(b_path)
+    if a["task"] != b["task"]:
+        raise UserError(f"{a_path} is task {a['task']!r}, {b_path} is {b['task']!r}: nothing to compare")
+    if a["slo"] != b["slo"]:
+        raise UserError(
+            f"{a_path} searched within p99 {a['slo']:g} ms, {b_path} within {b['slo']:g} ms: compare searches "
+            "with the same --slo-p99-ms"
+        )
+    ratio = b["rate"] / a["rate"] if a["rate"] else (1.0 if not b["rate"] else math.inf)
+    regressed = ratio < 1 / threshold
+    regressions = [f"{a['task']} max rate within p99 {a['slo']:g} ms: {1 / ratio if ratio else math.inf:.2f}x lower"]
+    lines = [
+        f"A: `{a_path}`  ",
+        f"B: `{b_path}`",
+        "",
+        "| task | SLO p99 ms | max rate A /s | max rate B /s | B/A | settings A | settings B | gate |",
+        "|---|---:|---:|---:|---:|---|---|---|",
+        f"| {a['task']} | {a['slo']:g} | {a['rate']:,.0f} | {b['rate']:,.0f} | {ratio:.3f} | "
+        f"{_label(a['settings'])} | {_label(b['settings'])} | {'REGRESSED' if regressed else 'ok'} |",
+        "",
+        f"Gate: max rate within the SLO, B at least A / {threshold:g}; "
+        + ("1 row regressed." if regressed else "no regression."),
+    ]
+    unconfirmed = [p for p, r in ((a_path, a), (b_path, b)) if r["confirmed"] is False]
+    if unconfirmed:
+        lines.append("Not confirmed by their second run: " + ", ".join(f"`{p}`" for p in unconfirmed) + ".")
+    return "\n".join(lines) + "\n", regressions if regressed else []
+
+
+def _label(settings: dict) -> str:
+    try:
+        return Config(**settings).label()
+    except TypeError:
+        return "?"
