@@ -76,6 +76,12 @@ def _search_lines(s: dict) -> list[str]:
         + (f"; the recommendation takes {s['over_baseline']:.1f}x that." if s.get("over_baseline") else "."),
         "",
     ]
+    for refuted in s.get("refuted") or []:
+        lines += [
+            f"A confirming run at {refuted['rate_per_s']:,.0f} requests/s missed the SLO (p99 "
+            f"{_ms(refuted['p99_ms'])} ms): the next ran at 80 % of that rate.",
+            "",
+        ]
     if confirmed:
         lines += [
             f"Confirming run at {confirmed['rate_per_s']:,.0f} requests/s: p50 {_ms(confirmed['p50_ms'])} ms, p99 "
