@@ -9,15 +9,15 @@
 2. **Candidates** from the profile: for every engine and number of instances (threads x instances
    within the cores, on the CPU), the largest batch with ``2 t(b) <= SLO`` and half of it. Each has
    a **ceiling**, ``instances x b / t(b)``: no queue can make it serve faster. Candidates are
-   measured best ceiling first, after the baseline (fp32, one instance, batch 1, every core: one
-   request at a time), and one whose ceiling is below the best rate already measured is
+   measured best ceiling first, after the baselines (one request at a time: fp32, one instance,
+   batch 1, on every core as ONNX Runtime defaults to, and on one thread; the better counts), and one whose ceiling is below the best rate already measured is
    **dominated** and skipped; so is everything once the time limit would be passed.
 3. **Rate search** per candidate: open-loop probes (``export.load.measure_open_loop``) from 60 %
    of its ceiling, up by 1.6x while sustained, down by half while not, then bisection (geometric)
    until the bracket is within ``RESOLUTION`` (10 %). A probe is **sustained** when its p99 (from
    the scheduled send times) is within the SLO and it answered at least 95 % of what arrived
    (a queue that grows fails one or the other); a probe whose p50 passes the SLO stops early, and
-   a configuration not sustained at an eighth of its first rate is given up (the baseline goes
+   a configuration not sustained at an eighth of its first rate is given up (a baseline goes
    down to 1/64: the goal divides by its rate).
 4. The best candidate then tries a **queue delay** (``min(SLO / 10, t(b))``), kept if it sustains
    more; and a **confirming run** measures it again, fresh, at the rate found. One that misses the
@@ -88,10 +88,11 @@ class Space:
     cores: int = 1
     max_batch: int = 64
 
-    def baseline(self) -> Config:
-        """One request at a time: fp32 (or the first variant), one instance, batch 1, every core."""
+    def baselines(self) -> list[Config]:
+        """One request at a time: fp32 (or the first variant), one instance, batch 1, with every
+        core (ONNX Runtime's default) and, where that differs, one thread."""
         variant = "fp32" if "fp32" in self.variants else self.variants[0]
-        return Config(variant, self.providers[0], self.cores, 1, 1, 0.0)
+        return [Config(variant, self.providers[0], t, 1, 1, 0.0) for t in dict.fromkeys((self.cores, 1))]
 
 
 def default_space(variants: Sequence[str], providers: Sequence[str], cores: int, max_batch: int = 64) -> Space:
@@ -267,7 +268,7 @@ def confirm(
 @dataclass
 class SearchResult:
     slo_ms: float
-    baseline: Measured
+    baseline: Measured  # the better of the one-request-at-a-time configurations
     measured: list[Measured]
     chosen: Measured
     confirmation: Probe | None
@@ -303,7 +304,7 @@ def search(
     engines_wanted = {
         (v, p, t) for v in space.variants for p in space.providers for t in (space.threads if p == "cpu" else (1,))
     }
-    engines_wanted.add(space.baseline().engine())
+    engines_wanted.update(b.engine() for b in space.baselines())
     for key in sorted(engines_wanted):
         times = profile(engines, Config(*key), x, slo_ms, space.max_batch)
         profiles[key] = times
@@ -312,20 +313,18 @@ def search(
             + ", ".join(f"b{b} {ms:.2f} ms" for b, ms in times.items())
         )
     ranked = candidates(space, profiles, slo_ms)
-    base = space.baseline()
-    base_times = profiles[base.engine()]
-    base_ceiling = 1e3 / base_times[1]
-    todo = [(base, base_ceiling), *((c, ceil) for c, ceil in ranked if c != base)]
+    bases = [(b, 1e3 / profiles[b.engine()][1]) for b in space.baselines()]
+    todo = [*bases, *((c, ceil) for c, ceil in ranked if c not in dict(bases))]
     measured: list[Measured] = []
     skipped: list[dict] = []
     spent: list[float] = []
     for index, (config, ceiling) in enumerate(todo):
         best = max((m.rate for m in measured), default=0.0)
-        if index and ceiling < best:
+        if index >= len(bases) and ceiling < best:
             skipped.append({"config": config.to_dict(), "ceiling_per_s": ceiling, "why": "dominated"})
             continue
         expected = float(np.mean(spent)) if spent else 20.0
-        if index and left() < expected + _confirm_cost(best or ceiling):
+        if index >= len(bases) and left() < expected + _confirm_cost(best or ceiling):
             skipped.append({"config": config.to_dict(), "ceiling_per_s": ceiling, "why": "time limit"})
             continue
         t0 = time.perf_counter()
@@ -343,7 +342,7 @@ def search(
                 seed=index * 100,
                 deadline=deadline - _confirm_cost(ceiling),
                 window=window,
-                give_up=64.0 if index == 0 else 8.0,
+                give_up=64.0 if index < len(bases) else 8.0,
             )
         )
         spent.append(time.perf_counter() - t0)
@@ -386,7 +385,7 @@ def search(
         rate *= 0.8  # the search's rate did not hold: recommend a lower one only once it is confirmed
     return SearchResult(
         slo_ms,
-        measured[0],
+        max(measured[: len(bases)], key=lambda m: m.rate),
         measured,
         chosen,
         confirmation,
