@@ -54,6 +54,13 @@ def serving_lines(result: dict) -> list[str]:
         ),
         "",
     ]
+    gpu = result.get("gpu_memory_bytes")
+    lines += [
+        "ONNX Runtime device memory: "
+        + (_mb(gpu) if gpu else "not applicable (CPU)" if _on_cpu(result) else "not reported (no nvidia-smi answer)")
+        + f"; the load generator holds the eval inputs ({_mb(result.get('eval_inputs_bytes'))}) in the same process.",
+        "",
+    ]
     search = result.get("search")
     if search:
         lines += _search_lines(search)
@@ -126,6 +133,11 @@ def _points_table(result: dict) -> list[str]:
             f"{'yes' if p['stable'] else 'no'} | {_mb(p.get('peak_rss_bytes'))} |"
         )
     return lines
+
+
+def _on_cpu(result: dict) -> bool:
+    settings = (result.get("search") or {}).get("settings") or result.get("config") or {}
+    return settings.get("provider", "cpu") == "cpu"
 
 
 def _ms(value) -> str:
@@ -210,3 +222,25 @@ def _label(settings: dict) -> str:
         return Config(**settings).label()
     except TypeError:
         return "?"
+
+
+def serving_summary(results: dict[str, dict]) -> list[str]:
+    """Lines for a summary report (the demo's, ``bench --all``'s): each run's recommended serving
+    configuration, where ``bench load --slo-p99-ms`` wrote one."""
+    lines = []
+    for name, result in results.items():
+        path = Path(result.get("run_dir", "")) / "bench" / "serving.json"
+        if not path.is_file():
+            continue
+        try:
+            s = json.loads(path.read_text(encoding="utf-8"))
+            confirmed = (s.get("confirmed") or {}).get("within_slo")
+            lines.append(
+                f"- {name}: {s['rate_per_s']:,.0f} requests/s within p99 {s['slo_p99_ms']:g} ms with "
+                f"{Config(**s['settings']).label()}"
+                + (f" ({s['over_baseline']:.1f}x one at a time)" if s.get("over_baseline") else "")
+                + ("" if confirmed else "; not confirmed by its second run")
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return ["Serving capacity (`bench load --slo-p99-ms`, `bench/serving.json`):", "", *lines, ""] if lines else []

@@ -376,3 +376,20 @@ def test_bench_load_runs_on_a_serving_install_without_tensorflow_or_ray(exported
     assert result.returncode == 0, result.stderr
     assert "open 50 req/s" in result.stdout
     assert json.loads((run / "bench" / "load.json").read_text())["points"][0]["mode"] == "open"
+
+
+def test_summary_reports_name_each_runs_recommended_configuration(tmp_path):
+    from rnnforge.export.load_report import serving_summary
+
+    (tmp_path / "sketch" / "bench").mkdir(parents=True)
+    settings = Config("int8", "cpu", 1, 2, 16, 0.0).to_dict()
+    record = {"kind": "serving", "slo_p99_ms": 10, "rate_per_s": 3674.0, "settings": settings, "over_baseline": 4.2}
+    (tmp_path / "sketch" / "bench" / "serving.json").write_text(
+        json.dumps({**record, "confirmed": {"within_slo": True}})
+    )
+    lines = serving_summary({"sketch": {"run_dir": str(tmp_path / "sketch")}, "video": {"run_dir": str(tmp_path)}})
+    assert lines[2] == (
+        "- sketch: 3,674 requests/s within p99 10 ms with int8 cpu 1 thread x 2 instances, batch <= 16, "
+        "delay 0 ms (4.2x one at a time)"
+    )
+    assert len(lines) == 4
