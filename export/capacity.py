@@ -483,4 +483,6 @@ def _curve_point(figures: dict) -> dict:
         "mean_batch": figures["mean_batch"],
         "stable": figures["stable"],
         "aborted": figures["aborted"],
+        "sender_cpu_share": figures["sender_cpu_share"],
+        "send_lag_p99_ms": figures["send_lag_ms"]["p99"],
     }

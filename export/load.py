@@ -44,9 +44,10 @@ from rnnforge.export.eval_set import Inputs, count, rows
 #: perf_analyzer's stability rule: the last 3 windows' throughput and latency within 10 % (max/min).
 STABLE_WINDOWS = 3
 STABILITY = 0.10
-#: Requests a window should hold (its length grows at low rates), and its shortest length.
+#: Requests a window should hold (its length grows at low rates), its shortest and longest length.
 WINDOW_REQUESTS = 150
 MIN_WINDOW_S = 0.5
+MAX_WINDOW_S = 2.0
 #: Requests sent before the windows start (not measured): sessions and caches warm up.
 WARMUP_S = 0.25
 PERCENTILES = (50, 90, 95, 99)
@@ -285,8 +286,9 @@ class LoadResult:
 
 
 def window_length(rate: float, min_window_s: float = MIN_WINDOW_S, requests: int = WINDOW_REQUESTS) -> float:
-    """Seconds per measurement window: at least ``min_window_s``, long enough for ``requests``."""
-    return max(min_window_s, requests / max(rate, 1e-9))
+    """Seconds per measurement window: at least ``min_window_s``, long enough for ``requests``
+    but at most ``MAX_WINDOW_S`` (or ``min_window_s``, if longer)."""
+    return max(min_window_s, min(MAX_WINDOW_S, requests / max(rate, 1e-9)))
 
 
 def poisson_schedule(rate: float, seconds: float, seed: int = 0) -> np.ndarray:
