@@ -14,7 +14,8 @@
    **dominated** and skipped; so is everything once the time limit would be passed.
 3. **Rate search** per candidate: open-loop probes (``export.load.measure_open_loop``) from 60 %
    of its ceiling, up by 1.6x while sustained, down by half while not, then bisection (geometric)
-   until the bracket is within ``RESOLUTION`` (10 %). A probe is **sustained** when its p99 (from
+   until the bracket is within ``RESOLUTION`` (10 %), starting no probe after a sixth of the time
+   limit (so one configuration cannot take the search's time). A probe is **sustained** when its p99 (from
    the scheduled send times) is within the SLO and it answered at least 95 % of what arrived
    (a queue that grows fails one or the other); a probe whose p50 passes the SLO stops early, and
    a configuration not sustained at an eighth of its first rate is given up (a baseline goes
@@ -45,6 +46,8 @@ RESOLUTION = 0.10
 #: A probe answered at least this share of the requests that arrived in its windows.
 ANSWERED = 0.95
 MAX_PROBES = 7
+#: A configuration's rate search starts no new probe after this share of the time limit (1/6).
+PER_CONFIG = 6
 #: Confirming runs at most: the search's rate, then 80 % of it, then 64 %, until one holds.
 CONFIRM_TRIES = 3
 BATCH_LADDER = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -340,7 +343,7 @@ def search(
                 _reporter(progress, label, slo_ms, left),
                 max_windows,
                 seed=index * 100,
-                deadline=deadline - _confirm_cost(ceiling),
+                deadline=min(deadline - _confirm_cost(ceiling), time.perf_counter() + time_limit_s / PER_CONFIG),
                 window=window,
                 give_up=64.0 if index < len(bases) else 8.0,
             )
