@@ -426,7 +426,8 @@ def _report_line(markdown: Path) -> str:
     "--output", type=click.Path(dir_okay=False, path_type=Path), help="Also write the table as Markdown here."
 )
 def bench_compare(baseline: Path, candidate: Path, metric: str, threshold: float, output: Path | None) -> None:
-    """Ratios CANDIDATE / BASELINE for every shared row of two bench.json (or bench_all.json) files."""
+    """Ratios CANDIDATE / BASELINE for every shared row of two bench.json (or bench_all.json) files;
+    for two 'bench load' results (load.json or serving.json), the max rate within the SLO."""
     from rnnforge.core import fileio
     from rnnforge.core.errors import RegressionError
     from rnnforge.export.compare import compare
@@ -438,8 +439,11 @@ def bench_compare(baseline: Path, candidate: Path, metric: str, threshold: float
     if output:
         fileio.write_text(output, table)
     if regressions:
+        from rnnforge.export.load_report import is_load_file
+
+        gated = "the max rate within the SLO" if is_load_file(baseline) or is_load_file(candidate) else metric
         raise RegressionError(
-            f"{len(regressions)} row(s) regressed beyond {threshold:g}x on {metric}: "
+            f"{len(regressions)} row(s) regressed beyond {threshold:g}x on {gated}: "
             + "; ".join(regressions[:3])
             + ("; ..." if len(regressions) > 3 else "")
         )

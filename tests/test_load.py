@@ -361,6 +361,7 @@ def test_bench_compare_gates_the_max_rate_within_the_slo(tmp_path):
     b.write_text(json.dumps(serving(800)))
     result = run_cli("bench", "compare", a, b)
     assert result.returncode == 5 and "REGRESSED" in result.stdout and "0.800" in result.stdout
+    assert "on the max rate within the SLO" in error_line(result)
     assert run_cli("bench", "compare", a, b, "--threshold", "1.3").returncode == 0
     b.write_text(json.dumps({**serving(1000), "slo_p99_ms": 20}))
     assert "same --slo-p99-ms" in error_line(run_cli("bench", "compare", a, b))
