@@ -446,6 +446,7 @@ def to_json(result: SearchResult) -> dict:
         "baseline": baseline,
         "over_baseline": (chosen.rate / baseline["rate_per_s"]) if baseline["rate_per_s"] else None,
         "runner_ups": [point(m) for m in result.ranking() if m is not chosen][:5],
+        "configurations_measured": len(result.measured),
         "skipped": result.skipped,
         "profiles_ms": {k: {str(b): ms for b, ms in v.items()} for k, v in result.profiles.items()},
         "search_seconds": result.seconds,

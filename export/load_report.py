@@ -102,8 +102,10 @@ def _search_lines(s: dict) -> list[str]:
             "",
         ]
     lines += [
-        f"Search: {s['search_seconds']:.0f} s; {len(s['runner_ups']) + 1} configurations measured, "
-        f"{len(s['skipped'])} skipped (dominated: ceiling below a rate already sustained, or the time limit).",
+        f"Search: {s['search_seconds']:.0f} s; {s.get('configurations_measured', len(s['runner_ups']) + 1)} "
+        f"configurations measured (the best {len(s['runner_ups']) + 1} below); skipped: "
+        f"{sum(k['why'] == 'dominated' for k in s['skipped'])} dominated (their ceiling below a rate already "
+        f"sustained), {sum(k['why'] == 'time limit' for k in s['skipped'])} for the time limit.",
         "",
         "| configuration | max rate within SLO /s | p50 ms | p99 ms | mean batch | ceiling /s |",
         "|---|---:|---:|---:|---:|---:|",

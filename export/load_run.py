@@ -163,8 +163,9 @@ def run_load(run_dir: Path, settings: LoadSettings, progress=print) -> dict:
         "machine": machine_info(),
         "versions": versions(),
         "rule": {
-            "stability": f"the last {STABLE_WINDOWS} windows' throughput and p99 within max/min "
-            f"{1 + settings.stability:g} (perf_analyzer's rule), at most {settings.max_windows} windows",
+            "stability": f"Windows repeat until the last {STABLE_WINDOWS} agree: their throughput and their p99 "
+            f"each within max/min {1 + settings.stability:g} (perf_analyzer's rule), at most "
+            f"{4 if searching else settings.max_windows} windows per point",
             "latency": "from each request's scheduled send time (open loop) or its send (closed loop)",
         },
         "eval_inputs_bytes": example_bytes(x) * count(x),
