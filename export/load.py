@@ -330,10 +330,14 @@ def measure_open_loop(
     schedule = poisson_schedule(rate, horizon, seed)
     recorder = Recorder(len(schedule))
     _new_batcher_io(batcher, x, recorder)
+    start = clock() + 0.01
+    # every request is due at its scheduled time whether or not the sender got to send it: one the
+    # sender is late with counts as late (no coordinated omission in the generator either)
+    recorder.scheduled[:] = start + schedule
+    recorder.n = len(schedule)
     n_examples = count(x)
     stop = threading.Event()
     cpu = [0.0]
-    start = clock() + 0.01
 
     def send() -> None:
         cpu_start = time.thread_time()
@@ -346,9 +350,7 @@ def measure_open_loop(
                 continue
             j = int(np.searchsorted(schedule, now - start, side="right"))
             requests = [Request((k, k % n_examples), start + schedule[k], now) for k in range(i, j)]
-            recorder.scheduled[i:j] = start + schedule[i:j]
             recorder.sent[i:j] = now
-            recorder.n = j
             batcher.submit(requests)
             i = j
         cpu[0] = time.thread_time() - cpu_start
@@ -478,11 +480,12 @@ def _sleep_until(when: float) -> None:
 
 
 def latencies(recorder: Recorder, begin: float, end: float, now: float) -> np.ndarray:
-    """Latencies (ms) of the requests scheduled in ``[begin, end)``; one still unanswered at
-    ``now`` counts as ``now`` minus its scheduled time (a lower bound: it is at least that late)."""
+    """Latencies (ms) of the requests scheduled in ``[begin, end)`` (and by ``now``); one still
+    unanswered at ``now``, sent or not, counts as ``now`` minus its scheduled time (a lower bound:
+    it is at least that late)."""
     n = recorder.n
     scheduled = recorder.scheduled[:n]
-    mine = (scheduled >= begin) & (scheduled < end)
+    mine = (scheduled >= begin) & (scheduled < min(end, now))
     done = recorder.done[:n][mine]
     done = np.where(np.isnan(done), now, done)
     return (done - scheduled[mine]) * 1e3
@@ -538,7 +541,7 @@ def summarize(
     answered = mine & ~np.isnan(recorder.done[:n])
     queue = (recorder.run_start[:n] - recorder.sent[:n])[answered] * 1e3
     compute = (recorder.run_end[:n] - recorder.run_start[:n])[answered] * 1e3
-    lag = (recorder.sent[:n] - scheduled)[mine] * 1e3
+    lag = (recorder.sent[:n] - scheduled)[mine & ~np.isnan(recorder.sent[:n])] * 1e3
     sizes = recorder.batch[:n][answered]
     done = recorder.done[:n]
     throughput = int(np.count_nonzero((done >= begin) & (done < end))) / max(end - begin, 1e-9)

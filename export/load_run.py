@@ -244,11 +244,15 @@ def point_line(point: dict) -> str:
     what = f"{point['offered']:,.0f} req/s" if point["mode"] == "open" else f"{point['offered']:g} client(s)"
     lat, queue, compute = point["latency_ms"], point["queue_ms"], point["compute_ms"]
     return (
-        f"{point['mode']:>6} {what}: {point['throughput_per_s']:,.0f} answered/s, p50 {lat['p50']:.2f} ms "
-        f"p99 {lat['p99']:.2f} ms (queue p99 {queue['p99']:.2f}, compute p50 {compute['p50']:.2f}), "
-        f"mean batch {point['mean_batch']:.1f}, {'stable' if point['stable'] else 'not stable'} "
+        f"{point['mode']:>6} {what}: {point['throughput_per_s']:,.0f} answered/s, p50 {_ms(lat['p50'])} ms "
+        f"p99 {_ms(lat['p99'])} ms (queue p99 {_ms(queue['p99'])}, compute p50 {_ms(compute['p50'])}), "
+        f"mean batch {point['mean_batch'] or 0:.1f}, {'stable' if point['stable'] else 'not stable'} "
         f"after {point['windows_measured']} window(s)"
     )
+
+
+def _ms(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def summary_line(result: dict) -> str:
