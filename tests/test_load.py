@@ -354,6 +354,14 @@ def test_bench_load_closed_and_open_loop_from_the_cli(exported_run, tmp_path):
     assert "open 100 req/s" in result.stdout and "answered/s" in result.stdout
 
 
+def test_bench_load_sends_a_multi_input_model_its_named_inputs(forecast_run, tmp_path):
+    run = copy_run(forecast_run, tmp_path / "forecast")
+    result = run_cli("bench", "load", run, "--request-rate", "50", "--max-batch", "4", "--threads", "1", *FAST)
+    assert result.returncode == 0, result.stderr
+    (point,) = json.loads((run / "bench" / "load.json").read_text())["points"]
+    assert point["mode"] == "open" and point["requests"] > 0 and point["unanswered"] == 0
+
+
 @pytest.mark.parametrize(
     "args, says",
     [
