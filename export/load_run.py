@@ -314,17 +314,30 @@ def serving_record(result: dict, source_run: str) -> dict:
     }
 
 
+#: Configurations the search's plot draws: the chosen one, the baseline and the best runner-ups.
+PLOTTED = 4
+
+
 def curve_data(result: dict) -> tuple[dict, float | None, tuple | None]:
-    """The plot's curves (configuration label -> (answered/s, p50, p99) points), SLO and chosen point."""
-    curves: dict[str, list] = {}
+    """The plot's curves (configuration label -> (answered/s, p50, p99) points, by load offered),
+    SLO and chosen point; of a search, the chosen configuration, the baseline and runner-ups."""
+    search = result.get("search")
+    shown = None
+    if search:
+        shown = [search["settings"], search["baseline"]["settings"]]
+        shown += [r["settings"] for r in search["runner_ups"] if r["rate_per_s"]][: PLOTTED - 1]
+    offered: dict[str, list] = {}
     for point in result["points"]:
+        if shown is not None and point["settings"] not in shown:
+            continue
         label = Config(**point["settings"]).label()
         if point.get("mode") == "closed":
             label += " (closed loop)"
         p50 = point["p50_ms"] if "p50_ms" in point else point["latency_ms"]["p50"]
         p99 = point["p99_ms"] if "p99_ms" in point else point["latency_ms"]["p99"]
-        curves.setdefault(label, []).append((point["throughput_per_s"], p50, p99))
-    search = result.get("search")
+        load = point.get("rate_per_s", point.get("offered", 0))
+        offered.setdefault(label, []).append((load, (point["throughput_per_s"], p50, p99)))
+    curves = {label: [p for _, p in sorted(points, key=lambda item: item[0])] for label, points in offered.items()}
     if not search:
         return curves, None, None
     chosen = None

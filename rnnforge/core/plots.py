@@ -208,11 +208,12 @@ def latency_vs_rate(
     chosen: tuple[str, float, float] | None = None,
 ) -> Path:
     """Load test: p50 (dashed) and p99 (solid) latency against the rate answered, one colour per
-    configuration (``curves``: label -> ``(answered/s, p50 ms, p99 ms)`` points), the SLO as a
-    horizontal line and the ``chosen`` point ``(label, answered/s, p99 ms)`` marked."""
+    configuration (``curves``: label -> ``(answered/s, p50 ms, p99 ms)`` points in the order of the
+    load offered, so a curve bends back where the server answers less than it is sent), the SLO as
+    a horizontal line and the ``chosen`` point ``(label, answered/s, p99 ms)`` marked."""
     fig, ax = _figure(figsize=(8, 4.5))
     for index, (label, points) in enumerate(curves.items()):
-        points = sorted(p for p in points if None not in p)
+        points = [p for p in points if None not in p]
         if not points:
             continue
         colour = f"C{index % 10}"
