@@ -35,16 +35,21 @@ def row(path: Path) -> str:
         f"| {path.name.split('.')[0]} | {load['before'][0]:.1f} / {load['after'][0]:.1f} | {s['slo_p99_ms']:g} | "
         f"{Config(**s['settings']).label()} | {s.get('search_rate_per_s', s['rate_per_s']):,.0f} | "
         f"{Config(**base['settings']).label()}: {base['rate_per_s']:,.0f} | {ratio} | {'; '.join(tries)} | "
-        f"{s['search_seconds']:.0f} s, {result['seconds']:.0f} s in all |"
+        f"{s['search_seconds']:.0f} s |"
+        + (
+            f" {s['noise_floor_p99_ms']['before']:.1f} / {s['noise_floor_p99_ms']['after']:.1f} |"
+            if s.get("noise_floor_p99_ms")
+            else " - |"
+        )
     )
 
 
 def main(paths: list[str]) -> int:
     print(
         "| run (time) | load average before / after | SLO p99 ms | recommended | its rate /s (search) | "
-        "one at a time /s | ratio | confirming runs | search |"
+        "one at a time /s | ratio | confirming runs | search | empty server's p99 ms before / after |"
     )
-    print("|---|---|---:|---|---:|---|---:|---|---|")
+    print("|---|---|---:|---|---:|---|---:|---|---|---|")
     for path in sorted(paths):
         print(row(Path(path)))
     return 0

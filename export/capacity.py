@@ -279,6 +279,7 @@ class SearchResult:
     profiles: dict
     skipped: list[dict]
     seconds: float
+    noise_floor_ms: list[float]  # an empty server's p99 before and after the search
 
     def ranking(self) -> list[Measured]:
         return sorted(self.measured, key=lambda m: -m.rate)
@@ -299,6 +300,8 @@ def search(
     ``window``: ``min_window_s`` / ``window_requests`` for ``measure_open_loop`` (tests shorten them)."""
     started = time.perf_counter()
     deadline = started + time_limit_s
+    floor = [noise_floor(x)]
+    progress(f"noise floor: an empty server's p99 here is {floor[0]:.2f} ms (what the machine alone adds)")
 
     def left() -> float:
         return deadline - time.perf_counter()
@@ -386,6 +389,8 @@ def search(
             break
         refuted.append({"rate_per_s": rate, "p99_ms": p99})
         rate *= 0.8  # the search's rate did not hold: recommend a lower one only once it is confirmed
+    floor.append(noise_floor(x))
+    progress(f"noise floor after the search: {floor[1]:.2f} ms")
     return SearchResult(
         slo_ms,
         max(measured[: len(bases)], key=lambda m: m.rate),
@@ -396,7 +401,21 @@ def search(
         {f"{k[0]}/{k[1]}/{k[2]}": v for k, v in profiles.items()},
         skipped,
         time.perf_counter() - started,
+        floor,
     )
+
+
+def noise_floor(x: Inputs, rate: float = 200.0) -> float:
+    """p99 ms of an instance that answers at once, at ``rate`` requests/s for about 1.5 s: the
+    latency the machine alone adds (thread wake-ups, other processes); a p99 SLO below it cannot
+    be held here, whatever the model."""
+
+    def empty(batch):
+        return [np.zeros((count(batch), 1), dtype=np.float32)]
+
+    with Batcher([empty]) as batcher:
+        figures = measure_open_loop(batcher, x, rate, windows=3, min_window_s=0.5, warmup_s=0.1).figures
+    return figures["latency_ms"]["p99"]
 
 
 def _confirm_cost(rate: float) -> float:
@@ -450,6 +469,7 @@ def to_json(result: SearchResult) -> dict:
         "skipped": result.skipped,
         "profiles_ms": {k: {str(b): ms for b, ms in v.items()} for k, v in result.profiles.items()},
         "search_seconds": result.seconds,
+        "noise_floor_p99_ms": {"before": result.noise_floor_ms[0], "after": result.noise_floor_ms[1]},
         "probes": [
             {"settings": p.config.to_dict(), "rate_per_s": p.rate, "sustained": p.sustained, **_curve_point(p.figures)}
             for m in result.measured

@@ -101,6 +101,13 @@ def _search_lines(s: dict) -> list[str]:
             ),
             "",
         ]
+    floor = s.get("noise_floor_p99_ms")
+    if floor:
+        lines += [
+            f"Noise floor: a server that answers at once had p99 {floor['before']:.2f} ms before the search and "
+            f"{floor['after']:.2f} ms after it on this machine; an SLO near those figures measures the machine.",
+            "",
+        ]
     lines += [
         f"Search: {s['search_seconds']:.0f} s; {s.get('configurations_measured', len(s['runner_ups']) + 1)} "
         f"configurations measured (the best {len(s['runner_ups']) + 1} below); skipped: "
