@@ -239,6 +239,15 @@ def test_candidates_are_pruned_to_batches_that_fit_the_slo_and_threads_that_fit_
     best = max(found, key=found.get)
     assert best == Config("int8", "cpu", 1, 2, 8, 0.0) and found[best] == pytest.approx(2 * 8 / 1.8e-3)
     assert Config("fp32", "cpu", 1, 1, 4, 0.0) in found  # fp32 at 1 thread: batch 8 takes 6 ms > SLO / 2
+    assert Config("fp32", "cpu", 1, 1, 8, 0.0) not in found
+
+
+def test_candidates_keep_the_most_efficient_batch_where_bigger_batches_cost_more_per_request():
+    space = Space(variants=("fp32",), threads=(1,), instances=(1, 2), cores=2, max_batch=64)
+    profiles = {("fp32", "cpu", 1): {1: 0.5, 2: 1.0, 4: 2.3, 8: 6.5, 16: 25.0}}  # video-like
+    ranked = candidates(space, profiles, slo_ms=100.0)
+    assert ranked[0] == (Config("fp32", "cpu", 1, 2, 1, 0.0), pytest.approx(2 / 0.5e-3))  # measured first
+    assert dict(ranked)[Config("fp32", "cpu", 1, 2, 16, 0.0)] == pytest.approx(2 / 0.5e-3)  # its best batch: 1
 
 
 # --- the real thing: a small exported run ---------------------------------------------------------
