@@ -74,6 +74,10 @@ def compare(a_path: Path, b_path: Path, metric: str = "p50", threshold: float = 
         raise UserError(f"--threshold {threshold:g}: expected a finite number above 0 (1.10 allows 10 % worse)")
     if threshold < 1.0:
         raise UserError(f"--threshold {threshold:g}: expected at least 1.0 (1.10 allows 10 % worse)")
+    from rnnforge.export.load_report import compare_load, is_load_file
+
+    if is_load_file(a_path) or is_load_file(b_path):  # 'bench load' results: the max rate within the SLO
+        return compare_load(a_path, b_path, threshold)
     a, b = load_results(a_path), load_results(b_path)
     tasks = [t for t in a if t in b]
     if not tasks:

@@ -10,6 +10,7 @@ from pathlib import Path
 from rnnforge.core import fileio
 from rnnforge.core.run_dir import RunDir
 from rnnforge.core.scores import format_scores, format_value, headline
+from rnnforge.export.load_report import serving_section, serving_summary
 from rnnforge.export.results import machine_line, p50_index
 
 
@@ -24,6 +25,7 @@ def bench_markdown(result: dict, run: RunDir) -> str:
     lines += _parity_lines(result.get("parity"))
     lines += _accuracy(result["accuracy"], result.get("eval"))
     lines += _latency(result)
+    lines += serving_section(run)  # written by 'bench load', when it ran
     if run.architecture.is_file():
         lines += ["## Architecture", "", "```", run.architecture.read_text().rstrip(), "```", ""]
     return "\n".join(lines)
@@ -303,6 +305,7 @@ def summary_markdown(out: Path, results: dict[str, dict], title: str, intro: str
             f"[report]({_rel(Path(result['report']), out)}) |"
         )
     lines.append("")
+    lines += serving_summary(results)
     return "\n".join(lines)
 
 

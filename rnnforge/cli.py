@@ -326,6 +326,8 @@ def bench() -> None:
         rnnforge bench RUN_DIR [options]          one run (same as 'bench run')
         rnnforge bench --all RUNS_DIR [options]   every exported run under RUNS_DIR, one report
         rnnforge bench compare A.json B.json      ratios B/A; exit 5 when a figure regressed
+        rnnforge bench load RUN_DIR [options]     the model as a service: concurrency, request
+                                                  rates, dynamic batching, --slo-p99-ms search
     """
 
 
@@ -456,7 +458,8 @@ def _report_line(markdown: Path) -> str:
     "--output", type=click.Path(dir_okay=False, path_type=Path), help="Also write the table as Markdown here."
 )
 def bench_compare(baseline: Path, candidate: Path, metric: str, threshold: float, output: Path | None) -> None:
-    """Ratios CANDIDATE / BASELINE for every shared row of two bench.json (or bench_all.json) files."""
+    """Ratios CANDIDATE / BASELINE for every shared row of two bench.json (or bench_all.json) files;
+    for two 'bench load' results (load.json or serving.json), the max rate within the SLO."""
     from rnnforge.core import fileio
     from rnnforge.core.errors import RegressionError
     from rnnforge.export.compare import compare
@@ -468,11 +471,115 @@ def bench_compare(baseline: Path, candidate: Path, metric: str, threshold: float
     if output:
         fileio.write_text(output, table)
     if regressions:
+        from rnnforge.export.load_report import is_load_file
+
+        gated = "the max rate within the SLO" if is_load_file(baseline) or is_load_file(candidate) else metric
         raise RegressionError(
-            f"{len(regressions)} row(s) regressed beyond {threshold:g}x on {metric}: "
+            f"{len(regressions)} row(s) regressed beyond {threshold:g}x on {gated}: "
             + "; ".join(regressions[:3])
             + ("; ..." if len(regressions) > 3 else "")
         )
+
+
+def _numbers(ctx, param, value: str) -> tuple:
+    kind = int if param.name == "concurrency" else float
+    try:
+        return tuple(kind(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        example = "1,2,4" if kind is int else "100,250.5"
+        raise click.BadParameter(f"expected comma-separated numbers such as {example}, got {value!r}") from None
+
+
+@bench.command("load")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option(
+    "--concurrency",
+    default="",
+    callback=_numbers,
+    help="Closed loop: this many clients, e.g. 1,2,4.  [default: 1,2,4 unless --request-rate or --slo-p99-ms]",
+)
+@click.option(
+    "--request-rate",
+    "request_rates",
+    default="",
+    callback=_numbers,
+    help="Open loop: Poisson arrivals at these requests/s, e.g. 200,400; latency from each scheduled send time.",
+)
+@click.option(
+    "--slo-p99-ms",
+    type=float,
+    help="Search variants, threads, instances, max batch and queue delay for the highest rate with p99 within "
+    "this; write bench/serving.json.",
+)
+@click.option(
+    "--variant",
+    type=click.Choice(("fp32", "fp16", "int8")),
+    default="fp32",
+    show_default=True,
+    help="The model measured (without --slo-p99-ms).",
+)
+@click.option("--variants", default="", help="--slo-p99-ms: the variants searched.  [default: every one the run has]")
+@click.option(
+    "--provider",
+    type=click.Choice(PROVIDERS),
+    default="cpu",
+    show_default=True,
+    help="ONNX Runtime provider (--slo-p99-ms on cpu also tries cuda where it is usable).",
+)
+@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads per instance.  [default: all cores]")
+@click.option(
+    "--instances",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Sessions serving side by side, one thread each.",
+)
+@click.option(
+    "--max-batch",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Dynamic batching: run at most this many queued requests as one batch.",
+)
+@click.option(
+    "--max-queue-delay-ms",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Dynamic batching: hold the oldest request this long for the batch to fill.",
+)
+@click.option(
+    "--max-windows",
+    type=click.IntRange(min=3),
+    default=6,
+    show_default=True,
+    help="Measurement windows per point at most (stable: the last 3 agree within --stability).",
+)
+@click.option(
+    "--stability",
+    type=click.FloatRange(min=0.01),
+    default=0.10,
+    show_default=True,
+    help="Stable: the last 3 windows' throughput and p99 have max/min within 1 + this.",
+)
+@click.option(
+    "--time-limit",
+    "time_limit_s",
+    type=click.FloatRange(min=1),
+    default=240.0,
+    show_default=True,
+    help="--slo-p99-ms: seconds the whole search may take, the confirming run included.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the Poisson arrivals.")
+def bench_load(run_dir: Path, variants: str, **options) -> None:
+    """Load-test RUN_DIR's ONNX model as a service (one stored example per request): closed loop,
+    open loop and dynamic batching; with --slo-p99-ms, the serving configuration to ship."""
+    from rnnforge.export.load_run import LoadSettings, run_load
+
+    chosen = tuple(v.strip() for v in variants.split(",") if v.strip())
+    result = run_load(run_dir, LoadSettings(variants=chosen, **options))
+    click.echo(result["summary"])
+    click.echo(_report_line(Path(result["report"])))
 
 
 @cli.command()

@@ -50,6 +50,7 @@ LAYERS = {
     "rnnforge.export": ("export", 3),
     "rnnforge.cli": ("app", 4),
     "rnnforge.demo": ("app", 4),
+    "rnnforge.serving": ("app", 4),  # the public serving API (uses export)
     "rnnforge.__main__": ("app", 4),
 }
 GENERIC = {"models", "pipeline", "export", "cluster"}

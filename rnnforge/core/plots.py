@@ -199,3 +199,34 @@ def latency_vs_seq_len(rows: Sequence[dict], path: Path) -> Path:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     return _save(fig, path)
+
+
+def latency_vs_rate(
+    curves: dict[str, Sequence[tuple[float, float, float]]],
+    path: Path,
+    slo_ms: float | None = None,
+    chosen: tuple[str, float, float] | None = None,
+) -> Path:
+    """Load test: p50 (dashed) and p99 (solid) latency against the rate answered, one colour per
+    configuration (``curves``: label -> ``(answered/s, p50 ms, p99 ms)`` points in the order of the
+    load offered, so a curve bends back where the server answers less than it is sent), the SLO as
+    a horizontal line and the ``chosen`` point ``(label, answered/s, p99 ms)`` marked."""
+    fig, ax = _figure(figsize=(8, 4.5))
+    for index, (label, points) in enumerate(curves.items()):
+        points = [p for p in points if None not in p]
+        if not points:
+            continue
+        colour = f"C{index % 10}"
+        rate = [p[0] for p in points]
+        ax.plot(rate, [p[2] for p in points], marker="o", ms=3, color=colour, label=f"{label} (p99)")
+        ax.plot(rate, [p[1] for p in points], ls="--", marker=".", ms=3, color=colour, alpha=0.6)
+    if slo_ms:
+        ax.axhline(slo_ms, color="red", lw=1, ls=":", label=f"SLO p99 {slo_ms:g} ms")
+    if chosen:
+        ax.plot([chosen[1]], [chosen[2]], marker="*", ms=16, color="gold", mec="black", ls="", label="chosen")
+    ax.set_yscale("log")
+    ax.set_xlabel("answered requests / s")
+    ax.set_ylabel("latency ms (p99 solid, p50 dashed)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="best")
+    return _save(fig, path)
