@@ -55,6 +55,12 @@ def resolve_config(task: str, options: Mapping[str, Any]) -> TrainConfig:
             f"unknown dataset {values['dataset']!r} for task {task!r} (--dataset): "
             f"expected one of {', '.join(spec.datasets)}"
         )
+    if task == "forecast" and values.get("distil") and (values.get("ensemble") or 1) < 2:
+        if given.get("distil"):
+            raise UserError(
+                f"--distil trains one network from an ensemble's members: it needs --ensemble 2 or more, got {values.get('ensemble') or 1}"
+            )
+        values["distil"] = False  # the default distils the default ensemble; a single network has none
     values["storage_path"] = normalise_storage(values["storage_path"])
     return TrainConfig(task=task, **values)
 

@@ -260,6 +260,14 @@ class TrainConfig:
         tasks=_FORECAST,
         minimum=1,
     )
+    # forecast: one network distilled from the ensemble (issue #31)
+    distil: bool | None = option(
+        None,
+        "Train one more network beside the ensemble's members on their averaged forecast and the true targets "
+        "(online distillation); it is the served model (model.onnx), the ensemble is kept as model.ensemble.onnx.",
+        tasks=_FORECAST,
+        off_switch="--no-distil",
+    )
     # cluster scale (issue 19): elastic worker groups, shared storage, experiment tracking
     min_workers: int | None = option(
         None,
