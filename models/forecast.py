@@ -18,6 +18,10 @@ same windows.
 ``--ensemble N`` (N > 1) puts N such networks, each with its own weights and its own loss, side by
 side on the same inputs and batches; the served model averages their forecasts (same inputs and
 output, no ``Loop``/``Scan``). ``--ensemble 1`` is the single network, layer for layer.
+``--distil`` trains one more network beside the members on their averaged forecast and the true
+targets (online distillation); it is then the served model, and the run keeps the ensemble too
+(``companion_models``). ``fused_serving_model`` writes an ensemble as one network with
+block-diagonal recurrent weights (``export onnx --fuse-members``: 2 recurrent nodes for any N).
 
 Train it with ``rnnforge train forecast --dataset cta_ridership --data-dir DIR``.
 """
