@@ -42,11 +42,14 @@ def finish_run(
 
     spec = get_spec(config.task)
     data = spec.load_data(config) if data is None else data
-    state, model = _final_model(config, spec, data, checkpoint)
+    state, model, companions = _final_model(config, spec, data, checkpoint)
     check_finite_loss(state["history"])
     scores = _score(model, spec, data, run)
-    with fileio.atomic_path(run.model, suffix=".keras") as tmp:
-        model.save(tmp, save_format="keras_v3")
+    for name, companion in companions.items():  # e.g. a distilled forecaster's ensemble, scored beside it
+        scores[name] = _score(companion, spec, data, run, with_plots=False)
+    for path, served in ((run.model, model), *((run.companion(n), m) for n, m in companions.items())):
+        with fileio.atomic_path(path, suffix=".keras") as tmp:
+            served.save(tmp, save_format="keras_v3")
     lines: list[str] = []
     model.summary(print_fn=lines.append, expand_nested=True)
     fileio.write_text(run.architecture, "\n".join(lines) + "\n")
@@ -66,6 +69,7 @@ def finish_run(
         "devices": devices or [],
         "history": history,
         **scores,
+        "companions": list(companions),  # served models scored beside the run's own, e.g. ["ensemble"]
         "warnings": _chance_warnings(spec, data, scores),
     }
     fileio.write_json(run.metrics, metrics)
@@ -100,7 +104,8 @@ def _chance_warnings(spec, data, scores: dict) -> list[str]:
 
 
 def _final_model(config: TrainConfig, spec, data, checkpoint):
-    """The checkpoint's ``state.json`` and the served form of its model (float32)."""
+    """The checkpoint's ``state.json``, the served form of its model (float32) and the served
+    models kept beside it (``TaskSpec.companion_models``: name -> model)."""
     from tensorflow import keras
 
     with checkpoint.as_directory() as ckpt_dir:
@@ -108,7 +113,7 @@ def _final_model(config: TrainConfig, spec, data, checkpoint):
         trained = keras.models.load_model(Path(ckpt_dir) / CHECKPOINT_MODEL, compile=False)
     if config.mixed_precision:
         trained = _float32_twin(trained, spec, config, data.info)
-    return state, spec.to_serving(trained, config, data.info)
+    return state, spec.to_serving(trained, config, data.info), spec.companions(trained, config, data.info)
 
 
 def check_finite_loss(history: list[dict]) -> None:
@@ -124,9 +129,9 @@ def check_finite_loss(history: list[dict]) -> None:
         )
 
 
-def _score(model, spec, data, run: RunDir) -> dict:
-    """The task's scores on valid and test; the task's plots of the evaluation split. Refuses
-    scores that are not finite before any plot is written."""
+def _score(model, spec, data, run: RunDir, with_plots: bool = True) -> dict:
+    """The task's scores on valid and test; the task's plots of the evaluation split (unless not
+    ``with_plots``). Refuses scores that are not finite before any plot is written."""
     scores, plotted = {}, None
     for split in ("valid", "test"):
         x, y = data.splits[split]
@@ -144,7 +149,7 @@ def _score(model, spec, data, run: RunDir) -> dict:
             )
         if split == data.evaluation_split():
             plotted = (x, y, predictions, split)
-    if plotted:
+    if plotted and with_plots:
         x, y, predictions, split = plotted
         spec.report_plots(x, y, predictions, data, split, run.path)
     return scores

@@ -174,6 +174,11 @@ def variant_paths(run: RunDir, model_path: Path | None, variants) -> dict[str, P
     fp32 = Path(model_path) if model_path else run.onnx
     paths = {v: variant_path(fp32, v) for v in VARIANTS if v in variants}
     for variant, path in paths.items():
+        if variant == "ensemble" and not path.is_file():
+            raise UserError(
+                f"{path} does not exist: only a distilled forecaster (trained with --distil) keeps its ensemble "
+                f"beside model.onnx; export it with 'rnnforge export onnx {run.path}'"
+            )
         if variant != "fp32" and not path.is_file():
             raise UserError(f"{path} does not exist: run 'rnnforge export onnx {run.path} --{variant}' first")
     return paths

@@ -48,6 +48,7 @@ def export_onnx(
     eval_examples: int | None = None,
     int8: bool = False,
     mlflow_run_id: str | None = None,
+    fuse_members: bool = False,
 ) -> dict:
     """Convert, validate and write ``model.onnx``, ``eval.npz`` and ``parity.json``; returns the
     parity record (``parity["eval_set"]``: the eval file's path, example counts and size).
@@ -60,6 +61,13 @@ def export_onnx(
     ``eval_examples`` caps the stored evaluation examples (evenly spaced over the split); ``None``:
     ``eval_set.default_cap``. The ONNX files go to MLflow too: into ``mlflow_run_id``, or the MLflow
     run RUN_DIR/mlflow.json records (``core.tracking``).
+
+    A run that keeps served models beside model.keras (``model.NAME.keras``: a distilled
+    forecaster's ensemble) gets each exported too (``model.NAME.onnx`` beside ``output``), with its
+    own parity gate against its Keras model; its record is ``parity[NAME]``. ``fuse_members``: the
+    ensemble among them (or the run's model, when that is the ensemble) is converted from the task's
+    fused form (``TaskSpec.fused_model``: one recurrent node per layer for every member), and its
+    parity is checked against the averaged ensemble itself.
     """
     from rnnforge.models import TASKS, get_spec
 
@@ -72,12 +80,9 @@ def export_onnx(
     tracking = export_target(run.path, mlflow_run_id)
 
     model = run.load_model()
-    print(f"converting {run.model} with tf2onnx (opset {opset})", flush=True)
-    onnx_model = convert(model, spec, opset)
-    check_graph(onnx_model, spec, config["info"])
-    name_dynamic_axes(onnx_model, spec, config["info"])
-    rewrites = graph_opt.optimise(onnx_model)
-    attach_metadata(onnx_model, spec, config, run, opset)
+    companions = {name: load_companion(run, name) for name in companion_names(run)}
+    fused = fused_forms(spec, model, companions, config) if fuse_members else {}
+    onnx_model, rewrites = converted(fused.get("", model), spec, config, run, opset, run.model)
     data = spec.load_data(config)
     eval_set = evaluation_set(model, spec, config, run, eval_examples, data)
     x = rows(eval_set.x, slice(0, PARITY_BATCH))
@@ -90,10 +95,21 @@ def export_onnx(
             "graph_rewrites": rewrites,
             "onnx_path": str(output),
             "source_run": str(run.path.resolve()),
-            "nodes": len(onnx_model.graph.node),
-            "op_types": sorted({n.op_type for n in onnx_model.graph.node}),
+            **graph_record(onnx_model, "" in fused, config["info"]),
         }
     )
+    written = []
+    for name, companion in companions.items():  # checked before any file is written
+        path = variant_path(output, name)
+        other, other_rewrites = converted(fused.get(name, companion), spec, config, run, opset, run.companion(name))
+        record = parity_gate(companion, other, spec, x, atol, f"ONNX Runtime ({name})", "nothing written")
+        parity[name] = {
+            **record,
+            "onnx_path": str(path),
+            "graph_rewrites": other_rewrites,
+            **graph_record(other, name in fused, config["info"]),
+        }
+        written.append((path, other))
     if fp16:
         parity["fp16"] = export_fp16(model, onnx_model, spec, x, variant_path(output, "fp16"))
     if int8:
@@ -101,6 +117,8 @@ def export_onnx(
 
         parity["int8"] = export_int8(onnx_model, spec, eval_set, data, variant_path(output, "int8"))
     fileio.write_bytes(output, onnx_model.SerializeToString())
+    for path, other in written:
+        fileio.write_bytes(path, other.SerializeToString())
     size = write_eval_set(run.eval_set, eval_set)
     parity["eval_set"] = {"path": str(run.eval_set), "examples": count(eval_set.x), "bytes": size}
     parity["eval_set"]["examples_in_split"] = eval_set.meta["examples_in_split"]
@@ -112,6 +130,67 @@ def export_onnx(
             print(f"removed the stale {stale} (export again with --{variant} to refresh it)", flush=True)
     log_export(run.path, tracking)
     return parity
+
+
+def companion_names(run: RunDir) -> list[str]:
+    """The served models kept beside model.keras (``model.NAME.keras``, e.g. ``ensemble``)."""
+    return sorted(p.name.removeprefix("model.").removesuffix(".keras") for p in run.path.glob("model.*.keras"))
+
+
+def load_companion(run: RunDir, name: str):
+    """``model.NAME.keras`` with plain tf-keras."""
+    from tensorflow import keras
+
+    try:
+        return keras.models.load_model(run.companion(name), compile=False)
+    except Exception as exc:  # corrupt or foreign file
+        raise UserError(f"{run.companion(name)} cannot be loaded by tf-keras: {exc}".splitlines()[0]) from None
+
+
+def fused_forms(spec, model, companions: dict, config: dict) -> dict:
+    """``--fuse-members``: the fused form of each ensemble among the run's model (key ``""``) and
+    its companions (by name). Refused for a task without one or a run without an ensemble."""
+    from rnnforge.core.config import TrainConfig
+
+    if spec.fused_model is None:
+        raise UserError(f"--fuse-members does not apply to task {spec.name!r}: it has no ensemble")
+    train_config = TrainConfig.from_dict(config)
+    fused = {}
+    for name, served in {"": model, **companions}.items():
+        form = spec.fused_model(served, train_config, config["info"])
+        if form is not None:
+            fused[name] = form
+    if not fused:
+        raise UserError(
+            "--fuse-members fuses an ensemble's members, and this run trained one network (--ensemble "
+            f"{config['info'].get('ensemble') or 1}): nothing to fuse"
+        )
+    return fused
+
+
+def converted(model, spec, config: dict, run: RunDir, opset: int, source: Path) -> tuple:
+    """``model`` through tf2onnx, checked, its axes named, rewritten (``graph_opt``) and labelled:
+    the ModelProto and the rewrites' counts."""
+    print(f"converting {source} with tf2onnx (opset {opset})", flush=True)
+    onnx_model = convert(model, spec, opset)
+    check_graph(onnx_model, spec, config["info"])
+    name_dynamic_axes(onnx_model, spec, config["info"])
+    rewrites = graph_opt.optimise(onnx_model)
+    attach_metadata(onnx_model, spec, config, run, opset)
+    return onnx_model, rewrites
+
+
+def graph_record(onnx_model, fused: bool, info: dict) -> dict:
+    """Nodes and op types of ``onnx_model``; for a ``fused`` ensemble, its members and recurrent nodes
+    (also in the model's metadata, ``rnnforge.fused_members``)."""
+    ops = [n.op_type for n in onnx_model.graph.node]
+    record = {"nodes": len(ops), "op_types": sorted(set(ops))}
+    if fused:
+        members = int(info.get("ensemble") or 1)
+        record.update(fused_members=members, recurrent_nodes=sum(op in ("LSTM", "GRU") for op in ops))
+        entry = onnx_model.metadata_props.add()
+        entry.key, entry.value = "rnnforge.fused_members", str(members)
+    return record
 
 
 def check_targets(run: RunDir, output: Path) -> None:

@@ -63,6 +63,13 @@ def _training(run: RunDir) -> list[str]:
         + ".",
         "",
     ]
+    for name in metrics.get("companions", []):  # a distilled forecaster's ensemble (its teacher), side by side
+        lines += [
+            f"Beside it, the run's `{name}` (`model.{name}.onnx`, bench `--variants {name}`), {split} split: "
+            + format_scores(metrics[name][split])
+            + ".",
+            "",
+        ]
     for line in metrics.get("warnings", []):  # e.g. a classifier that ended at chance
         lines += [f"**{line}**", ""]
     if metrics.get("devices"):
@@ -97,11 +104,13 @@ def _parity_lines(parity: dict | None) -> list[str]:
     if not parity:
         return []
     lines = ["## Parity (export)", ""]
-    for label, record in (("fp32", parity), ("fp16", parity.get("fp16"))):
+    for label, record in (("fp32", parity), ("fp16", parity.get("fp16")), ("ensemble", parity.get("ensemble"))):
         if not record:
             continue
         agreement = f", top-1 agreement {record['top1_agreement']:.4f}" if "top1_agreement" in record else ""
         kept = f"; {len(record['nodes_kept_fp32'])} nodes kept in fp32" if "nodes_kept_fp32" in record else ""
+        if record.get("fused_members"):
+            kept += f"; {record['fused_members']} members fused into {record['recurrent_nodes']} recurrent nodes"
         lines.append(
             f"- {label}: opset {parity['opset']}, {record['nodes']} nodes{kept}; on {record['batch']} "
             f"{parity.get('split', 'test')} examples: max abs diff {record['max_abs_diff']:.2e} "

@@ -21,7 +21,8 @@ PROVIDERS = ("cpu", "cuda", "tensorrt")
 #: at most 1000 and at most 64 MiB of inputs (the video task's uint8 clips are 192 KiB each).
 DEFAULT_EVAL_EXAMPLES = 1000
 DEFAULT_EVAL_BYTES = 64 * 2**20
-VARIANTS = ("fp32", "fp16", "int8")
+#: ``ensemble``: the ensemble a distilled forecaster keeps beside its student (model.ensemble.onnx)
+VARIANTS = ("fp32", "fp16", "int8", "ensemble")
 #: ``--tf-baseline``: measure TensorFlow when it can run here, else use the last recorded timing
 #: (auto); insist on one of them (measure, recorded); or leave TensorFlow out (none).
 TF_BASELINES = ("auto", "measure", "recorded", "none")

@@ -18,6 +18,10 @@ same windows.
 ``--ensemble N`` (N > 1) puts N such networks, each with its own weights and its own loss, side by
 side on the same inputs and batches; the served model averages their forecasts (same inputs and
 output, no ``Loop``/``Scan``). ``--ensemble 1`` is the single network, layer for layer.
+``--distil`` trains one more network beside the members on their averaged forecast and the true
+targets (online distillation); it is then the served model, and the run keeps the ensemble too
+(``companion_models``). ``fused_serving_model`` writes an ensemble as one network with
+block-diagonal recurrent weights (``export onnx --fuse-members``: 2 recurrent nodes for any N).
 
 Train it with ``rnnforge train forecast --dataset cta_ridership --data-dir DIR``.
 """
@@ -89,6 +93,7 @@ def _split_series(series, config: TrainConfig, day_types=None) -> TaskData:
         "units": "riders per day" if config.dataset != "csv" else str(series.name),
         "covariates": config.covariates,
         "ensemble": config.ensemble,
+        "distil": bool(config.distil) and (config.ensemble or 1) > 1,
         "inputs": ["series", *(COVARIATE_INPUTS if day_types is not None else ())],
     }
     if day_types is not None:
@@ -176,12 +181,35 @@ def _coded(table, series, names, path, column: str) -> tuple:
     return codes.to_numpy(np.int64), tuple(names)
 
 
-def _network(config: TrainConfig, info: dict, every_step: bool):
+STUDENT = "student_"  # the distilled network's layer-name prefix (``--distil``)
+#: ``--distil``: the student's loss is the MAE against the true targets plus this weight times the
+#: MAE against the members' averaged forecast (a stop-gradient: the members do not learn from it).
+DISTIL_SOFT_WEIGHT = 1.0
+
+
+def members_of(info: dict) -> int:
+    """The ensemble's members (1: a single network)."""
+    return info.get("ensemble") or 1
+
+
+def distilled(info: dict) -> bool:
+    """Whether the run trains a student beside its ensemble's members (``--distil``)."""
+    return bool(info.get("distil")) and members_of(info) > 1
+
+
+def _network(config: TrainConfig, info: dict, every_step: bool, form: str = "served"):
     """The shared layers. ``every_step``: standardised ``[batch, window, horizon]`` (training);
     otherwise raw ``[batch, horizon]`` from the last step (serving). Same layer names, so
     weights move from one to the other by name. With ``info["ensemble"]`` N > 1 members (layer
     names ``m0_``, ``m1_``, ...) read the same inputs: training stacks their forecasts
-    ``[batch, window, N * horizon]`` (``common.ensemble_output``), serving averages them."""
+    ``[batch, window, N * horizon]`` (``common.ensemble_output``), serving averages them.
+
+    With ``--distil`` (``distilled(info)``) a student network (layers ``student_``) trains beside
+    the members (online distillation): training appends its forecasts (against the true targets)
+    and ``DISTIL_SOFT_WEIGHT`` x (its forecasts - the members' average, gradient stopped) against
+    zeros, so the student learns from both and the members as before. ``form`` (serving):
+    ``served`` is the student alone when distilled, else the ensemble; ``ensemble`` the members'
+    average (the teacher)."""
     from tensorflow import keras
 
     from rnnforge.models.common import ensemble_output
@@ -198,15 +226,34 @@ def _network(config: TrainConfig, info: dict, every_step: bool):
         future = keras.Input(shape=(horizon,), name="future_day_type", dtype="int64")
         inputs += [past, future]
         days = keras.layers.Concatenate(axis=1, name="days")([past, future])  # [batch, window + horizon]
-    members = info.get("ensemble") or 1
+    members = members_of(info)
     prefixes = [f"m{i}_" for i in range(members)] if members > 1 else [""]
-    x = ensemble_output(
-        [_member(config, info, standardised, days, every_step, prefix) for prefix in prefixes], average=not every_step
-    )
+    student_only = not every_step and form == "served" and distilled(info)
+    if student_only:
+        x = _member(config, info, standardised, days, every_step, STUDENT)
+    else:
+        outputs = [_member(config, info, standardised, days, every_step, prefix) for prefix in prefixes]
+        x = ensemble_output(outputs, average=not every_step)
+        if every_step and distilled(info):
+            x = _with_student(config, info, standardised, days, outputs, x)
     if every_step:
         return keras.Model(inputs, x, name="forecaster_seq2seq")
     outputs = keras.layers.Rescaling(scale=std, offset=mean, name="forecast")(x)
     return keras.Model(inputs, outputs, name="forecaster")
+
+
+def _with_student(config: TrainConfig, info: dict, standardised, days, members: list, stacked):
+    """The training output with the student's: ``[members..., student, w * (student - teacher)]``,
+    the teacher the members' average with its gradient stopped (``train_targets``: true targets
+    for the first N + 1 slots, zeros for the last)."""
+    import tensorflow as tf
+    from tensorflow import keras
+
+    student = _member(config, info, standardised, days, True, STUDENT)
+    teacher = tf.stop_gradient(keras.layers.Average(name="teacher_average")(members))
+    gap = keras.layers.Subtract(name="student_vs_teacher")([student, teacher])
+    gap = keras.layers.Rescaling(scale=DISTIL_SOFT_WEIGHT, name="distil_weight")(gap)
+    return keras.layers.Concatenate(name="members_and_student")([stacked, student, gap])
 
 
 def _member(config: TrainConfig, info: dict, x, days, every_step: bool, prefix: str):
@@ -246,13 +293,116 @@ def build_model(config: TrainConfig, info: dict):
     return _network(config, info, every_step=True)
 
 
-def serving_model(trained, config: TrainConfig, info: dict):
-    """The inference graph: raw inputs -> raw ``[batch, horizon]``, trained weights."""
-    served = _network(config, info, every_step=False)
+def serving_model(trained, config: TrainConfig, info: dict, form: str = "served"):
+    """The inference graph: raw inputs -> raw ``[batch, horizon]``, trained weights. ``form``:
+    ``served`` (the student when distilled, else the ensemble) or ``ensemble`` (the members' average)."""
+    served = _network(config, info, every_step=False, form=form)
     for layer in served.layers:
         if layer.weights and layer.name != "standardise":
             layer.set_weights(trained.get_layer(layer.name).get_weights())
     return served
+
+
+def companion_models(trained, config: TrainConfig, info: dict) -> dict:
+    """Models a run keeps beside the served one: a distilled run keeps its ensemble (the teacher),
+    saved as ``model.ensemble.keras`` and exported as ``model.ensemble.onnx``."""
+    return {"ensemble": serving_model(trained, config, info, form="ensemble")} if distilled(info) else {}
+
+
+def fused_serving_model(ensemble, config: TrainConfig, info: dict):
+    """The served ensemble ``ensemble`` (layers ``m0_``, ``m1_``, ...) as one network computing the
+    same average: one embedding of N x 4 features, each recurrent layer one LSTM/GRU of N x units
+    whose weights are block-diagonal (member i's units see only member i's inputs and state; the
+    series column is shared), one hidden head layer of N x units, and one output layer holding the
+    members' output weights over N (the average). An ONNX export then has 2 recurrent nodes for
+    any number of members: one kernel per layer on a GPU instead of one per member, for N times the
+    arithmetic of a member in each (most of it zeros). ``None`` when ``ensemble`` is one network
+    (a single one, or a distilled run's student)."""
+    from tensorflow import keras
+
+    from rnnforge.models.common import recurrent_layer
+
+    if members_of(info) < 2 or "m0_rnn0" not in {layer.name for layer in ensemble.layers}:
+        return None
+    members, units = members_of(info), config.units
+    window, horizon, mean, std = info["window"], info["horizon"], info["mean"], info["std"]
+    columns, width = info.get("columns", 1), DAY_TYPE_EMBEDDING * members
+    series = keras.Input(shape=(window, columns), name="series", dtype="float32")
+    inputs = [series]
+    x = keras.layers.Normalization(mean=[mean], variance=[std**2], name="standardise")(series)
+    if info.get("day_types"):
+        past = keras.Input(shape=(window,), name="past_day_type", dtype="int64")
+        future = keras.Input(shape=(horizon,), name="future_day_type", dtype="int64")
+        inputs += [past, future]
+        days = keras.layers.Concatenate(axis=1, name="days")([past, future])
+        kinds = keras.layers.Embedding(len(info["day_types"]), width, name="fused_day_type_embedding")(days)
+        shifted = [
+            keras.layers.Cropping1D((k, horizon - k), name=f"fused_day_type_plus{k}")(kinds) for k in range(horizon + 1)
+        ]
+        x = keras.layers.Concatenate(name="fused_step_features")([x, *shifted])
+        ahead = keras.layers.Flatten(name="fused_forecast_day_types")(
+            keras.layers.Cropping1D((window, 0), name="fused_future_days")(kinds)
+        )
+    x = recurrent_layer(config, members * units, return_sequences=True, name="fused_rnn0")(x)
+    x = recurrent_layer(config, members * units, return_sequences=False, name="fused_rnn1")(x)
+    if info.get("day_types"):
+        x = keras.layers.Concatenate(name="fused_head_features")([x, ahead])
+        x = keras.layers.Dense(members * units, activation="relu", name="fused_head_hidden")(x)
+    x = keras.layers.Dense(horizon, name="fused_next_days")(x)
+    fused = keras.Model(
+        inputs, keras.layers.Rescaling(scale=std, offset=mean, name="forecast")(x), name="forecaster_fused"
+    )
+    _fuse_weights(fused, ensemble, info, members, units, columns)
+    return fused
+
+
+def _fuse_weights(fused, ensemble, info: dict, members: int, units: int, columns: int) -> None:
+    """Member i's weights into the fused layers: its units at ``i * units`` of every gate, its
+    embedding features at ``i * 4`` of every day's, the shared series column(s) first."""
+    n, e, horizon = members, DAY_TYPE_EMBEDDING, info["horizon"]
+    days = bool(info.get("day_types"))
+
+    def member(i: int, name: str) -> list:
+        return ensemble.get_layer(f"m{i}_{name}").get_weights()
+
+    def unit_columns(i: int, size: int) -> np.ndarray:  # member i's columns of a [.., gates * units] weight
+        gates = size // units
+        return (np.arange(gates)[:, None] * n * units + i * units + np.arange(units)).ravel()
+
+    def day_rows(i: int, start_fused: int, days_count: int) -> np.ndarray:
+        """Where member i's ``days_count`` days of 4 features (day-major) go in the fused input,
+        from ``start_fused`` on (day-major, then member)."""
+        k, j = np.meshgrid(np.arange(days_count), np.arange(e), indexing="ij")
+        return (start_fused + k * n * e + i * e + j).ravel()
+
+    def scatter(layer_name: str, input_rows) -> None:
+        """Layer ``layer_name``'s weights (kernel, [recurrent kernel,] bias) of every member into
+        the fused layer: member i's kernel rows at ``input_rows(i)``, its recurrent rows and every
+        output column at its own units."""
+        layer = fused.get_layer(f"fused_{layer_name}")
+        new = [np.zeros_like(w) for w in layer.get_weights()]
+        for i in range(n):
+            *kernels, bias = member(i, layer_name)
+            rows = [input_rows(i), own(i)][: len(kernels)]
+            for target, source, where in zip(new, kernels, rows):
+                target[np.ix_(where, unit_columns(i, source.shape[-1]))] = source
+            new[-1][..., unit_columns(i, bias.shape[-1])] = bias  # a GRU has two rows of biases
+        layer.set_weights(new)
+
+    def own(i: int) -> np.ndarray:  # member i's units among all members'
+        return i * units + np.arange(units)
+
+    if days:
+        tables = [member(i, "day_type_embedding")[0] for i in range(n)]
+        fused.get_layer("fused_day_type_embedding").set_weights([np.concatenate(tables, axis=1)])
+        scatter("rnn0", lambda i: np.concatenate([np.arange(columns), day_rows(i, columns, horizon + 1)]))
+        scatter("rnn1", own)
+        scatter("head_hidden", lambda i: np.concatenate([own(i), day_rows(i, n * units, horizon)]))
+    else:
+        scatter("rnn0", lambda i: np.arange(columns))
+        scatter("rnn1", own)
+    kernels, biases = zip(*(member(i, "next_days") for i in range(n)))
+    fused.get_layer("fused_next_days").set_weights([np.concatenate(kernels) / n, np.mean(biases, axis=0)])
 
 
 def series_of(x) -> np.ndarray:
@@ -269,7 +419,9 @@ def train_targets(x, y: np.ndarray, info: dict) -> np.ndarray:
     full = np.concatenate([values[..., 0], y], axis=1)  # [n, window + horizon]
     steps = np.arange(values.shape[1])[:, None] + 1 + np.arange(horizon)
     targets = ((full[:, steps] - info["mean"]) / info["std"]).astype(np.float32)
-    return tile_targets(targets, info.get("ensemble") or 1)
+    if distilled(info):  # the members' and the student's true targets, then zeros for the gap to the teacher
+        return np.concatenate([tile_targets(targets, members_of(info) + 1), np.zeros_like(targets)], axis=-1)
+    return tile_targets(targets, members_of(info))
 
 
 def naive_forecast(x, horizon: int) -> np.ndarray:
@@ -363,6 +515,7 @@ SPEC = TaskSpec(
         # several times the training time and ORT latency (figures in docs/forecasting.md,
         # "Averaged ensemble"). --ensemble 1: one network.
         "ensemble": 5,
+        "distil": False,
     },
     build_model=build_model,
     loss="mae",  # MAE is the score; it also shrugs off holiday outliers better than MSE/Huber
@@ -401,4 +554,6 @@ SPEC = TaskSpec(
     demo_options={"epochs": 40},  # the synthetic series needs fewer epochs than the CTA goal run
     train_targets=train_targets,
     serving_model=serving_model,
+    companion_models=companion_models,
+    fused_model=fused_serving_model,
 )

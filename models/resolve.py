@@ -67,6 +67,12 @@ def resolve_config(task: str, options: Mapping[str, Any]) -> TrainConfig:
             f"--{elsewhere[0].replace('_', '-')} does not apply to dataset {values['dataset']!r} of task {task!r}: "
             f"only to --dataset {' or '.join(datasets)}"
         )
+    if task == "forecast" and values.get("distil") and (values.get("ensemble") or 1) < 2:
+        if given.get("distil"):
+            raise UserError(
+                f"--distil trains one network from an ensemble's members: it needs --ensemble 2 or more, got {values.get('ensemble') or 1}"
+            )
+        values["distil"] = False  # the default distils the default ensemble; a single network has none
     values["storage_path"] = normalise_storage(values["storage_path"])
     if values.get("mlflow_tracking_uri"):
         refuse_credentials(

@@ -122,6 +122,13 @@ class TaskSpec:
     demo_options: Mapping[str, Any] = field(default_factory=dict)  # what ``rnnforge demo`` changes
     train_targets: Callable[[np.ndarray, np.ndarray, dict], np.ndarray] | None = None
     serving_model: Callable[[Any, TrainConfig, dict], Any] | None = None  # (trained model, config, info)
+    # Served models a run keeps beside ``model.keras`` (the forecaster's distilled run keeps its
+    # ensemble): (trained model, config, info) -> {name: model}, saved as ``model.NAME.keras``,
+    # scored in metrics.json under NAME and exported as ``model.NAME.onnx``.
+    companion_models: Callable[[Any, TrainConfig, dict], dict] | None = None
+    # ``export onnx --fuse-members``: (served ensemble, config, info) -> the same function as one
+    # network whose recurrent layers hold every member (block-diagonal weights), or None.
+    fused_model: Callable[[Any, TrainConfig, dict], Any] | None = None
 
     @property
     def default_dataset(self) -> str:
@@ -142,3 +149,7 @@ class TaskSpec:
     def to_serving(self, model, config: TrainConfig, info: dict):
         """The model users run and export (the trained model itself unless the task says otherwise)."""
         return self.serving_model(model, config, info) if self.serving_model else model
+
+    def companions(self, model, config: TrainConfig, info: dict) -> dict:
+        """The served models a run keeps beside the one users run (``companion_models``): name -> model."""
+        return self.companion_models(model, config, info) if self.companion_models else {}

@@ -217,6 +217,10 @@ def _print_scores(metrics: dict) -> None:
     for split in ("valid", "test"):
         if split in metrics:
             click.echo(f"{split}: {format_scores(metrics[split])}")
+    for name in metrics.get("companions", []):  # e.g. the ensemble a distilled forecaster learnt from
+        for split in ("valid", "test"):
+            if split in metrics[name]:
+                click.echo(f"{name} {split}: {format_scores(metrics[name][split])}")
 
 
 @cli.group()
@@ -244,6 +248,12 @@ def export() -> None:
     f"[default: {DEFAULT_EVAL_EXAMPLES}, fewer if their inputs pass {DEFAULT_EVAL_BYTES // 2**20} MiB]",
 )
 @click.option(
+    "--fuse-members",
+    is_flag=True,
+    help="Forecast ensembles: export the members fused, one LSTM/GRU per layer with block-diagonal weights "
+    "(one recurrent kernel per layer on a GPU instead of one per member); parity against the averaged ensemble.",
+)
+@click.option(
     "--mlflow-run-id",
     help="Log the ONNX files into this MLflow run (tracking URI: RUN_DIR/mlflow.json's, else "
     "MLFLOW_TRACKING_URI).  [default: the run RUN_DIR/mlflow.json records, if any]",
@@ -257,6 +267,7 @@ def export_onnx(
     int8: bool,
     eval_examples: int | None,
     mlflow_run_id: str | None,
+    fuse_members: bool,
 ) -> None:
     """Convert RUN_DIR's model with tf2onnx, check parity on ONNX Runtime, and store the
     evaluation examples (eval.npz) that 'bench' needs, so it runs without the dataset or TensorFlow."""
@@ -275,6 +286,7 @@ def export_onnx(
             int8=int8,
             eval_examples=eval_examples,
             mlflow_run_id=mlflow_run_id,
+            fuse_members=fuse_members,
         )
     click.echo(
         f"parity: max abs diff {parity['max_abs_diff']:.2e} (atol {parity['atol']:g})"
@@ -284,6 +296,14 @@ def export_onnx(
     click.echo(f"onnx model: {parity['onnx_path']}")
     if "int8" in parity:
         click.echo(f"int8 model: {parity['int8']['onnx_path']} (accuracy gate passed)")
+    for name in ("ensemble",):
+        if name in parity:
+            fused = parity[name].get("fused_members")
+            click.echo(
+                f"{name} model: {parity[name]['onnx_path']} (parity: max abs diff {parity[name]['max_abs_diff']:.2e}"
+                + (f"; {fused} members fused" if fused else "")
+                + ")"
+            )
     click.echo(
         f"eval set: {stored['path']} ({stored['examples']} of {stored['examples_in_split']} examples, "
         f"{stored['bytes'] / 1e6:.1f} MB)"
@@ -346,7 +366,8 @@ def bench() -> None:
     default="fp32",
     show_default=True,
     help="Comma-separated: fp32 (model.onnx), fp16 (model.fp16.onnx from 'export onnx --fp16'), "
-    "int8 (model.int8.onnx from 'export onnx --int8').",
+    "int8 (model.int8.onnx from 'export onnx --int8'), ensemble (model.ensemble.onnx: the ensemble a "
+    "forecaster trained with --distil keeps beside its student).",
 )
 @click.option(
     "--batch-sizes", default="1,32,256", show_default=True, callback=_batch_sizes, help="Batch sizes to time."

@@ -598,6 +598,13 @@ CASES = [
     ("window_zero", _options("train", "forecast", "--window", "0"), ["--window must be at least 7", "got 0"], 2),
     ("ensemble_zero", _options("train", "forecast", "--ensemble", "0"), ["--ensemble must be at least 1, got 0"], 2),
     (
+        "distil_one_network",
+        _options("train", "forecast", "--ensemble", "1", "--distil"),
+        ["--distil trains one network from an ensemble's members: it needs --ensemble 2 or more, got 1"],
+        2,
+    ),
+    ("distil_sketch", _options("train", "sketch", "--distil"), ["--distil does not apply to task 'sketch'"], 2),
+    (
         "horizon_beyond_a_week",
         _options("train", "forecast", "--horizon", "8"),
         ["--horizon must be between 1 and 7 days, got 8"],
@@ -676,7 +683,19 @@ CASES = [
         ["--atol must be a non-negative tolerance"],
         2,
     ),
+    (
+        "export_fuse_members_sketch",
+        _run_copy(lambda run: OPTION_ONLY, "export", "onnx", lambda run: run, "--fuse-members"),
+        ["--fuse-members does not apply to task 'sketch': it has no ensemble"],
+        2,
+    ),
     # bench
+    (
+        "bench_ensemble_not_kept",
+        _run_copy(lambda run: run / "model.ensemble.onnx", "bench", lambda run: run, "--variants", "fp32,ensemble"),
+        ["model.ensemble.onnx does not exist: only a distilled forecaster (trained with --distil)"],
+        2,
+    ),
     (
         "bench_not_exported",
         _run_copy(_remove("model.onnx"), "bench", lambda run: run),

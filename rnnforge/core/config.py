@@ -411,6 +411,14 @@ class TrainConfig:
         why="(each member adds its own network and Adam state to every training step and to the served "
         "model: 5 members already cost ~3x one network's training time)",
     )
+    # forecast: one network distilled from the ensemble (issue #31)
+    distil: bool | None = option(
+        None,
+        "Train one more network beside the ensemble's members on their averaged forecast and the true targets "
+        "(online distillation); it is the served model (model.onnx), the ensemble is kept as model.ensemble.onnx.",
+        tasks=_FORECAST,
+        off_switch="--no-distil",
+    )
     # cluster scale: elastic worker groups, shared storage, experiment tracking
     min_workers: int | None = option(
         None,

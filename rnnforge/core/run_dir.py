@@ -2,6 +2,7 @@
 
 RUN_DIR/config.json          everything needed to rebuild, export and bench (task, options, data info)
 RUN_DIR/model.keras          the trained model, loadable by plain tf-keras
+RUN_DIR/model.NAME.keras     a served model kept beside it (the forecaster's distilled run: model.ensemble.keras)
 RUN_DIR/metrics.json         per-epoch history, restarts, throughput, test-split scores
 RUN_DIR/architecture.txt     the Keras model summary
 RUN_DIR/*.png                training curve, confusion matrix, ...
@@ -37,6 +38,10 @@ class RunDir:
     @property
     def model(self) -> Path:
         return self.path / "model.keras"
+
+    def companion(self, name: str) -> Path:
+        """A served model kept beside model.keras (``TaskSpec.companion_models``): ``model.NAME.keras``."""
+        return self.path / f"model.{name}.keras"
 
     @property
     def metrics(self) -> Path:
@@ -92,6 +97,9 @@ class RunDir:
             "tensorboard",
             "model.onnx",
             "model.fp16.onnx",
+            "model.ensemble.keras",
+            "model.ensemble.onnx",
+            "model.ensemble.parity.json",
             "parity.json",
             "eval.npz",
             "bench",
