@@ -197,9 +197,10 @@ def session_options(threads: int | None):
 
 
 #: The session option that makes ONNX Runtime refuse a session with a node on the CPU EP, and the
-#: words of that refusal (it names no node: ``unplaced_error`` finds them).
+#: words of its refusals (they name no node: ``unplaced_error`` finds them). The second comes when
+#: the requested provider failed to load and onnxruntime's Python retried with the CPU EP listed.
 STRICT_PLACEMENT = "session.disable_cpu_ep_fallback"
-REFUSED_PLACEMENT = "fallback to CPU EP has been explicitly disabled"
+REFUSED_PLACEMENT = ("fallback to CPU EP has been explicitly disabled", "explicitly added the CPU EP")
 CPU = "CPUExecutionProvider"
 #: numpy dtypes of ONNX Runtime's input type names, for the probe's zero inputs.
 ORT_DTYPES = {
@@ -253,7 +254,7 @@ def open_session(path: Path, setup: ProviderSetup, options, factory=None):
     except Exception as exc:  # ORT raises its own Fail/InvalidArgument for bad provider options
         if isinstance(exc, (UserError, MemoryError)):
             raise
-        if REFUSED_PLACEMENT in str(exc):
+        if any(words in str(exc) for words in REFUSED_PLACEMENT):
             raise unplaced_error(path, setup, options.intra_op_num_threads, factory, exc) from None
         raise ProviderError(
             f"--provider {setup.name}: ONNX Runtime could not create a session for {path}: {first_line(exc)}"

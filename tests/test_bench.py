@@ -174,7 +174,7 @@ def test_bench_scores_every_engine_on_the_test_split(bench_result, fp16_run):
 def test_bench_reports_and_plots(bench_result, fp16_run):
     out = fp16_run / "bench"
     report = (out / "report.md").read_text()
-    assert "| batch | len | engine | n | p50 ms" in report and "## Architecture" in report
+    assert "| batch | len | engine | n | warm-up | p50 ms" in report and "## Architecture" in report
     assert "Each engine ran in its own process" in report and "**TensorFlow**: measured now" in report
     assert "**Single-stream**: one closed-loop client" in report and "`rnnforge bench load RUN_DIR`" in report
     assert "## Provenance" in report and "ONNX Runtime's own placement" in report and "*n too small*" in report

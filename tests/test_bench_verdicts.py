@@ -21,6 +21,12 @@ REFUSAL = (
     "[ONNXRuntimeError] : 1 : FAIL : This session contains graph nodes that are assigned to the default CPU EP, "
     "but fallback to CPU EP has been explicitly disabled by the user."
 )
+#: What a strict session gives when the requested provider did not load and onnxruntime's Python
+#: retried with its fall-back list (the CPU EP named): seen with --provider tensorrt, no libnvinfer.
+CONFLICT = (
+    "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Conflicting session configuration: explicitly added the CPU EP to "
+    "the session, but also disabled fallback to the CPU EP via session configuration options."
+)
 
 
 @pytest.fixture
@@ -88,7 +94,7 @@ class LackingSession:
         return path
 
 
-def lacking_factory(lacking, loaded=True, calls=None):
+def lacking_factory(lacking, loaded=True, calls=None, refusal=REFUSAL):
     """An ``InferenceSession`` stand-in: refuses a strict session as ONNX Runtime does when a node
     would fall back to the CPU; otherwise a ``LackingSession`` over a real CPU session."""
     import onnxruntime as ort
@@ -100,7 +106,7 @@ def lacking_factory(lacking, loaded=True, calls=None):
             calls.append((names, strict))
         if strict:
             assert "CPUExecutionProvider" not in names  # ORT refuses that combination outright
-            raise RuntimeError(REFUSAL)
+            raise RuntimeError(refusal)
         real = ort.InferenceSession(path, sess_options=sess_options, providers=["CPUExecutionProvider"])
         return LackingSession(real, names[0], lacking, loaded)
 
@@ -148,18 +154,20 @@ def test_a_gpu_session_with_a_node_on_the_cpu_is_refused_naming_it(tiny_model, t
 
 
 @pytest.mark.usefixtures("gpu_build")
-def test_a_provider_that_did_not_load_is_a_fall_back_not_a_node(tiny_model, tmp_path):
+@pytest.mark.parametrize("refusal", [REFUSAL, CONFLICT])
+def test_a_provider_that_did_not_load_is_a_fall_back_not_a_node(tiny_model, tmp_path, refusal):
     from rnnforge.export.engines import OrtEngine, provider_setup
     from rnnforge.export.settings import BenchSettings
 
     setup = provider_setup(BenchSettings(provider="tensorrt"), tiny_model, (4,), tmp_path)
+    factory = lacking_factory("Sigmoid", loaded=False, refusal=refusal)
     with pytest.raises(ProviderError, match="fell back to CPUExecutionProvider .*refusing to label") as refused:
-        OrtEngine(tiny_model, setup, threads=1, factory=lacking_factory("Sigmoid", loaded=False))
+        OrtEngine(tiny_model, setup, threads=1, factory=factory)
     assert refused.value.exit_code == 4
 
 
-def test_gpu_placement_counts_and_cpu_rows_record_theirs(tiny_model, tmp_path, monkeypatch):
-    """Every node on the GPU provider: the session opens and records its count; the CPU row too."""
+def test_profile_nodes_are_counted_by_provider(tmp_path):
+    """ONNX Runtime's profile: one count per node (its kernel_time event), by the provider it ran on."""
     from rnnforge.export.engines import placement_summary, profile_nodes
 
     profile = tmp_path / "profile.json"
