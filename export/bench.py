@@ -6,16 +6,20 @@ the report, the training artifacts. Neither the dataset nor TensorFlow, Ray or t
 needed: a run dir copied to an inference machine with ONNX Runtime benches there.
 
 For each batch size (and, for models with a dynamic time axis, each ``--seq-lengths`` value)
-every engine runs warm-up calls, then timed calls (``--runs``, cut at ``--max-seconds``): each
+every engine warms up until its latency is stable (or ``--warmup`` calls), then runs timed calls
+(``--runs``, or until ``--target-ci`` is met; cut at ``--max-seconds``) as one closed-loop client
+(each call starts when the previous one returned; ``bench load`` measures concurrency): each
 ONNX Runtime variant (fp32 ``model.onnx``, fp16 ``model.fp16.onnx``, int8 ``model.int8.onnx``), then TensorFlow's
 ``tf.function`` with a fixed signature, one after the other, each in a fresh process with the
 same inputs and intra-op threads (``rnnforge.export.measure``). Where TensorFlow cannot run, the
 last timing recorded in ``bench/tf_timing.json`` stands in, named as such with its machine, or
 TensorFlow is left out with one line saying so (``--tf-baseline``: ``export.baseline``). Reported as
 ``onnxruntime_perf_test`` and ``perf_analyzer`` users expect: min/mean/p50/p90/p95/p99/p99.9/max
-latency, throughput, session creation and first-inference time, MLPerf-style SingleStream p90
-and Offline samples/s; and every engine's scores on the stored examples with their agreement
-and deltas against TensorFlow's stored outputs. A requested GPU provider that the session does
+latency, each percentile with its 95 % interval where the sample supports one, throughput,
+session creation and first-inference time, MLPerf-style SingleStream p90 and Offline samples/s;
+where ONNX Runtime placed each variant's nodes (a GPU session that would run one on the CPU is
+refused); the provenance (``export.provenance``); and every engine's scores on the stored
+examples with their agreement and deltas against TensorFlow's stored outputs. A requested GPU provider that the session does
 not really use is an error, never a CPU figure. Writes ``bench/bench.json`` (``results.SCHEMA_VERSION``,
 ``bench.schema.json``), ``bench/report.md``, ``bench/report.html`` and plots.
 
@@ -40,6 +44,7 @@ from rnnforge.export.baseline import tensorflow_baseline
 from rnnforge.export.engines import ModelInput, model_input, provider_setup
 from rnnforge.export.eval_set import EvalSet, load_eval_set
 from rnnforge.export.measure import TENSORFLOW, Job, run_in_subprocess
+from rnnforge.export.provenance import provenance, snapshot
 from rnnforge.export.results import (
     SCHEMA_VERSION,
     engine_name,
@@ -77,10 +82,11 @@ def run_bench(run_dir: Path, settings: BenchSettings | None = None, model_path: 
         f"{target.run.eval_set.name}; each engine in its own process, {settings.threads} intra-op thread(s)",
         flush=True,
     )
+    before = snapshot()
     with tempfile.TemporaryDirectory(prefix="rnnforge-bench-") as work:
         measured = {engine_name(v): measure_variant(target, v, settings, Path(work)) for v in target.paths}
         baseline = tensorflow_baseline(target.run, target.spec.name, target.source_run, settings, Path(work))
-    result = assemble(target, settings, measured, baseline)
+    result = assemble(target, settings, measured, baseline, provenance(before, snapshot()))
     validate_result(result)
     samples = {name: m["samples"]["latency_ms"] for name, m in measured.items()}
     if baseline.get("samples", {}).get("batch_size") == settings.batch_sizes[0]:
@@ -276,8 +282,11 @@ def measure_variant(target: BenchTarget, variant: str, settings: BenchSettings, 
 # --- the result ---------------------------------------------------------------------------------
 
 
-def assemble(target: BenchTarget, settings: BenchSettings, measured: dict[str, dict], baseline: dict) -> dict:
-    """bench.json (``SCHEMA_VERSION``) from each engine's measurements and the TensorFlow baseline."""
+def assemble(
+    target: BenchTarget, settings: BenchSettings, measured: dict[str, dict], baseline: dict, origin: dict
+) -> dict:
+    """bench.json (``SCHEMA_VERSION``) from each engine's measurements, the TensorFlow baseline and
+    the provenance (``export.provenance``: ``origin``)."""
     first = next(iter(measured.values()))
     rows = [*baseline["rows"], *(row for m in measured.values() for row in m["rows"])]
     parity_file = target.run.parity_of(next(iter(target.paths.values())))
@@ -299,6 +308,7 @@ def assemble(target: BenchTarget, settings: BenchSettings, measured: dict[str, d
         },
         "machine": machine_info(),
         "versions": {**versions(), "opset": (parity or {}).get("opset")},
+        "provenance": origin,
         "settings": {
             "batch_sizes": list(settings.batch_sizes),
             "seq_lengths": list(settings.seq_lengths),
@@ -306,6 +316,7 @@ def assemble(target: BenchTarget, settings: BenchSettings, measured: dict[str, d
             "warmup": settings.warmup,
             "runs": settings.runs,
             "max_seconds": settings.max_seconds,
+            "target_ci": settings.target_ci,
             "tf_baseline": settings.tf_baseline,
         },
         "eval": {

@@ -1,8 +1,8 @@
 """``rnnforge bench compare A.json B.json``: ratios between two benchmark results, as a CI gate.
 
 A and B are ``bench.json`` files (one run) or ``bench_all.json`` files (``bench --all``), of schema
-version 2 or 3. Rows are matched by task, engine, batch size and sequence length; each ratio is
-B / A, so for latency below 1 means B is faster and for throughput above 1 means B is faster. ``--metric``
+version 2, 3 or 4 (``results.READABLE_VERSIONS``). Rows are matched by task, engine, batch size and
+sequence length; each ratio is B / A, so for latency below 1 means B is faster and for throughput above 1 means B is faster. ``--metric``
 names the gated figure: a row regresses when B is worse than A by more than ``--threshold``
 (1.10 = 10 % slower latency or 10 % less throughput).
 """

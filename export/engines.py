@@ -16,6 +16,7 @@ functions that use them.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +108,8 @@ def provider_setup(
     (``cudnn_conv1d_pad_to_nc1d``), ``enable_cuda_graph`` on request. tensorrt: an engine cache in
     ``out_dir/trt_cache``, fp16 for the fp16 variant, shape profiles spanning the batch sizes (and
     sequence lengths). IOBinding (inputs and outputs on the device) is on for GPU providers.
+    GPU lists hold no ``CPUExecutionProvider``: their sessions refuse to run a node on the CPU
+    (``STRICT_PLACEMENT``, set by ``open_session``), which ONNX Runtime allows only without it.
     """
     import onnx
 
@@ -121,8 +124,8 @@ def provider_setup(
     if settings.cuda_graph:
         cuda["enable_cuda_graph"] = "1"
     providers: list = ["CPUExecutionProvider"]
-    if provider == "cuda":
-        providers = [("CUDAExecutionProvider", {**cuda, **user_options}), "CPUExecutionProvider"]
+    if provider == "cuda":  # no CPU EP: every node must be placed on the GPU (``open_session``)
+        providers = [("CUDAExecutionProvider", {**cuda, **user_options})]
     elif provider == "tensorrt":
         trt = {
             "trt_engine_cache_enable": "True",
@@ -134,7 +137,6 @@ def provider_setup(
         providers = [
             ("TensorrtExecutionProvider", {**trt, **user_options}),
             ("CUDAExecutionProvider", cuda),
-            "CPUExecutionProvider",
         ]
     elif user_options:
         providers = [("CPUExecutionProvider", user_options)]
@@ -194,14 +196,46 @@ def session_options(threads: int | None):
     return options
 
 
-def open_session(path: Path, setup: ProviderSetup, options):
-    """Create the ONNX Runtime session; refuse one that did not get the requested provider, or
-    that does not report back a ``--provider-option`` (ORT drops unknown CPU options silently).
+#: The session option that makes ONNX Runtime refuse a session with a node on the CPU EP, and the
+#: words of its refusals (they name no node: ``unplaced_error`` finds them). The second comes when
+#: the requested provider failed to load and onnxruntime's Python retried with the CPU EP listed.
+STRICT_PLACEMENT = "session.disable_cpu_ep_fallback"
+REFUSED_PLACEMENT = ("fallback to CPU EP has been explicitly disabled", "explicitly added the CPU EP")
+CPU = "CPUExecutionProvider"
+#: numpy dtypes of ONNX Runtime's input type names, for the probe's zero inputs.
+ORT_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
+}
+
+
+def provider_name(entry) -> str:
+    """``CUDAExecutionProvider`` of ``"CUDAExecutionProvider"`` or ``("CUDAExecutionProvider", {...})``."""
+    return entry[0] if isinstance(entry, tuple) else entry
+
+
+def default_factory():
+    import onnxruntime as ort
+
+    return ort.InferenceSession
+
+
+def open_session(path: Path, setup: ProviderSetup, options, factory=None):
+    """Create the ONNX Runtime session; refuse one that did not get the requested provider, that
+    would run a node on the CPU behind a GPU provider's back (``STRICT_PLACEMENT``: one line names
+    that node and its op), or that does not report back a ``--provider-option`` (ORT drops unknown
+    CPU options silently). ``factory`` stands in for ``onnxruntime.InferenceSession`` (tests).
 
     Returns ``(session, seconds it took)``."""
     import onnxruntime as ort
 
-    wanted = setup.providers[0][0] if isinstance(setup.providers[0], tuple) else setup.providers[0]
+    wanted = provider_name(setup.providers[0])
     available = ort.get_available_providers()
     if wanted not in available:
         raise ProviderError(
@@ -211,23 +245,24 @@ def open_session(path: Path, setup: ProviderSetup, options):
         # onnxruntime-gpu finds CUDA and cuDNN installed as nvidia-* pip packages only once they
         # are preloaded (ORT >= 1.21); system-wide libraries are found either way.
         ort.preload_dlls()
+    if setup.name != "cpu":
+        options.add_session_config_entry(STRICT_PLACEMENT, "1")
+    factory = factory or default_factory()
     started = time.perf_counter()
     try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=setup.providers)
+        session = factory(str(path), sess_options=options, providers=setup.providers)
     except Exception as exc:  # ORT raises its own Fail/InvalidArgument for bad provider options
         if isinstance(exc, (UserError, MemoryError)):
             raise
+        if any(words in str(exc) for words in REFUSED_PLACEMENT):
+            raise unplaced_error(path, setup, options.intra_op_num_threads, factory, exc) from None
         raise ProviderError(
             f"--provider {setup.name}: ONNX Runtime could not create a session for {path}: {first_line(exc)}"
         ) from None
     creation = time.perf_counter() - started
     used = session.get_providers()
     if used[0] != wanted:
-        raise ProviderError(
-            f"--provider {setup.name}: ONNX Runtime fell back to {used[0]} (no usable "
-            f"{wanted}: {MISSING.get(setup.name, 'no GPU or CUDA/cuDNN libraries')}); refusing to label those numbers "
-            f"as {setup.name}"
-        )
+        raise fell_back(setup, used[0])
     effective = session.get_provider_options().get(wanted, {})
     ignored = [key for key in setup.requested if key not in effective]
     if ignored:
@@ -239,6 +274,118 @@ def open_session(path: Path, setup: ProviderSetup, options):
     return session, creation
 
 
+def fell_back(setup: ProviderSetup, used: str) -> ProviderError:
+    wanted = provider_name(setup.providers[0])
+    return ProviderError(
+        f"--provider {setup.name}: ONNX Runtime fell back to {used} (no usable "
+        f"{wanted}: {MISSING.get(setup.name, 'no GPU or CUDA/cuDNN libraries')}); refusing to label those numbers "
+        f"as {setup.name}"
+    )
+
+
+def unplaced_error(path: Path, setup: ProviderSetup, threads: int, factory, refusal: Exception) -> ProviderError:
+    """ONNX Runtime refused the strict session (a node would run on the CPU EP): the one line that
+    names the first such node and its op, found by a session that may use the CPU (its profile of
+    one call on zeros); ORT's own words when that probe cannot run either, and the fall-back
+    error when the requested provider did not load at all."""
+    wanted = provider_name(setup.providers[0])
+    try:
+        nodes = probe_nodes(path, [*setup.providers, CPU], threads, None, factory, check=setup)
+    except Exception as exc:  # the permissive probe failed too: say what ORT said
+        if isinstance(exc, (UserError, MemoryError)):
+            raise
+        return ProviderError(
+            f"--provider {setup.name}: ONNX Runtime would run part of {path} on the CPU instead of {wanted} "
+            f"({first_line(refusal)}); the probe that names the node failed: {first_line(exc)}"
+        )
+    if not any(n["provider"] == CPU for n in nodes):
+        return ProviderError(
+            f"--provider {setup.name}: ONNX Runtime would run part of {path} on the CPU instead of {wanted}: "
+            f"{first_line(refusal)}"
+        )
+    return unplaced(path, setup, nodes)
+
+
+def unplaced(path: Path, setup: ProviderSetup, nodes: list[dict]) -> ProviderError:
+    """The one line for ``nodes`` (``probe_nodes``) of which some run on the CPU EP."""
+    wanted = provider_name(setup.providers[0])
+    on_cpu = [n for n in nodes if n["provider"] == CPU]
+    first_node = on_cpu[0]
+    more = f" and {len(on_cpu) - 1} other node(s)" if len(on_cpu) > 1 else ""
+    return ProviderError(
+        f"--provider {setup.name}: node {first_node['name']!r} (op {first_node['op']}){more} of {path} cannot be "
+        f"placed on {wanted}: ONNX Runtime would run it on the CPU, so the figures would not be {setup.name}'s "
+        f"({len(on_cpu)} of {len(nodes)} nodes on {CPU})"
+    )
+
+
+def probe_nodes(path: Path, providers: list, threads: int | None, x: Inputs | None, factory=None, check=None) -> list:
+    """Where ONNX Runtime runs each node of ``path``'s optimised graph with ``providers``: one call
+    (on ``x``, or on zeros of the inputs' shapes with dynamic axes set to 1 for the batch and 16
+    otherwise) in a session with profiling on; ``[{"name", "op", "provider"}]`` in the profile's
+    order. ``check``: the setup whose provider the probe must have got (else ``fell_back``)."""
+    import shutil
+    import tempfile
+
+    work = Path(tempfile.mkdtemp(prefix="rnnforge-placement-"))
+    try:
+        options = session_options(threads)
+        options.enable_profiling = True
+        options.profile_file_prefix = str(work / "placement")
+        session = (factory or default_factory())(str(path), sess_options=options, providers=providers)
+        if check is not None and session.get_providers()[0] != provider_name(check.providers[0]):
+            raise fell_back(check, session.get_providers()[0])
+        names = [i.name for i in session.get_inputs()]
+        session.run(None, feeds(x, names) if x is not None else zero_feeds(session))
+        return profile_nodes(Path(session.end_profiling()))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def zero_feeds(session) -> dict[str, np.ndarray]:
+    """Zeros for each input of ``session``: dynamic axes 1 for the batch, 16 elsewhere."""
+    out = {}
+    for inp in session.get_inputs():
+        shape = [d if isinstance(d, int) and d > 0 else (1 if i == 0 else 16) for i, d in enumerate(inp.shape)]
+        out[inp.name] = np.zeros(shape, ORT_DTYPES.get(inp.type, np.float32))
+    return out
+
+
+def profile_nodes(profile: Path) -> list[dict]:
+    """The nodes of an ONNX Runtime profile (``end_profiling``'s JSON): each ``Node`` event's
+    ``args.op_name`` and ``args.provider``, once per node (its ``_kernel_time`` event)."""
+    try:
+        events = json.loads(profile.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProviderError(
+            f"ONNX Runtime's profile {profile} could not be read to find where nodes ran: {exc}"
+        ) from None
+    if isinstance(events, dict):  # some versions wrap the events
+        events = events.get("traceEvents", [])
+    nodes, seen = [], set()
+    for event in events if isinstance(events, list) else []:
+        if not isinstance(event, dict) or event.get("cat") != "Node":
+            continue
+        name, args = str(event.get("name", "")), event.get("args") or {}
+        if not name.endswith("_kernel_time") or "provider" not in args or name in seen:
+            continue
+        seen.add(name)
+        nodes.append(
+            {"name": name.removesuffix("_kernel_time"), "op": args.get("op_name", "?"), "provider": args["provider"]}
+        )
+    if not nodes:
+        raise ProviderError(f"ONNX Runtime's profile {profile} lists no node: where the nodes ran is unknown")
+    return nodes
+
+
+def placement_summary(nodes: list[dict]) -> dict:
+    """``{"nodes": total, "by_provider": {provider: count}}`` of ``probe_nodes``' list."""
+    by_provider: dict[str, int] = {}
+    for node in nodes:
+        by_provider[node["provider"]] = by_provider.get(node["provider"], 0) + 1
+    return {"nodes": len(nodes), "by_provider": dict(sorted(by_provider.items(), key=lambda kv: -kv[1]))}
+
+
 class OrtEngine:
     """An ONNX Runtime session (or one per shape, with CUDA graphs) that runs as ``setup`` says.
 
@@ -246,10 +393,10 @@ class OrtEngine:
     one made elsewhere (e.g. with other ``SessionOptions``, as ``benchmarks/experiments/ort_levers.py`` does).
     """
 
-    def __init__(self, path: Path, setup: ProviderSetup, threads: int | None = None, options=None):
-        self.path, self.setup = Path(path), setup
+    def __init__(self, path: Path, setup: ProviderSetup, threads: int | None = None, options=None, factory=None):
+        self.path, self.setup, self.factory = Path(path), setup, factory
         self.options = options if options is not None else session_options(threads)
-        self.session, self.creation_s = open_session(self.path, setup, self.options)
+        self.session, self.creation_s = open_session(self.path, setup, self.options, factory)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.input_name = self.input_names[0]
         self._by_shape: dict[tuple, object] = {}
@@ -261,7 +408,7 @@ class OrtEngine:
         if setup.cuda_graph:
             raise UserError("OrtEngine.from_session cannot capture CUDA graphs: open it with OrtEngine(path, ...)")
         engine = cls.__new__(cls)
-        engine.path, engine.setup, engine.options = None, setup, None
+        engine.path, engine.setup, engine.options, engine.factory = None, setup, None, None
         engine.session, engine.creation_s = session, 0.0
         engine.input_names = [i.name for i in session.get_inputs()]
         engine.input_name = engine.input_names[0]
@@ -271,11 +418,34 @@ class OrtEngine:
     def providers(self) -> list[str]:
         return self.session.get_providers()
 
+    def applied(self) -> dict:
+        """What the session really runs with: its providers, their options as ONNX Runtime
+        reports them (``get_provider_options``) and the thread pools' sizes (0: ORT's default)."""
+        return {
+            "session_providers": self.session.get_providers(),
+            "provider_options": self.session.get_provider_options(),
+            "intra_op_threads": self.options.intra_op_num_threads if self.options is not None else None,
+            "inter_op_threads": self.options.inter_op_num_threads if self.options is not None else None,
+        }
+
+    def placement(self, x: Inputs) -> dict:
+        """ONNX Runtime's own assignment of this session's nodes: a second session, same providers
+        and options (no CUDA graph: it needs IOBinding), profiles one call on ``x``; a GPU row with a
+        node on the CPU EP is refused (``open_session`` already made that impossible)."""
+        providers = [
+            (p[0], {k: v for k, v in p[1].items() if k != "enable_cuda_graph"}) if isinstance(p, tuple) else p
+            for p in self.setup.providers
+        ]
+        nodes = probe_nodes(self.path, providers, self.options.intra_op_num_threads, x, self.factory, check=self.setup)
+        if self.setup.name != "cpu" and any(n["provider"] == CPU for n in nodes):
+            raise unplaced(self.path, self.setup, nodes)
+        return placement_summary(nodes)
+
     def _session_for(self, shape: tuple):
         if not self.setup.cuda_graph:
             return self.session
         if shape not in self._by_shape:  # a captured CUDA graph replays one shape only
-            self._by_shape[shape] = open_session(self.path, self.setup, self.options)[0]
+            self._by_shape[shape] = open_session(self.path, self.setup, self.options, self.factory)[0]
         return self._by_shape[shape]
 
     def bind(self, x: Inputs):

@@ -6,8 +6,13 @@ Runtime variant) alone, one after the other, on the same inputs (``eval.npz``'s 
 same batch sizes, lengths and intra-op thread count. ``run_in_subprocess`` starts
 ``main`` in a new interpreter with the parent's ``sys.path`` (as multiprocessing's spawn does)
 and re-raises what went wrong there as the same one-line error. The timing itself follows
-tf2onnx's harness plus warm-up and percentiles: ``warmup`` untimed calls, then up to ``runs``
-timed calls, cut after ``max_seconds`` once ``MIN_RUNS`` are in.
+tf2onnx's harness plus warm-up and percentiles: warm-up until the latency is stable
+(``core.stats.warmup_calls``: three windows of ten calls whose medians agree within 5 %) or
+``--warmup`` untimed calls, then up to ``runs`` timed calls (with ``--target-ci``: until the p50's
+95 % interval is that narrow), cut after ``max_seconds`` once ``MIN_RUNS`` are in. Each percentile
+comes with its distribution-free 95 % interval (``core.stats.quantile_interval``), or none where
+the row has too few calls to support one. One closed-loop client: each call starts when the
+previous one returned (``rnnforge bench load`` measures concurrent clients).
 """
 
 from __future__ import annotations
@@ -19,17 +24,21 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from rnnforge.core import errors, fileio
+from rnnforge.core import errors, fileio, stats
 from rnnforge.core.arrays import Inputs, concatenate, count, rows
 from rnnforge.core.console import verbose
 from rnnforge.core.errors import UserError
 from rnnforge.export.eval_set import load_eval_set
-from rnnforge.export.settings import BenchSettings
+from rnnforge.export.settings import LIMITS, BenchSettings
 
 MIN_RUNS = 10
+#: --warmup auto: windows of WARMUP_WINDOW calls, stable once WARMUP_WINDOWS in a row have medians
+#: within WARMUP_TOLERANCE of each other; at most --max-seconds (or LIMITS' calls) of warm-up.
+WARMUP_WINDOW, WARMUP_WINDOWS, WARMUP_TOLERANCE = 10, 3, 0.05
 SCORE_BATCH = 256
 PERCENTILES = (50, 90, 95, 99, 99.9)
 TENSORFLOW = "tensorflow"
@@ -147,9 +156,16 @@ def run_job(job: Job) -> dict:
 
         engine = OrtEngine(Path(job.model), ProviderSetup.from_dict(job.setup), settings.threads)
         first = timed(lambda: engine.predict(x[:1]))  # one array, or NamedArrays
+        applied = engine.applied()
         extra = {
-            "session": {"session_creation_ms": engine.creation_s * 1e3, "first_inference_ms": first * 1e3},
-            "session_providers": engine.providers(),
+            "session": {
+                "session_creation_ms": engine.creation_s * 1e3,
+                "first_inference_ms": first * 1e3,
+                **applied,
+                # after the first inference, so a TensorRT engine it builds is cached, not timed twice
+                "placement": engine.placement(tile_batch(x, min(settings.batch_sizes))),
+            },
+            "session_providers": applied["session_providers"],
         }
     rows, samples = time_rows(job.engine, engine, x, settings)
     if job.predictions:
@@ -179,43 +195,101 @@ def time_rows(name: str, engine, x: Inputs, settings: BenchSettings) -> tuple[li
     for seq_len in [None, *settings.seq_lengths]:
         for batch_size in settings.batch_sizes:
             batch = tile_batch(x if seq_len is None else x[:, -seq_len:], batch_size)
-            latencies = time_calls(engine.bind(batch), settings.warmup, settings.runs, settings.max_seconds)
-            row = {"engine": name, "batch_size": batch_size, "seq_len": seq_len, **latency_stats(latencies, batch_size)}
+            timing = time_calls(
+                engine.bind(batch), settings.warmup, settings.runs, settings.max_seconds, settings.target_ci
+            )
+            row = {
+                "engine": name,
+                "batch_size": batch_size,
+                "seq_len": seq_len,
+                **latency_stats(timing.latencies, batch_size),
+                "warmup": {"calls": timing.warmup_calls, "until": timing.warmup_until},
+                "stopped": timing.stopped,
+            }
             rows.append(row)
             if batch_size == settings.batch_sizes[0] and seq_len is None:
-                samples = {"batch_size": batch_size, "latency_ms": latencies}
+                samples = {"batch_size": batch_size, "latency_ms": timing.latencies}
             print(row_line(row), flush=True)
     return rows, samples
 
 
 def row_line(row: dict) -> str:
-    """``     onnxruntime batch    8 len   40: p50 0.412 ms  p99 0.530 ms  19417 samples/s (n=100)``"""
+    """``onnxruntime batch    8 len   40: p50 0.412 ms (0.405-0.420)  p99 0.530 ms  19417 samples/s
+    (n=1000, warm-up 30)``; a percentile whose interval the row cannot support says so."""
+    lat, ci = row["latency_ms"], row.get("ci95_ms", {})
+    p50 = ci.get("p50")
+    p99 = f"p99 {lat['p99']:.3f} ms" if ci.get("p99") else "p99 n too small"
+    warm = f", warm-up {row['warmup']['calls']}" if "warmup" in row else ""
     return (
         f"{row['engine']:>16} batch {row['batch_size']:>4}"
         + (f" len {row['seq_len']:>4}" if row["seq_len"] else "")
-        + f": p50 {row['latency_ms']['p50']:.3f} ms  p99 {row['latency_ms']['p99']:.3f} ms  "
-        f"{row['throughput_per_s']:.0f} samples/s (n={row['runs']})"
+        + f": p50 {lat['p50']:.3f} ms"
+        + (f" ({p50['low']:.3f}-{p50['high']:.3f})" if p50 else "")
+        + f"  {p99}  {row['throughput_per_s']:.0f} samples/s (n={row['runs']}{warm})"
     )
 
 
-def time_calls(call, warmup: int, runs: int, max_seconds: float) -> list[float]:
-    """Latencies in ms of ``call()`` after ``warmup`` untimed calls; stops after ``max_seconds``
-    once ``MIN_RUNS`` calls are timed."""
-    for _ in range(warmup):
-        call()
+class Timing(NamedTuple):
+    """One row's timing: latencies in ms; warm-up calls and why warm-up ended (``fixed``: the
+    ``--warmup`` count, ``stable``: ``core.stats.warmup_calls``, ``time limit``: never stable within
+    ``--max-seconds``); and why timing ended (``runs``, ``target ci``, ``time limit``)."""
+
+    latencies: list[float]
+    warmup_calls: int
+    warmup_until: str
+    stopped: str
+
+
+def time_calls(
+    call, warmup: int | None, runs: int, max_seconds: float, target_ci: float | None = None, clock=time.perf_counter
+) -> Timing:
+    """Warm ``call()`` up (``warm_up``), then time it: up to ``runs`` calls, or with ``target_ci``
+    until the p50's 95 % interval lies within that fraction of the p50 (``runs`` is no cap then);
+    either way ``max_seconds`` ends it once ``MIN_RUNS`` calls are timed. ``clock``: seconds, for
+    tests."""
+    warmup_calls, warmup_until = warm_up(call, warmup, max_seconds, clock)
     latencies: list[float] = []
-    deadline = time.perf_counter() + max_seconds
-    while len(latencies) < runs:
-        latencies.append(timed(call) * 1e3)
-        if len(latencies) >= MIN_RUNS and time.perf_counter() > deadline:
-            break
-    return latencies
+    deadline, check_at = clock() + max_seconds, MIN_RUNS
+    cap = LIMITS["runs"][0] if target_ci is not None else runs
+    while True:
+        latencies.append(timed(call, clock) * 1e3)
+        n = len(latencies)
+        if target_ci is not None and n >= check_at:  # every tenth more calls: the interval is O(n)
+            if stats.median_within(latencies, target_ci):
+                return Timing(latencies, warmup_calls, warmup_until, "target ci")
+            check_at = n + max(MIN_RUNS, n // 10)
+        if n >= cap:
+            return Timing(latencies, warmup_calls, warmup_until, "runs")
+        if n >= MIN_RUNS and clock() > deadline:
+            return Timing(latencies, warmup_calls, warmup_until, "time limit")
+
+
+def warm_up(call, warmup: int | None, max_seconds: float, clock=time.perf_counter) -> tuple[int, str]:
+    """``warmup`` untimed calls (``fixed``); or, with ``None``, windows of ``WARMUP_WINDOW`` calls
+    until ``core.stats.warmup_calls`` finds the latency stable (``stable``) or ``max_seconds``
+    pass (``time limit``). Returns the calls made and which of those ended it."""
+    if warmup is not None:
+        for _ in range(warmup):
+            call()
+        return warmup, "fixed"
+    seen: list[float] = []
+    deadline = clock() + max_seconds
+    while True:
+        seen += [timed(call, clock) for _ in range(WARMUP_WINDOW)]
+        if stats.warmup_calls(seen, WARMUP_WINDOW, WARMUP_TOLERANCE, WARMUP_WINDOWS) is not None:
+            return len(seen), "stable"
+        if clock() > deadline or len(seen) >= LIMITS["warmup"][0]:
+            return len(seen), "time limit"
 
 
 def latency_stats(latencies_ms: list[float], batch_size: int) -> dict:
-    """min/mean/percentiles (p99.9 as ``p99_9``) in ms and samples per second for one series."""
+    """min/mean/percentiles (p99.9 as ``p99_9``) in ms and samples per second for one series, and
+    each percentile's 95 % interval (``ci95_ms``: low, high and exact coverage; None where the
+    series is too short to support one: p99 needs 299 calls, p99.9 2,995)."""
     values = np.asarray(latencies_ms)
-    percentiles = {f"p{p:g}".replace(".", "_"): float(np.percentile(values, p)) for p in PERCENTILES}
+    keys = {p: f"p{p:g}".replace(".", "_") for p in PERCENTILES}
+    percentiles = {keys[p]: float(np.percentile(values, p)) for p in PERCENTILES}
+    intervals = {keys[p]: stats.quantile_interval(values, p / 100) for p in PERCENTILES}
     return {
         "runs": int(len(values)),
         "latency_ms": {
@@ -223,6 +297,10 @@ def latency_stats(latencies_ms: list[float], batch_size: int) -> dict:
             "mean": float(values.mean()),
             **percentiles,
             "max": float(values.max()),
+        },
+        "ci95_ms": {
+            key: None if i is None else {"low": i.low, "high": i.high, "coverage": round(i.coverage, 4)}
+            for key, i in intervals.items()
         },
         "throughput_per_s": float(batch_size / (values.mean() / 1e3)),
     }
@@ -239,8 +317,8 @@ def tile_batch(x: Inputs, batch_size: int) -> Inputs:
     return rows(concatenate([x] * reps) if reps > 1 else x, slice(0, batch_size))
 
 
-def timed(fn) -> float:
+def timed(fn, clock=time.perf_counter) -> float:
     """Seconds ``fn()`` took."""
-    started = time.perf_counter()
+    started = clock()
     fn()
-    return time.perf_counter() - started
+    return clock() - started

@@ -21,6 +21,7 @@ def _rel(target: Path, start: Path) -> str:
 def bench_markdown(result: dict, run: RunDir) -> str:
     """The report a user reads before shipping: model, training, parity, accuracy, latency."""
     lines = _header(result)
+    lines += provenance_block(result)
     lines += _training(run)
     lines += _parity_lines(result.get("parity"))
     lines += _accuracy(result["accuracy"], result.get("eval"))
@@ -175,14 +176,17 @@ def _latency(result: dict) -> list[str]:
         "",
         "## Latency",
         "",
-        f"{sessions}. {settings['warmup']} warm-up runs, then up to {settings['runs']} timed runs (at most "
-        f"{settings['max_seconds']} s) per row. Each engine ran in its own process, one after the other, on the "
-        f"same inputs with {provider['intra_op_threads']} intra-op thread(s)."
+        SINGLE_STREAM,
+        "",
+        f"{sessions}. {_timing_rule(settings, result['latency'])} Each engine ran in its own process, one after "
+        f"the other, on the same inputs with {provider['intra_op_threads']} intra-op thread(s)."
         + (
             " ONNX Runtime inputs and outputs are bound on the device (IOBinding): host-device copies are not timed."
             if provider["io_binding"]
             else ""
         ),
+        "",
+        INTERVALS,
         "",
         _tensorflow_line(tensorflow),
         "",
@@ -190,11 +194,14 @@ def _latency(result: dict) -> list[str]:
     full = [r for r in result["latency"] if r["seq_len"] is None]
     lines += _latency_table(full)
     lines += ["", "| engine | SingleStream p90 ms (batch 1) | Offline samples/s (batch) |", "|---|---:|---:|"]
+    batch_one = {r["engine"]: r for r in full if r["batch_size"] == 1}
     for engine, figures in result["scenarios"].items():
         single = figures["single_stream_p90_ms"]
+        cell = "" if single is None else f"{single:.3f}"
+        if engine in batch_one and single is not None:
+            cell = percentile_cell(batch_one[engine], "p90")
         lines.append(
-            f"| {engine} | {'' if single is None else f'{single:.3f}'} | "
-            f"{figures['offline_samples_per_s']:,.0f} ({figures['offline_batch_size']}) |"
+            f"| {engine} | {cell} | {figures['offline_samples_per_s']:,.0f} ({figures['offline_batch_size']}) |"
         )
     lines += [
         "",
@@ -208,6 +215,46 @@ def _latency(result: dict) -> list[str]:
         lines += ["### By sequence length", "", *_latency_table(swept)]
         lines += ["", "![Latency vs sequence length](latency_vs_seq_len.png)", ""]
     return lines
+
+
+#: What every bench report says it measured, and where capacity is measured instead.
+SINGLE_STREAM = (
+    "**Single-stream**: one closed-loop client, each call started when the previous one returned, so "
+    "these are latencies of an idle server, not its capacity; `rnnforge bench load RUN_DIR` measures "
+    "concurrent clients, request rates and the throughput within a p99 SLO."
+)
+INTERVALS = (
+    "Each percentile is followed by its 95 % confidence interval (order statistics, no assumption on the "
+    "latency distribution): the true percentile of this machine under this load lies between the two "
+    "figures in 95 of 100 such measurements. Where a row has too few calls to bracket a percentile "
+    "(p90 needs 29, p99 299, p99.9 2,995) it says *n too small* instead of a number."
+)
+
+
+def _timing_rule(settings: dict, rows: list[dict]) -> str:
+    """How warm-up and timing ended, with the warm-up calls each row took."""
+    warm = [r["warmup"]["calls"] for r in rows if r.get("warmup")]
+    unstable = sum(1 for r in rows if (r.get("warmup") or {}).get("until") == "time limit")
+    if settings.get("warmup") is None:
+        took = f"{min(warm)}-{max(warm)}" if warm and min(warm) != max(warm) else (str(warm[0]) if warm else "?")
+        warmup = (
+            "Warm-up ran until the latency was stable (the medians of three windows of 10 calls within 5 %): "
+            f"{took} calls per row"
+            + (f"; {unstable} row(s) never settled within --max-seconds and were timed anyway" if unstable else "")
+            + "."
+        )
+    else:
+        warmup = f"{settings['warmup']} warm-up calls per row."
+    if settings.get("target_ci"):
+        timing = (
+            f"Then timed until the p50's interval was within {settings['target_ci']:.1%} of it, at most "
+            f"{settings['max_seconds']} s per row"
+        )
+        missed = sum(1 for r in rows if r.get("stopped") == "time limit")
+        timing += f" ({missed} row(s) reached the time limit first)." if missed else "."
+    else:
+        timing = f"Then up to {settings['runs']} timed calls (at most {settings['max_seconds']} s) per row."
+    return f"{warmup} {timing}"
 
 
 def _tensorflow_line(tensorflow: dict) -> str:
@@ -227,20 +274,99 @@ def _tensorflow_line(tensorflow: dict) -> str:
 
 def _latency_table(rows: list[dict]) -> list[str]:
     lines = [
-        "| batch | len | engine | n | p50 ms | p90 ms | p95 ms | p99 ms | p99.9 ms | mean ms | samples/s | /TF p50 |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| batch | len | engine | n | warm-up | p50 ms | p90 ms | p95 ms | p99 ms | p99.9 ms | mean ms | samples/s "
+        "| /TF p50 |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     p50 = p50_index(rows)
     for row in sorted(rows, key=lambda r: (r["batch_size"], r["seq_len"] or 0, r["engine"])):
         lat = row["latency_ms"]
         tf_p50 = p50.get(("tensorflow", row["batch_size"], row["seq_len"]))
         ratio = lat["p50"] / tf_p50 if tf_p50 and row["engine"] != "tensorflow" else None
+        warm = row.get("warmup", {}).get("calls", "")
+        cells = " | ".join(percentile_cell(row, key) for key in ("p50", "p90", "p95", "p99", "p99_9"))
         lines.append(
-            f"| {row['batch_size']} | {row['seq_len'] or ''} | {row['engine']} | {row['runs']} | {lat['p50']:.3f} | "
-            f"{lat['p90']:.3f} | {lat['p95']:.3f} | {lat['p99']:.3f} | {lat['p99_9']:.3f} | {lat['mean']:.3f} | "
-            f"{row['throughput_per_s']:,.0f} | " + (f"{ratio:.3f}" if ratio is not None else "") + " |"
+            f"| {row['batch_size']} | {row['seq_len'] or ''} | {row['engine']} | {row['runs']} | {warm} | {cells} | "
+            f"{lat['mean']:.3f} | {row['throughput_per_s']:,.0f} | "
+            + (f"{ratio:.3f}" if ratio is not None else "")
+            + " |"
         )
     return lines
+
+
+def percentile_cell(row: dict, key: str) -> str:
+    """``0.412 (0.405-0.420)``; *n too small* where the row's calls cannot bracket the percentile;
+    the bare figure for a row without intervals (TensorFlow recorded before schema 4)."""
+    value = row["latency_ms"][key]
+    if "ci95_ms" not in row:
+        return f"{value:.3f}"
+    interval = row["ci95_ms"].get(key)
+    if interval is None:
+        return "*n too small*"
+    return f"{value:.3f} ({interval['low']:.3f}-{interval['high']:.3f})"
+
+
+def provenance_block(result: dict) -> list[str]:
+    """Where the figures come from, as one block: ONNX Runtime (version and file), per variant the
+    session's providers, options as applied, threads and node placement; CUDA, CPU, and the
+    machine's state before and after the timing. Empty for results before schema 4."""
+    origin = result.get("provenance")
+    if not origin:
+        return []
+    ort = origin["onnxruntime"]
+    build = f", built for CUDA {ort['cuda_version']}" if ort.get("cuda_version") else ""
+    lines = [
+        "## Provenance",
+        "",
+        f"- onnxruntime {ort['version']} ({ort.get('package_name', 'onnxruntime')}{build}) imported from "
+        f"`{ort['file']}`",
+    ]
+    for variant, session in result["sessions"].items():
+        if "placement" not in session:
+            continue
+        placed = session["placement"]
+        where = ", ".join(f"{n} on {p}" for p, n in placed["by_provider"].items())
+        options = "; ".join(
+            f"{name}: " + (", ".join(f"{k}={v}" for k, v in sorted(opts.items())) or "no options")
+            for name, opts in session["provider_options"].items()
+        )
+        lines.append(
+            f"- {variant}: {placed['nodes']} nodes, {where} (ONNX Runtime's own placement, profiled); session "
+            f"providers `{', '.join(session['session_providers'])}`; intra-op threads "
+            f"{_threads(session.get('intra_op_threads'))}, inter-op {_threads(session.get('inter_op_threads'))}; "
+            f"options as applied: {options}"
+        )
+    cuda, cpu = origin["cuda"], origin["cpu"]
+    if cuda.get("driver"):
+        libraries = ", ".join(f"{k} {v}" for k, v in cuda.get("libraries", {}).items()) or "none as pip packages"
+        lines.append(
+            f"- NVIDIA driver {cuda['driver']} (CUDA {cuda.get('driver_cuda_version') or '?'}); CUDA/cuDNN libraries: "
+            f"{libraries}"
+        )
+    lines.append(f"- CPU: {cpu['model'] or 'unknown'}, governor {cpu['governor'] or 'not available'}")
+    for when in ("before", "after"):
+        state = origin[when]
+        load = state["load_average"]
+        lines.append(
+            f"- {when} timing: load average {' '.join(f'{v:g}' for v in load) if load else 'not available'} "
+            f"(1/5/15 min); GPU {_gpu_state(state['gpu'])}"
+        )
+    return [*lines, ""]
+
+
+def _threads(count) -> str:
+    return "ONNX Runtime's default" if count == 0 else ("?" if count is None else str(count))
+
+
+def _gpu_state(gpu: dict) -> str:
+    if not gpu.get("available"):
+        return f"not available ({gpu.get('why', 'no nvidia-smi')})"
+    return "; ".join(
+        f"{g.get('index', '?')} {g.get('name', '')}: SM {g.get('clocks.sm')}/{g.get('clocks.max.sm')} MHz, memory "
+        f"{g.get('clocks.mem')} MHz, {g.get('temperature.gpu')} C, {g.get('power.draw')} W of {g.get('power.limit')} W "
+        f"limit, {g.get('pstate')}"
+        for g in gpu.get("gpus", [])
+    )
 
 
 def write_report(path: Path, markdown: str, title: str) -> Path:

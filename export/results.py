@@ -1,12 +1,13 @@
 """``bench.json``: its figures (p50 index, ratios, scenarios, scores), its schema check, and reading
-it back (``bench compare`` reads the current schema, ``SCHEMA_VERSION``, and the one before it:
-``READABLE_VERSIONS``).
+it back (``bench compare`` reads the current schema, ``SCHEMA_VERSION``, and the ones before it:
+``READABLE_VERSIONS``; its rows' p50/p99 and throughput mean the same in each).
 
 The schema (``bench.schema.json``) keeps each figure once: the previous one's duplicates
 (``onnx_model``, the top-level ``session_creation_ms``/``first_inference_ms`` and
 ``ratio_ort_over_tf``) are read as ``onnx_models``, ``sessions`` and ``ratios_over_tf``. It records
 ``eval`` (the stored examples scored) and ``tensorflow`` (where the TensorFlow baseline comes from:
-measured now, recorded on another machine, or none). ``validate_result`` checks the JSON Schema
+measured now, recorded on another machine, or none); schema 4 adds ``provenance``, each variant's
+node placement and applied options (``sessions``), and each row's percentile intervals. ``validate_result`` checks the JSON Schema
 subset that file uses with the standard library only, so an inference machine needs no
 ``jsonschema``.
 """
@@ -20,8 +21,8 @@ import numpy as np
 
 from rnnforge.core.errors import UserError
 
-SCHEMA_VERSION = 3
-READABLE_VERSIONS = (2, 3)
+SCHEMA_VERSION = 4
+READABLE_VERSIONS = (2, 3, 4)
 SCHEMA_PATH = Path(__file__).with_name("bench.schema.json")
 TENSORFLOW = "tensorflow"
 
@@ -125,7 +126,7 @@ def validate_result(result: dict) -> None:
 
 
 def load_results(path: Path) -> dict[str, dict]:
-    """``{task: result}`` from a bench.json or a bench_all.json of schema version 2 or 3."""
+    """``{task: result}`` from a bench.json or a bench_all.json of a schema in ``READABLE_VERSIONS``."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -141,7 +142,7 @@ def load_results(path: Path) -> dict[str, dict]:
         if result.get("schema_version") not in READABLE_VERSIONS:
             raise UserError(
                 f"{path}: bench.json schema_version {result.get('schema_version')!r}; this rnnforge reads "
-                + " and ".join(map(str, READABLE_VERSIONS))
+                + ", ".join(map(str, READABLE_VERSIONS))
             )
         if not isinstance(result.get("task"), str):
             raise UserError(f"{path}: a result has no 'task' name")

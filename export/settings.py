@@ -30,6 +30,7 @@ TF_BASELINES = ("auto", "measure", "recorded", "none")
 LIMITS = {
     "max_seconds": (3600, "(seconds per batch size and engine; p50 and p90 settle within seconds)"),
     "warmup": (100_000, "(untimed runs: a few settle the caches and allocators)"),
+    "target_ci": (0.5, "(a fraction of the p50: 0.01 asks for its 95 % interval within 1 %)"),
     "runs": (10_000_000, "(--max-seconds ends the timing of a batch size long before)"),
     "threads": (1024, "(intra-op threads beyond the cores only contend)"),
 }
@@ -45,14 +46,17 @@ class BenchSettings:
     """Every ``rnnforge bench`` option but the run dir and ``--model``.
 
     ``threads`` is the intra-op thread count of both engines (``None``: every core this process
-    may run on); ``provider_options`` override the requested provider's defaults.
+    may run on); ``provider_options`` override the requested provider's defaults. ``warmup``:
+    untimed calls per row, ``None`` (``--warmup auto``) until the latency is stable
+    (``core.stats.warmup_calls``); ``target_ci``: time each row until its p50's 95 % interval lies
+    within this fraction of the p50 or ``max_seconds`` end it (``runs`` does not cap it then).
     """
 
     provider: str = "cpu"
     variants: tuple[str, ...] = ("fp32",)
     batch_sizes: tuple[int, ...] = (1, 32, 256)
     seq_lengths: tuple[int, ...] = ()
-    warmup: int = 10
+    warmup: int | None = None
     runs: int = 100
     max_seconds: float = 5.0
     threads: int | None = None
@@ -60,6 +64,7 @@ class BenchSettings:
     cuda_graph: bool = False
     provider_options: dict = field(default_factory=dict)
     tf_baseline: str = "auto"
+    target_ci: float | None = None
 
     def checked(self) -> BenchSettings:
         """These settings with ``threads`` resolved; one-line errors name the option."""
@@ -78,11 +83,16 @@ class BenchSettings:
             raise UserError("--cuda-graph needs --provider cuda or tensorrt")
         if self.threads is not None and self.threads < 1:
             raise UserError(f"--threads must be at least 1, got {self.threads}")
-        if self.warmup < 0 or self.runs < 1 or not self.max_seconds > 0:
-            raise UserError("--warmup must be >= 0, --runs >= 1 and --max-seconds > 0")
+        if (self.warmup is not None and self.warmup < 0) or self.runs < 1 or not self.max_seconds > 0:
+            raise UserError("--warmup must be >= 0 (or auto), --runs >= 1 and --max-seconds > 0")
+        if self.target_ci is not None and not self.target_ci > 0:
+            raise UserError(
+                f"--target-ci must be a fraction above 0 (0.02: within 2 % of the p50), got {self.target_ci}"
+            )
         for option, value, (limit, why) in (
             ("--max-seconds", self.max_seconds, LIMITS["max_seconds"]),
-            ("--warmup", self.warmup, LIMITS["warmup"]),
+            ("--warmup", self.warmup or 0, LIMITS["warmup"]),
+            ("--target-ci", self.target_ci or 0, LIMITS["target_ci"]),
             ("--runs", self.runs, LIMITS["runs"]),
             ("--threads", self.threads or 1, LIMITS["threads"]),
         ):

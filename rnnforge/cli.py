@@ -331,6 +331,19 @@ def _provider_options(ctx, param, values: tuple[str, ...]) -> dict:
     return options
 
 
+def _warmup(ctx, param, value: str) -> int | None:
+    """``--warmup auto`` (None: until stable) or a count of untimed calls."""
+    if value is None or str(value).strip().lower() == "auto":
+        return None
+    try:
+        count = int(value)
+    except ValueError:
+        raise click.BadParameter(f"expected auto or a number of calls, got {value!r}") from None
+    if count < 0:
+        raise click.BadParameter(f"expected auto or a number of calls >= 0, got {count}")
+    return count
+
+
 def _limit(name: str) -> str:
     """`` At most N (why).``: a bench option's limit (``export.settings.LIMITS``) for its --help."""
     limit, why = LIMITS[name]
@@ -374,7 +387,13 @@ def bench() -> None:
 )
 @click.option("--seq-lengths", default="", callback=_batch_sizes, help="sketch: also time these input lengths (rows).")
 @click.option(
-    "--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Untimed runs first." + _limit("warmup")
+    "--warmup",
+    default="auto",
+    show_default=True,
+    metavar="auto|N",
+    callback=_warmup,
+    help="Untimed runs first: auto warms up until the latency is stable (three windows of 10 calls whose "
+    "medians agree within 5 %, at most --max-seconds), or a fixed count." + _limit("warmup"),
 )
 @click.option(
     "--runs",
@@ -389,6 +408,12 @@ def bench() -> None:
     default=5.0,
     show_default=True,
     help="Stop timing one batch size after this long (at least 10 runs)." + _limit("max_seconds"),
+)
+@click.option(
+    "--target-ci",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Time each row until its p50's 95 % interval lies within this fraction of the p50 (0.02: 2 %), "
+    "or --max-seconds end it; --runs does not cap it then." + _limit("target_ci"),
 )
 @click.option(
     "--threads",

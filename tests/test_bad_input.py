@@ -1209,6 +1209,18 @@ CASES = [
         2,
     ),
     (
+        "bench_warmup_neither_auto_nor_a_count",
+        lambda tmp, runs: (["bench", runs.shared_run(), "--warmup", "soon"], OPTION_ONLY),
+        ["--warmup", "expected auto or a number of calls, got 'soon'"],
+        2,
+    ),
+    (
+        "bench_target_ci_beyond_the_limit",
+        lambda tmp, runs: (["bench", runs.shared_run(), "--target-ci", "0.9"], OPTION_ONLY),
+        ["--target-ci must be at most 0.5", "got 0.9"],
+        2,
+    ),
+    (
         "export_atol_infinite",
         _run_copy(lambda run: OPTION_ONLY, "export", "onnx", lambda run: run, "--atol", "inf"),
         ["--atol must be a non-negative tolerance, finite, got inf"],

@@ -58,7 +58,7 @@ def test_bench_json_fields(bench_result):
 
     validate_result(bench_result)  # the documented schema, export/bench.schema.json
     jsonschema.validate(bench_result, json.loads(SCHEMA_PATH.read_text()))  # a real JSON Schema validator agrees
-    assert bench_result["task"] == "sketch" and bench_result["schema_version"] == 3
+    assert bench_result["task"] == "sketch" and bench_result["schema_version"] == 4
     assert not {"onnx_model", "session_creation_ms", "first_inference_ms", "ratio_ort_over_tf"} & set(bench_result)
     assert bench_result["tensorflow"]["source"] == "measured" and bench_result["settings"]["tf_baseline"] == "auto"
     assert bench_result["tensorflow"]["machine"] == bench_result["machine"]
@@ -70,12 +70,24 @@ def test_bench_json_fields(bench_result):
     assert bench_result["versions"]["opset"] == 17
     assert set(bench_result["sessions"]) == {"fp32", "fp16"}
     assert all(s["session_creation_ms"] > 0 and s["first_inference_ms"] > 0 for s in bench_result["sessions"].values())
+    for session in bench_result["sessions"].values():  # ONNX Runtime's own placement, per variant
+        assert session["placement"]["nodes"] >= 3 and session["session_providers"] == ["CPUExecutionProvider"]
+        assert session["placement"]["by_provider"] == {"CPUExecutionProvider": session["placement"]["nodes"]}
+        assert session["intra_op_threads"] == bench_result["provider"]["intra_op_threads"]
+        assert session["provider_options"] == {"CPUExecutionProvider": {}}
+    fp16_nodes = bench_result["sessions"]["fp16"]["placement"]["nodes"]
+    assert fp16_nodes > bench_result["sessions"]["fp32"]["placement"]["nodes"]  # its Cast nodes
+    origin = bench_result["provenance"]
+    assert origin["onnxruntime"]["file"].endswith("onnxruntime/__init__.py") and origin["onnxruntime"]["version"]
+    assert len(origin["before"]["load_average"]) == 3 and "available" in origin["after"]["gpu"]
     engines = ("onnxruntime", "onnxruntime_fp16", "tensorflow")
     rows = {(r["engine"], r["batch_size"], r["seq_len"]): r for r in bench_result["latency"]}
     assert set(rows) == {(e, b, n) for e in engines for b in (1, 8) for n in (None, 40)}
     for (_engine, batch, _), row in rows.items():
         lat = row["latency_ms"]
-        assert 10 <= row["runs"] <= 15
+        assert 10 <= row["runs"] <= 15 and row["warmup"] == {"calls": 2, "until": "fixed"}
+        assert row["ci95_ms"]["p50"]["low"] <= lat["p50"] <= row["ci95_ms"]["p50"]["high"]
+        assert row["ci95_ms"]["p99"] is None and row["ci95_ms"]["p99_9"] is None  # 15 calls bracket neither
         assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p95"] <= lat["p99"] <= lat["p99_9"] <= lat["max"]
         assert row["throughput_per_s"] == pytest.approx(batch / (lat["mean"] / 1e3))
     assert set(bench_result["ratios_over_tf"]) == {"onnxruntime", "onnxruntime_fp16"}
@@ -105,7 +117,9 @@ def test_schema_rejects_a_result_missing_a_percentile(bench_result):
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda r: r.update(schema_version=2), "is not 3"),
+        (lambda r: r.update(schema_version=3), "is not 4"),
+        (lambda r: r.pop("provenance"), "'provenance' is a required property"),
+        (lambda r: r["sessions"]["fp32"].pop("placement"), "'placement' is a required property"),
         (lambda r: r["latency"][0].update(engine="pytorch"), "is not one of"),
         (lambda r: r["latency"][0].update(batch_size=0), "less than the minimum"),
         (lambda r: r["latency"][0].update(runs=2.5), "is not of type"),
@@ -160,8 +174,11 @@ def test_bench_scores_every_engine_on_the_test_split(bench_result, fp16_run):
 def test_bench_reports_and_plots(bench_result, fp16_run):
     out = fp16_run / "bench"
     report = (out / "report.md").read_text()
-    assert "| batch | len | engine | n | p50 ms" in report and "## Architecture" in report
+    assert "| batch | len | engine | n | warm-up | p50 ms" in report and "## Architecture" in report
     assert "Each engine ran in its own process" in report and "**TensorFlow**: measured now" in report
+    assert "**Single-stream**: one closed-loop client" in report and "`rnnforge bench load RUN_DIR`" in report
+    assert "## Provenance" in report and "ONNX Runtime's own placement" in report and "*n too small*" in report
+    assert report.count("load average") == 2 and "2 warm-up calls per row" in report
     assert "rnn0 (LSTM)" in report and "![Training curve](../training_curve.png)" in report
     assert "- fp16: opset 17" in report and "SingleStream p90" in report and "### By sequence length" in report
     html = (out / "report.html").read_text()
@@ -250,7 +267,7 @@ def test_gpu_provider_settings(exported_run, forecast_run, tmp_path):
     name, options = cuda.providers[0]
     assert name == "CUDAExecutionProvider" and cuda.io_binding and cuda.device == "cuda"
     assert options["cudnn_conv_algo_search"] == "EXHAUSTIVE" and options["cudnn_conv1d_pad_to_nc1d"] == "1"
-    assert "enable_cuda_graph" not in options and cuda.providers[-1] == "CPUExecutionProvider"
+    assert "enable_cuda_graph" not in options and cuda.providers == [("CUDAExecutionProvider", options)]  # no CPU EP
     forecast = provider_setup(
         BenchSettings(
             provider="cuda",
@@ -324,7 +341,7 @@ def test_io_binding_gives_the_same_outputs(exported_run, tmp_path):
     engine = OrtEngine(model, bound, 1)
     assert engine.input_name == "strokes"
     np.testing.assert_array_equal(engine.predict(x), expected)
-    latencies = time_calls(engine.bind(x), warmup=1, runs=10, max_seconds=0.1)  # the timed call, on bound buffers
+    latencies = time_calls(engine.bind(x), warmup=1, runs=10, max_seconds=0.1).latencies  # on bound buffers
     assert len(latencies) == 10 and min(latencies) > 0
     assert expected.shape == (16, 10)
 
@@ -425,4 +442,17 @@ def test_compare_reads_schema_2_and_3(bench_result, tmp_path):
     future = dict(bench_result, schema_version=9)
     (tmp_path / "v9.json").write_text(json.dumps(future))
     line = error_line(run_cli("bench", "compare", v3, tmp_path / "v9.json"))
-    assert "v9.json: bench.json schema_version 9; this rnnforge reads 2 and 3" in line
+    assert "v9.json: bench.json schema_version 9; this rnnforge reads 2, 3, 4" in line
+
+
+def test_compare_reads_a_committed_schema_3_file_beside_schema_4(bench_result, tmp_path):
+    """The H100 document's raw files (schema 3) stay comparable with today's bench.json (schema 4)."""
+    from pathlib import Path
+
+    committed = Path(__file__).parent.parent / "docs" / "benchmarks" / "gpu-h100" / "cpu_bench_all.json"
+    assert {r["schema_version"] for r in json.loads(committed.read_text()).values()} == {3}
+    v4 = tmp_path / "v4.json"
+    v4.write_text(json.dumps(bench_result))
+    result = run_cli("bench", "compare", committed, v4, "--threshold", "1000")
+    assert result.returncode == 0, result.stderr
+    assert "| sketch | onnxruntime | 1 |" in result.stdout and "| sketch | tensorflow | 8 |" in result.stdout

@@ -100,3 +100,89 @@ def machine_info() -> dict:
         except (OSError, subprocess.SubprocessError, ValueError):
             pass
     return info
+
+
+#: ``nvidia-smi --query-gpu`` fields of ``gpu_state``: what a reader needs to trust a GPU figure
+#: (clocks against their maximum, temperature and power limit: throttling shows in them).
+GPU_FIELDS = (
+    "index",
+    "name",
+    "driver_version",
+    "pstate",
+    "clocks.sm",
+    "clocks.max.sm",
+    "clocks.mem",
+    "temperature.gpu",
+    "power.draw",
+    "power.limit",
+)
+
+
+def gpu_state(nvidia_smi: str = "nvidia-smi") -> dict:
+    """Each GPU's ``GPU_FIELDS`` as ``nvidia-smi`` reports them now (``[N/A]`` as None, numbers
+    as numbers, units as in the field names: MHz, degrees C, W), or ``{"available": False, "why"}``
+    where there is no ``nvidia-smi`` or it does not answer."""
+    import shutil
+    import subprocess
+
+    if shutil.which(nvidia_smi) is None:
+        return {"available": False, "why": "no nvidia-smi on the PATH"}
+    try:
+        done = subprocess.run(
+            [nvidia_smi, f"--query-gpu={','.join(GPU_FIELDS)}", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=15,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return {"available": False, "why": f"nvidia-smi failed: {exc}"}
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    if done.returncode != 0 or not lines:
+        why = next((line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()), "no output")
+        return {"available": False, "why": f"nvidia-smi exit {done.returncode}: {why}"}
+    gpus = []
+    for line in lines:
+        cells = [cell.strip() for cell in line.split(",")]
+        if len(cells) != len(GPU_FIELDS):
+            return {"available": False, "why": f"nvidia-smi gave {len(cells)} fields, not {len(GPU_FIELDS)}: {line!r}"}
+        gpus.append({field: _number(cell) for field, cell in zip(GPU_FIELDS, cells, strict=True)})
+    return {"available": True, "gpus": gpus}
+
+
+def _number(cell: str):
+    if cell.startswith("[") or cell in ("", "N/A"):  # [N/A], [Not Supported]
+        return None
+    with contextlib.suppress(ValueError):
+        return int(cell)
+    with contextlib.suppress(ValueError):
+        return float(cell)
+    return cell
+
+
+def cuda_driver_version(nvidia_smi: str = "nvidia-smi") -> str | None:
+    """The CUDA version the driver supports (``CUDA Version: 12.4`` in nvidia-smi's header)."""
+    import re
+    import shutil
+    import subprocess
+
+    if shutil.which(nvidia_smi) is None:
+        return None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run([nvidia_smi], capture_output=True, text=True, timeout=15).stdout
+        found = re.search(r"CUDA Version:\s*([\d.]+)", out)
+        return found.group(1) if found else None
+    return None
+
+
+def cpu_governor() -> str | None:
+    """cpu0's frequency governor (``performance``, ``powersave``, ...), None where not exposed."""
+    with contextlib.suppress(OSError):
+        return Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor").read_text().strip() or None
+    return None
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages: how busy the machine was besides the measurement."""
+    with contextlib.suppress(OSError, AttributeError):
+        return [round(v, 2) for v in os.getloadavg()]
+    return None
