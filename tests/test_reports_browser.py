@@ -70,6 +70,8 @@ def test_a_task_report_in_a_browser(page, demo_out, task, tmp_path):
     plots |= {"confusion_matrix.png"} if task == "sketch" else {"forecast.png", "mae_per_horizon.png"}
     assert len(found["images"]) == len(plots)  # every plot of the run, inlined
     assert all(image["shown"] >= 400 for image in found["images"]), found["images"]  # none shrunk past reading
+    if task == "forecast":  # its errors are in riders, which the accuracy section says
+        assert "MAE in riders per day, MAPE in %." in (demo_out / task / "bench" / "report.md").read_text()
 
 
 def test_a_missing_image_and_a_dead_link_are_caught(page, tmp_path):
