@@ -111,6 +111,8 @@ def expected_shape(tasks: list[str], summary_header: str) -> dict:
             "epoch": 1,
             "loss": 0.0,
             metric: 0.0,
+            "val_loss": 0.0,
+            f"val_{metric}": 0.0,
             "seconds": 1.0,
             "samples_per_s": 1,
             "samples_per_s_per_worker": 1,
