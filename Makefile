@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-fast test-slow lint install clean
+.PHONY: demo test test-fast test-slow lint install clean docs transcript
 
 install: $(VENV)/.installed
 
@@ -33,6 +33,14 @@ test-fast: install
 # test-slow together are the whole suite, so CI can run them as two parallel jobs.
 test-slow: install
 	$(BIN)/python -m pytest -m "slow or process" --durations=15
+
+# docs/cli.md from the click commands (tests/test_docs.py fails when it is stale).
+docs: install
+	$(BIN)/python -m rnnforge.docs_cli
+
+# Run the demo and rewrite the README's transcript block from its output.
+transcript: install
+	$(BIN)/python -m rnnforge.transcript
 
 lint: install
 	$(BIN)/ruff check .

@@ -321,12 +321,13 @@ def search(
         (v, p, t) for v in space.variants for p in space.providers for t in (space.threads if p == "cpu" else (1,))
     }
     engines_wanted.update(b.engine() for b in space.baselines())
-    for key in sorted(engines_wanted):
+    for index, key in enumerate(sorted(engines_wanted), 1):
         times = profile(engines, Config(*key), x, slo_ms, space.max_batch)
         profiles[key] = times
         progress(
             f"profile {key[0]} {key[1]} {key[2]} thread(s): "
             + ", ".join(f"b{b} {ms:.2f} ms" for b, ms in times.items())
+            + f"  [engine {index}/{len(engines_wanted)}, ~{max(0.0, left()):.0f} s left]"
         )
     ranked = candidates(space, profiles, slo_ms)
     bases = [(b, 1e3 / profiles[b.engine()][1]) for b in space.baselines()]

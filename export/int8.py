@@ -28,6 +28,7 @@ import numpy as np
 from rnnforge.core import fileio
 from rnnforge.core.arrays import Inputs, count, example_bytes, feeds, rows, select
 from rnnforge.core.errors import UserError
+from rnnforge.core.progress import Progress
 from rnnforge.export.parity import enforce_gate
 
 #: Calibration inputs fed per call to ORT's calibrator.
@@ -107,13 +108,23 @@ def calibration_set(data, recipe, cap: int = CALIBRATION_EXAMPLES) -> tuple[Inpu
 
 
 class _Batches:
-    """``onnxruntime.quantization.CalibrationDataReader`` over ``x`` in batches."""
+    """``onnxruntime.quantization.CalibrationDataReader`` over ``x`` in batches; shows how far the
+    calibration is on a long one."""
 
     def __init__(self, input_names: list[str], x: Inputs, batch: int = CALIBRATION_BATCH):
         self.feeds = iter([feeds(rows(x, slice(i, i + batch)), input_names) for i in range(0, count(x), batch)])
+        self.batch, self.given = batch, 0
+        self.progress = Progress("int8 calibration", count(x))
 
     def get_next(self):
-        return next(self.feeds, None)
+        if self.given:
+            self.progress.update(min(self.given, self.progress.total))
+        nxt = next(self.feeds, None)
+        if nxt is None:
+            self.progress.finish()
+        else:
+            self.given += count(next(iter(nxt.values())))
+        return nxt
 
 
 def quantize(onnx_model, recipe, calibration_x: Inputs | None):
@@ -138,10 +149,15 @@ def _quantize(onnx_model, recipe, calibration_x: Inputs | None):
         work = Path(work)
         fp32, current = work / "fp32.onnx", work / "pre.onnx"
         onnx.save(onnx_model, str(fp32))
+        print("int8 variant: pre-processing (shape inference, graph optimisation)", flush=True)
         quant_pre_process(str(fp32), str(current), skip_symbolic_shape=True)
         if recipe.static_ops:
             if calibration_x is None or not count(calibration_x):
                 raise ValueError("static int8 quantization needs calibration inputs")
+            print(
+                f"int8 variant: calibrating {', '.join(recipe.static_ops)} on {count(calibration_x)} examples",
+                flush=True,
+            )
             static = work / "static.onnx"
             quantize_static(
                 str(current),
@@ -155,6 +171,7 @@ def _quantize(onnx_model, recipe, calibration_x: Inputs | None):
             )
             current = static
         if recipe.dynamic_ops:
+            print(f"int8 variant: quantizing {', '.join(recipe.dynamic_ops)} dynamically", flush=True)
             dynamic = work / "dynamic.onnx"
             quantize_dynamic(
                 str(current),

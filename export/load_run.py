@@ -26,6 +26,7 @@ from rnnforge.core import fileio, plots
 from rnnforge.core.arrays import Inputs, count, example_bytes
 from rnnforge.core.errors import ProviderError, UserError
 from rnnforge.core.machine import machine_info, versions
+from rnnforge.core.progress import eta_text
 from rnnforge.core.run_dir import RunDir
 from rnnforge.export.capacity import Config, Engines, default_space, search, to_json
 from rnnforge.export.load import (
@@ -208,28 +209,39 @@ def sweep(engines: Engines, settings: LoadSettings, x: Inputs, progress=print) -
     config = settings.config()
     runners = engines.open(config)
     points = []
+    total = len(settings.concurrency) + len(settings.request_rates)
+    progress(f"{config.label()}: {total} point(s), each up to {settings.max_windows} measurement windows")
+    started = time.monotonic()
+
+    def show(point: dict) -> None:
+        points.append(_with_memory(point, config))
+        where = f"[{len(points)}/{total}]"
+        if len(points) < total:
+            where += f" {eta_text(time.monotonic() - started, len(points), total)}"
+        progress(f"{point_line(point)}  {where}")
+
     try:
         with Batcher(runners, config.max_batch, config.queue_delay_ms / 1e3) as batcher:
             measure_closed_loop(batcher, x, 1, windows=1, min_window_s=0.3, warmup_s=0.1)  # warm-up
             for clients in settings.concurrency:
                 reset_peak_rss()
-                point = measure_closed_loop(
-                    batcher, x, clients, max_windows=settings.max_windows, stability=settings.stability
-                ).to_dict()
-                points.append(_with_memory(point, config))
-                progress(point_line(point))
+                show(
+                    measure_closed_loop(
+                        batcher, x, clients, max_windows=settings.max_windows, stability=settings.stability
+                    ).to_dict()
+                )
             for rate in settings.request_rates:
                 reset_peak_rss()
-                point = measure_open_loop(
-                    batcher,
-                    x,
-                    rate,
-                    max_windows=settings.max_windows,
-                    stability=settings.stability,
-                    seed=settings.seed,
-                ).to_dict()
-                points.append(_with_memory(point, config))
-                progress(point_line(point))
+                show(
+                    measure_open_loop(
+                        batcher,
+                        x,
+                        rate,
+                        max_windows=settings.max_windows,
+                        stability=settings.stability,
+                        seed=settings.seed,
+                    ).to_dict()
+                )
     finally:
         engines.close(runners)
     return points

@@ -17,6 +17,7 @@ evaluation split, capped at ``--eval-examples``, with TensorFlow's outputs on it
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from rnnforge.core import fileio
 from rnnforge.core.arrays import Inputs, count, feeds, rows, select
 from rnnforge.core.errors import UserError
 from rnnforge.core.machine import versions
+from rnnforge.core.progress import Progress
 from rnnforge.core.run_dir import RunDir
 from rnnforge.core.tracking import export_target, log_export
 from rnnforge.export import graph_opt
@@ -83,6 +85,7 @@ def export_onnx(
     companions = {name: load_companion(run, name) for name in companion_names(run)}
     fused = fused_forms(spec, model, companions, config) if fuse_members else {}
     onnx_model, rewrites = converted(fused.get("", model), spec, config, run, opset, run.model)
+    print(f"loading the {config['dataset']} dataset: the evaluation set (and int8's calibration inputs)", flush=True)
     data = spec.load_data(config)
     eval_set = evaluation_set(model, spec, config, run, eval_examples, data)
     x = rows(eval_set.x, slice(0, PARITY_BATCH))
@@ -172,11 +175,13 @@ def converted(model, spec, config: dict, run: RunDir, opset: int, source: Path) 
     """``model`` through tf2onnx, checked, its axes named, rewritten (``graph_opt``) and labelled:
     the ModelProto and the rewrites' counts."""
     print(f"converting {source} with tf2onnx (opset {opset})", flush=True)
+    started = time.monotonic()
     onnx_model = convert(model, spec, opset)
     check_graph(onnx_model, spec, config["info"])
     name_dynamic_axes(onnx_model, spec, config["info"])
     rewrites = graph_opt.optimise(onnx_model)
     attach_metadata(onnx_model, spec, config, run, opset)
+    print(f"  converted in {time.monotonic() - started:.1f} s: {len(onnx_model.graph.node)} nodes", flush=True)
     return onnx_model, rewrites
 
 
@@ -218,6 +223,7 @@ def export_fp16(model, onnx_model, spec, x: Inputs, output: Path) -> dict:
     """Convert ``onnx_model`` to fp16, check its parity against TensorFlow and write it; the record."""
     from rnnforge.export.fp16 import convert_to_fp16
 
+    print("fp16 variant: converting", flush=True)
     half, kept = convert_to_fp16(onnx_model, feeds(x, [i.name for i in onnx_model.graph.input]))
     print(f"fp16 variant ({len(kept)} of {len(half.graph.node)} nodes kept in fp32):", flush=True)
     parity = parity_gate(model, half, spec, x, spec.onnx.fp16_atol, "the fp16 variant", "nothing written")
@@ -313,15 +319,21 @@ def evaluation_set(model, spec, config: dict, run: RunDir, cap: int | None, data
     """The evaluation split (test, or valid when test is empty), at most ``cap`` examples evenly
     spaced (``None``: the default cap), with TensorFlow's outputs on them: the one read of the
     dataset after training (``data``: the task's data, when the caller loaded it already)."""
-    data = spec.load_data(config) if data is None else data
+    if data is None:
+        print(f"loading the {config['dataset']} dataset for the evaluation set", flush=True)
+        data = spec.load_data(config)
     split = data.evaluation_split()
     x_all, y_all = data.splits[split]
     n_all = count(x_all)
     keep = select(n_all, default_cap(x_all) if cap is None else cap)
     x, y = rows(x_all, keep), np.ascontiguousarray(y_all[keep])
-    reference = np.concatenate(
-        [_first_output(model, rows(x, slice(i, i + PREDICT_BATCH))) for i in range(0, len(keep), PREDICT_BATCH)]
-    )
+    progress = Progress("TensorFlow's outputs on the evaluation set", len(keep))
+    chunks = []
+    for i in range(0, len(keep), PREDICT_BATCH):
+        chunks.append(_first_output(model, rows(x, slice(i, i + PREDICT_BATCH))))
+        progress.update(i + len(chunks[-1]))
+    progress.finish()
+    reference = np.concatenate(chunks)
     records = [
         {
             "name": tensor.name,

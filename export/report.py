@@ -24,7 +24,7 @@ def bench_markdown(result: dict, run: RunDir) -> str:
     lines += provenance_block(result)
     lines += _training(run)
     lines += _parity_lines(result.get("parity"))
-    lines += _accuracy(result["accuracy"], result.get("eval"))
+    lines += _accuracy(result["accuracy"], result.get("eval"), _units(run))
     lines += _latency(result)
     lines += serving_section(run)  # written by 'bench load', when it ran
     if run.architecture.is_file():
@@ -128,7 +128,16 @@ def _parity_lines(parity: dict | None) -> list[str]:
     return lines + [""]
 
 
-def _accuracy(accuracy: dict, stored: dict | None) -> list[str]:
+def _units(run: RunDir) -> str | None:
+    """The forecaster's value units (``riders per day``) from the run's config.json, if it says."""
+    try:
+        units = json.loads(run.config.read_text()).get("info", {}).get("units")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return units if isinstance(units, str) and units else None
+
+
+def _accuracy(accuracy: dict, stored: dict | None, units: str | None = None) -> list[str]:
     engines = ["tensorflow", *accuracy["agreement_by_engine"]]
     score_keys = list(headline(accuracy["tensorflow"]))
     of_split = ""
@@ -139,10 +148,11 @@ def _accuracy(accuracy: dict, stored: dict | None) -> list[str]:
         f"## Accuracy on the {accuracy['split']} split",
         "",
         f"{accuracy['examples']} examples{of_split}, stored by `export onnx` (`eval.npz`) with TensorFlow's "
-        "outputs on them: the TensorFlow row scores those outputs. Deltas are the engine's score minus TensorFlow's.",
+        "outputs on them: the TensorFlow row scores those outputs. Deltas are the engine's score minus TensorFlow's."
+        + (f" MAE in {units}, MAPE in %." if units else ""),
         "",
         "| engine | " + " | ".join(score_keys) + " | max abs diff vs TF | top-1 agreement |",
-        "|---|" + "---|" * (len(score_keys) + 2),
+        "|---|" + "---:|" * (len(score_keys) + 2),
     ]
     for engine in engines:
         agreement = accuracy["agreement_by_engine"].get(engine, {})
@@ -400,11 +410,15 @@ def to_html(markdown: str, base_dir: Path, title: str) -> str:
 
     body = re.sub(r'src="([^"]+)"', inline, body)
     body = re.sub(r'href="([^"]+\.md)"', html_link, body)
+    body = body.replace("<table>", '<div class="wide"><table>').replace("</table>", "</table></div>")
     style = (
-        "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-        "table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;padding:3px 8px}"
-        "th{background:#f3f3f3}td{text-align:right}td:first-child,td:nth-child(3){text-align:left}"
-        "img{max-width:100%}pre{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}"
+        "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;"
+        "line-height:1.45}h1,h2,h3{line-height:1.2}"
+        ".wide{overflow-x:auto;margin:1em 0}table{border-collapse:collapse;font-size:14px}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}th{background:#f3f3f3}"
+        "td[style*=right]{font-variant-numeric:tabular-nums;white-space:nowrap}tbody tr:nth-child(even){background:#fafafa}"
+        "img{max-width:100%;height:auto;display:block;margin:1em 0}"
+        "pre{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}code{font-size:90%}"
     )
     return (
         f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'

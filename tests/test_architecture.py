@@ -52,6 +52,8 @@ LAYERS = {
     "rnnforge.demo": ("app", 4),
     "rnnforge.serving": ("app", 4),  # the public serving API (uses export)
     "rnnforge.__main__": ("app", 4),
+    "rnnforge.docs_cli": ("app", 4),  # writes docs/cli.md from the CLI
+    "rnnforge.transcript": ("app", 4),  # writes the README's demo transcript from a demo run
 }
 GENERIC = {"models", "pipeline", "export", "cluster"}
 #: Names a benchmark must not import to train: it trains through cluster.fit, as the Ray worker does.

@@ -25,6 +25,28 @@ def _integer_ticks():
     return MaxNLocator(integer=True)
 
 
+def _plain_log_ticks(ax, *axes: str) -> None:
+    """Tick labels of log axes as plain numbers (600, 2,000; 0.5), not 6 x 10^2, which a reader
+    has to decode; matplotlib still picks which ticks to label."""
+    from matplotlib.ticker import LogFormatter
+
+    class Plain(LogFormatter):
+        def _num_to_string(self, x, vmin, vmax):
+            return f"{x:,.0f}" if x >= 10 else f"{x:g}"
+
+    for name in axes:
+        axis = ax.xaxis if name == "x" else ax.yaxis
+        axis.set_major_formatter(Plain())
+        axis.set_minor_formatter(Plain(labelOnlyBase=False, minor_thresholds=(1.2, 0.6)))
+
+
+def _thousands(axis) -> None:
+    """A linear axis of large values labelled 500,000, not 500000."""
+    from matplotlib.ticker import FuncFormatter
+
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}" if abs(value) >= 1000 else f"{value:g}"))
+
+
 def _save(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
@@ -95,6 +117,7 @@ def latency_vs_batch(rows: Sequence[dict], path: Path) -> Path:
         ax.set_xscale("log", base=2)
         ax.set_xticks(batch_sizes, [str(b) for b in batch_sizes])
         ax.set_yscale("log")
+        _plain_log_ticks(ax, "y")
         ax.set_xlabel("batch size")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, which="both")
@@ -110,6 +133,7 @@ def latency_distribution(samples: dict[str, Sequence[float]], path: Path, batch_
     for engine, values in samples.items():
         ax.hist(values, bins=bins, alpha=0.6, label=engine)
     ax.set_xscale("log")
+    _plain_log_ticks(ax, "x")
     ax.set_xlabel(f"latency ms at batch {batch_size}")
     ax.set_ylabel("runs")
     ax.legend()
@@ -141,6 +165,7 @@ def forecast_vs_actual(
         ax.plot(when, naive[:, day], lw=0.9, ls="--", alpha=0.7, label="naive (7 days earlier)")
         ax.set_title(f"{split} split, forecast for day +{day + 1}")
         ax.set_ylabel(units)
+        _thousands(ax.yaxis)
         ax.grid(alpha=0.3)
         ax.legend(loc="lower left", fontsize=8)
     fig.autofmt_xdate()
@@ -156,8 +181,10 @@ def mae_per_horizon(model_mae: Sequence[float], naive_mae: Sequence[float], path
     ax.set_xticks(days, [f"+{d}" for d in days])
     ax.set_xlabel("horizon day")
     ax.set_ylabel(f"MAE ({units})")
+    ax.set_ylim(0, 1.3 * max([*model_mae, *naive_mae, 1e-9]))  # room for the legend above the bars
+    _thousands(ax.yaxis)
     ax.grid(alpha=0.3, axis="y")
-    ax.legend()
+    ax.legend(loc="upper center", ncol=2)
     return _save(fig, path)
 
 
@@ -173,6 +200,7 @@ def throughput_vs_latency(rows: Sequence[dict], path: Path) -> Path:
             ax.annotate(f"b{r['batch_size']}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    _plain_log_ticks(ax, "x", "y")
     ax.set_xlabel("p50 latency ms")
     ax.set_ylabel("samples / s")
     ax.grid(alpha=0.3, which="both")
