@@ -46,7 +46,9 @@ def commands(group: click.Group | None = None, path: tuple[str, ...] = ()) -> It
 def _context(name: str, command: click.Command) -> click.Context:
     from rnnforge.cli import cli
 
-    root = click.Context(cli, info_name="rnnforge", max_content_width=100)
+    # The group's context settings (``-h``, the width), as ``rnnforge --help`` applies them: click
+    # caches a command's help option, so a context without them would render what ran first.
+    root = click.Context(cli, info_name="rnnforge", **cli.context_settings)
     return click.Context(command, info_name=name.split(" ", 1)[-1], parent=root if command is not cli else None)
 
 
