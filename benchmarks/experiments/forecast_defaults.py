@@ -105,7 +105,14 @@ def run_one(series: str, candidate: str, covariates: str, seed: int, args) -> di
     history = fit(run, train, valid)
     model, (x_valid, y_valid) = run.model, data.splits["valid"]
     served = spec.to_serving(model, config, data.info)
-    scores = spec.score(x_valid, y_valid, served.predict(x_valid, batch_size=256, verbose=0), data.info)
+    valid_pred = served.predict(x_valid, batch_size=256, verbose=0)
+    scores = spec.score(x_valid, y_valid, valid_pred, data.info)
+    if args.plots:  # the run dir's forecast.png and mae_per_horizon.png, of the validation windows
+        folder = args.plots / f"{series}_{candidate}_{seed}"
+        folder.mkdir(parents=True, exist_ok=True)
+        if spec.calibrate and spec.calibrate(served, config, data):  # --conformal, as the CLI run's plots show it
+            valid_pred = served.predict(x_valid, batch_size=256, verbose=0)
+        spec.report_plots(x_valid, y_valid, valid_pred, data, "valid", folder)
     if args.heldout:
         x_test, y_test = data.splits["test"]
         test_pred = served.predict(x_test, batch_size=256, verbose=0)
@@ -234,6 +241,7 @@ def main() -> int:
         "(reproduces rnnforge train --workers 1 --batch-size 32 to the digit)",
     )
     parser.add_argument("--ensemble", type=int, help="averaged members (default: the task's)")
+    parser.add_argument("--plots", type=Path, help="write the validation split's plots under this folder")
     parser.add_argument("--quantiles", help="quantile levels, e.g. 0.1,0.5,0.9 (issue #32; default: a point forecast)")
     parser.add_argument(
         "--heldout", action="store_true", help="train 2015-2017, validate Jan-May 2018, test on June 2018-May 2019"
