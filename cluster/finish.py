@@ -44,6 +44,7 @@ def finish_run(
     data = spec.load_data(config) if data is None else data
     state, model, companions = _final_model(config, spec, data, checkpoint)
     check_finite_loss(state["history"])
+    calibration = spec.calibrate(model, config, data) if spec.calibrate else None
     scores = _score(model, spec, data, run)
     for name, companion in companions.items():  # e.g. a distilled forecaster's ensemble, scored beside it
         scores[name] = _score(companion, spec, data, run, with_plots=False)
@@ -69,6 +70,7 @@ def finish_run(
         "devices": devices or [],
         "history": history,
         **scores,
+        **({"calibration": calibration} if calibration else {}),
         "companions": list(companions),  # served models scored beside the run's own, e.g. ["ensemble"]
         "warnings": _chance_warnings(spec, data, scores),
     }

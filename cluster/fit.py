@@ -143,7 +143,7 @@ def _build_model(spec, config: TrainConfig, info: dict, strategy, total_steps: i
         model = spec.build_model(config, info, **model_options)
         if config.mixed_precision:
             model = _float32_outputs(model)
-        compile_model(model, spec, config, total_steps=total_steps)
+        compile_model(model, spec, config, total_steps=total_steps, info=info)
     return model
 
 

@@ -345,7 +345,32 @@ def accuracy(target: BenchTarget, predictions: dict[str, np.ndarray]) -> dict:
                 f"{list(pred.shape)}; re-run 'rnnforge export onnx {target.run.path}'"
             )
     scores = score_engines(predictions, eval_set.reference, target.spec, eval_set.x, eval_set.y, eval_set.info)
-    return {"split": eval_set.split, "examples": count(eval_set.x), **scores}
+    every = every_output_scores(target)
+    return {
+        "split": eval_set.split,
+        "examples": count(eval_set.x),
+        **scores,
+        **({"every_output": every} if every else {}),
+    }
+
+
+def every_output_scores(target: BenchTarget) -> dict | None:
+    """A model with more outputs than the first (the forecaster's ``quantiles`` beside its median
+    ``forecast``): the task's scores of all of them (pinball loss, interval coverage and width), from
+    one ONNX Runtime CPU session in this process on the first variant. The timed engines return the
+    first output only; ``None`` for a model of one output."""
+    import onnxruntime as ort
+
+    from rnnforge.core.arrays import feeds
+
+    variant, path = next(iter(target.paths.items()))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    if len(session.get_outputs()) < 2:
+        return None
+    eval_set = target.eval_set
+    outputs = session.run(None, feeds(eval_set.x, [i.name for i in session.get_inputs()]))
+    scores = target.spec.score(eval_set.x, eval_set.y, outputs, eval_set.info)
+    return {"engine": f"onnxruntime CPU ({variant})", "outputs": [o.name for o in session.get_outputs()], **scores}
 
 
 def write_outputs(run: RunDir, result: dict, samples: dict[str, list], tf_record: dict | None) -> None:

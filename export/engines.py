@@ -502,10 +502,17 @@ class TfEngine:
 
     def bind(self, x: Inputs):
         arguments = self._arguments(x)
-        return lambda: self.call(*arguments).numpy()
+        return lambda: _on_host(self.call(*arguments))
 
     def predict(self, x: Inputs) -> np.ndarray:
-        return self.call(*self._arguments(x)).numpy()
+        """The first output, on the host (as ``OrtEngine.predict``)."""
+        out = _on_host(self.call(*self._arguments(x)))
+        return out[0] if isinstance(out, list) else out
+
+
+def _on_host(out):
+    """A model's output(s) as numpy: every output of a model with several (a quantile forecaster)."""
+    return [o.numpy() for o in out] if isinstance(out, (list, tuple)) else out.numpy()
 
 
 def tf_function(model, spec, threads: int | None):

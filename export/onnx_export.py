@@ -275,7 +275,7 @@ def check_graph(onnx_model, spec, info: dict | None = None) -> None:
         )
     for kind, declared, actual in (
         ("input", spec.onnx.inputs_for(info or {}), onnx_model.graph.input),
-        ("output", spec.onnx.outputs, onnx_model.graph.output),
+        ("output", spec.onnx.outputs_for(info or {}), onnx_model.graph.output),
     ):
         want, got = [t.name for t in declared], [v.name for v in actual]
         if want != got:
@@ -300,12 +300,12 @@ def attach_metadata(onnx_model, spec, config: dict, run: RunDir, opset: int) -> 
         "rnnforge.outputs": json.dumps(
             [
                 {"name": t.name, "dtype": t.dtype, "axes": t.axes, "description": t.description}
-                for t in spec.onnx.outputs
+                for t in spec.onnx.outputs_for(config["info"])
             ]
         ),
         "rnnforge.info": json.dumps(config["info"]),
     }
-    for key in ("class_names", "window", "horizon", "units", "day_types"):
+    for key in ("class_names", "window", "horizon", "units", "day_types", "quantiles", "interval_scale"):
         if key in config["info"]:
             metadata[f"rnnforge.{key}"] = json.dumps(config["info"][key])
     del onnx_model.metadata_props[:]
@@ -370,7 +370,7 @@ def name_dynamic_axes(onnx_model, spec, info: dict | None = None) -> None:
     renames = {}
     for declared, values in (
         (spec.onnx.inputs_for(info or {}), onnx_model.graph.input),
-        (spec.onnx.outputs, onnx_model.graph.output),
+        (spec.onnx.outputs_for(info or {}), onnx_model.graph.output),
     ):
         for tensor, value in zip(declared, values):
             dims = value.type.tensor_type.shape.dim

@@ -161,7 +161,32 @@ def _accuracy(accuracy: dict, stored: dict | None, units: str | None = None) -> 
         diff = f"{agreement['max_abs_diff']:.2e}" if agreement else ""
         top1 = f"{agreement['top1_agreement']:.4f}" if "top1_agreement" in agreement else ""
         lines.append(f"| {engine} | " + " | ".join(cells) + f" | {diff} | {top1} |")
-    return lines + _horizon_days(accuracy.get("onnxruntime") or accuracy[engines[1]])
+    return lines + _horizon_days(accuracy.get("onnxruntime") or accuracy[engines[1]]) + _intervals(accuracy)
+
+
+def _intervals(accuracy: dict) -> list[str]:
+    """A quantile forecaster's interval scores (``every_output``): pinball loss per level, and per
+    horizon day the coverage and width of each central interval against its nominal share."""
+    every = accuracy.get("every_output") or {}
+    nominal = sorted(k.removeprefix("nominal_") for k in every if k.startswith("nominal_"))
+    if not nominal:
+        return []
+    pinball = ", ".join(f"{k.removeprefix('pinball_')} {every[k]:,.1f}" for k in every if k.startswith("pinball_p"))
+    days = sorted({k.split("_d+")[1] for k in every if k.startswith("coverage_") and "_d+" in k}, key=int)
+    lines = [
+        "",
+        f"Intervals ({every['engine']}, every output): pinball loss {pinball}. Coverage is the share of "
+        "true values inside the interval; it should be near the nominal share.",
+        "",
+        "| interval (nominal) | all days | " + " | ".join(f"d+{d}" for d in days) + " |",
+        "|---|---:|" + "---:|" * len(days),
+    ]
+    for name in nominal:
+        label = f"{name.replace('_', '-').upper()} ({every['nominal_' + name]:.0%})"
+        for key, fmt in ((f"coverage_{name}", "{:.1%}"), (f"width_{name}", "{:,.0f}")):
+            cells = [fmt.format(every[key]), *(fmt.format(every[f"{key}_d+{d}"]) for d in days)]
+            lines.append(f"| {label} {key.split('_')[0]} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _horizon_days(scores: dict) -> list[str]:
@@ -486,7 +511,10 @@ def _console_score(result: dict) -> str:
     if "accuracy" in scores:
         return f"accuracy {scores['accuracy']:.4f}"
     if "mae" in scores and "naive_mae" in scores:
-        return f"MAE {format_value(scores['mae'])} vs naive {format_value(scores['naive_mae'])}"
+        every = acc.get("every_output") or {}
+        covered = next((k for k in every if k.startswith("coverage_") and k.count("_") == 2), None)
+        interval = f", {covered[9:].replace('_', '-').upper()} covers {every[covered]:.0%}" if covered else ""
+        return f"MAE {format_value(scores['mae'])} vs naive {format_value(scores['naive_mae'])}{interval}"
     return format_scores(scores) if scores else "-"
 
 

@@ -106,15 +106,16 @@ def warmup_schedule():
     return WarmUp
 
 
-def compile_model(model, spec, config: TrainConfig, total_steps: int) -> None:
-    """Compile ``model`` with Adam, gradient clipping by global norm, and the task's loss/metrics."""
+def compile_model(model, spec, config: TrainConfig, total_steps: int, info: dict | None = None) -> None:
+    """Compile ``model`` with Adam, gradient clipping by global norm, and the task's loss/metrics
+    (the loss for the run of data ``info``: ``TaskSpec.loss_for``)."""
     from tensorflow import keras
 
     optimizer = keras.optimizers.Adam(
         learning_rate=learning_rate(config, total_steps),
         global_clipnorm=config.clipnorm or None,
     )
-    model.compile(optimizer=optimizer, loss=spec.loss, metrics=list(spec.metrics))
+    model.compile(optimizer=optimizer, loss=spec.loss_for(config, info), metrics=list(spec.metrics))
 
 
 def classification_scores(x: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, info: dict) -> dict:

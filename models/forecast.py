@@ -96,6 +96,8 @@ def _split_series(series, config: TrainConfig, day_types=None) -> TaskData:
         "distil": bool(config.distil) and (config.ensemble or 1) > 1,
         "inputs": ["series", *(COVARIATE_INPUTS if day_types is not None else ())],
     }
+    if config.quantiles:  # only then: a point forecaster's info is what it was
+        info["quantiles"] = list(config.quantiles)
     if day_types is not None:
         info["day_types"] = list(day_types[1])
     return TaskData(splits=splits, info=info, dates=dates)
@@ -237,7 +239,11 @@ def _network(config: TrainConfig, info: dict, every_step: bool, form: str = "ser
         if every_step and distilled(info):
             x = _with_student(config, info, standardised, days, outputs, x)
     if every_step:
-        return keras.Model(inputs, x, name="forecaster_seq2seq")
+        model = keras.Model(inputs, x, name="forecaster_seq2seq")
+        set_ordering_weights(model, info)
+        return model
+    if levels_of(info):
+        return _quantile_model(inputs, x, info)
     outputs = keras.layers.Rescaling(scale=std, offset=mean, name="forecast")(x)
     return keras.Model(inputs, outputs, name="forecaster")
 
@@ -285,7 +291,129 @@ def _member(config: TrainConfig, info: dict, x, days, every_step: bool, prefix: 
     if days is not None:
         x = keras.layers.Concatenate(name=f"{prefix}head_features")([x, ahead])
         x = keras.layers.Dense(config.units, activation="relu", name=f"{prefix}head_hidden")(x)
-    return keras.layers.Dense(horizon, name=f"{prefix}next_days")(x)
+    if not levels_of(info):
+        return keras.layers.Dense(horizon, name=f"{prefix}next_days")(x)
+    q = len(levels_of(info))
+    x = keras.layers.Dense(horizon * q, name=f"{prefix}next_days")(x)
+    return _ordered(x, info, prefix, window if every_step else None)
+
+
+# ---- quantile outputs (--quantiles, issue #32) ----
+
+
+def levels_of(info: dict) -> list[float]:
+    """The quantile levels a run forecasts (``--quantiles``); empty for a point forecaster."""
+    return list(info.get("quantiles") or [])
+
+
+def ordering_matrices(levels) -> tuple[np.ndarray, np.ndarray]:
+    """``(anchor, steps)``, each ``[Q, Q]`` (input level -> output level), such that
+    ``raw @ anchor + softplus(raw) @ steps`` is ordered along the levels whatever ``raw``: every
+    output starts from the median's raw value, and each level above (below) it adds (subtracts)
+    the softplus of its own raw value to the one before, a positive increment."""
+    q, m = len(levels), list(levels).index(0.5)
+    anchor, steps = np.zeros((q, q), np.float32), np.zeros((q, q), np.float32)
+    anchor[m, :] = 1.0
+    for j in range(q):
+        for i in range(q):
+            if m < i <= j:
+                steps[i, j] = 1.0
+            elif j <= i < m:
+                steps[i, j] = -1.0
+    return anchor, steps
+
+
+def _ordered(x, info: dict, prefix: str, window: int | None):
+    """A member's raw ``[..., horizon * Q]`` made ordered per day (``ordering_matrices``, two fixed
+    Dense layers on the level axis): ``[..., horizon * Q]``, day-major, levels increasing."""
+    from tensorflow import keras
+
+    horizon, q = info["horizon"], len(levels_of(info))
+    lead = (window,) if window else ()
+    raw = keras.layers.Reshape((*lead, horizon, q), name=f"{prefix}quantile_raw")(x)
+    gaps = keras.layers.Activation("softplus", name=f"{prefix}quantile_gaps")(raw)
+    fixed = {"use_bias": False, "trainable": False, "kernel_initializer": "zeros"}
+    anchor = keras.layers.Dense(q, name=f"{prefix}quantile_anchor", **fixed)(raw)
+    steps = keras.layers.Dense(q, name=f"{prefix}quantile_steps", **fixed)(gaps)
+    ordered = keras.layers.Add(name=f"{prefix}quantile_ordered")([anchor, steps])
+    return keras.layers.Reshape((*lead, horizon * q), name=f"{prefix}quantile_levels")(ordered)
+
+
+def set_ordering_weights(model, info: dict) -> None:
+    """The fixed weights of every ``quantile_anchor``/``quantile_steps`` layer of ``model``."""
+    if not levels_of(info):
+        return
+    anchor, steps = ordering_matrices(levels_of(info))
+    for layer in model.layers:
+        if layer.name.endswith("quantile_anchor"):
+            layer.set_weights([anchor])
+        elif layer.name.endswith("quantile_steps"):
+            layer.set_weights([steps])
+
+
+def calibration_kernel(scales, levels) -> np.ndarray:
+    """The ``calibration`` layer's ``[H * Q, H * Q]`` kernel: level j of day d becomes
+    ``median + scales[d] * (level_j - median)`` (a scale > 0 keeps the levels ordered); all ones:
+    the identity."""
+    q, m = len(levels), list(levels).index(0.5)
+    kernel = np.zeros((len(scales) * q, len(scales) * q), np.float32)
+    for d, scale in enumerate(scales):
+        for j in range(q):
+            kernel[d * q + j, d * q + j] += scale
+            kernel[d * q + m, d * q + j] += 1.0 - scale
+    return kernel
+
+
+def _quantile_model(inputs, x, info: dict):
+    """Serving outputs of a quantile forecaster from the averaged standardised ``[batch, H * Q]``:
+    ``forecast`` (the median, ``[batch, H]``) and ``quantiles`` (``[batch, H, Q]``), raw units, the
+    intervals scaled per day by ``info["interval_scale"]`` (identity when absent)."""
+    from tensorflow import keras
+
+    horizon, levels = info["horizon"], levels_of(info)
+    q, m = len(levels), levels.index(0.5)
+    fixed = {"use_bias": False, "trainable": False, "kernel_initializer": "zeros"}
+    x = keras.layers.Dense(horizon * q, name="calibration", **fixed)(x)
+    x = keras.layers.Rescaling(scale=info["std"], offset=info["mean"], name="quantiles_raw_units")(x)
+    quantiles = keras.layers.Reshape((horizon, q), name="quantiles")(x)
+    by_level = keras.layers.Permute((2, 1), name="levels_first")(quantiles)
+    median = keras.layers.Cropping1D((m, q - m - 1), name="median_level")(by_level)
+    forecast = keras.layers.Reshape((horizon,), name="forecast")(median)
+    model = keras.Model(inputs, [forecast, quantiles], name="forecaster")
+    set_ordering_weights(model, info)
+    scales = info.get("interval_scale") or [1.0] * horizon
+    model.get_layer("calibration").set_weights([calibration_kernel(scales, levels)])
+    return model
+
+
+def pinball_loss(levels):
+    """The Keras loss of outputs whose last axis holds these quantile ``levels`` (one per column):
+    the mean over columns of the pinball loss ``max(tau * e, (tau - 1) * e)``, ``e = y - prediction``
+    (at tau 0.5, half the absolute error)."""
+    import tensorflow as tf
+
+    taus = tf.constant(np.asarray(levels, np.float32))
+
+    def pinball(y_true, y_pred):
+        error = tf.cast(y_true, y_pred.dtype) - y_pred
+        tau = tf.cast(taus, y_pred.dtype)
+        return tf.reduce_mean(tf.maximum(tau * error, (tau - 1.0) * error), axis=-1)
+
+    return pinball
+
+
+def training_loss(config: TrainConfig, info: dict):
+    """A quantile forecaster's loss (``pinball_loss``) over the training graph's columns: each
+    member's (and the student's) ``horizon x Q`` levels, and, distilled, the student's gap to the
+    teacher at tau 0.5 (its MAE / 2, as the true targets' median); ``None``: the spec's MAE."""
+    levels = levels_of(info)
+    if not levels:
+        return None
+    per_network = np.tile(levels, info["horizon"])
+    taus = np.tile(per_network, members_of(info) + (1 if distilled(info) else 0))
+    if distilled(info):
+        taus = np.concatenate([taus, np.full(per_network.size, 0.5)])
+    return pinball_loss(taus)
 
 
 def build_model(config: TrainConfig, info: dict):
@@ -297,8 +425,9 @@ def serving_model(trained, config: TrainConfig, info: dict, form: str = "served"
     """The inference graph: raw inputs -> raw ``[batch, horizon]``, trained weights. ``form``:
     ``served`` (the student when distilled, else the ensemble) or ``ensemble`` (the members' average)."""
     served = _network(config, info, every_step=False, form=form)
+    fixed = ("standardise", "calibration")  # set from info by the builder, not trained
     for layer in served.layers:
-        if layer.weights and layer.name != "standardise":
+        if layer.weights and layer.name not in fixed:
             layer.set_weights(trained.get_layer(layer.name).get_weights())
     return served
 
@@ -322,6 +451,8 @@ def fused_serving_model(ensemble, config: TrainConfig, info: dict):
 
     from rnnforge.models.common import recurrent_layer
 
+    if levels_of(info):
+        raise UserError("--fuse-members does not apply to a quantile forecaster (--quantiles) yet")
     if members_of(info) < 2 or "m0_rnn0" not in {layer.name for layer in ensemble.layers}:
         return None
     members, units = members_of(info), config.units
@@ -419,6 +550,8 @@ def train_targets(x, y: np.ndarray, info: dict) -> np.ndarray:
     full = np.concatenate([values[..., 0], y], axis=1)  # [n, window + horizon]
     steps = np.arange(values.shape[1])[:, None] + 1 + np.arange(horizon)
     targets = ((full[:, steps] - info["mean"]) / info["std"]).astype(np.float32)
+    if levels_of(info):  # every level of a day targets that day: [n, window, horizon * Q], day-major
+        targets = np.repeat(targets, len(levels_of(info)), axis=-1)
     if distilled(info):  # the members' and the student's true targets, then zeros for the gap to the teacher
         return np.concatenate([tile_targets(targets, members_of(info) + 1), np.zeros_like(targets)], axis=-1)
     return tile_targets(targets, members_of(info))
@@ -430,9 +563,124 @@ def naive_forecast(x, horizon: int) -> np.ndarray:
     return values[:, values.shape[1] - SEASON : values.shape[1] - SEASON + horizon, 0]
 
 
-def score(x, y_true: np.ndarray, y_pred: np.ndarray, info: dict) -> dict:
+def point_and_quantiles(y_pred) -> tuple[np.ndarray, np.ndarray | None]:
+    """A served model's predictions as ``(forecast [n, H], quantiles [n, H, Q] or None)``: a quantile
+    forecaster returns both (Keras: a list), a point forecaster the forecast alone."""
+    if isinstance(y_pred, dict):
+        return np.asarray(y_pred["forecast"]), np.asarray(y_pred["quantiles"])
+    if isinstance(y_pred, (list, tuple)):
+        return np.asarray(y_pred[0]), np.asarray(y_pred[1]) if len(y_pred) > 1 else None
+    return np.asarray(y_pred), None
+
+
+def level_name(level: float) -> str:
+    """``0.1`` -> ``p10``, ``0.05`` -> ``p5``, ``0.975`` -> ``p97.5``."""
+    return f"p{level * 100:g}"
+
+
+def central_pairs(levels) -> list[tuple[int, int]]:
+    """Indices ``(low, high)`` of the central intervals among ``levels``: each level below 0.5 with
+    its mirror ``1 - level`` when that is a level too, widest first."""
+    levels = [round(v, 6) for v in levels]
+    return [(i, levels.index(round(1 - v, 6))) for i, v in enumerate(levels) if v < 0.5 and round(1 - v, 6) in levels]
+
+
+def pinball(y_true: np.ndarray, predicted: np.ndarray, level: float) -> np.ndarray:
+    """The pinball (quantile) loss of ``predicted`` as the ``level`` quantile of ``y_true``, per value."""
+    error = np.asarray(y_true, np.float64) - np.asarray(predicted, np.float64)
+    return np.maximum(level * error, (level - 1.0) * error)
+
+
+def coverage(y_true: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Per horizon day, the share of windows whose true value lies in ``[low, high]`` (``[n, H]`` each)."""
+    return np.mean((y_true >= low) & (y_true <= high), axis=0)
+
+
+def quantile_scores(y_true: np.ndarray, quantiles: np.ndarray, levels) -> dict:
+    """Pinball loss per level (raw units) and its mean; for each central interval (e.g. P10-P90),
+    its empirical coverage over all days and per horizon day, and its mean width."""
+    y_true = np.asarray(y_true, np.float64)
+    out = {}
+    for j, level in enumerate(levels):
+        out[f"pinball_{level_name(level)}"] = float(pinball(y_true, quantiles[..., j], level).mean())
+    out["pinball_mean"] = float(np.mean([out[f"pinball_{level_name(v)}"] for v in levels]))
+    for low, high in central_pairs(levels):
+        name = f"{level_name(levels[low])}_{level_name(levels[high])}"
+        covered = coverage(y_true, quantiles[..., low], quantiles[..., high])
+        width = quantiles[..., high].astype(np.float64) - quantiles[..., low]
+        out[f"coverage_{name}"] = float(covered.mean())
+        out[f"nominal_{name}"] = round(float(levels[high] - levels[low]), 6)
+        out[f"width_{name}"] = float(width.mean())
+        for day in range(y_true.shape[1]):
+            out[f"coverage_{name}_d+{day + 1}"] = float(covered[day])
+            out[f"width_{name}_d+{day + 1}"] = float(width[:, day].mean())
+    return out
+
+
+def interval_scales(y_true: np.ndarray, quantiles: np.ndarray, levels) -> list[float]:
+    """Conformal scales of the intervals, one per horizon day (``calibration_kernel``): for the
+    widest central interval (e.g. P10-P90, nominal 80 %), each window's score is how far out its
+    true value lies, as a multiple of the interval's half on that side of the median; the scale is
+    the ceil((n + 1) x nominal)-th smallest score (split conformal), so that every level's distance
+    to the median, times it, covers the nominal share of these windows."""
+    low, high = central_pairs(levels)[0]
+    m, nominal = list(levels).index(0.5), levels[high] - levels[low]
+    y = np.asarray(y_true, np.float64)
+    median = quantiles[..., m].astype(np.float64)
+    below = (median - y) / np.maximum(median - quantiles[..., low], 1e-9)
+    above = (y - median) / np.maximum(quantiles[..., high] - median, 1e-9)
+    scores = np.sort(np.maximum(below, above), axis=0)  # [n, H]
+    n = len(scores)
+    rank = min(n, int(np.ceil((n + 1) * nominal))) - 1
+    # a hair above the boundary window's score: float32 arithmetic in the graph keeps it inside
+    return [float(max(scores[rank, day] * (1 + 1e-5), 1e-3)) for day in range(scores.shape[1])]
+
+
+def crossfit_coverage(y_true: np.ndarray, quantiles: np.ndarray, levels) -> np.ndarray:
+    """Per horizon day, the widest central interval's coverage after conformal scaling
+    (``interval_scales``) where no window is scored by scales fitted on it: the earlier half of
+    the windows is scaled by the later half's scales and the other way round."""
+    low, high = central_pairs(levels)[0]
+    half = len(y_true) // 2
+    parts = (slice(0, half), slice(half, None))
+    covered = []
+    for fit_on, score_on in (parts, parts[::-1]):
+        scales = interval_scales(y_true[fit_on], quantiles[fit_on], levels)
+        q = quantiles[score_on].reshape(len(y_true[score_on]), -1) @ calibration_kernel(scales, levels)
+        q = q.reshape(quantiles[score_on].shape)
+        covered.append((y_true[score_on] >= q[..., low]) & (y_true[score_on] <= q[..., high]))
+    return np.concatenate(covered).mean(axis=0)
+
+
+def calibrate(served, config: TrainConfig, data: TaskData) -> dict | None:
+    """``--conformal``: the served quantile model's intervals scaled per horizon day
+    (``interval_scales`` on the validation windows, into its ``calibration`` layer and
+    ``info["interval_scale"]``); the record for metrics.json. ``None`` without it."""
+    levels = levels_of(data.info)
+    x, y = data.splits["valid"]
+    if config.conformal is False or not (levels and central_pairs(levels) and len(y)):
+        return None
+    _, quantiles = point_and_quantiles(served.predict(x, batch_size=256, verbose=0))
+    scales = interval_scales(y, quantiles, levels)
+    served.get_layer("calibration").set_weights([calibration_kernel(scales, levels)])
+    data.info["interval_scale"] = scales
+    low, high = central_pairs(levels)[0]
+    return {
+        "method": "split conformal: one scale per horizon day of every level's distance to the median",
+        "fitted_on": "valid",
+        "windows": int(len(y)),
+        "interval": f"{level_name(levels[low])}-{level_name(levels[high])}",
+        "scales": scales,
+        "coverage_before": coverage(y, quantiles[..., low], quantiles[..., high]).tolist(),
+        "note": "the valid scores are in-sample for these scales; *_crossfit scores none with its own",
+    }
+
+
+def score(x, y_true: np.ndarray, y_pred, info: dict) -> dict:
     """MAE and MAPE (%) per horizon day and their mean, the naive baseline's MAE on the same
-    windows, and the ratio model / naive."""
+    windows, and the ratio model / naive; a quantile forecaster's ``quantile_scores`` too (its point
+    forecast is the median)."""
+    y_pred, quantiles = point_and_quantiles(y_pred)
     y_true = y_true.astype(np.float64)
     errors = np.abs(y_pred.astype(np.float64) - y_true)
     naive_errors = np.abs(naive_forecast(x, y_true.shape[1]).astype(np.float64) - y_true)
@@ -447,6 +695,15 @@ def score(x, y_true: np.ndarray, y_pred: np.ndarray, info: dict) -> dict:
         out[f"mae_d+{day + 1}"] = float(errors[:, day].mean())
         out[f"mape_d+{day + 1}"] = float(mape[:, day].mean())
         out[f"naive_mae_d+{day + 1}"] = float(naive_errors[:, day].mean())
+    if quantiles is not None and levels_of(info):
+        levels = levels_of(info)
+        out.update(quantile_scores(y_true, quantiles, levels))
+        if central_pairs(levels) and len(y_true) >= 20:  # what conformal scaling would give, honestly
+            low, high = central_pairs(levels)[0]
+            crossfit = crossfit_coverage(y_true, quantiles, levels)
+            name = f"coverage_{level_name(levels[low])}_{level_name(levels[high])}_crossfit"
+            out[name] = float(crossfit.mean())
+            out.update({f"{name}_d+{day + 1}": float(c) for day, c in enumerate(crossfit)})
     return out
 
 
@@ -467,16 +724,24 @@ def report_plots(x, y, predictions, data: TaskData, split: str, out_dir) -> list
 
     scores = score(x, y, predictions, data.info)
     horizon = data.info["horizon"]
+    point, quantiles = point_and_quantiles(predictions)
+    interval, pairs = None, central_pairs(levels_of(data.info))
+    if quantiles is not None and pairs:  # the widest central interval, shaded
+        low, high = pairs[0]
+        levels = levels_of(data.info)
+        label = f"{level_name(levels[low]).upper()}-{level_name(levels[high]).upper()}"
+        interval = (quantiles[..., low], quantiles[..., high], label)
     return [
         plots.forecast_vs_actual(
             data.dates[split],
             y,
-            predictions,
+            point,
             naive_forecast(x, horizon),
             out_dir / "forecast.png",
             split,
             data.info["units"],
             holidays=weekday_holidays(x, data.dates[split], data.info),
+            interval=interval,
         ),
         plots.mae_per_horizon(
             [scores[f"mae_d+{d}"] for d in range(1, horizon + 1)],
@@ -516,6 +781,9 @@ SPEC = TaskSpec(
         # "Averaged ensemble"). --ensemble 1: one network.
         "ensemble": 5,
         "distil": False,
+        "quantiles": None,  # a point forecast unless asked (docs/forecasting.md, "Quantile forecasts")
+        # None: on with --quantiles (the pinball-trained intervals cover too little out of sample)
+        "conformal": None,
     },
     build_model=build_model,
     loss="mae",  # MAE is the score; it also shrugs off holiday outliers better than MSE/Huber
@@ -543,7 +811,22 @@ SPEC = TaskSpec(
                 codes="day_types",
             ),
         ),
-        outputs=(TensorSpec("forecast", "float32", ("batch", None), "the next HORIZON daily values, raw units"),),
+        outputs=(
+            TensorSpec(
+                "forecast",
+                "float32",
+                ("batch", None),
+                "the next HORIZON daily values, raw units (with --quantiles: the median, level 0.5)",
+            ),
+            TensorSpec(
+                "quantiles",
+                "float32",
+                ("batch", None, None),
+                "with --quantiles: each level of rnnforge.quantiles (increasing) for each of the HORIZON days, "
+                "raw units, [batch, HORIZON, Q]",
+                requires="quantiles",
+            ),
+        ),
         atol=1.0,  # raw units: ridership is ~1e5-1e6, float32 keeps ~7 digits
         fp16_atol=1e3,  # fp16 keeps ~3 digits inside the model; scaling to riders stays fp32
         # int8: no convolution to calibrate; the LSTMs and the dense head dynamically.
@@ -551,9 +834,12 @@ SPEC = TaskSpec(
     ),
     score=score,
     report_plots=report_plots,
-    demo_options={"epochs": 40},  # the synthetic series needs fewer epochs than the CTA goal run
+    # the synthetic series needs fewer epochs than the CTA goal run; the demo shows the intervals too
+    demo_options={"epochs": 40, "quantiles": "0.1,0.5,0.9"},
     train_targets=train_targets,
+    training_loss=training_loss,
     serving_model=serving_model,
+    calibrate=calibrate,
     companion_models=companion_models,
     fused_model=fused_serving_model,
 )

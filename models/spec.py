@@ -32,6 +32,9 @@ class TensorSpec:
     # An integer input of category codes: the data info key listing them (code i = info[key][i]);
     # the eval set records the list and bench refuses codes outside it.
     codes: str = ""
+    # An output that only some runs have: the data info key that must be set (the forecaster's
+    # ``quantiles`` output exists with ``--quantiles``).
+    requires: str = ""
 
     def dynamic_axes(self) -> dict[int, str]:
         """Map axis index to its symbolic name, for the axes that are dynamic."""
@@ -72,6 +75,11 @@ class OnnxSpec:
         whose inputs depend on its options, e.g. the forecaster's covariates), else all."""
         names = info.get("inputs")
         return self.inputs if names is None else tuple(t for t in self.inputs if t.name in names)
+
+    def outputs_for(self, info: dict) -> tuple[TensorSpec, ...]:
+        """The outputs a trained model returns: those its data ``info`` does not leave out
+        (``TensorSpec.requires``)."""
+        return tuple(t for t in self.outputs if not t.requires or info.get(t.requires))
 
 
 @dataclass
@@ -121,11 +129,18 @@ class TaskSpec:
     # the serving-form data to training targets, and the trained model to the one that is served.
     demo_options: Mapping[str, Any] = field(default_factory=dict)  # what ``rnnforge demo`` changes
     train_targets: Callable[[np.ndarray, np.ndarray, dict], np.ndarray] | None = None
+    # A loss that depends on the run's options (the forecaster's pinball loss with --quantiles):
+    # (config, info) -> a Keras loss, or None for ``loss``.
+    training_loss: Callable[[TrainConfig, dict], Any] | None = None
     serving_model: Callable[[Any, TrainConfig, dict], Any] | None = None  # (trained model, config, info)
     # Served models a run keeps beside ``model.keras`` (the forecaster's distilled run keeps its
     # ensemble): (trained model, config, info) -> {name: model}, saved as ``model.NAME.keras``,
     # scored in metrics.json under NAME and exported as ``model.NAME.onnx``.
     companion_models: Callable[[Any, TrainConfig, dict], dict] | None = None
+    # After training, before scoring: adjust the served model on the validation split (the
+    # forecaster's --conformal interval scales); (served model, config, data) -> a record for
+    # metrics.json's ``calibration``, or None when nothing was done.
+    calibrate: Callable[[Any, TrainConfig, TaskData], dict | None] | None = None
     # ``export onnx --fuse-members``: (served ensemble, config, info) -> the same function as one
     # network whose recurrent layers hold every member (block-diagonal weights), or None.
     fused_model: Callable[[Any, TrainConfig, dict], Any] | None = None
@@ -145,6 +160,11 @@ class TaskSpec:
     def targets_for_training(self, x: np.ndarray, y: np.ndarray, info: dict) -> np.ndarray:
         """What the training graph is fitted to (``y`` itself unless the task says otherwise)."""
         return self.train_targets(x, y, info) if self.train_targets else y
+
+    def loss_for(self, config: TrainConfig, info: dict | None):
+        """The training graph's loss: ``training_loss``'s for this run, else ``loss``."""
+        chosen = self.training_loss(config, info) if self.training_loss and info is not None else None
+        return self.loss if chosen is None else chosen
 
     def to_serving(self, model, config: TrainConfig, info: dict):
         """The model users run and export (the trained model itself unless the task says otherwise)."""

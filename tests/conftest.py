@@ -167,7 +167,7 @@ def make_run_dir(
     data = spec.load_data(config)
     keras.utils.set_random_seed(0)
     model = spec.build_model(config, data.info)
-    compile_model(model, spec, config, total_steps=epochs_steps * passes)
+    compile_model(model, spec, config, total_steps=epochs_steps * passes, info=data.info)
     x, y = data.splits["train"]
     y = spec.targets_for_training(x, y, data.info)
     x_valid, y_valid = data.splits["valid"]

@@ -605,6 +605,36 @@ CASES = [
     ),
     ("distil_sketch", _options("train", "sketch", "--distil"), ["--distil does not apply to task 'sketch'"], 2),
     (
+        "quantiles_decreasing",
+        _options("train", "forecast", "--quantiles", "0.9,0.5,0.1"),
+        ["--quantiles must increase: 0.5 follows 0.9"],
+        2,
+    ),
+    (
+        "quantiles_one",
+        _options("train", "forecast", "--quantiles", "0.1,0.5,1"),
+        ["--quantiles: 1 is not a level in (0, 1)"],
+        2,
+    ),
+    (
+        "quantiles_no_median",
+        _options("train", "forecast", "--quantiles", "0.1,0.9"),
+        ["--quantiles must include 0.5: the median is the served point forecast"],
+        2,
+    ),
+    (
+        "quantiles_text",
+        _options("train", "forecast", "--quantiles", "0.1,p50"),
+        ["--quantiles: 'p50' is not a number"],
+        2,
+    ),
+    (
+        "quantiles_sketch",
+        _options("train", "sketch", "--quantiles", "0.1,0.5,0.9"),
+        ["--quantiles does not apply to task 'sketch'"],
+        2,
+    ),
+    (
         "horizon_beyond_a_week",
         _options("train", "forecast", "--horizon", "8"),
         ["--horizon must be between 1 and 7 days, got 8"],

@@ -75,8 +75,6 @@ HELDOUT = {"train_start": "2015-01-01", "train_end": "2017-12-31", "valid_end": 
 
 def run_one(series: str, candidate: str, covariates: str, seed: int, args) -> dict:
     """Train one candidate on one series with one seed; the served model's validation scores."""
-    import numpy as np
-
     from rnnforge.cluster.fit import batches, fit, prepare
     from rnnforge.models import get_spec
     from rnnforge.models.resolve import resolve_config
@@ -84,6 +82,8 @@ def run_one(series: str, candidate: str, covariates: str, seed: int, args) -> di
     changes = dict(CANDIDATES[candidate])
     with_bus = changes.pop("with_bus", False)
     options = {"covariates": covariates, "seed": seed, "epochs": args.epochs, "ensemble": args.ensemble}
+    if args.quantiles:  # issue #32: quantile outputs, the pinball loss
+        options["quantiles"] = args.quantiles
     options.update(workers=1, batch_size=GLOBAL_BATCH, **changes)  # one process trains the global batch
     if args.heldout:
         options.update(HELDOUT)
@@ -105,11 +105,21 @@ def run_one(series: str, candidate: str, covariates: str, seed: int, args) -> di
     history = fit(run, train, valid)
     model, (x_valid, y_valid) = run.model, data.splits["valid"]
     served = spec.to_serving(model, config, data.info)
-    scores = spec.score(x_valid, y_valid, np.asarray(served.predict(x_valid, batch_size=256, verbose=0)), data.info)
+    valid_pred = served.predict(x_valid, batch_size=256, verbose=0)
+    scores = spec.score(x_valid, y_valid, valid_pred, data.info)
+    if args.plots:  # the run dir's forecast.png and mae_per_horizon.png, of the validation windows
+        folder = args.plots / f"{series}_{candidate}_{seed}"
+        folder.mkdir(parents=True, exist_ok=True)
+        if spec.calibrate and spec.calibrate(served, config, data):  # --conformal, as the CLI run's plots show it
+            valid_pred = served.predict(x_valid, batch_size=256, verbose=0)
+        spec.report_plots(x_valid, y_valid, valid_pred, data, "valid", folder)
     if args.heldout:
         x_test, y_test = data.splits["test"]
-        test = spec.score(x_test, y_test, np.asarray(served.predict(x_test, batch_size=256, verbose=0)), data.info)
-        scores.update({f"test_{k}": v for k, v in test.items() if "_d+" not in k})
+        test_pred = served.predict(x_test, batch_size=256, verbose=0)
+        test = spec.score(x_test, y_test, test_pred, data.info)
+        if config.quantiles:  # --conformal's scales fitted on the validation windows, scored on the test ones
+            scores.update(conformal_on_test(served, data, test_pred))
+        scores.update({f"test_{k}": v for k, v in test.items() if "_d+" not in k or "coverage" in k})
     return {
         "series": series,
         "candidate": candidate,
@@ -117,14 +127,35 @@ def run_one(series: str, candidate: str, covariates: str, seed: int, args) -> di
         "seed": seed,
         "input": args.input,
         "ensemble": config.ensemble,
+        **({"quantiles": list(config.quantiles)} if config.quantiles else {}),
         "split": "heldout" if args.heldout else "default",
         "epochs_run": len(history.history["loss"]),
         "seconds": round(time.perf_counter() - started, 1),
         "config": {
             k: v for k, v in dataclasses.asdict(config).items() if k in ("units", "dropout", "lr_schedule", "patience")
         },
-        **{k: round(v, 4) for k, v in scores.items()},
+        **{k: round(v, 4) if isinstance(v, float) else v for k, v in scores.items()},
     }
+
+
+def conformal_on_test(served, data, test_pred) -> dict:
+    """The test windows' interval coverage (overall and per day) and width once the intervals are
+    scaled by the conformal scales of the validation windows (``--conformal``): out of sample."""
+    import numpy as np
+
+    from rnnforge.models.forecast import calibration_kernel, interval_scales, levels_of, point_and_quantiles
+
+    levels = levels_of(data.info)
+    (x_valid, y_valid), (_, y_test) = data.splits["valid"], data.splits["test"]
+    _, valid_q = point_and_quantiles(served.predict(x_valid, batch_size=256, verbose=0))
+    scales = interval_scales(y_valid, valid_q, levels)
+    _, test_q = point_and_quantiles(test_pred)
+    scaled = (test_q.reshape(len(test_q), -1) @ calibration_kernel(scales, levels)).reshape(test_q.shape)
+    covered = np.mean((y_test >= scaled[..., 0]) & (y_test <= scaled[..., -1]), axis=0)
+    out = {"test_conformal_coverage": float(covered.mean()), "conformal_scales": [round(s, 4) for s in scales]}
+    out["test_conformal_width"] = float(np.mean(scaled[..., -1] - scaled[..., 0]))
+    out.update({f"test_conformal_coverage_d+{d + 1}": float(c) for d, c in enumerate(covered)})
+    return out
 
 
 def add_bus_column(data, config) -> None:
@@ -210,6 +241,8 @@ def main() -> int:
         "(reproduces rnnforge train --workers 1 --batch-size 32 to the digit)",
     )
     parser.add_argument("--ensemble", type=int, help="averaged members (default: the task's)")
+    parser.add_argument("--plots", type=Path, help="write the validation split's plots under this folder")
+    parser.add_argument("--quantiles", help="quantile levels, e.g. 0.1,0.5,0.9 (issue #32; default: a point forecast)")
     parser.add_argument(
         "--heldout", action="store_true", help="train 2015-2017, validate Jan-May 2018, test on June 2018-May 2019"
     )

@@ -136,6 +136,40 @@ def parse_categories(value: str | Sequence[str] | None) -> tuple[str, ...] | Non
     return kept or None
 
 
+MAX_QUANTILES = 19
+
+
+def parse_quantiles(value: str | Sequence[float] | None) -> tuple[float, ...] | None:
+    """``--quantiles``: ``"0.1,0.5,0.9"`` (or a list, as config.json keeps it) -> ``(0.1, 0.5, 0.9)``;
+    empty, ``none`` or ``off`` -> ``None`` (a point forecast). Refuses, naming the option, a level
+    that is not a number, outside (0, 1), out of increasing order, a list without the median 0.5
+    (the point forecast) and one longer than ``MAX_QUANTILES``."""
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else list(value)
+    items = [str(item).strip() for item in items if str(item).strip()]
+    if not items or (len(items) == 1 and items[0].lower() in ("none", "off")):
+        return None
+    levels = []
+    for item in items:
+        try:
+            level = float(item)
+        except ValueError:
+            raise UserError(f"--quantiles: {item!r} is not a number (expected levels such as 0.1,0.5,0.9)") from None
+        if not 0 < level < 1 or not math.isfinite(level):
+            raise UserError(f"--quantiles: {item} is not a level in (0, 1)")
+        if levels and level <= levels[-1]:
+            raise UserError(f"--quantiles must increase: {item} follows {levels[-1]:g}")
+        levels.append(round(level, 6))
+    if 0.5 not in levels:
+        raise UserError("--quantiles must include 0.5: the median is the served point forecast")
+    if len(levels) > MAX_QUANTILES:
+        raise UserError(
+            f"--quantiles: {len(levels)} levels, at most {MAX_QUANTILES} (each is an output per horizon day of every member)"
+        )
+    return tuple(levels)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """One training run's options (``rnnforge train TASK --OPTION VALUE ...``), checked when made.
@@ -419,6 +453,25 @@ class TrainConfig:
         tasks=_FORECAST,
         off_switch="--no-distil",
     )
+    # forecast: quantile outputs (issue #32)
+    quantiles: tuple[float, ...] | None = option(
+        None,
+        "Forecast these quantile levels of every horizon day (increasing, in (0, 1), with the median 0.5), "
+        "trained with the pinball loss; the served model returns them as 'quantiles' [batch, horizon, Q] beside "
+        "the median 'forecast'. none: a point forecast.",
+        tasks=_FORECAST,
+        default_text="none",
+    )
+    conformal: bool | None = option(
+        None,
+        "With --quantiles: scale each horizon day's intervals around the median so that the widest central one "
+        "covers its nominal share of the validation windows (split conformal); the scales go into the served "
+        "model. The validation scores are then in-sample for the scales (metrics.json: calibration; the "
+        "*_crossfit coverage is out of sample).",
+        tasks=_FORECAST,
+        off_switch="--no-conformal",
+        default_text="on with --quantiles",
+    )
     # cluster scale: elastic worker groups, shared storage, experiment tracking
     min_workers: int | None = option(
         None,
@@ -446,6 +499,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "categories", parse_categories(self.categories))
+        object.__setattr__(self, "quantiles", parse_quantiles(self.quantiles))
         for name, declared in declarations().items():
             if not declared.applies_to(self.task, self.dataset):
                 object.__setattr__(self, name, None)  # what does not apply to the task or dataset stays unset
@@ -473,6 +527,17 @@ class TrainConfig:
         if self.covariates == "none" and (self.day_type_column or self.holidays):
             given = "--day-type-column" if self.day_type_column else "--holidays"
             raise UserError(f"{given} gives day types, which --covariates none leaves out: drop one of them")
+        if self.conformal and not self.quantiles:
+            raise UserError("--conformal scales the intervals of --quantiles: give --quantiles too (e.g. 0.1,0.5,0.9)")
+        if (
+            self.conformal
+            and self.quantiles
+            and not any(round(1 - v, 6) in self.quantiles for v in self.quantiles if v < 0.5)
+        ):
+            raise UserError(
+                f"--conformal needs a central interval among --quantiles (a level below 0.5 and its mirror 1 - level), "
+                f"got {','.join(f'{v:g}' for v in self.quantiles)}"
+            )
         if self.date_column is not None and self.date_column == self.value_column:
             raise UserError(f"--value-column {self.value_column!r} is the --date-column too: name the column of values")
 

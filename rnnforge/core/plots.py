@@ -150,9 +150,12 @@ def forecast_vs_actual(
     split: str,
     units: str,
     holidays=(),
+    interval: tuple | None = None,
 ) -> Path:
     """Next-day (+1) and last-day (+horizon) forecasts against what happened, with the naive line;
-    ``holidays`` (datetime64 days, e.g. weekdays the model was told are holidays) are shaded."""
+    ``holidays`` (datetime64 days, e.g. weekdays the model was told are holidays) are shaded.
+    ``interval``: ``(low [n, H], high [n, H], label)``, a forecast interval shaded around the
+    model's line (a fan chart)."""
     horizon = actual.shape[1]
     fig, axes = _figure(2, 1, figsize=(11, 6), sharex=True)
     for ax, day in zip(axes, (0, horizon - 1)):
@@ -160,8 +163,12 @@ def forecast_vs_actual(
         shown = [h for h in np.asarray(holidays, dtype="datetime64[D]") if len(when) and when[0] <= h <= when[-1]]
         for i, holiday in enumerate(shown):
             ax.axvspan(holiday, holiday + 1, color="orange", alpha=0.25, lw=0, label="holiday" if i == 0 else None)
+        if interval is not None:
+            ax.fill_between(
+                when, interval[0][:, day], interval[1][:, day], color="C0", alpha=0.2, lw=0, label=interval[2]
+            )
         ax.plot(when, actual[:, day], color="black", lw=1.4, label="actual")
-        ax.plot(when, forecast[:, day], lw=1.2, label="model")
+        ax.plot(when, forecast[:, day], lw=1.2, label="model" if interval is None else "model (median)")
         ax.plot(when, naive[:, day], lw=0.9, ls="--", alpha=0.7, label="naive (7 days earlier)")
         ax.set_title(f"{split} split, forecast for day +{day + 1}")
         ax.set_ylabel(units)
