@@ -193,3 +193,25 @@ def test_the_recipe_leaves_its_fp32_layers_unquantized(fp32_layers, calibration,
     assert ("DequantizeLinear" in ops) and (
         "MatMul" in ops if "dense" in kept else any("MatMul" in op and op != "MatMul" for op in ops)
     )
+
+
+def test_the_gpu_goal_on_agreement_is_met_only_on_its_bound():
+    import importlib.util
+
+    from conftest import ROOT
+
+    loader = importlib.util.spec_from_file_location("gpu_bench_for_gates", ROOT / "benchmarks" / "gpu_bench.py")
+    gpu_bench = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(gpu_bench)
+
+    def src(agreed: int, examples: int) -> dict:
+        engine = {"top1_agreement": agreed / examples, "top1_agreed": agreed, "max_abs_diff": 1e-6}
+        accuracy = {"examples": examples, "agreement_by_engine": {"onnxruntime": engine}}
+        return {"cuda": {"run": {"accuracy": accuracy}}}
+
+    (row,) = gpu_bench.goal_agreement("run", "sketch", src(240, 240))  # 100 %, bound 98.4 %: goal 99.9 %
+    assert row[2] == "not established" and "lower bound 98.42%" in row[1]
+    (row,) = gpu_bench.goal_agreement("run", "sketch", src(3838, 3838))
+    assert row[2] == "met"
+    (row,) = gpu_bench.goal_agreement("run", "sketch", src(3800, 3838))
+    assert row[2] == "**missed**"

@@ -47,6 +47,10 @@ RECIPES = {
         static_ops=STATIC, dynamic_ops=DYNAMIC, fp32_layers=("first",), calibration="percentile"
     ),
     "dynamic only": Int8Spec(dynamic_ops=DYNAMIC),
+    "static conv+relu (pool fp32) + dynamic": Int8Spec(static_ops=("Conv", "Relu"), dynamic_ops=DYNAMIC),
+    "static conv+relu (pool fp32), first layer fp32 + dynamic": Int8Spec(
+        static_ops=("Conv", "Relu"), dynamic_ops=DYNAMIC, fp32_layers=("first",)
+    ),
     "static only (LSTM and dense layers fp32)": Int8Spec(static_ops=STATIC, dynamic_ops=()),
     "static + dynamic LSTM (dense layers fp32)": Int8Spec(static_ops=STATIC, dynamic_ops=("LSTM", "GRU")),
     "static + dynamic, first layer and dense layers fp32": Int8Spec(
@@ -69,7 +73,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--examples", type=int, default=None, help="held-out examples [default: --eval-examples']")
-    parser.add_argument("--recipes", default=",".join(RECIPES))
+    parser.add_argument("--recipes", default=";".join(RECIPES), help="names separated by semicolons")
     parser.add_argument("--batch-sizes", default="1,256")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=1.0)
@@ -110,7 +114,7 @@ def main() -> None:
         name = fp32.graph.input[0].name
         timed = {"fp32": ort.InferenceSession(fp32.SerializeToString(), options, providers=["CPUExecutionProvider"])}
         rows = {}
-        for key in args.recipes.split(","):
+        for key in args.recipes.split(";"):
             recipe = RECIPES[key]
             started = time.perf_counter()
             calibration_x, calibration = calibration_set(data, recipe)
