@@ -218,7 +218,7 @@ def _quantize(onnx_model, recipe, calibration_x: Inputs | None):
         fp32, current = work / "fp32.onnx", work / "pre.onnx"
         onnx.save(onnx_model, str(fp32))
         quant_pre_process(str(fp32), str(current), skip_symbolic_shape=True)
-        excluded = layer_nodes(onnx.load(str(current)), recipe.fp32_layers)
+        excluded = layer_nodes(onnx.load(str(current)), recipe.fp32_layers)  # the static pass renames some
         method = {
             "minmax": CalibrationMethod.MinMax,
             "percentile": CalibrationMethod.Percentile,
@@ -252,7 +252,9 @@ def _quantize(onnx_model, recipe, calibration_x: Inputs | None):
                 str(dynamic),
                 op_types_to_quantize=list(recipe.dynamic_ops),
                 weight_type=QuantType.QInt8,
-                nodes_to_exclude=excluded,
+                nodes_to_exclude=layer_nodes(
+                    onnx.load(str(current)), recipe.fp32_layers
+                ),  # names after the static pass
             )
             current = dynamic
         quantized = onnx.load(str(current))
@@ -275,7 +277,10 @@ def layer_nodes(onnx_model, positions) -> list[str]:
         raise ValueError(f"fp32_layers: unknown position {unknown[0]!r} (expected first or last)")
     if not layers:
         return []
-    return sorted({layers[0] if p == "first" else layers[-1] for p in positions}, key=layers.index)
+    chosen = sorted({layers[0] if p == "first" else layers[-1] for p in positions}, key=layers.index)
+    # ORT's quantizers replace a Gemm by MatMul + Add before quantizing, the MatMul named NAME_MatMul
+    gemms = {node.name for node in onnx_model.graph.node if node.op_type == "Gemm"}
+    return chosen + [f"{name}_MatMul" for name in chosen if name in gemms]
 
 
 def fp32_nodes(onnx_model) -> list[str]:

@@ -123,7 +123,7 @@ def _parity_lines(parity: dict | None) -> list[str]:
         lines.append(
             f"- int8: static {', '.join(int8['recipe']['static_ops']) or 'none'}, dynamic "
             f"{', '.join(int8['recipe']['dynamic_ops']) or 'none'} ({int8['calibration']['note']}); "
-            f"{int8['nodes']} nodes; accuracy gate on {int8['examples']} {int8['split']} examples: {gate}."
+            f"{int8['nodes']} nodes; accuracy gate on {_held_out(int8)}: {gate}."
         )
     return lines + [""]
 
@@ -152,6 +152,14 @@ def _accuracy(accuracy: dict, stored: dict | None) -> list[str]:
         top1 = _top1(agreement)
         lines.append(f"| {engine} | " + " | ".join(cells) + f" | {diff} | {top1} |")
     return lines + _horizon_days(accuracy.get("onnxruntime") or accuracy[engines[1]])
+
+
+def _held_out(int8: dict) -> str:
+    """The int8 gate's examples: "3,838 held-out examples (240 test, 240 valid, 3,358 drawn)"."""
+    sources = int8.get("held_out")
+    if not sources:
+        return f"{int8['examples']} {int8['split']} examples"
+    return f"{int8['examples']:,} held-out examples (" + ", ".join(f"{n:,} {s}" for s, n in sources.items()) + ")"
 
 
 def _top1(record: dict, prefix: str = "") -> str:

@@ -191,9 +191,12 @@ SPEC = TaskSpec(
         ),
         outputs=(TensorSpec("probabilities", "float32", ("batch", None), "softmax over class_names"),),
         # The per-frame CNN is most of the arithmetic: QDQ convolutions (Relu and the pooling
-        # quantized with them, so ORT runs QLinearConv end to end on uint8 frames); the LSTM and
-        # the dense layers dynamically. See docs/performance.md, "int8 variants".
-        int8=Int8Spec(static_ops=("Conv", "Relu", "AveragePool")),
+        # quantized with them, so ORT runs QLinearConv end to end on uint8 frames). The LSTM and
+        # the dense layers stay fp32: quantized dynamically they changed most of the decisions
+        # int8 changed on the hard set (agreement 0.9875 -> 0.9935 of 3,838 clips, established)
+        # for no time (int8 / fp32 0.74 -> 0.73 at batch 256). See docs/performance.md, "int8
+        # gates judged on evidence".
+        int8=Int8Spec(static_ops=("Conv", "Relu", "AveragePool"), dynamic_ops=()),
     ),
     score=classification_scores,
     report_plots=confusion_plot,

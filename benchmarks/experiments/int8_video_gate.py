@@ -52,6 +52,8 @@ RECIPES = {
         static_ops=("Conv", "Relu"), dynamic_ops=DYNAMIC, fp32_layers=("first",)
     ),
     "static only (LSTM and dense layers fp32)": Int8Spec(static_ops=STATIC, dynamic_ops=()),
+    "static only, first layer fp32": Int8Spec(static_ops=STATIC, dynamic_ops=(), fp32_layers=("first",)),
+    "static only, percentile": Int8Spec(static_ops=STATIC, dynamic_ops=(), calibration="percentile"),
     "static + dynamic LSTM (dense layers fp32)": Int8Spec(static_ops=STATIC, dynamic_ops=("LSTM", "GRU")),
     "static + dynamic, first layer and dense layers fp32": Int8Spec(
         static_ops=STATIC, dynamic_ops=("LSTM", "GRU"), fp32_layers=("first",)
