@@ -43,7 +43,7 @@ import sys
 import time
 from pathlib import Path
 
-from rnnforge.core.stats import wilson_lower
+from rnnforge.core.stats import rate_gate
 from rnnforge.export.results import p50_index
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -301,10 +301,11 @@ def goal_agreement(run: str, task: str, src: dict) -> list[list]:
         if "top1_agreement" not in agreement:
             rows.append([f"{engine} max abs diff vs TF outputs", f"{agreement['max_abs_diff']:.3g}", "n/a"])
             continue
-        agreed = round(agreement["top1_agreement"] * examples)
-        low = wilson_lower(agreed, examples)
+        agreed = agreement.get("top1_agreed", round(agreement["top1_agreement"] * examples))
+        gate = rate_gate(agreed, examples, goal)
+        low = gate["lower_bound"]
         # The point figure can clear a goal that the examples cannot establish (0 of 240 failing: >= 98.4 %).
-        established = "not established" if agreed / examples >= goal > low else verdict(low >= goal)
+        established = gate["verdict"] if gate["verdict"] == "not established" else verdict(gate["passed"])
         figure = f"{agreed:,} of {examples:,}: {agreed / examples:.2%}, lower bound {low:.2%}"
         rows.append([f"{engine} top-1 agreement with TF >= {goal:.1%} (95 % lower bound)", figure, established])
     return rows

@@ -33,7 +33,7 @@ from rnnforge.core.tracking import export_target, log_export
 from rnnforge.export import graph_opt
 from rnnforge.export.eval_set import EvalSet, default_cap, write_eval_set
 from rnnforge.export.parity import parity_gate
-from rnnforge.export.settings import variant_path
+from rnnforge.export.settings import DEFAULT_EVAL_EXAMPLES, variant_path
 
 SUPPORTED_OPSETS = (17, 18)
 FORBIDDEN_OPS = ("Loop", "Scan")
@@ -60,8 +60,10 @@ def export_onnx(
     With ``int8``, also the int8 variant (``model.int8.onnx``, ``export/int8.py``: the task's
     quantization recipe), which must pass the task's accuracy gate (``spec.onnx.int8``) on the
     evaluation split; its record is ``parity["int8"]``, with the recipe and the calibration set.
-    ``eval_examples`` caps the stored evaluation examples (evenly spaced over the split); ``None``:
-    ``eval_set.default_cap``. The ONNX files go to MLflow too: into ``mlflow_run_id``, or the MLflow
+    ``eval_examples`` is how many held-out examples the int8 gate is judged on (``None``:
+    ``DEFAULT_EVAL_EXAMPLES``, 3,838: enough to establish 99.9 % agreement), and caps the stored
+    evaluation examples (evenly spaced over the split; ``None``: ``eval_set.default_cap``, which
+    also keeps their inputs within 64 MiB). The ONNX files go to MLflow too: into ``mlflow_run_id``, or the MLflow
     run RUN_DIR/mlflow.json records (``core.tracking``).
 
     A run that keeps served models beside model.keras (``model.NAME.keras``: a distilled
@@ -118,7 +120,15 @@ def export_onnx(
     if int8:
         from rnnforge.export.int8 import export_int8
 
-        parity["int8"] = export_int8(onnx_model, spec, eval_set, data, variant_path(output, "int8"))
+        parity["int8"] = export_int8(
+            onnx_model,
+            spec,
+            eval_set,
+            data,
+            variant_path(output, "int8"),
+            tf_predict=lambda inputs: predict(model, inputs),
+            examples=DEFAULT_EVAL_EXAMPLES if eval_examples is None else eval_examples,
+        )
     fileio.write_bytes(output, onnx_model.SerializeToString())
     for path, other in written:
         fileio.write_bytes(path, other.SerializeToString())
@@ -327,13 +337,7 @@ def evaluation_set(model, spec, config: dict, run: RunDir, cap: int | None, data
     n_all = count(x_all)
     keep = select(n_all, default_cap(x_all) if cap is None else cap)
     x, y = rows(x_all, keep), np.ascontiguousarray(y_all[keep])
-    progress = Progress("TensorFlow's outputs on the evaluation set", len(keep))
-    chunks = []
-    for i in range(0, len(keep), PREDICT_BATCH):
-        chunks.append(_first_output(model, rows(x, slice(i, i + PREDICT_BATCH))))
-        progress.update(i + len(chunks[-1]))
-    progress.finish()
-    reference = np.concatenate(chunks)
+    reference = predict(model, x, progress="TensorFlow's outputs on the evaluation set")
     records = [
         {
             "name": tensor.name,
@@ -357,6 +361,20 @@ def evaluation_set(model, spec, config: dict, run: RunDir, cap: int | None, data
     }
     print(f"eval set: {len(keep)} of {n_all} {split} examples, with TensorFlow's outputs", flush=True)
     return EvalSet(x, y, reference, meta)
+
+
+def predict(model, x: Inputs, progress: str | None = None) -> np.ndarray:
+    """TensorFlow's first output of ``model`` on ``x``, in batches of ``PREDICT_BATCH``; a long one
+    shows how far it is under the label ``progress``."""
+    shown = Progress(progress, count(x)) if progress else None
+    chunks = []
+    for i in range(0, count(x), PREDICT_BATCH):
+        chunks.append(_first_output(model, rows(x, slice(i, i + PREDICT_BATCH))))
+        if shown:
+            shown.update(i + len(chunks[-1]))
+    if shown:
+        shown.finish()
+    return np.concatenate(chunks)
 
 
 def _first_output(model, x: Inputs) -> np.ndarray:

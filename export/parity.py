@@ -1,7 +1,8 @@
 """The parity gate: TensorFlow against ONNX Runtime on the same inputs, optimum-style.
 
-``check_parity`` compares every output (shape, max abs diff against ``atol``, top-1 agreement
-of a classifier); ``enforce_gate`` prints a gate's checks and refuses, as one line, a record
+``check_parity`` compares every output (shape, max abs diff against ``atol``: the gate, a worst
+case over the examples; a classifier's top-1 agreement, reported with its 95 % Wilson lower bound,
+``top1_record``); ``enforce_gate`` prints a gate's checks and refuses, as one line, a record
 that failed. The fp32 export, its fp16 variant (``onnx_export``) and the int8 variant's accuracy
 gate (``int8``) all end here, so none of them imports another for it.
 """
@@ -12,6 +13,7 @@ import numpy as np
 
 from rnnforge.core.arrays import Inputs, count, feeds
 from rnnforge.core.errors import ParityError
+from rnnforge.core.stats import describe_rate, rate_gate, wilson_lower
 
 
 def parity_gate(model, onnx_model, spec, x: Inputs, atol: float, subject: str, unwritten: str) -> dict:
@@ -29,6 +31,33 @@ def enforce_gate(record: dict, failure: str, unwritten: str) -> dict:
     if not record["passed"]:
         raise ParityError(f"{failure}: " + "; ".join(record["failures"]) + f" ({unwritten})")
     return record
+
+
+def top1_record(pred: np.ndarray, reference: np.ndarray, threshold: float | None = None) -> dict:
+    """Top-1 agreement of ``pred`` with ``reference`` (class scores, ``[n, classes]``): the rate, the
+    count agreeing, the examples and the rate's 95 % Wilson lower bound; with ``threshold``, also
+    ``top1_gate`` (``core.stats.rate_gate``: met only when the bound clears it)."""
+    n = int(len(reference))
+    agreed = int(np.sum(pred.argmax(-1) == reference.argmax(-1)))
+    record = {
+        "top1_agreement": agreed / n if n else float("nan"),
+        "top1_agreed": agreed,
+        "top1_examples": n,
+        "top1_lower_bound": wilson_lower(agreed, n) if n else 0.0,
+    }
+    if threshold is not None and n:
+        record["top1_gate"] = rate_gate(agreed, n, threshold)
+    return record
+
+
+def describe_top1(record: dict) -> str:
+    """ "0.9961 (255 of 256; 95 % lower bound 0.9784)": a ``top1_record`` in words."""
+    if "top1_gate" in record:
+        return describe_rate(record["top1_gate"])
+    return (
+        f"{record['top1_agreement']:.4f} ({record['top1_agreed']:,} of {record['top1_examples']:,}; "
+        f"95 % lower bound {record['top1_lower_bound']:.4f})"
+    )
 
 
 def check_parity(model, onnx_bytes: bytes, spec, x: Inputs, atol: float) -> dict:
@@ -61,7 +90,8 @@ def check_parity(model, onnx_bytes: bytes, spec, x: Inputs, atol: float) -> dict
         if not ok:
             record["failures"].append(f"{tensor.name}: max diff = {diff:.3e}")
         if spec.kind == "classification":
-            record["top1_agreement"] = float(np.mean(want.argmax(-1) == got.argmax(-1)))
+            record.update(top1_record(got, want))
+            record["checks"][-1] += f"; top-1 agreement {describe_top1(record)}"
     record["max_abs_diff"] = worst
     record["passed"] = not record["failures"]
     return record

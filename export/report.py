@@ -11,6 +11,7 @@ from rnnforge.core import fileio
 from rnnforge.core.run_dir import RunDir
 from rnnforge.core.scores import format_scores, format_value, headline
 from rnnforge.export.load_report import serving_section, serving_summary
+from rnnforge.export.parity import describe_top1
 from rnnforge.export.results import machine_line, p50_index
 
 
@@ -108,7 +109,7 @@ def _parity_lines(parity: dict | None) -> list[str]:
     for label, record in (("fp32", parity), ("fp16", parity.get("fp16")), ("ensemble", parity.get("ensemble"))):
         if not record:
             continue
-        agreement = f", top-1 agreement {record['top1_agreement']:.4f}" if "top1_agreement" in record else ""
+        agreement = _top1(record, ", top-1 agreement ")
         kept = f"; {len(record['nodes_kept_fp32'])} nodes kept in fp32" if "nodes_kept_fp32" in record else ""
         if record.get("fused_members"):
             kept += f"; {record['fused_members']} members fused into {record['recurrent_nodes']} recurrent nodes"
@@ -123,7 +124,7 @@ def _parity_lines(parity: dict | None) -> list[str]:
         lines.append(
             f"- int8: static {', '.join(int8['recipe']['static_ops']) or 'none'}, dynamic "
             f"{', '.join(int8['recipe']['dynamic_ops']) or 'none'} ({int8['calibration']['note']}); "
-            f"{int8['nodes']} nodes; accuracy gate on {int8['examples']} {int8['split']} examples: {gate}."
+            f"{int8['nodes']} nodes; accuracy gate on {_held_out(int8)}: {gate}."
         )
     return lines + [""]
 
@@ -159,7 +160,7 @@ def _accuracy(accuracy: dict, stored: dict | None, units: str | None = None) -> 
         delta = accuracy["delta_vs_tensorflow"].get(engine, {})
         cells = [format_value(accuracy[engine][k]) + (f" ({delta[k]:+.4f})" if k in delta else "") for k in score_keys]
         diff = f"{agreement['max_abs_diff']:.2e}" if agreement else ""
-        top1 = f"{agreement['top1_agreement']:.4f}" if "top1_agreement" in agreement else ""
+        top1 = _top1(agreement)
         lines.append(f"| {engine} | " + " | ".join(cells) + f" | {diff} | {top1} |")
     return lines + _horizon_days(accuracy.get("onnxruntime") or accuracy[engines[1]]) + _intervals(accuracy)
 
@@ -187,6 +188,22 @@ def _intervals(accuracy: dict) -> list[str]:
             cells = [fmt.format(every[key]), *(fmt.format(every[f"{key}_d+{d}"]) for d in days)]
             lines.append(f"| {label} {key.split('_')[0]} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _held_out(int8: dict) -> str:
+    """The int8 gate's examples: "3,838 held-out examples (240 test, 240 valid, 3,358 drawn)"."""
+    sources = int8.get("held_out")
+    if not sources:
+        return f"{int8['examples']} {int8['split']} examples"
+    return f"{int8['examples']:,} held-out examples (" + ", ".join(f"{n:,} {s}" for s, n in sources.items()) + ")"
+
+
+def _top1(record: dict, prefix: str = "") -> str:
+    """A record's top-1 agreement with its 95 % lower bound (and verdict, where it is gated);
+    the bare rate for results written before bounds were recorded; empty without one."""
+    if "top1_agreed" in record:
+        return prefix + describe_top1(record)
+    return f"{prefix}{record['top1_agreement']:.4f}" if "top1_agreement" in record else ""
 
 
 def _horizon_days(scores: dict) -> list[str]:

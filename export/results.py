@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from rnnforge.core.errors import UserError
+from rnnforge.export.parity import top1_record
+from rnnforge.export.settings import AGREEMENT_THRESHOLDS
 
 SCHEMA_VERSION = 4
 READABLE_VERSIONS = (2, 3, 4)
@@ -93,6 +95,13 @@ def summary_line(result: dict) -> str:
     return "\n".join(lines)
 
 
+def agreement_threshold(engine: str, spec) -> float:
+    """The top-1 agreement with TensorFlow ``engine`` is judged on: ``AGREEMENT_THRESHOLDS`` by its
+    variant, the task's int8 gate for int8."""
+    variant = "fp32" if engine == "onnxruntime" else engine.removeprefix("onnxruntime_")
+    return spec.onnx.int8.min_top1_agreement if variant == "int8" else AGREEMENT_THRESHOLDS.get(variant, 0.999)
+
+
 def score_engines(predictions: dict[str, np.ndarray], reference: np.ndarray, spec, x, y, info: dict) -> dict:
     """Every engine's task scores on ``x``/``y``, and its agreement with and score deltas against
     TensorFlow's stored outputs ``reference`` (scored as ``tensorflow``).
@@ -104,8 +113,8 @@ def score_engines(predictions: dict[str, np.ndarray], reference: np.ndarray, spe
     for name, pred in predictions.items():
         scores[name] = spec.score(x, y, pred, info)
         agreement[name] = {"max_abs_diff": float(np.max(np.abs(pred.astype(np.float64) - reference)))}
-        if spec.kind == "classification":
-            agreement[name]["top1_agreement"] = float(np.mean(pred.argmax(-1) == reference.argmax(-1)))
+        if spec.kind == "classification":  # judged on its 95 % lower bound (export.parity.top1_record)
+            agreement[name].update(top1_record(pred, reference, agreement_threshold(name, spec)))
         delta[name] = {
             k: float(v - scores[TENSORFLOW][k])
             for k, v in scores[name].items()

@@ -47,13 +47,22 @@ class Int8Spec:
 
     ``static_ops``: op types quantized statically (QDQ, activation ranges from calibration inputs);
     ``dynamic_ops``: op types quantized dynamically (int8 weights, activation scale per call). The
-    gate, on the evaluation split: a classifier's top-1 agreement with TensorFlow and its accuracy
-    drop (a fraction: 0.005 is half a point); a forecaster's mean MAE against the fp32 ONNX model's
-    (relative increase).
+    ``fp32_layers``: the layers left in fp32 among those the recipe quantizes, by position:
+    ``"first"`` (the first Conv, MatMul, Gemm, LSTM or GRU of the graph), ``"last"`` (the last);
+    ``calibration``: how the static ops' activation ranges are set from the calibration inputs
+    (``"minmax"``, ``"percentile"``: ``calibration_percentile`` of each tensor's absolute values,
+    or ``"entropy"``); ``calibration_bytes``: at most this many bytes of calibration inputs. The
+    gate, on held-out examples: a classifier's top-1 agreement with TensorFlow (its 95 % lower
+    bound) and its accuracy drop (a fraction: 0.005 is half a point); a forecaster's mean MAE
+    against the fp32 ONNX model's (relative increase).
     """
 
     static_ops: tuple[str, ...] = ()
     dynamic_ops: tuple[str, ...] = ("LSTM", "GRU", "MatMul", "Gemm")
+    fp32_layers: tuple[str, ...] = ()
+    calibration: str = "minmax"
+    calibration_percentile: float = 99.999
+    calibration_bytes: int = 16 * 2**20
     min_top1_agreement: float = 0.99
     max_accuracy_drop: float = 0.005
     max_mae_increase: float = 0.02
@@ -97,6 +106,10 @@ class TaskData:
     # batch_size, seed)`` returns one worker's endless batches, and ``train_size`` counts them.
     train_stream: Callable[[Any, int, int], Any] | None = None
     train_size: int | None = None
+    # A generated dataset can draw more of its evaluation split's kind: ``draw_held_out(n, index)``
+    # returns the ``index``-th batch of ``n`` fresh examples (x, y), never a training example; export
+    # judges its agreement gates on them where the held-out splits are too small to establish them.
+    draw_held_out: Callable[[int, int], tuple[Any, np.ndarray]] | None = None
 
     def num_examples(self, split: str) -> int:
         if split == "train" and self.train_stream is not None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
+
 from rnnforge.core.config import TrainConfig
 from rnnforge.core.errors import UserError
 from rnnforge.models.common import classification_scores, confusion_plot
@@ -76,7 +78,20 @@ def load_synthetic(config: TrainConfig) -> TaskData:
         for s in video.SPLITS
     }
     names = video.HARD_CLASS_NAMES if difficulty == "hard" else video.CLASS_NAMES
-    return _task_data(splits, names, config, "synthetic", flips=video.flip_classes(difficulty))
+    data = _task_data(splits, names, config, "synthetic", flips=video.flip_classes(difficulty))
+    data.draw_held_out = functools.partial(_draw_test_clips, config, difficulty)
+    return data
+
+
+#: Seeds of ``draw_held_out``'s batches: ``data_seed + DRAW_SEED_STEP * (index + 1)``, far from the
+#: splits' own (data_seed plus 0, 7,919 and 15,887), so a drawn clip is never a training clip.
+DRAW_SEED_STEP = 104_729
+
+
+def _draw_test_clips(config: TrainConfig, difficulty: str, n: int, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` fresh clips of the test split's kind (the hard set: a fresh cast in the test wardrobe)."""
+    seed = config.data_seed + DRAW_SEED_STEP * (index + 1)
+    return video.synthetic("test", seed=seed, frames=config.frames, size=config.frame_size, n=n, difficulty=difficulty)
 
 
 def load_folder(config: TrainConfig) -> TaskData:
@@ -176,9 +191,12 @@ SPEC = TaskSpec(
         ),
         outputs=(TensorSpec("probabilities", "float32", ("batch", None), "softmax over class_names"),),
         # The per-frame CNN is most of the arithmetic: QDQ convolutions (Relu and the pooling
-        # quantized with them, so ORT runs QLinearConv end to end on uint8 frames); the LSTM and
-        # the dense layers dynamically. See docs/performance.md, "int8 variants".
-        int8=Int8Spec(static_ops=("Conv", "Relu", "AveragePool")),
+        # quantized with them, so ORT runs QLinearConv end to end on uint8 frames). The LSTM and
+        # the dense layers stay fp32: quantized dynamically they changed most of the decisions
+        # int8 changed on the hard set (agreement 0.9875 -> 0.9935 of 3,838 clips, established)
+        # for no time (int8 / fp32 0.74 -> 0.73 at batch 256). See docs/performance.md, "int8
+        # gates judged on evidence".
+        int8=Int8Spec(static_ops=("Conv", "Relu", "AveragePool"), dynamic_ops=()),
     ),
     score=classification_scores,
     report_plots=confusion_plot,

@@ -244,8 +244,11 @@ def export() -> None:
 @click.option(
     "--eval-examples",
     type=click.IntRange(min=1),
-    help="Evaluation examples stored in RUN_DIR/eval.npz (evenly spaced over the split) for 'bench'.  "
-    f"[default: {DEFAULT_EVAL_EXAMPLES}, fewer if their inputs pass {DEFAULT_EVAL_BYTES // 2**20} MiB]",
+    help="Held-out examples the agreement gates are judged on (--int8: the evaluation split, then the "
+    "validation split, then fresh draws of a generated dataset), and stored in RUN_DIR/eval.npz (evenly "
+    f"spaced over the evaluation split) for 'bench'.  [default: {DEFAULT_EVAL_EXAMPLES:,}: the fewest that can "
+    "establish 99.9 % agreement (95 % lower bound); eval.npz stores fewer if their inputs pass "
+    f"{DEFAULT_EVAL_BYTES // 2**20} MiB]",
 )
 @click.option(
     "--fuse-members",
@@ -272,6 +275,7 @@ def export_onnx(
     """Convert RUN_DIR's model with tf2onnx, check parity on ONNX Runtime, and store the
     evaluation examples (eval.npz) that 'bench' needs, so it runs without the dataset or TensorFlow."""
     from rnnforge.export.onnx_export import export_onnx as run_export
+    from rnnforge.export.parity import describe_top1
 
     with on_ctrl_c(
         f"interrupted: the export of {run_dir} stopped; its trained model is untouched and each file already "
@@ -290,12 +294,14 @@ def export_onnx(
         )
     click.echo(
         f"parity: max abs diff {parity['max_abs_diff']:.2e} (atol {parity['atol']:g})"
-        + (f", top-1 agreement {parity['top1_agreement']:.4f}" if "top1_agreement" in parity else "")
+        + (f", top-1 agreement {describe_top1(parity)}" if "top1_agreed" in parity else "")
     )
     stored = parity["eval_set"]
     click.echo(f"onnx model: {parity['onnx_path']}")
     if "int8" in parity:
-        click.echo(f"int8 model: {parity['int8']['onnx_path']} (accuracy gate passed)")
+        int8_record = parity["int8"]
+        agreement = f": top-1 agreement {describe_top1(int8_record)}" if "top1_gate" in int8_record else ""
+        click.echo(f"int8 model: {int8_record['onnx_path']} (accuracy gate passed{agreement})")
     for name in ("ensemble",):
         if name in parity:
             fused = parity[name].get("fused_members")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 
@@ -11,16 +12,36 @@ import pytest
 from conftest import copy_run, error_line, run_cli
 
 from rnnforge.core.errors import UserError
+from rnnforge.core.stats import wilson_lower
 from rnnforge.export.int8 import accuracy_gate, calibration_set, skip_requantized_uint8
 from rnnforge.models import get_spec
 from rnnforge.models.spec import Int8Spec, TaskData
+
+#: The test models, trained for seconds, agree with their int8 variants on about 99.2 % of held-out
+#: examples (many near-ties), which cannot establish 99 %: the export path is checked here against
+#: 98 %, established on their held-out examples. The Wilson gate itself: tests/test_gates.py; the
+#: 99 % gate on the trained demo models: docs/performance.md, "int8 variants".
+FIXTURE_AGREEMENT = 0.98
+
+
+@contextlib.contextmanager
+def fixture_gate(task: str):
+    """``task``'s spec with its int8 agreement threshold at ``FIXTURE_AGREEMENT``."""
+    spec = get_spec(task)
+    int8 = dataclasses.replace(spec.onnx.int8, min_top1_agreement=FIXTURE_AGREEMENT)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(
+            f"rnnforge.models.{task}.SPEC", dataclasses.replace(spec, onnx=dataclasses.replace(spec.onnx, int8=int8))
+        )
+        yield
 
 
 @pytest.fixture(scope="module")
 def int8_sketch(exported_run, tmp_path_factory):
     """A copy of the exported sketch run, exported again with --int8."""
     run = copy_run(exported_run, tmp_path_factory.mktemp("int8") / "sketch")
-    result = run_cli("export", "onnx", run, "--int8")
+    with fixture_gate("sketch"):
+        result = run_cli("export", "onnx", run, "--int8")
     assert result.returncode == 0, result.stderr
     assert "int8 model:" in result.stdout and "-[✓] top-1 agreement with TensorFlow" in result.stdout
     return run
@@ -36,12 +57,17 @@ def _ort_outputs(path, x):
 def test_int8_sketch_is_dynamically_quantized_and_gated(int8_sketch):
     parity = json.loads((int8_sketch / "parity.json").read_text())
     int8 = parity["int8"]
-    assert int8["passed"] and int8["top1_agreement"] >= 0.99 and int8["accuracy_drop"] <= 0.005
-    assert int8["recipe"] == {"static_ops": [], "dynamic_ops": ["LSTM", "GRU", "MatMul", "Gemm"]}
+    assert int8["passed"] and int8["top1_agreement"] >= 0.98 and int8["accuracy_drop"] <= 0.005
+    recipe = {k: int8["recipe"][k] for k in ("static_ops", "dynamic_ops", "fp32_layers")}
+    assert recipe == {"static_ops": [], "dynamic_ops": ["LSTM", "GRU", "MatMul", "Gemm"], "fp32_layers": []}
     assert int8["calibration"]["split"] is None and int8["calibration"]["examples"] == 0
     assert int8["quantized_ops"]["DynamicQuantizeLSTM"] == 2
-    assert int8["gate"] == {"min_top1_agreement": 0.99, "max_accuracy_drop": 0.005}
-    assert int8["split"] == parity["split"] and int8["examples"] == parity["eval_set"]["examples"]
+    assert int8["gate"] == {"min_top1_agreement": FIXTURE_AGREEMENT, "max_accuracy_drop": 0.005}
+    # judged on the held-out examples: the test split's 1,000, then the validation split's 1,000
+    assert int8["split"] == parity["split"] and int8["held_out"] == {"test": 1000, "valid": 1000}
+    assert int8["examples"] == 2000 and int8["top1_gate"]["verdict"] == "met"
+    assert int8["top1_lower_bound"] >= FIXTURE_AGREEMENT and int8["top1_lower_bound"] < int8["top1_agreement"]
+    assert int8["recipe"]["fp32_nodes"] == [n for n in int8["recipe"]["fp32_nodes"] if "conv" in n.lower()]
     assert set(int8["scores"]) == {"tensorflow", "fp32", "int8"}
     model = onnx.load(str(int8_sketch / "model.int8.onnx"))
     meta = {p.key: p.value for p in model.metadata_props}
@@ -66,18 +92,29 @@ def test_int8_forecast_keeps_mae_within_the_gate(forecast_run, tmp_path):
 
 def test_int8_video_calibrates_its_convolutions_on_training_clips(video_run, tmp_path):
     run = copy_run(video_run, tmp_path / "video")
-    result = run_cli("export", "onnx", run, "--int8")
+    with fixture_gate("video"):
+        result = run_cli("export", "onnx", run, "--int8", "--eval-examples", "1000")
     assert result.returncode == 0, result.stderr
     int8 = json.loads((run / "parity.json").read_text())["int8"]
-    assert int8["passed"] and int8["top1_agreement"] >= 0.99
+    assert int8["passed"] and int8["top1_lower_bound"] >= FIXTURE_AGREEMENT
+    # 240 test clips, the validation split's 240 (the convolutions calibrate on training clips), 520 drawn
+    assert int8["held_out"] == {"test": 240, "valid": 240, "drawn": 520} and int8["examples"] == 1000
     assert int8["recipe"]["static_ops"] == ["Conv", "Relu", "AveragePool"]
+    # every convolution QDQ; the LSTM and the dense layers stay fp32 (docs/performance.md: quantized
+    # dynamically they changed most of int8's decisions on the hard set)
+    assert int8["recipe"]["dynamic_ops"] == [] and int8["recipe"]["calibration"] == "minmax"
+    kept = {n.name: n.op_type for n in onnx.load(str(run / "model.int8.onnx")).graph.node}
+    assert sorted(kept[name] for name in int8["recipe"]["fp32_nodes"]) in (
+        ["Gemm", "Gemm", "LSTM"],
+        ["LSTM", "MatMul", "MatMul"],
+    )
     config = json.loads((run / "config.json").read_text())
     assert int8["calibration"]["split"] == "train"
     assert 0 < int8["calibration"]["examples"] <= min(256, config["num_examples"]["train"])
     assert "calibrated on" in result.stdout and int8["calibration"]["note"] in result.stdout
     model = onnx.load(str(run / "model.int8.onnx"))
     ops = [n.op_type for n in model.graph.node]
-    assert ops.count("QuantizeLinear") >= 3 and "DynamicQuantizeLSTM" in ops  # QDQ convs, dynamic LSTM
+    assert ops.count("QuantizeLinear") >= 3 and "LSTM" in ops and "DynamicQuantizeLSTM" not in ops  # QDQ convs
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
     with np.load(run / "eval.npz") as data:
         x, reference = data["x"][:16], data["reference"][:16]
@@ -120,9 +157,13 @@ def test_bench_times_and_scores_the_int8_variant(int8_sketch, tmp_path):
     assert {r["engine"] for r in bench["latency"]} == {"tensorflow", "onnxruntime", "onnxruntime_int8"}
     assert set(bench["ratios_over_tf"]) == {"onnxruntime", "onnxruntime_int8"}
     accuracy = bench["accuracy"]
-    assert accuracy["agreement_by_engine"]["onnxruntime_int8"]["top1_agreement"] >= 0.99
-    parity = json.loads((run / "parity.json").read_text())
-    assert accuracy["onnxruntime_int8"]["accuracy"] == pytest.approx(parity["int8"]["scores"]["int8"]["accuracy"])
+    assert accuracy["agreement_by_engine"]["onnxruntime_int8"]["top1_agreement"] >= FIXTURE_AGREEMENT
+    with np.load(run / "eval.npz") as data:  # bench scores the stored examples (export's gate: 2,000 held out)
+        x, y = data["x"], data["y"]
+    stored = float(np.mean(_ort_outputs(run / "model.int8.onnx", x).argmax(-1) == y))
+    assert accuracy["onnxruntime_int8"]["accuracy"] == pytest.approx(stored)
+    int8_agreement = accuracy["agreement_by_engine"]["onnxruntime_int8"]
+    assert int8_agreement["top1_examples"] == 1000 and int8_agreement["top1_gate"]["threshold"] == 0.99
     report = (run / "bench" / "report.md").read_text()
     assert "- int8: static none, dynamic LSTM, GRU, MatMul, Gemm" in report and "top-1 agreement" in report
 
@@ -145,28 +186,32 @@ def _probabilities(labels: np.ndarray, classes: int = 4, confidence: float = 0.9
     ("fixes", "breaks", "failing"),
     [
         (0, 0, ""),
-        (2, 0, ""),  # 99.0 % agreement: at the limit; accuracy up a point
-        (3, 0, "top-1 agreement with TensorFlow"),  # 98.5 %, though accuracy rises
-        (0, 1, ""),  # accuracy down half a point: at the limit
-        (0, 2, "accuracy"),  # down a point, agreement still 99 %
+        (20, 0, ""),  # 99.5 % agreement, 95 % lower bound 99.23 %; accuracy up half a point
+        (30, 0, "top-1 agreement with TensorFlow"),  # 99.25 %, but its 95 % lower bound is 98.93 %
+        (50, 0, "top-1 agreement with TensorFlow"),  # 98.75 %, though accuracy rises
+        (0, 20, ""),  # accuracy down half a point: at the limit
+        (0, 24, "accuracy"),  # down 0.6 points, agreement still established (bound 99.11 %)
     ],
 )
 def test_classification_gate(fixes, breaks, failing):
-    """200 examples, TensorFlow right on 150: the int8 model differs from TensorFlow on ``fixes``
+    """4,000 examples, TensorFlow right on 3,000: the int8 model differs from TensorFlow on ``fixes``
     examples TensorFlow gets wrong (it gets them right) and on ``breaks`` it gets right."""
     spec = get_spec("sketch")
-    y = np.arange(200) % 4
+    y = np.arange(4000) % 4
     tf_labels = y.copy()
-    tf_labels[:50] = (y[:50] + 1) % 4
+    tf_labels[:1000] = (y[:1000] + 1) % 4
     int8_labels = tf_labels.copy()
     int8_labels[:fixes] = y[:fixes]
-    int8_labels[100 : 100 + breaks] = (y[100 : 100 + breaks] + 1) % 4
+    int8_labels[2000 : 2000 + breaks] = (y[2000 : 2000 + breaks] + 1) % 4
     reference = _probabilities(tf_labels)
     record = accuracy_gate(spec, Int8Spec(), None, y, reference, reference, _probabilities(int8_labels), {})
     assert record["passed"] is (not failing)
     assert [f.split(":")[0] for f in record["failures"]] == ([failing] if failing else [])
-    assert record["top1_agreement"] == pytest.approx(1 - (fixes + breaks) / 200)
-    assert record["accuracy_drop"] == pytest.approx((breaks - fixes) / 200)
+    assert record["top1_agreement"] == pytest.approx(1 - (fixes + breaks) / 4000)
+    assert record["top1_agreed"] == 4000 - fixes - breaks and record["examples"] == 4000
+    assert record["top1_lower_bound"] == pytest.approx(wilson_lower(4000 - fixes - breaks, 4000))
+    assert "95 % lower bound" in record["checks"][0] and "on 4,000 examples" in record["checks"][1]
+    assert record["accuracy_drop"] == pytest.approx((breaks - fixes) / 4000)
 
 
 @pytest.mark.parametrize(("change", "passes"), [(-0.05, True), (0.0, True), (0.019, True), (0.021, False)])

@@ -154,6 +154,67 @@ def examples_needed(threshold: float, failures: int = 0, confidence: float = CON
     return high
 
 
+def rate_gate(successes: int, n: int, threshold: float, confidence: float = CONFIDENCE) -> dict:
+    """A gate on a rate (top-1 agreement): it passes only when the Wilson lower bound of
+    ``successes`` of ``n`` reaches ``threshold``, not when the point figure does.
+
+    ``verdict``: "met" (the bound clears it), "not established" (the point figure clears it and
+    the bound does not: more examples could settle it; ``needed`` says how many at the same
+    failure rate) or "missed" (the point figure is below it)."""
+    low = wilson_lower(successes, n, confidence)
+    rate = successes / n
+    passed = low >= threshold
+    record = {
+        "successes": int(successes),
+        "examples": int(n),
+        "rate": rate,
+        "lower_bound": low,
+        "threshold": threshold,
+        "confidence": confidence,
+        "passed": passed,
+        "verdict": "met" if passed else "not established" if rate >= threshold else "missed",
+    }
+    if record["verdict"] == "not established":
+        failures = n - successes
+        record["needed"] = (
+            examples_needed(threshold, 0, confidence) if not failures else _needed_at_rate(rate, threshold, confidence)
+        )
+    return record
+
+
+def describe_rate(gate: dict) -> str:
+    """``gate`` (``rate_gate``) in words: "0.9958 (4,182 of 4,200; 95 % lower bound 0.9938, at least
+    0.99): met"; a verdict "not established" says how many examples would settle it."""
+    text = (
+        f"{gate['rate']:.4f} ({gate['successes']:,} of {gate['examples']:,}; {gate['confidence'] * 100:g} % lower bound "
+        f"{gate['lower_bound']:.4f}, at least {gate['threshold']:g})"
+    )
+    if gate["verdict"] == "not established":
+        needed = f"{gate['needed']:,}" if gate.get("needed") else "more"
+        return text + f": not established on {gate['examples']:,} examples ({needed} needed at this rate)"
+    return f"{text}: {gate['verdict']}"
+
+
+def _needed_at_rate(rate: float, threshold: float, confidence: float) -> int | None:
+    """The fewest examples at which ``rate`` (above ``threshold``) would have a lower bound
+    reaching ``threshold``; None where no count does (the rate equals it)."""
+    if rate <= threshold:
+        return None
+    n = 1
+    while wilson_lower(round(rate * n), n, confidence) < threshold:
+        n *= 2
+        if n > 10**9:
+            return None
+    low, high = n // 2, n
+    while high - low > 1:
+        middle = (low + high) // 2
+        if wilson_lower(round(rate * middle), middle, confidence) >= threshold:
+            high = middle
+        else:
+            low = middle
+    return high
+
+
 def _z(confidence: float) -> float:
     _check_unit(confidence, "confidence")
     return NormalDist().inv_cdf(0.5 + confidence / 2)
