@@ -49,7 +49,9 @@ def _context(name: str, command: click.Command) -> click.Context:
     # The group's context settings (``-h``, the width), as ``rnnforge --help`` applies them: click
     # caches a command's help option, so a context without them would render what ran first.
     root = click.Context(cli, info_name="rnnforge", **cli.context_settings)
-    return click.Context(command, info_name=name.split(" ", 1)[-1], parent=root if command is not cli else None)
+    if command is cli:
+        return root
+    return click.Context(command, info_name=name.split(" ", 1)[-1], parent=root)
 
 
 def _cell(text: str) -> str:

@@ -84,6 +84,19 @@ def test_cli_reference_is_generated_from_the_commands():
     assert (DOCS / "cli.md").read_text() == docs_cli.render(), "docs/cli.md is stale: run make docs"
 
 
+def test_cli_reference_does_not_depend_on_what_ran_before():
+    """click caches each command's help option on first use: the page must not change after the
+    CLI has printed its help (as it has when other tests ran first)."""
+    from click.testing import CliRunner
+
+    from rnnforge.cli import cli
+
+    before = docs_cli.render()
+    for args in (["--help"], ["bench", "--help"], ["export", "onnx", "-h"]):
+        CliRunner().invoke(cli, args)
+    assert docs_cli.render() == before
+
+
 def _section(page: str, name: str) -> str:
     return page.split(f"\n## `{name}`\n", 1)[1].split("\n## ", 1)[0]
 
