@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from rnnforge.core import fileio
 from rnnforge.core.run_dir import RunDir
+from rnnforge.core.run_files import read_metrics
 from rnnforge.core.scores import format_scores, format_value, headline
 from rnnforge.export.load_report import serving_section, serving_summary
 from rnnforge.export.results import machine_line, p50_index
@@ -27,7 +27,14 @@ def bench_markdown(result: dict, run: RunDir) -> str:
     lines += _latency(result)
     lines += serving_section(run)  # written by 'bench load', when it ran
     if run.architecture.is_file():
-        lines += ["## Architecture", "", "```", run.architecture.read_text().rstrip(), "```", ""]
+        lines += [
+            "## Architecture",
+            "",
+            "```",
+            run.architecture.read_text(encoding="utf-8", errors="replace").rstrip(),
+            "```",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -50,7 +57,7 @@ def _header(result: dict) -> list[str]:
 def _training(run: RunDir) -> list[str]:
     if not run.metrics.is_file():
         return []
-    metrics = json.loads(run.metrics.read_text())
+    metrics = read_metrics(run.metrics)  # checked before the bench began (bench.load_target)
     split = "test" if metrics.get("test", {}).get("examples") else "valid"
     lines = [
         "## Training",
