@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Ships the GPU proof's inputs to a machine reached only through small uploads (no network there):
-# the onnxruntime-gpu wheel and the exported runs, in one xz archive cut into parts.
+# the onnxruntime-gpu wheel (with flatbuffers, and jsonschema with its dependencies) and the
+# exported runs, in one xz archive cut into parts.
 #
 #   benchmarks/gpu_ship.sh pack RUNS_DIR [PART_MB]  # here: .gpu/ship.part-00, -01, ... and .gpu/ship.sha256
 #   benchmarks/gpu_ship.sh append PART              # there, one upload per part, in order: onto /tmp/ship.tar.xz
@@ -18,6 +19,9 @@
 set -euo pipefail
 
 ORT_WHEEL=onnxruntime-gpu==1.31.1
+# Besides it: ORT's flatbuffers, and jsonschema with what it needs (bench checks every run-dir file
+# against its JSON Schema, rnnforge/core/run_files.py), which a bare GPU box may lack.
+WITH="flatbuffers jsonschema jsonschema-specifications referencing rpds-py attrs typing-extensions"
 SHIP_DIR=${GPU_SHIP_DIR:-/tmp}
 ARCHIVE=$SHIP_DIR/ship.tar.xz
 PACK_DIR=.gpu/new
@@ -46,9 +50,11 @@ pack() {
     # download or a full disk leaves the previous set as it was.
     rm -rf "$new" && mkdir -p "$stage/site" "$stage/runs" || die "cannot create $new"
     trap 'rm -rf "$PACK_DIR"' EXIT  # gone whether pack succeeds or not
+    # $WITH unquoted on purpose: several package names
     "${PIP:-pip}" download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
-        --platform manylinux_2_28_x86_64 "$ORT_WHEEL" flatbuffers -d .gpu/wheels > "$new/pip.log" 2>&1 \
-        || die "the download of $ORT_WHEEL and flatbuffers failed, the previous parts are kept:" \
+        --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 "$ORT_WHEEL" $WITH -d .gpu/wheels \
+        > "$new/pip.log" 2>&1 \
+        || die "the download of $ORT_WHEEL and $WITH failed, the previous parts are kept:" \
             "$(grep -v '^\s*$' "$new/pip.log" | tail -n 1)"
     for wheel in .gpu/wheels/*.whl; do
         unzip -q -o "$wheel" -d "$stage/site" > /dev/null 2>&1 || die "$wheel is not a readable wheel (delete it and pack again)"

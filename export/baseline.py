@@ -10,12 +10,12 @@ is possible, TensorFlow is left out with one line saying why.
 from __future__ import annotations
 
 import importlib.util
-import json
 import time
 from pathlib import Path
 
 from rnnforge.core.errors import UserError
 from rnnforge.core.run_dir import RunDir
+from rnnforge.core.run_files import read_tf_timing
 from rnnforge.export.measure import TENSORFLOW, EngineUnavailable, Job, run_in_subprocess
 from rnnforge.export.results import machine_line
 from rnnforge.export.settings import BenchSettings
@@ -72,26 +72,34 @@ def measure_tensorflow(run: RunDir, task: str, source_run: str, settings: BenchS
     return {"source": "measured", "note": note, **_described(record), "record": record}
 
 
-def load_tf_timing(run: RunDir, task: str, source_run: str) -> dict | None:
-    """The recorded TensorFlow timing of this run's model, or None; refuses another run's."""
-    path = run.tf_timing
-    if not path.is_file():
-        return None
-    unreadable = f"{path} is not a readable TensorFlow timing"
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        recorded_task, source = record["task"], record["source_run"]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise UserError(f"{unreadable} ({exc}); delete it and bench again") from None
-    if recorded_task != task or source != source_run:
-        raise UserError(
-            f"{path} was recorded for the {recorded_task} model exported from {source}, not this run's ({source_run}): "
-            "delete it, or pass --tf-baseline none"
+def check_baseline(run: RunDir, task: str, source_run: str, settings: BenchSettings) -> None:
+    """Before any timing: what ``--tf-baseline`` needs is there, and a recorded timing the bench may
+    stand in with (``recorded``; ``auto`` where TensorFlow cannot be measured here) is this model's
+    and follows its schema."""
+    mode = settings.tf_baseline
+    measurable = _importable("tensorflow") and run.model.is_file()
+    if mode == "measure" and not measurable:
+        reason = (
+            "TensorFlow is not installed here"
+            if not _importable("tensorflow")
+            else f"{run.model} is not in the run dir"
         )
-    missing = [k for k in ("rows", "machine", "recorded_at", "intra_op_threads") if k not in record]
-    if missing or not isinstance(record["rows"], list):
-        raise UserError(f"{unreadable} (no {', '.join(missing) or 'rows'}); delete it and bench again")
-    return record
+        raise UserError(f"--tf-baseline measure: {reason}")
+    if mode == "recorded" and not run.tf_timing.is_file():
+        raise UserError(
+            f"--tf-baseline recorded: {run.tf_timing} does not exist; bench this run once where "
+            "TensorFlow is installed, or pass --tf-baseline none"
+        )
+    if mode == "recorded" or (mode == "auto" and not measurable):
+        load_tf_timing(run, task, source_run)
+
+
+def load_tf_timing(run: RunDir, task: str, source_run: str) -> dict | None:
+    """The recorded TensorFlow timing of this run's model (``bench/tf_timing.json``, checked against
+    its schema: ``run_files.read_tf_timing``), or None; refuses another run's."""
+    if not run.tf_timing.is_file():
+        return None
+    return read_tf_timing(run.tf_timing, task, source_run)
 
 
 def recorded_baseline(record: dict, settings: BenchSettings, reason: str | None) -> dict:

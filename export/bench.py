@@ -2,8 +2,10 @@
 
 Reads only the run dir: the ONNX model(s), ``eval.npz`` (the evaluation examples, their labels
 and TensorFlow's outputs on them, written by ``rnnforge export onnx``), ``config.json`` and, for
-the report, the training artifacts. Neither the dataset nor TensorFlow, Ray or tf2onnx is
-needed: a run dir copied to an inference machine with ONNX Runtime benches there.
+the report, the training artifacts; every file it will use is checked before any work
+(``rnnforge.core.run_files``: each file's schema, the stored examples against every variant's
+inputs), ``bench --all`` checks every run before timing any. Neither the dataset nor TensorFlow,
+Ray or tf2onnx is needed: a run dir copied to an inference machine with ONNX Runtime benches there.
 
 For each batch size (and, for models with a dynamic time axis, each ``--seq-lengths`` value)
 every engine warms up until its latency is stable (or ``--warmup`` calls), then runs timed calls
@@ -21,27 +23,29 @@ where ONNX Runtime placed each variant's nodes (a GPU session that would run one
 refused); the provenance (``export.provenance``); and every engine's scores on the stored
 examples with their agreement and deltas against TensorFlow's stored outputs. A requested GPU provider that the session does
 not really use is an error, never a CPU figure. Writes ``bench/bench.json`` (``results.SCHEMA_VERSION``,
-``bench.schema.json``), ``bench/report.md``, ``bench/report.html`` and plots.
+``bench.schema.json``), ``bench/report.md``, ``bench/report.html`` and plots as one set: staged
+beside ``bench/``, moved in only once all are written, so ``bench/`` keeps its earlier results
+when a bench fails or is interrupted.
 
     rnnforge bench runs/sketch --batch-sizes 1,32 --variants fp32,fp16,int8
 """
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from rnnforge.core import fileio, plots
+from rnnforge.core import fileio, plots, run_files
 from rnnforge.core.arrays import Inputs, count, example_bytes, first
-from rnnforge.core.errors import UserError, first_line
+from rnnforge.core.errors import UserError
 from rnnforge.core.machine import available_memory, machine_info, versions
 from rnnforge.core.run_dir import RunDir
-from rnnforge.export.baseline import tensorflow_baseline
-from rnnforge.export.engines import ModelInput, model_input, provider_setup
+from rnnforge.core.run_files import OnnxFile
+from rnnforge.export.baseline import check_baseline, tensorflow_baseline
+from rnnforge.export.engines import ModelInput, provider_setup
 from rnnforge.export.eval_set import EvalSet, load_eval_set
 from rnnforge.export.measure import TENSORFLOW, Job, run_in_subprocess
 from rnnforge.export.provenance import provenance, snapshot
@@ -75,7 +79,7 @@ def run_bench(run_dir: Path, settings: BenchSettings | None = None, model_path: 
     report.md/html and plots; return the result with ``summary`` and ``report`` added."""
     settings = (settings or BenchSettings()).checked()
     if Path(run_dir).is_dir():  # a missing run dir is refused by load_target, naming what is missing
-        fileio.check_writable(RunDir(Path(run_dir)).bench, "bench's output folder")
+        check_output_folder(RunDir(Path(run_dir)))
     target = load_target(RunDir(Path(run_dir)), settings, model_path)
     print(
         f"{target.spec.name}: {count(target.eval_set.x)} {target.eval_set.split} examples from "
@@ -108,11 +112,10 @@ def run_bench_all(runs_dir: Path, settings: BenchSettings | None = None) -> tupl
         raise UserError(f"--all {runs_dir} holds no run dirs (folders with a config.json from 'rnnforge train')")
     fileio.check_writable(runs_dir, "--all")
     for run in map(RunDir, runs):
-        fileio.check_writable(run.bench, "bench's output folder")
-    for run in map(RunDir, runs):  # every run must be ready before the first is timed
-        for path in (run.onnx, run.eval_set):
-            if not path.is_file():
-                raise UserError(f"{path} does not exist: run 'rnnforge export onnx {run.path}' first")
+        check_output_folder(run)
+    settings = (settings or BenchSettings()).checked()
+    for run in map(RunDir, runs):  # every run's files are checked before the first is timed
+        load_target(run, settings, None)
     results = {}
     for run in runs:
         print(f"==> bench {run}", flush=True)
@@ -136,14 +139,17 @@ def run_bench_all(runs_dir: Path, settings: BenchSettings | None = None) -> tupl
 
 
 def load_target(run: RunDir, settings: BenchSettings, model_path: Path | None) -> BenchTarget:
-    """Check the run dir, the ONNX file(s) and the stored examples; everything else reads from here."""
+    """Check every file of the run dir this bench will use, before any work (``core.run_files``):
+    config.json, the ONNX file(s), the stored examples against every variant, parity.json,
+    metrics.json and a recorded TensorFlow timing it may stand in with. Everything else reads from here."""
     from rnnforge.models import TASKS, get_spec
 
     config = run.load_config(TASKS, require_model=False)
     spec = get_spec(config["task"])
     paths = variant_paths(run, model_path, settings.variants)
-    checked = {v: check_onnx_file(p, spec.name, config["info"]) for v, p in paths.items()}
-    meta, inp = checked[next(iter(paths))]
+    models = {v: checked_export(p, spec.name, config["info"]) for v, p in paths.items()}
+    model = models[next(iter(paths))]
+    meta = model.meta
     source_run = meta.get("rnnforge.source_run", "")
     other = other_run(run, meta)
     note = None
@@ -158,9 +164,22 @@ def load_target(run: RunDir, settings: BenchSettings, model_path: Path | None) -
             f"compared against the examples and TensorFlow outputs stored in {run.eval_set}"
         )
         print(f"note: {note}", flush=True)
-    eval_set = load_eval_set(run.eval_set, spec.name, None if other else source_run, inp.dtype, inp.dims)
-    check_seq_lengths(spec.name, inp, eval_set.x, settings.seq_lengths)
+    codes = {t.name: t.codes for t in spec.onnx.inputs if t.codes}
+    eval_set = load_eval_set(
+        run.eval_set,
+        spec.name,
+        None if other else source_run,
+        models=list(models.values()),
+        codes=codes,
+        labels=spec.kind,
+    )
+    check_seq_lengths(spec.name, model.input, eval_set.x, settings.seq_lengths)
     check_batch_memory(eval_set.x, settings)
+    if run.parity_of(next(iter(paths.values()))).is_file():
+        run_files.read_parity(run.parity_of(next(iter(paths.values()))))
+    if run.metrics.is_file():
+        run_files.read_metrics(run.metrics)
+    check_baseline(run, spec.name, source_run, settings)
     return BenchTarget(run, spec, paths, source_run, eval_set, note)
 
 
@@ -225,35 +244,27 @@ def check_seq_lengths(task: str, inp: ModelInput, x: Inputs, seq_lengths) -> Non
 
 def check_onnx_file(path: Path, task: str, info: dict | None = None) -> tuple[dict, ModelInput]:
     """Full ``onnx.checker`` check; the model must be an rnnforge export of ``task`` (and of the run
-    ``info`` describes). Returns its rnnforge metadata and its input."""
-    import onnx
+    ``info`` describes). Returns its rnnforge metadata and its input (``checked_export``: the whole file)."""
+    model = checked_export(path, task, info)
+    return model.meta, model.input
 
-    if not path.is_file():
-        raise UserError(f"{path} does not exist: run 'rnnforge export onnx RUN_DIR' first (or pass --model)")
-    try:
-        model = onnx.load(str(path))
-        onnx.checker.check_model(model, full_check=True)
-    except Exception as exc:  # onnx raises DecodeError, ValidationError, ...
-        raise UserError(f"{path} is not a valid ONNX model: {first_line(exc)}") from None
-    meta = {p.key: p.value for p in model.metadata_props}
-    if "rnnforge.task" not in meta:
-        raise UserError(
-            f"{path} is not an rnnforge export (no 'rnnforge.task' metadata): "
-            "export the run with 'rnnforge export onnx RUN_DIR'"
-        )
-    if meta["rnnforge.task"] != task:
-        raise UserError(f"{path} was exported for task {meta['rnnforge.task']!r}, but the run is {task!r}")
+
+def checked_export(path: Path, task: str, info: dict | None = None) -> OnnxFile:
+    """``check_onnx_file``'s checks, its metadata checked against its schema (``run_files.read_onnx``);
+    the file with its decoded metadata, inputs and outputs."""
+    model = run_files.read_onnx(path)
+    if model.meta["rnnforge.task"] != task:
+        raise UserError(f"{path} was exported for task {model.meta['rnnforge.task']!r}, but the run is {task!r}")
     for key, value in (info or {}).items():  # same task, another run: other classes or window
         if (
             key in ("class_names", "window", "horizon", "day_types")
-            and f"rnnforge.{key}" in meta
-            and json.loads(meta[f"rnnforge.{key}"]) != value
+            and model.values.get(f"rnnforge.{key}", value) != value
         ):
             raise UserError(
                 f"{path} was exported from another {task} run: its {key} differ from the run's "
                 "(export this run with 'rnnforge export onnx RUN_DIR')"
             )
-    return meta, model_input(model)
+    return model
 
 
 # --- the engines, each in its own process -------------------------------------------------------
@@ -290,7 +301,7 @@ def assemble(
     first = next(iter(measured.values()))
     rows = [*baseline["rows"], *(row for m in measured.values() for row in m["rows"])]
     parity_file = target.run.parity_of(next(iter(target.paths.values())))
-    parity = json.loads(parity_file.read_text()) if parity_file.is_file() else None
+    parity = run_files.read_parity(parity_file) if parity_file.is_file() else None
     eval_set = target.eval_set
     return {
         "schema_version": SCHEMA_VERSION,
@@ -373,19 +384,41 @@ def every_output_scores(target: BenchTarget) -> dict | None:
     return {"engine": f"onnxruntime CPU ({variant})", "outputs": [o.name for o in session.get_outputs()], **scores}
 
 
+#: What bench writes into bench/ (beside what 'bench load' keeps there): one set, replaced as a whole.
+OUTPUTS = (
+    "latency_vs_batch.png",
+    "latency_distribution.png",
+    "throughput_vs_latency.png",
+    "latency_vs_seq_len.png",
+    "report.md",
+    "report.html",
+    "bench.json",
+)
+
+
+def check_output_folder(run: RunDir) -> None:
+    """Before any work: bench/ can be written, and none of the files bench writes there is a folder."""
+    fileio.check_writable(run.bench, "bench's output folder")
+    for name in (*OUTPUTS, run.tf_timing.name):
+        if (run.bench / name).is_dir():
+            raise UserError(f"bench's output {run.bench / name} is a folder, where bench writes a file: move it away")
+
+
 def write_outputs(run: RunDir, result: dict, samples: dict[str, list], tf_record: dict | None) -> None:
-    """Plots, then bench.json, report.md/html and the TensorFlow timing just measured (each written
-    atomically)."""
+    """Plots, bench.json, report.md/html and the TensorFlow timing just measured, as one set: all
+    written into a hidden folder beside bench/ first, then moved into bench/ (bench.json last), so
+    a failure or Ctrl-C on the way leaves bench/ with its earlier results (``fileio.staged_files``)."""
     from rnnforge.export.report import bench_markdown, write_report
 
-    out, rows = run.bench, result["latency"]
+    rows = result["latency"]
     full = [r for r in rows if r["seq_len"] is None]
-    plots.latency_vs_batch(full, out / "latency_vs_batch.png")
-    plots.latency_distribution(samples, out / "latency_distribution.png", result["settings"]["batch_sizes"][0])
-    plots.throughput_vs_latency(full, out / "throughput_vs_latency.png")
-    if result["settings"]["seq_lengths"]:
-        plots.latency_vs_seq_len([r for r in rows if r["seq_len"] is not None], out / "latency_vs_seq_len.png")
-    fileio.write_json(out / "bench.json", result)
-    write_report(out / "report.md", bench_markdown(result, run), title=f"rnnforge report: {result['task']}")
-    if tf_record is not None:
-        fileio.write_json(run.tf_timing, tf_record)
+    with fileio.staged_files(run.bench, replaces=OUTPUTS, last=("bench.json",)) as out:
+        plots.latency_vs_batch(full, out / "latency_vs_batch.png")
+        plots.latency_distribution(samples, out / "latency_distribution.png", result["settings"]["batch_sizes"][0])
+        plots.throughput_vs_latency(full, out / "throughput_vs_latency.png")
+        if result["settings"]["seq_lengths"]:
+            plots.latency_vs_seq_len([r for r in rows if r["seq_len"] is not None], out / "latency_vs_seq_len.png")
+        fileio.write_json(out / "bench.json", result)
+        write_report(out / "report.md", bench_markdown(result, run), title=f"rnnforge report: {result['task']}")
+        if tf_record is not None:
+            fileio.write_json(out / run.tf_timing.name, tf_record)

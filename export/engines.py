@@ -25,21 +25,8 @@ import numpy as np
 
 from rnnforge.core.arrays import Inputs, feeds, first
 from rnnforge.core.errors import ProviderError, UserError, first_line
+from rnnforge.core.run_files import ModelInput, model_inputs  # noqa: F401  (this module's names too)
 from rnnforge.export.settings import BenchSettings
-
-
-@dataclass(frozen=True)
-class ModelInput:
-    """An ONNX model's input: name, numpy dtype name and dims (ints fixed, strings named)."""
-
-    name: str
-    dtype: str
-    dims: tuple[int | str, ...]
-
-    @property
-    def dynamic_time(self) -> bool:
-        """Whether axis 1 is dynamic (the sketch model's ``time``), so lengths can be swept."""
-        return len(self.dims) > 1 and isinstance(self.dims[1], str)
 
 
 def model_input(onnx_model) -> ModelInput:
@@ -47,16 +34,14 @@ def model_input(onnx_model) -> ModelInput:
     return model_inputs(onnx_model)[0]
 
 
-def model_inputs(onnx_model) -> list[ModelInput]:
-    """Every graph input of ``onnx_model`` (a ModelProto), in order."""
-    from onnx import helper
-
-    found = []
-    for value in onnx_model.graph.input:
-        tensor = value.type.tensor_type
-        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor.shape.dim)
-        found.append(ModelInput(value.name, np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type)).name, dims))
-    return found
+def invalid_argument(error: BaseException) -> bool:
+    """Whether ``error`` is ONNX Runtime's ``InvalidArgument``: a feed the model does not take (a
+    name, dtype or shape), which is the input's fault, never a crash inside the engine."""
+    try:
+        from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+    except ImportError:
+        return False
+    return isinstance(error, InvalidArgument)
 
 
 #: What a provider that ONNX Runtime dropped most likely lacked, by ``--provider``.

@@ -10,7 +10,9 @@ helpers of ``rnnforge.core.arrays`` (``count``, ``rows``, ``feeds``...) treat bo
 category codes records its code list (``codes``); codes outside it are refused.
 ``rnnforge bench`` scores every engine on ``x``/``y`` and measures agreement against ``reference``:
 it needs neither the dataset nor TensorFlow, so a run dir copied to an inference machine benches
-there. Only numpy is imported here.
+there. Reading it is the run-dir reader's (``rnnforge.core.run_files.read_eval_set``: the meta
+record's schema, the arrays' ``.npy`` headers and sizes before any is read, the arrays against
+the ONNX model); this module writes it. Only numpy is imported here.
 
     from rnnforge.export.eval_set import load_eval_set
     eval_set = load_eval_set(Path("runs/sketch/eval.npz"), task="sketch")
@@ -20,44 +22,25 @@ from __future__ import annotations
 
 import io
 import json
-import zipfile
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from rnnforge.core import fileio
-from rnnforge.core.arrays import Inputs, NamedArrays, count, example_bytes, first
-from rnnforge.core.errors import UserError, first_line
+from rnnforge.core.arrays import count, example_bytes
+from rnnforge.core.run_files import (  # noqa: F401  (EvalSet, input_records, check_codes: this module's names too)
+    EVAL_FORMAT,
+    MULTI_PREFIX,
+    EvalSet,
+    OnnxFile,
+    check_codes,
+    input_records,
+    read_eval_set,
+)
 from rnnforge.export.settings import DEFAULT_EVAL_BYTES, DEFAULT_EVAL_EXAMPLES
 
-FORMAT = 1
-KEYS = ("y", "reference", "meta")  # besides the inputs: ``x``, or one ``x.<name>`` per input
-MULTI_PREFIX = "x."
-
-
-def input_records(meta: dict) -> list[dict]:
-    """The stored inputs' records (name, dtype, shape, codes): ``meta["inputs"]``, or ``[meta["input"]]``."""
-    return list(meta.get("inputs") or [meta.get("input", {})])
-
-
-@dataclass(frozen=True)
-class EvalSet:
-    """``x`` ``[n, ...]`` model inputs, ``y`` ``[n, ...]`` labels, ``reference`` ``[n, ...]`` TensorFlow's
-    outputs on ``x``, and ``meta`` (see the module docstring)."""
-
-    x: Inputs
-    y: np.ndarray
-    reference: np.ndarray
-    meta: dict
-
-    @property
-    def split(self) -> str:
-        return self.meta["split"]
-
-    @property
-    def info(self) -> dict:
-        return self.meta["info"]
+FORMAT = EVAL_FORMAT
 
 
 def default_cap(x: np.ndarray) -> int:
@@ -79,108 +62,16 @@ def write_eval_set(path: Path, eval_set: EvalSet) -> int:
 
 
 def load_eval_set(
-    path: Path, task: str, source_run: str | None = None, input_dtype: str | None = None, input_shape=None
+    path: Path,
+    task: str,
+    source_run: str | None = None,
+    models: Sequence[OnnxFile] = (),
+    codes: Mapping[str, str] | None = None,
+    labels: str | None = None,
 ) -> EvalSet:
     """Read ``path`` and check it belongs to ``task`` and, when given, to the model exported from
-    ``source_run`` whose input is ``input_dtype`` (e.g. ``"float32"``) of ``input_shape`` (ints
-    fixed, anything else free).
+    ``source_run``, and that its inputs fit each of ``models`` (``run_files.read_eval_set``).
 
     Every refusal is one line naming the file; a missing file says to re-export.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(
-            f"{path} is missing: this run was exported before bench read its evaluation data from the run "
-            f"dir; re-run 'rnnforge export onnx {path.parent}'"
-        )
-    eval_set = _read(path)
-    meta = eval_set.meta
-    if meta.get("task") != task:
-        raise UserError(f"{path} holds {meta.get('task')!r} examples, but the run is {task!r}: {_re_export(path)}")
-    if source_run is not None and meta.get("source_run") != source_run:
-        raise UserError(
-            f"{path} was written for the run exported from {meta.get('source_run')}, but the model comes from "
-            f"{source_run}: {_re_export(path)}"
-        )
-    _check_arrays(path, eval_set, input_dtype, input_shape)
-    return eval_set
-
-
-def _read(path: Path) -> EvalSet:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            multi = [k for k in data.files if k.startswith(MULTI_PREFIX)]
-            missing = [k for k in (*KEYS, *([] if multi else ["x"])) if k not in data.files]
-            if missing:
-                raise UserError(f"{path} has no {', '.join(missing)}: not an rnnforge eval set; {_re_export(path)}")
-            arrays = {k: data[k] for k in KEYS}
-            meta = json.loads(str(arrays["meta"]))
-            if multi and isinstance(meta, dict):
-                order = [r.get("name") for r in input_records(meta)]
-                names = sorted(
-                    (k[len(MULTI_PREFIX) :] for k in multi), key=lambda n: order.index(n) if n in order else 99
-                )
-                arrays["x"] = NamedArrays({name: data[MULTI_PREFIX + name] for name in names})
-            elif not multi:
-                arrays["x"] = data["x"]
-    except UserError:
-        raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
-        raise UserError(
-            f"{path} is not a readable eval set (truncated or corrupt?): {first_line(exc)}; {_re_export(path)}"
-        ) from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("info"), dict):
-        raise UserError(f"{path}: unknown eval set format; {_re_export(path)}")
-    return EvalSet(arrays["x"], arrays["y"], arrays["reference"], meta)
-
-
-def _check_arrays(path: Path, eval_set: EvalSet, input_dtype: str | None, input_shape) -> None:
-    x, meta = eval_set.x, eval_set.meta
-    arrays = x if isinstance(x, dict) else {None: x}
-    records = input_records(meta)
-    if len(records) != len(arrays):
-        raise UserError(
-            f"{path}: {len(arrays)} stored input(s), but its record lists {len(records)}; {_re_export(path)}"
-        )
-    for (name, a), declared in zip(arrays.items(), records):
-        label = "x" if name is None else f"x.{name}"
-        if (name is not None and declared.get("name") != name) or (
-            str(a.dtype) != declared.get("dtype") or list(a.shape[1:]) != declared.get("shape", [])[1:]
-        ):
-            raise UserError(
-                f"{path}: {label} is {a.dtype} {list(a.shape)}, but its record says {declared.get('dtype')} "
-                f"{declared.get('shape')}; {_re_export(path)}"
-            )
-        check_codes(a, declared.get("codes"), f"{path}: {label}")
-    n = count(x)
-    if not n or len(eval_set.y) != n or len(eval_set.reference) != n or any(len(a) != n for a in arrays.values()):
-        raise UserError(
-            f"{path}: {n} inputs, {len(eval_set.y)} labels and {len(eval_set.reference)} reference outputs "
-            f"(expected the same number, at least 1); {_re_export(path)}"
-        )
-    x = first(x)
-    if input_dtype is not None and str(x.dtype) != input_dtype:
-        raise UserError(f"{path}: inputs are {x.dtype}, but the model takes {input_dtype}; {_re_export(path)}")
-    if input_shape is not None:
-        fixed = [(i, d) for i, d in enumerate(input_shape) if isinstance(d, int) and i > 0]
-        if len(input_shape) != x.ndim or any(x.shape[i] != d for i, d in fixed):
-            model = "[" + ", ".join(map(str, input_shape)) + "]"
-            raise UserError(
-                f"{path}: inputs of shape {list(x.shape)} do not fit the model's input {model}; {_re_export(path)}"
-            )
-
-
-def check_codes(codes: np.ndarray, names: list | None, where: str) -> None:
-    """Refuse category codes outside ``0..len(names) - 1`` (``names``: the input's code list)."""
-    if names is None or not codes.size:
-        return
-    bad = (codes < 0) | (codes >= len(names))
-    if bad.any():
-        raise UserError(
-            f"{where} holds code {int(codes[bad][0])}, outside the model's codes 0..{len(names) - 1} "
-            f"({', '.join(f'{i} = {n}' for i, n in enumerate(names))})"
-        )
-
-
-def _re_export(path: Path) -> str:
-    return f"re-run 'rnnforge export onnx {path.parent}'"
+    return read_eval_set(path, task, source_run, models=models, codes=codes, labels=labels)

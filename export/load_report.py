@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rnnforge.core.errors import UserError
 from rnnforge.core.run_dir import RunDir
+from rnnforge.core.run_files import read_json
 from rnnforge.export.capacity import Config
 from rnnforge.export.results import machine_line
 
@@ -172,11 +173,8 @@ def is_load_file(path: Path) -> bool:
 def max_rate(path: Path) -> dict:
     """The max rate within the SLO a load.json (with a search) or serving.json records, with its
     SLO, settings and task; one-line errors otherwise."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise UserError(f"{path} is not a readable load.json or serving.json: {exc}") from None
-    search = data.get("search") if data.get("kind") == "load" else data
+    data = read_json(Path(path), hint="expected a load.json or serving.json of 'rnnforge bench load'")
+    search = data.get("search") if isinstance(data, dict) and data.get("kind") == "load" else data
     if not isinstance(search, dict) or "rate_per_s" not in search or "slo_p99_ms" not in search:
         raise UserError(
             f"{path} holds no search result (no max rate within an SLO): compare files written by "

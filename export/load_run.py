@@ -16,7 +16,6 @@ highest rate within the SLO and ``bench/serving.json`` records the settings
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -24,10 +23,11 @@ from pathlib import Path
 
 from rnnforge.core import fileio, plots
 from rnnforge.core.arrays import Inputs, count, example_bytes
-from rnnforge.core.errors import ProviderError, UserError
+from rnnforge.core.errors import ProviderError, UserError, first_line
 from rnnforge.core.machine import machine_info, versions
 from rnnforge.core.progress import eta_text
 from rnnforge.core.run_dir import RunDir
+from rnnforge.core.run_files import read_json, read_serving
 from rnnforge.export.capacity import Config, Engines, default_space, search, to_json
 from rnnforge.export.load import (
     STABILITY,
@@ -145,7 +145,9 @@ def run_load(run_dir: Path, settings: LoadSettings, progress=print) -> dict:
     if not searching and settings.variant not in variants:
         variants = (settings.variant,)
     largest = max(64 if searching else settings.max_batch, 1)
-    target = load_target(run, BenchSettings(variants=variants, batch_sizes=(1, largest)).checked(), None)
+    checks = BenchSettings(variants=variants, batch_sizes=(1, largest), tf_baseline="none").checked()
+    target = load_target(run, checks, None)  # every file it reads, checked before any work
+    bench = earlier_bench(run)
     x = target.eval_set.x
     shapes = {n: a.shape[1:] for n, a in x.items()} if isinstance(x, dict) else x.shape[1:]
     engines = OrtEngines(target.paths, shapes, run.bench)
@@ -190,18 +192,24 @@ def run_load(run_dir: Path, settings: LoadSettings, progress=print) -> dict:
     result["gpu_memory_bytes"] = gpu_memory_bytes() if settings.provider != "cpu" else None
     result["load_average"] = {"before": list(load_before), "after": list(os.getloadavg())}
     result["seconds"] = time.time() - started
-    write_load_outputs(run, result, settings, target.source_run)
+    write_load_outputs(run, result, settings, target.source_run, bench)
     return {**result, "report": str(run.bench / "load.md"), "summary": summary_line(result)}
 
 
 def _guarded(work):
     """Run ``work``; a session ONNX Runtime refuses is one line (ProviderError keeps exit 4)."""
+    from rnnforge.export.engines import invalid_argument
+
     try:
         return work()
     except (UserError, ProviderError):
         raise
     except MemoryError:
         raise UserError("bench load ran out of memory: lower --max-batch or --instances") from None
+    except Exception as exc:
+        if not invalid_argument(exc):
+            raise
+        raise UserError(f"ONNX Runtime refused the stored inputs: {first_line(exc)}") from None
 
 
 def sweep(engines: Engines, settings: LoadSettings, x: Inputs, progress=print) -> list[dict]:
@@ -284,9 +292,11 @@ def summary_line(result: dict) -> str:
     return f"{result['task']}: {len(result['points'])} load point(s) measured"
 
 
-def write_load_outputs(run: RunDir, result: dict, settings: LoadSettings, source_run: str) -> None:
-    """The plot, load.json, serving.json (with an SLO), load.md/html and, when ``bench`` wrote a
-    bench.json, its report again with the serving section (each file written atomically)."""
+def write_load_outputs(
+    run: RunDir, result: dict, settings: LoadSettings, source_run: str, bench: dict | None = None
+) -> None:
+    """The plot, load.json, serving.json (with an SLO), load.md/html and, with ``bench`` (the run's
+    bench.json, ``earlier_bench``), its report again with the serving section (each file written atomically)."""
     from rnnforge.export.load_report import load_markdown
     from rnnforge.export.report import bench_markdown, write_report
 
@@ -300,13 +310,8 @@ def write_load_outputs(run: RunDir, result: dict, settings: LoadSettings, source
     if serving is not None:
         fileio.write_json(out / "serving.json", serving)
     write_report(out / "load.md", load_markdown(result, run), title=f"rnnforge serving capacity: {result['task']}")
-    bench_json = out / "bench.json"
-    if bench_json.is_file():
-        try:
-            bench = json.loads(bench_json.read_text(encoding="utf-8"))
-            write_report(out / "report.md", bench_markdown(bench, run), title=f"rnnforge report: {bench['task']}")
-        except (OSError, ValueError, KeyError, TypeError):
-            pass  # an older or foreign bench.json: its report stays as it was; load.md has everything
+    if bench is not None:  # bench's own result (earlier_bench): its report with the serving section
+        write_report(out / "report.md", bench_markdown(bench, run), title=f"rnnforge report: {bench['task']}")
 
 
 def serving_record(result: dict, source_run: str) -> dict:
@@ -359,19 +364,26 @@ def curve_data(result: dict) -> tuple[dict, float | None, tuple | None]:
 
 
 def load_serving_json(path: Path) -> dict:
-    """A ``serving.json``, checked enough to serve from (one-line errors)."""
+    """A ``serving.json``, checked against its schema (``run_files.read_serving``: one-line errors)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(
             f"{path} does not exist: find the serving settings first with "
             f"'rnnforge bench load {path.parent.parent} --slo-p99-ms X'"
         )
+    return read_serving(path)
+
+
+def earlier_bench(run: RunDir) -> dict | None:
+    """bench/bench.json, when 'bench' wrote one that follows its schema (its report gets the serving
+    section); read before any work, so the load test never ends on it. Another one is left as it is."""
+    from rnnforge.export.results import SCHEMA_PATH
+
+    path = run.bench / "bench.json"
+    if not path.is_file():
+        return None
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        settings = record["settings"]
-        Config(**settings)
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"{path} is not a readable serving.json ({exc}); run 'rnnforge bench load' again") from None
-    if record.get("kind") != "serving":
-        raise UserError(f"{path} is not a serving.json (kind {record.get('kind')!r})")
-    return record
+        return read_json(path, SCHEMA_PATH)
+    except UserError as exc:
+        print(f"note: {run.bench / 'report.md'} keeps its earlier serving section: {exc}", flush=True)
+        return None

@@ -127,16 +127,32 @@ def crash_error(job: Job, code: int, stderr: str) -> errors.EngineCrashed:
 def main(argv: list[str]) -> int:
     """The child: read the job file ``argv[0]``, run it, write its result (or error) where it says."""
     request = json.loads(Path(argv[0]).read_text())
+    job = Job(**request["job"])
     try:
-        result = run_job(Job(**request["job"]))
+        result = run_job(job)
     except EngineUnavailable as exc:
         result = {"error": {"type": "unavailable", "message": str(exc)}}
     except UserError as exc:
         result = {
             "error": {"type": type(exc).__name__ if type(exc).__name__ in ERRORS else "UserError", "message": str(exc)}
         }
+    except Exception as exc:
+        from rnnforge.export.engines import invalid_argument
+
+        if not invalid_argument(exc):
+            raise
+        result = {"error": {"type": "UserError", "message": refused_feed(job, exc)}}
     fileio.write_json(request["result"], result)
     return 2 if "error" in result else 0
+
+
+def refused_feed(job: Job, error: BaseException) -> str:
+    """The line for a feed ONNX Runtime refused (``InvalidArgument``): the stored inputs do not fit
+    the model, which is the input's fault (exit 2), not a crash inside the engine."""
+    return (
+        f"{job.eval_set}: ONNX Runtime refused its inputs for {job.model} ({errors.first_line(error)}); "
+        f"re-run 'rnnforge export onnx {Path(job.eval_set).parent}'"
+    )
 
 
 def run_job(job: Job) -> dict:

@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from rnnforge.core import fileio
+from rnnforge.core.errors import UserError
 from rnnforge.core.run_dir import RunDir
+from rnnforge.core.run_files import read_json, read_metrics
 from rnnforge.core.scores import format_scores, format_value, headline
 from rnnforge.export.load_report import serving_section, serving_summary
 from rnnforge.export.parity import describe_top1
@@ -29,7 +30,14 @@ def bench_markdown(result: dict, run: RunDir) -> str:
     lines += _latency(result)
     lines += serving_section(run)  # written by 'bench load', when it ran
     if run.architecture.is_file():
-        lines += ["## Architecture", "", "```", run.architecture.read_text().rstrip(), "```", ""]
+        lines += [
+            "## Architecture",
+            "",
+            "```",
+            run.architecture.read_text(encoding="utf-8", errors="replace").rstrip(),
+            "```",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -52,7 +60,7 @@ def _header(result: dict) -> list[str]:
 def _training(run: RunDir) -> list[str]:
     if not run.metrics.is_file():
         return []
-    metrics = json.loads(run.metrics.read_text())
+    metrics = read_metrics(run.metrics)  # checked before the bench began (bench.load_target)
     split = "test" if metrics.get("test", {}).get("examples") else "valid"
     lines = [
         "## Training",
@@ -130,10 +138,11 @@ def _parity_lines(parity: dict | None) -> list[str]:
 
 
 def _units(run: RunDir) -> str | None:
-    """The forecaster's value units (``riders per day``) from the run's config.json, if it says."""
+    """The forecaster's value units (``riders per day``) from the run's config.json, if it says
+    (bench checked the file before any work; a report of an older run may lack them)."""
     try:
-        units = json.loads(run.config.read_text()).get("info", {}).get("units")
-    except (OSError, ValueError, AttributeError):
+        units = read_json(run.config).get("info", {}).get("units")
+    except (UserError, AttributeError):
         return None
     return units if isinstance(units, str) and units else None
 

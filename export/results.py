@@ -7,19 +7,18 @@ The schema (``bench.schema.json``) keeps each figure once: the previous one's du
 ``ratio_ort_over_tf``) are read as ``onnx_models``, ``sessions`` and ``ratios_over_tf``. It records
 ``eval`` (the stored examples scored) and ``tensorflow`` (where the TensorFlow baseline comes from:
 measured now, recorded on another machine, or none); schema 4 adds ``provenance``, each variant's
-node placement and applied options (``sessions``), and each row's percentile intervals. ``validate_result`` checks the JSON Schema
-subset that file uses with the standard library only, so an inference machine needs no
-``jsonschema``.
+node placement and applied options (``sessions``), and each row's percentile intervals. ``validate_result`` checks a result
+against it with ``jsonschema``, the validator of every run-dir file (``rnnforge.core.run_files``).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from rnnforge.core.errors import UserError
+from rnnforge.core.run_files import problem, read_json
 from rnnforge.export.parity import top1_record
 from rnnforge.export.settings import AGREEMENT_THRESHOLDS
 
@@ -129,18 +128,17 @@ def score_engines(predictions: dict[str, np.ndarray], reference: np.ndarray, spe
 
 
 def validate_result(result: dict) -> None:
-    """Check ``result`` against ``bench.schema.json``; ``SchemaError`` names the first violation."""
-    schema = json.loads(SCHEMA_PATH.read_text())
-    _check(result, schema, schema, "bench.json")
+    """Check ``result`` against ``bench.schema.json`` (``jsonschema``, as every run-dir file is:
+    ``rnnforge.core.run_files``); ``SchemaError`` names the first violation's field."""
+    found = problem(result, SCHEMA_PATH)
+    if found is not None:
+        raise SchemaError(f"bench.json: {found}")
 
 
 def load_results(path: Path) -> dict[str, dict]:
     """``{task: result}`` from a bench.json or a bench_all.json of a schema in ``READABLE_VERSIONS``."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path} is not a readable bench.json: {exc}") from None
+    data = read_json(path, hint="expected a bench.json or bench_all.json of 'rnnforge bench'")
     if isinstance(data, dict) and "latency" in data:
         results = [data]  # one bench.json
     elif isinstance(data, dict) and data and all(isinstance(v, dict) and "latency" in v for v in data.values()):
@@ -156,68 +154,3 @@ def load_results(path: Path) -> dict[str, dict]:
         if not isinstance(result.get("task"), str):
             raise UserError(f"{path}: a result has no 'task' name")
     return {r["task"]: r for r in results}
-
-
-# --- the JSON Schema subset bench.schema.json uses -------------------------------------------
-
-_TYPES = {
-    "object": dict,
-    "array": list,
-    "string": str,
-    "boolean": bool,
-    "null": type(None),
-    "integer": int,
-    "number": (int, float),
-}
-
-
-def _is(value, kind: str) -> bool:
-    if kind in ("integer", "number") and isinstance(value, bool):
-        return False
-    if kind == "integer" and isinstance(value, float):
-        return value.is_integer()
-    return isinstance(value, _TYPES[kind])
-
-
-def _check(value, schema: dict, root: dict, where: str) -> None:
-    if "$ref" in schema:
-        target = root
-        for part in schema["$ref"].lstrip("#/").split("/"):
-            target = target[part]
-        return _check(value, target, root, where)
-    kinds = schema.get("type")
-    if kinds is not None and not any(_is(value, k) for k in ([kinds] if isinstance(kinds, str) else kinds)):
-        raise SchemaError(f"{where}: {value!r:.80} is not of type {kinds}")
-    if "const" in schema and value != schema["const"]:
-        raise SchemaError(f"{where}: {value!r:.80} is not {schema['const']!r}")
-    if "enum" in schema and value not in schema["enum"]:
-        raise SchemaError(f"{where}: {value!r:.80} is not one of {schema['enum']}")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if "minimum" in schema and value < schema["minimum"]:
-            raise SchemaError(f"{where}: {value} is less than the minimum of {schema['minimum']}")
-        if "exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"]:
-            raise SchemaError(f"{where}: {value} is not above {schema['exclusiveMinimum']}")
-    if isinstance(value, list):
-        if len(value) < schema.get("minItems", 0):
-            raise SchemaError(f"{where}: {len(value)} item(s), expected at least {schema['minItems']}")
-        for i, item in enumerate(value):
-            if "items" in schema:
-                _check(item, schema["items"], root, f"{where}[{i}]")
-    if isinstance(value, dict):
-        _check_object(value, schema, root, where)
-
-
-def _check_object(value: dict, schema: dict, root: dict, where: str) -> None:
-    for key in schema.get("required", []):
-        if key not in value:
-            raise SchemaError(f"{where}: {key!r} is a required property")
-    properties = schema.get("properties", {})
-    for key, item in value.items():
-        if "propertyNames" in schema:
-            _check(key, schema["propertyNames"], root, f"{where} key {key!r}")
-        if key in properties:
-            _check(item, properties[key], root, f"{where}.{key}")
-        elif schema.get("additionalProperties") is False:
-            raise SchemaError(f"{where}: unexpected property {key!r}")
-        elif isinstance(schema.get("additionalProperties"), dict):
-            _check(item, schema["additionalProperties"], root, f"{where}.{key}")

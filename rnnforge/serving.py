@@ -18,20 +18,20 @@ and ``class_names``.
     service = serving.load("runs/sketch")
     service.predict({"strokes": drawing})  # {"probabilities": [...], "label": "circle", "class_names": [...]}
 
-Needs only numpy, onnx and onnxruntime (a serving install).
+Needs only numpy, onnx, onnxruntime and jsonschema (a serving install); every file it reads from the
+run dir is checked first (``rnnforge.core.run_files``).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import json
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from rnnforge.core.arrays import NamedArrays
-from rnnforge.core.errors import UserError
+from rnnforge.core.errors import UserError, first_line
 from rnnforge.core.run_dir import RunDir
 
 __all__ = ["Service", "load"]
@@ -69,9 +69,8 @@ class Service:
     ``submit(inputs)`` (a ``concurrent.futures.Future``); ``close()`` when done (or ``with``)."""
 
     def __init__(self, run: RunDir, settings: dict, record: dict | None = None):
-        from rnnforge.export.bench import check_onnx_file
+        from rnnforge.export.bench import checked_export
         from rnnforge.export.capacity import Config
-        from rnnforge.export.engines import model_inputs
         from rnnforge.export.load import Batcher
         from rnnforge.export.load_run import OrtEngines
         from rnnforge.export.settings import available_cores, variant_path
@@ -84,14 +83,11 @@ class Service:
             raise UserError(
                 f"{path} does not exist: export it ('rnnforge export onnx {run.path}') or serve another variant"
             )
-        meta, _ = check_onnx_file(path, self.task, config["info"])
-        import onnx
-
-        model = onnx.load(str(path), load_external_data=False)
-        self.inputs = {i.name: i for i in model_inputs(model)}
-        self.output_names = [o.name for o in model.graph.output]
-        self.info = json.loads(meta.get("rnnforge.info", "{}"))
-        self.class_names = json.loads(meta["rnnforge.class_names"]) if "rnnforge.class_names" in meta else None
+        model = checked_export(path, self.task, config["info"])  # its metadata checked (core.run_files)
+        self.inputs = {i.name: i for i in model.inputs}
+        self.output_names = [o.name for o in model.outputs]
+        self.info = model.values.get("rnnforge.info", {})
+        self.class_names = model.values.get("rnnforge.class_names")
         self.settings = {**settings, "threads": settings["threads"] or available_cores()}
         self.config = Config(**self.settings)
         shapes = {n: tuple(d if isinstance(d, int) else 1 for d in i.dims[1:]) for n, i in self.inputs.items()}
@@ -143,6 +139,7 @@ class Service:
 
     def submit(self, inputs) -> concurrent.futures.Future:
         """Queue one example; the future gives ``predict``'s answer."""
+        from rnnforge.export.engines import invalid_argument
         from rnnforge.export.load import Request, clock
 
         future: concurrent.futures.Future = concurrent.futures.Future()
@@ -152,6 +149,8 @@ class Service:
 
         def done(outputs, timing) -> None:
             if isinstance(outputs, BaseException):
+                if invalid_argument(outputs):  # a feed the model does not take: the caller's input
+                    outputs = UserError(f"ONNX Runtime refused the inputs: {first_line(outputs)}")
                 future.set_exception(outputs)
             else:
                 future.set_result(self.postprocess(outputs))

@@ -277,7 +277,6 @@ TRAINING_STACK = (
     "ray",
     "tf2onnx",
     "tensorflow_datasets",
-    "jsonschema",
     "pandas",
     "imageio",
     "imageio_ffmpeg",

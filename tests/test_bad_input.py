@@ -404,6 +404,165 @@ def _forecast_code(run: Path, code: int) -> Path:
     return run
 
 
+# issue #27, 1-3: the run dir as a checked contract (core/run_files.py): tampered copies of a run
+BENCH_FAST = ("--batch-sizes", "1", "--runs", "10", "--warmup", "0", "--max-seconds", "0.1")
+
+
+def _tampered(edit: Callable[[Path], Path | None], *args, fixture: str = "exported_run") -> Callable:
+    """A copy of an exported run (``fixture``: the sketch run, or ``forecast_run``) damaged by
+    ``edit(run) -> the damaged file``; ``args`` follow ``rnnforge`` (a callable gets the run)."""
+
+    def setup(tmp: Path, runs: Runs):
+        run = runs.copy(fixture, to="forecast" if fixture == "forecast_run" else "run")
+        named = edit(run)
+        return [a(run) if callable(a) else a for a in args], named
+
+    return setup
+
+
+def _bench_tampered(edit: Callable[[Path], Path | None], *extra, fixture: str = "exported_run") -> Callable:
+    """``rnnforge bench RUN --batch-sizes 1 ...`` on a tampered copy (``_tampered``)."""
+    return _tampered(edit, "bench", lambda run: run, *BENCH_FAST, *extra, fixture=fixture)
+
+
+def _eval_edit(edit: Callable[[dict, dict], None]) -> Callable:
+    """eval.npz rewritten with its arrays and meta record changed by ``edit(arrays, meta)``."""
+
+    def damage(run: Path) -> Path:
+        path = run / "eval.npz"
+        with np.load(path) as data:
+            arrays = {k: data[k] for k in data.files}
+        meta = json.loads(str(arrays.pop("meta")))
+        edit(arrays, meta)
+        np.savez_compressed(path, **arrays, meta=np.array(json.dumps(meta)))
+        return path
+
+    return damage
+
+
+def _eval_member_header(key: str, rows: int) -> Callable:
+    """eval.npz whose ``key`` member's .npy header declares ``rows`` rows (its data left as it is)."""
+
+    def damage(run: Path) -> Path:
+        import zipfile
+
+        path = run / "eval.npz"
+        with zipfile.ZipFile(path) as archive:
+            members = {name: archive.read(name) for name in archive.namelist()}
+        data = members[f"{key}.npy"]
+        length = int.from_bytes(data[8:10], "little")
+        header = data[10 : 10 + length].decode("latin1")
+        first = header.split("'shape': (")[1].split(",")[0]
+        edited = header.replace(f"'shape': ({first},", f"'shape': ({rows},").rstrip("\n")
+        members[f"{key}.npy"] = data[:10] + (edited.ljust(length - 1) + "\n").encode("latin1") + data[10 + length :]
+        with zipfile.ZipFile(path, "w") as archive:
+            for name, content in members.items():
+                archive.writestr(name, content)
+        return path
+
+    return damage
+
+
+def _json_file(name: str, edit: Callable[[dict], object]) -> Callable:
+    """RUN/``name`` (JSON) replaced by what ``edit(its data)`` returns (a str is written as it is)."""
+
+    def damage(run: Path) -> Path:
+        path = run / name
+        data = edit(json.loads(path.read_text()))
+        path.write_text(data if isinstance(data, str) else json.dumps(data))
+        return path
+
+    return damage
+
+
+def _without(key: str) -> Callable[[dict], dict]:
+    return lambda data: {k: v for k, v in data.items() if k != key}
+
+
+def _tf_timing(edit: Callable[[dict], dict]) -> Callable:
+    """RUN/bench/tf_timing.json: a recorded timing of the run's own model, changed by ``edit``."""
+
+    def damage(run: Path) -> Path:
+        import onnx
+
+        source = {p.key: p.value for p in onnx.load(str(run / "model.onnx")).metadata_props}["rnnforge.source_run"]
+        row = {
+            "engine": "tensorflow",
+            "batch_size": 1,
+            "seq_len": None,
+            "runs": 10,
+            "latency_ms": dict.fromkeys(("min", "mean", "p50", "p90", "p95", "p99", "p99_9", "max"), 1.0),
+            "throughput_per_s": 1000.0,
+        }
+        record = {
+            "task": "sketch",
+            "source_run": source,
+            "recorded_at": "2026-01-01T00:00:00Z",
+            "machine": {"cpu": "a CPU", "logical_cores": 2},
+            "intra_op_threads": 2,
+            "rows": [row],
+        }
+        path = run / "bench" / "tf_timing.json"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(edit(record)))
+        return path
+
+    return damage
+
+
+def _object_x(arrays: dict, meta: dict) -> None:
+    clips = np.empty(len(arrays["x"]), dtype=object)
+    for i, drawing in enumerate(arrays["x"]):
+        clips[i] = drawing
+    arrays["x"] = clips
+
+
+def _renamed_input(arrays: dict, meta: dict) -> None:
+    arrays["x.values"] = arrays.pop("x.series")
+    meta["inputs"][0]["name"] = "values"
+
+
+def _codes_with_their_record(arrays: dict, meta: dict) -> None:
+    arrays["x.past_day_type"][0, 0] = 3
+    meta["inputs"][1]["codes"] = [*meta["inputs"][1]["codes"], "X"]
+
+
+def _half_precision_inputs(run: Path) -> Path:
+    """RUN/model.fp16.onnx: the run's model behind a float16 input (a Cast to float32 first), so the
+    stored float32 examples fit model.onnx but not this variant."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load(str(run / "model.onnx"))
+    name = model.graph.input[0].name
+    for node in model.graph.node:
+        node.input[:] = [f"{name}_fp32" if n == name else n for n in node.input]
+    model.graph.input[0].type.tensor_type.elem_type = TensorProto.FLOAT16
+    model.graph.node.insert(0, helper.make_node("Cast", [name], [f"{name}_fp32"], to=TensorProto.FLOAT))
+    onnx.save(model, str(run / "model.fp16.onnx"))
+    return run / "model.fp16.onnx"
+
+
+def _earlier_results(run: Path) -> Path:
+    """RUN/bench/ as an earlier bench left it (bench --all must leave it so when it refuses)."""
+    (run / "bench").mkdir()
+    (run / "bench" / "bench.json").write_text('{"earlier": "results"}')
+    (run / "bench" / "report.md").write_text("# the earlier report\n")
+    return run / "bench"
+
+
+def _bench_all_second_run(edit: Callable[[Path], Path]) -> Callable:
+    """``bench --all RUNS``: RUNS/a_sketch (good, with earlier results in bench/) is benched first
+    in order, RUNS/b_sketch is damaged by ``edit``: refused before a_sketch is timed or written."""
+
+    def setup(tmp: Path, runs: Runs):
+        _earlier_results(runs.copy(to="runs/a_sketch"))
+        named = edit(runs.copy(to="runs/b_sketch"))
+        return ["bench", "--all", tmp / "runs", *BENCH_FAST], named
+
+    return setup
+
+
 CASES = [
     # sketch / QuickDraw files
     (
@@ -1293,6 +1452,311 @@ CASES = [
         ["--mlflow-run-id 0123abcd at http://***@127.0.0.1:1/", "Connection refused"],
         2,
     ),
+    # issue #27, 1: every run-dir file checked against its schema before any work (core/run_files.py)
+    (
+        "bench_eval_meta_shape_an_object",
+        _bench_tampered(_eval_edit(lambda a, m: m["input"].update(shape={"rows": 100}))),
+        ["eval.npz: meta field /input/shape is an object, expected a list", "re-run 'rnnforge export onnx"],
+        2,
+    ),
+    (
+        "bench_eval_meta_shape_null",
+        _bench_tampered(_eval_edit(lambda a, m: m["input"].update(shape=None))),
+        ["meta field /input/shape is null, expected a list"],
+        2,
+    ),
+    (
+        "bench_eval_meta_codes_a_number",
+        _bench_tampered(_eval_edit(lambda a, m: m["inputs"][1].update(codes=3)), fixture="forecast_run"),
+        ["meta field /inputs/1/codes is an integer (3), expected a list"],
+        2,
+    ),
+    (
+        "bench_eval_meta_lacks_a_field_read_after_timing",
+        _bench_tampered(_eval_edit(lambda a, m: m.pop("examples_in_split"))),
+        ["meta field /examples_in_split is missing"],
+        2,
+    ),
+    (
+        "bench_eval_meta_info_a_list",
+        _bench_tampered(_eval_edit(lambda a, m: m.update(info=["class_names"]))),
+        ["meta field /info is a list, expected an object"],
+        2,
+    ),
+    (
+        "bench_eval_header_declares_a_trillion_rows",
+        _bench_tampered(_eval_member_header("x", 10**12)),
+        ["eval.npz: x's header declares float32 [1000000000000, 100, 3]", "truncated or tampered"],
+        2,
+    ),
+    (
+        "bench_eval_labels_header_declares_more_rows",
+        _bench_tampered(_eval_member_header("y", 10**9)),
+        ["eval.npz: y's header declares int64 [1000000000]", "but it holds"],
+        2,
+    ),
+    (
+        "bench_eval_inputs_python_objects",
+        _bench_tampered(_eval_edit(_object_x)),
+        ["eval.npz: x holds Python objects, expected numbers"],
+        2,
+    ),
+    (
+        "bench_onnx_metadata_not_json",
+        _bench_tampered(_set_run_meta("rnnforge.class_names", "[circle, square")),
+        ["model.onnx: metadata rnnforge.class_names is not JSON"],
+        2,
+    ),
+    (
+        "bench_onnx_metadata_info_a_list",
+        _bench_tampered(_set_run_meta("rnnforge.info", "[1, 2]")),
+        ["model.onnx: metadata rnnforge.info is a list, expected an object"],
+        2,
+    ),
+    (
+        "bench_onnx_metadata_day_types_a_string",
+        _bench_tampered(_set_run_meta("rnnforge.day_types", '"WAU"'), fixture="forecast_run"),
+        ['model.onnx: metadata rnnforge.day_types is a string ("WAU"), expected a list'],
+        2,
+    ),
+    (
+        "bench_config_info_a_string",
+        _bench_tampered(_json_file("config.json", lambda c: {**c, "info": "classes"})),
+        ['config.json: field /info is a string ("classes"), expected an object'],
+        2,
+    ),
+    (
+        "bench_config_info_lacks_the_window",
+        _bench_tampered(
+            _json_file("config.json", lambda c: {**c, "info": _without("window")(c["info"])}), fixture="forecast_run"
+        ),
+        ["config.json: field /info/window is missing"],
+        2,
+    ),
+    (
+        "bench_config_option_of_another_type",
+        _bench_tampered(_json_file("config.json", lambda c: {**c, "epochs": "twelve"})),
+        ['config.json: field /epochs is a string ("twelve"), expected an integer'],
+        2,
+    ),
+    (
+        "bench_parity_not_json",
+        _bench_tampered(_json_file("parity.json", lambda p: "{'opset': 17")),
+        ["parity.json is not valid JSON", "re-run 'rnnforge export onnx"],
+        2,
+    ),
+    (
+        "bench_parity_lacks_a_field",
+        _bench_tampered(_json_file("parity.json", _without("opset"))),
+        ["parity.json: field /opset is missing"],
+        2,
+    ),
+    (
+        "bench_metrics_lacks_a_field",
+        _bench_tampered(_json_file("metrics.json", _without("epochs_run"))),
+        ["metrics.json: field /epochs_run is missing", "remove it to bench without the training section"],
+        2,
+    ),
+    (
+        "bench_tf_timing_zero_threads",
+        _bench_tampered(_tf_timing(lambda r: {**r, "intra_op_threads": 0}), "--tf-baseline", "recorded"),
+        ["tf_timing.json: field /intra_op_threads is 0, expected at least 1", "delete it and bench again"],
+        2,
+    ),
+    (
+        "bench_tf_timing_row_without_keys",
+        _bench_tampered(_tf_timing(lambda r: {**r, "rows": [{"engine": "tensorflow"}]}), "--tf-baseline", "recorded"),
+        ["tf_timing.json: field /rows/0/batch_size is missing"],
+        2,
+    ),
+    (
+        "bench_tf_timing_not_json",
+        _bench_tampered(
+            lambda run: _text(_tf_timing(lambda r: r)(run), '{"task": "sketch", '), "--tf-baseline", "recorded"
+        ),
+        ["tf_timing.json is not valid JSON"],
+        2,
+    ),
+    (
+        "export_mlflow_json_damaged",
+        _tampered(
+            lambda run: _text(run / "mlflow.json", '{"tracking_uri": "sqlite:///m.db", "run_id": '),
+            "export",
+            "onnx",
+            lambda run: run,
+        ),
+        ["mlflow.json is not valid JSON", "remove it, or give --mlflow-run-id"],
+        2,
+    ),
+    (
+        "export_mlflow_json_run_id_a_number",
+        _tampered(
+            lambda run: _text(run / "mlflow.json", '{"tracking_uri": "sqlite:///m.db", "run_id": 7}'),
+            "export",
+            "onnx",
+            lambda run: run,
+        ),
+        ["mlflow.json: field /run_id is an integer (7), expected a string"],
+        2,
+    ),
+    (
+        "export_config_info_a_string",
+        _tampered(_json_file("config.json", lambda c: {**c, "info": "classes"}), "export", "onnx", lambda run: run),
+        ['config.json: field /info is a string ("classes"), expected an object'],
+        2,
+    ),
+    (
+        "bench_load_eval_meta_shape_null",
+        _tampered(
+            _eval_edit(lambda a, m: m["input"].update(shape=None)),
+            "bench",
+            "load",
+            lambda run: run,
+            "--concurrency",
+            "1",
+        ),
+        ["meta field /input/shape is null, expected a list"],
+        2,
+    ),
+    (
+        "compare_bench_json_not_json",
+        lambda tmp, runs: (
+            ["bench", "compare", _bench_json(tmp / "a.json", [_latency_row()]), _text(tmp / "b.json", '{"latency": [')],
+            tmp / "b.json",
+        ),
+        ["b.json is not valid JSON", "expected a bench.json or bench_all.json"],
+        2,
+    ),
+    # issue #27, 2: the stored examples against the model's declared inputs, every one of them
+    (
+        "bench_eval_dtype_edited_with_its_record",
+        _bench_tampered(
+            _eval_edit(lambda a, m: (a.update(x=a["x"].astype(np.float64)), m["input"].update(dtype="float64")))
+        ),
+        ["eval.npz: inputs are float64, but the model takes float32"],
+        2,
+    ),
+    (
+        "bench_eval_third_input_shape_edited_with_its_record",
+        _bench_tampered(
+            _eval_edit(
+                lambda a, m: (
+                    a.update({"x.future_day_type": a["x.future_day_type"][:, :5]}),
+                    m["inputs"][2].update(shape=["batch", 5]),
+                )
+            ),
+            fixture="forecast_run",
+        ),
+        ["eval.npz: x.future_day_type of shape [", "do not fit the model's input [batch, 7]"],
+        2,
+    ),
+    (
+        "bench_eval_second_input_dtype_edited_with_its_record",
+        _bench_tampered(
+            _eval_edit(
+                lambda a, m: (
+                    a.update({"x.past_day_type": a["x.past_day_type"].astype(np.int32)}),
+                    m["inputs"][1].update(dtype="int32"),
+                )
+            ),
+            fixture="forecast_run",
+        ),
+        ["eval.npz: x.past_day_type is int32, but the model takes int64"],
+        2,
+    ),
+    (
+        "bench_eval_input_renamed_with_its_record",
+        _bench_tampered(_eval_edit(_renamed_input), fixture="forecast_run"),
+        ["eval.npz has no x.series, an input", "model.onnx takes"],
+        2,
+    ),
+    (
+        "bench_eval_codes_edited_with_their_record",
+        _bench_tampered(_eval_edit(_codes_with_their_record), fixture="forecast_run"),
+        ["x.past_day_type's record lists the codes", 'but the model\'s rnnforge.day_types are ["W", "A", "U"]'],
+        2,
+    ),
+    (
+        "bench_eval_third_input_code_out_of_range",
+        _bench_tampered(
+            _eval_edit(lambda a, m: a["x.future_day_type"].__setitem__((-1, -1), 7)), fixture="forecast_run"
+        ),
+        ["x.future_day_type holds code 7, outside the model's codes 0..2 (0 = W, 1 = A, 2 = U)"],
+        2,
+    ),
+    (
+        "bench_eval_series_holds_nan",
+        _bench_tampered(_eval_edit(lambda a, m: a["x.series"].__setitem__((3, 10, 0), np.nan)), fixture="forecast_run"),
+        ["eval.npz: x.series holds NaN or infinity (example 3)"],
+        2,
+    ),
+    (
+        "bench_eval_strokes_hold_infinity",
+        _bench_tampered(_eval_edit(lambda a, m: a["x"].__setitem__((5, 0, 0), np.inf))),
+        ["eval.npz: x holds NaN or infinity (example 5)"],
+        2,
+    ),
+    (
+        "bench_eval_reference_of_another_model",
+        _bench_tampered(_eval_edit(lambda a, m: a.update(reference=np.ascontiguousarray(a["reference"][:, :7])))),
+        ["TensorFlow's stored outputs are [1000, 7], but the model's output probabilities is [batch, 10]"],
+        2,
+    ),
+    (
+        "bench_eval_label_beyond_the_classes",
+        _bench_tampered(_eval_edit(lambda a, m: a["y"].__setitem__(0, 12))),
+        ["eval.npz: y holds label 12, outside the model's classes 0..9"],
+        2,
+    ),
+    (
+        "bench_fp16_variant_takes_other_inputs",
+        _bench_tampered(_half_precision_inputs, "--variants", "fp32,fp16"),
+        ["eval.npz: inputs are float32, but the model takes float16 (", "model.fp16.onnx"],
+        2,
+    ),
+    # issue #27, 3: bench --all checks every run (all files, the examples against the model) before any
+    (
+        "bench_all_second_run_eval_meta_bad",
+        _bench_all_second_run(_eval_edit(lambda a, m: m["input"].update(shape=None))),
+        ["b_sketch/eval.npz: meta field /input/shape is null"],
+        2,
+    ),
+    (
+        "bench_all_second_run_inputs_do_not_fit",
+        _bench_all_second_run(
+            _eval_edit(lambda a, m: (a.update(x=a["x"].astype(np.float64)), m["input"].update(dtype="float64")))
+        ),
+        ["b_sketch/eval.npz: inputs are float64, but the model takes float32"],
+        2,
+    ),
+    (
+        "bench_all_second_run_parity_not_json",
+        _bench_all_second_run(_json_file("parity.json", lambda p: "[")),
+        ["b_sketch/parity.json is not valid JSON"],
+        2,
+    ),
+    (
+        "bench_all_second_run_metadata_not_json",
+        _bench_all_second_run(_set_run_meta("rnnforge.info", "{")),
+        ["b_sketch/model.onnx: metadata rnnforge.info is not JSON"],
+        2,
+    ),
+    (
+        "bench_all_second_run_not_exported",
+        _bench_all_second_run(_remove("eval.npz")),
+        ["b_sketch/eval.npz is missing"],
+        2,
+    ),
+    (
+        "bench_report_path_is_a_folder",
+        _bench_tampered(
+            lambda run: (_earlier_results(run), (run / "bench" / "report.html").mkdir(), run / "bench" / "report.html")[
+                2
+            ]
+        ),
+        ["report.html is a folder", "bench's output"],
+        2,
+    ),
     # issue #22: the warm-ups and the video options
     (
         "patience_start_negative",
@@ -1623,6 +2087,18 @@ LATE_INTERRUPTS = [
         lambda tmp, runs: ["bench", runs.copy(), "--batch-sizes", "1", "--runs", "10", "--tf-baseline", "measure"],
         "rnnforge.export.bench.tensorflow_baseline",
         ["interrupted: the bench of", "before writing its results"],
+    ),
+    (
+        "bench_while_writing_its_results",
+        lambda tmp, runs: ["bench", runs.copy(), "--batch-sizes", "1", "--runs", "10", "--tf-baseline", "none"],
+        "rnnforge.export.report.write_report",
+        ["interrupted: the bench of", "its bench/ folder keeps the earlier ones"],
+    ),
+    (
+        "bench_all_while_writing_the_first_results",
+        _bench_all,
+        "rnnforge.export.report.write_report",
+        ["interrupted: 'bench --all", "no summary report was written"],
     ),
     (
         "bench_all_while_timing",

@@ -101,48 +101,47 @@ def test_bench_json_fields(bench_result):
 
 
 def test_schema_rejects_a_result_missing_a_percentile(bench_result):
-    import jsonschema
+    from rnnforge.export.results import SchemaError, validate_result
 
-    from rnnforge.export.results import SCHEMA_PATH, SchemaError, validate_result
-
-    schema = json.loads(SCHEMA_PATH.read_text())
     broken = json.loads(json.dumps(bench_result))
     del broken["latency"][0]["latency_ms"]["p99"]
-    with pytest.raises(SchemaError, match="p99"):
+    with pytest.raises(SchemaError, match="bench.json: field /latency/0/latency_ms/p99 is missing"):
         validate_result(broken)
-    with pytest.raises(jsonschema.ValidationError, match="p99"):
-        jsonschema.validate(broken, schema)
 
 
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda r: r.update(schema_version=3), "is not 4"),
-        (lambda r: r.pop("provenance"), "'provenance' is a required property"),
-        (lambda r: r["sessions"]["fp32"].pop("placement"), "'placement' is a required property"),
-        (lambda r: r["latency"][0].update(engine="pytorch"), "is not one of"),
-        (lambda r: r["latency"][0].update(batch_size=0), "less than the minimum"),
-        (lambda r: r["latency"][0].update(runs=2.5), "is not of type"),
-        (lambda r: r["provider"].update(io_binding="yes"), "is not of type"),
-        (lambda r: r["onnx_models"].update(int4="model.int4.onnx"), "is not one of"),  # int8 is a variant now
-        (lambda r: r["tensorflow"].update(source="guessed"), "is not one of"),
-        (lambda r: r["latency"][0]["latency_ms"].update(p50=-1.0), "less than the minimum"),
-        (lambda r: r["settings"].update(batch_sizes=[]), "at least 1"),
-        (lambda r: r.pop("eval"), "'eval' is a required property"),
+        (lambda r: r.update(schema_version=3), "field /schema_version is 3, expected 4"),
+        (lambda r: r.pop("provenance"), "field /provenance is missing"),
+        (lambda r: r["sessions"]["fp32"].pop("placement"), "field /sessions/fp32/placement is missing"),
+        (lambda r: r["latency"][0].update(engine="pytorch"), 'field /latency/0/engine is "pytorch", expected one of'),
+        (lambda r: r["latency"][0].update(batch_size=0), "field /latency/0/batch_size is 0, expected at least 1"),
+        (lambda r: r["latency"][0].update(runs=2.5), "field /latency/0/runs is a number (2.5), expected an integer"),
+        (lambda r: r["provider"].update(io_binding="yes"), 'field /provider/io_binding is a string ("yes")'),
+        (
+            lambda r: r["onnx_models"].update(int4="model.int4.onnx"),
+            'field /onnx_models has the key "int4"',
+        ),  # int8 is a variant
+        (lambda r: r["tensorflow"].update(source="guessed"), 'field /tensorflow/source is "guessed", expected one of'),
+        (lambda r: r["latency"][0]["latency_ms"].update(p50=-1.0), "field /latency/0/latency_ms/p50 is -1.0"),
+        (
+            lambda r: r["settings"].update(batch_sizes=[]),
+            "field /settings/batch_sizes has 0 item(s), expected at least 1",
+        ),
+        (lambda r: r.pop("eval"), "field /eval is missing"),
     ],
 )
-def test_schema_check_agrees_with_jsonschema(bench_result, edit, message):
-    """The built-in check (no jsonschema on an inference machine) rejects what jsonschema rejects."""
-    import jsonschema
-
-    from rnnforge.export.results import SCHEMA_PATH, SchemaError, validate_result
+def test_schema_check_names_the_field(bench_result, edit, message):
+    """bench.json is checked with jsonschema before it is written, as every run-dir file is read
+    (``core.run_files``): a violation is one line naming its field."""
+    from rnnforge.export.results import SchemaError, validate_result
 
     broken = json.loads(json.dumps(bench_result))
     edit(broken)
-    with pytest.raises(SchemaError, match=message):
+    with pytest.raises(SchemaError) as refused:
         validate_result(broken)
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(broken, json.loads(SCHEMA_PATH.read_text()))
+    assert message in str(refused.value)
 
 
 def test_percentiles_on_known_timings():

@@ -3,7 +3,7 @@ TensorFlow, Ray or tf2onnx, benches there (``bench``, ``bench --all``, ``bench c
 
 "That machine" is every Python process started with ``blocked_env``: a ``sitecustomize`` on
 ``PYTHONPATH`` makes importing the training stack (and the dataset generators, and what only
-training needs: pandas, imageio, jsonschema, onnxconverter-common) fail, in the CLI process and
+training needs: pandas, imageio, onnxconverter-common) fail, in the CLI process and
 in each engine's timing process alike.
 """
 
@@ -195,7 +195,7 @@ def _two_columns(arrays, meta):
         (_edit_eval(lambda a, m: a.pop("reference")), "has no reference"),
         (
             _edit_eval(lambda a, m: a.update(reference=a["reference"][:, :7])),
-            "stored outputs are [1000, 7], onnxruntime",
+            "TensorFlow's stored outputs are [1000, 7], but the model's output probabilities is [batch, 10]",
         ),
         (_edit_eval(lambda a, m: m["input"].update(dtype="uint8")), "but its record says uint8"),
         (_truncate, "is not a readable eval set"),

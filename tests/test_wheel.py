@@ -98,6 +98,7 @@ def test_the_wheel_ships_one_package_with_every_file(wheel):
                     missing.append(shipped)
     assert not missing, missing
     assert "rnnforge/export/bench.schema.json" in names and "rnnforge/pipeline/sketch_rnn/__init__.py" in names
+    assert "rnnforge/core/schemas/eval_meta.schema.json" in names  # the run-dir schemas (core/run_files.py)
 
 
 def test_a_plain_install_is_the_serving_half(wheel):
@@ -116,7 +117,7 @@ def test_a_plain_install_is_the_serving_half(wheel):
         return names
 
     serving = installed_with((), "linux", "x86_64")
-    assert {"onnxruntime-gpu", "onnx", "numpy", "click", "matplotlib", "markdown-it-py"} <= serving
+    assert {"onnxruntime-gpu", "onnx", "numpy", "click", "matplotlib", "markdown-it-py", "jsonschema"} <= serving
     assert "onnxruntime" not in serving and not serving & set(TRAINING_STACK)
     assert set(TRAINING_STACK) <= installed_with(("train",), "linux", "x86_64")
     for platform, machine in (("linux", "aarch64"), ("darwin", "arm64"), ("darwin", "x86_64")):

@@ -2,7 +2,9 @@
 
 A crash or SIGKILL mid-write leaves the previous artifact (or none) behind, never half of one.
 The temp file (or every file of a temp directory) is fsynced before the rename and the directory
-after it, so a power loss leaves the old artifact or the complete new one as well.
+after it, so a power loss leaves the old artifact or the complete new one as well. A set of
+files that belong together (bench's results) is staged in a hidden folder beside its own and
+moved in only once every file is written (``staged_files``).
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +49,64 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def staged_files(folder: str | os.PathLike, replaces: Iterable[str] = (), last: Iterable[str] = ()) -> Iterator[Path]:
+    """Write a set of files into ``folder`` as one: yield an empty hidden folder beside it
+    (``.NAME.XXXX.tmp``) to write them into; when the block ends, they replace ``folder``'s files of
+    the same names (those named in ``last`` after the others), and the names in ``replaces`` that
+    the set lacks are removed from ``folder`` (stale members of an earlier set). ``folder``'s other
+    files stay. A new ``folder`` is the staged one renamed into place; an existing one gets the files
+    one ``os.replace`` each, with Ctrl-C held until they are all in. If the block raises (Ctrl-C
+    included), the staged files are removed and ``folder`` is as it was."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    try:
+        os.chmod(stage, 0o777 & ~_umask())  # a folder as mkdir makes it (mkdtemp's is private)
+        yield stage
+        sync_tree(stage)
+        names = sorted((p.name for p in stage.iterdir()), key=lambda name: name in set(last))
+        blocked = [name for name in names if (folder / name).is_dir()]
+        if blocked:
+            raise UserError(f"{folder / blocked[0]} is a folder: the new {blocked[0]} cannot replace it")
+        with ctrl_c_held():
+            if not folder.exists():
+                os.replace(stage, folder)
+            else:
+                for name in names:
+                    os.replace(stage / name, folder / name)
+                for name in set(replaces) - set(names):
+                    if (folder / name).is_file():
+                        (folder / name).unlink()
+                sync_directory(folder)
+            sync_directory(folder.parent)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def ctrl_c_held() -> Iterator[None]:
+    """Hold a SIGINT that arrives inside the block until it ends (then it is delivered as usual),
+    so a few renames that belong together are all done. Only the main thread handles signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if held:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -4,6 +4,7 @@ RUN_DIR/config.json          everything needed to rebuild, export and bench (tas
 RUN_DIR/model.keras          the trained model, loadable by plain tf-keras
 RUN_DIR/model.NAME.keras     a served model kept beside it (the forecaster's distilled run: model.ensemble.keras)
 RUN_DIR/metrics.json         per-epoch history, restarts, throughput, test-split scores
+RUN_DIR/mlflow.json          the MLflow run of the run dir (with --mlflow-tracking-uri)
 RUN_DIR/architecture.txt     the Keras model summary
 RUN_DIR/*.png                training curve, confusion matrix, ...
 RUN_DIR/checkpoints/         Ray Train storage (per-epoch checkpoints) unless --storage-path
@@ -12,17 +13,21 @@ RUN_DIR/model.onnx           written by ``rnnforge export onnx``, with parity.js
 RUN_DIR/eval.npz             the evaluation inputs, labels and TensorFlow's outputs on them: what
                              ``bench`` scores and checks parity against, without the dataset or TensorFlow
 RUN_DIR/bench/               written by ``rnnforge bench`` (bench/tf_timing.json: the last TensorFlow
-                             timing, reused where TensorFlow is not installed)
+                             timing, reused where TensorFlow is not installed; bench/serving.json:
+                             what 'bench load --slo-p99-ms' chose)
+
+Every file here that a command reads is read through ``rnnforge.core.run_files``: checked against
+its declared schema before any work.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from rnnforge.core.errors import UserError, first_line
+from rnnforge.core.run_files import read_config
 
 
 @dataclass(frozen=True)
@@ -108,7 +113,8 @@ class RunDir:
         return [self.path / n for n in names] + sorted(self.path.glob("*.png")) + sorted(self.path.glob(".*.tmp*"))
 
     def load_config(self, known_tasks: Sequence[str], require_model: bool = True) -> dict:
-        """Read config.json of a finished training run of one of ``known_tasks``; clear errors otherwise.
+        """Read config.json of a finished training run of one of ``known_tasks``, checked against its
+        schema (``run_files.read_config``); one-line errors otherwise.
 
         ``require_model=False`` (bench) accepts a run dir without ``model.keras``: a copy made for
         an inference machine needs only config.json and the files ``export onnx`` wrote."""
@@ -117,14 +123,7 @@ class RunDir:
             raise UserError(f"run dir {self.path} {what} (expected the --run-dir of 'rnnforge train')")
         if not self.config.is_file():
             raise UserError(f"{self.config} is missing: {self.path} is not a finished 'rnnforge train' run")
-        try:
-            config = json.loads(self.config.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise UserError(f"{self.config} is not valid JSON: {exc}") from None
-        if not isinstance(config, dict) or "task" not in config or "info" not in config:
-            raise UserError(f"{self.config} has no 'task'/'info': not written by 'rnnforge train'")
-        if config["task"] not in known_tasks:
-            raise UserError(f"{self.config}: unknown task {config['task']!r}, expected one of {', '.join(known_tasks)}")
+        config = read_config(self.config, known_tasks)  # its schema: core/schemas/config.schema.json
         if require_model and not self.model.is_file():
             raise UserError(f"{self.model} is missing: the training run in {self.path} did not finish")
         return config

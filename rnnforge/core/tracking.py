@@ -32,6 +32,7 @@ from rnnforge.core import fileio
 from rnnforge.core.config import TrainConfig
 from rnnforge.core.console import verbose
 from rnnforge.core.errors import UserError, first_line
+from rnnforge.core.run_files import read_mlflow
 from rnnforge.core.uris import redacted
 
 RECORD = "mlflow.json"
@@ -77,7 +78,7 @@ def open_run(config: TrainConfig, run_dir: Path) -> dict | None:
     client = _client(uri)
     record = record_path(run_dir)
     try:
-        previous = json.loads(record.read_text()) if record.is_file() else {}
+        previous = read_mlflow(record) if record.is_file() else {}
         if previous.get("tracking_uri") == uri and client.get_run(previous["run_id"]):
             return previous
         name = config.mlflow_experiment or f"rnnforge-{config.task}"
@@ -166,7 +167,7 @@ def export_target(run_dir: Path, run_id: str | None = None) -> dict | None:
     MLflow's own ``MLFLOW_TRACKING_URI``; without it, the run the record names, if any (a store
     that fails then costs a warning, not the export). ``None``: nothing to log to."""
     record = record_path(run_dir)
-    saved = json.loads(record.read_text()) if record.is_file() else {}
+    saved = read_mlflow(record) if record.is_file() else {}
     if not run_id and not saved.get("run_id"):
         return None
     target = {
