@@ -136,6 +136,19 @@ def snapshot(*roots: Path) -> dict:
     return state
 
 
+def rewrite_eval_set(path: Path, edit) -> Path:
+    """``path`` (a copied run's eval.npz) rewritten with its arrays and meta record changed in
+    place by ``edit(arrays, meta)``: a tampered eval set."""
+    import numpy as np
+
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    meta = json.loads(str(arrays.pop("meta")))
+    edit(arrays, meta)
+    np.savez_compressed(path, **arrays, meta=np.array(json.dumps(meta)))
+    return path
+
+
 def copy_run(source: Path, target: Path) -> Path:
     """A private copy of a shared run (without its bench results) for a test that changes it."""
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("bench", "_ckpt", "checkpoints", "tensorboard"))

@@ -30,7 +30,7 @@ from pathlib import Path
 import click
 import numpy as np
 import pytest
-from conftest import ROOT, SHARED_DATA, copy_run, run_cli, run_cli_process, snapshot
+from conftest import ROOT, SHARED_DATA, copy_run, rewrite_eval_set, run_cli, run_cli_process, snapshot
 
 import rnnforge.cli
 from rnnforge.core.errors import UserError
@@ -429,13 +429,7 @@ def _eval_edit(edit: Callable[[dict, dict], None]) -> Callable:
     """eval.npz rewritten with its arrays and meta record changed by ``edit(arrays, meta)``."""
 
     def damage(run: Path) -> Path:
-        path = run / "eval.npz"
-        with np.load(path) as data:
-            arrays = {k: data[k] for k in data.files}
-        meta = json.loads(str(arrays.pop("meta")))
-        edit(arrays, meta)
-        np.savez_compressed(path, **arrays, meta=np.array(json.dumps(meta)))
-        return path
+        return rewrite_eval_set(run / "eval.npz", edit)
 
     return damage
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import copy_run, run_cli, snapshot
+from conftest import copy_run, rewrite_eval_set, run_cli, snapshot
 
 from rnnforge.core import fileio, run_files
 from rnnforge.core.errors import UserError
@@ -216,13 +216,7 @@ def test_an_object_array_is_refused_from_its_header(exported_run, tmp_path, monk
 
 
 def _tampered_eval(run: Path, edit) -> Path:
-    path = run / "eval.npz"
-    with np.load(path) as data:
-        arrays = {k: data[k] for k in data.files}
-    meta = json.loads(str(arrays.pop("meta")))
-    edit(arrays, meta)
-    np.savez_compressed(path, **arrays, meta=np.array(json.dumps(meta)))
-    return path
+    return rewrite_eval_set(run / "eval.npz", edit)
 
 
 FORECAST_CODES = {"past_day_type": "day_types", "future_day_type": "day_types"}

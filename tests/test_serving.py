@@ -17,7 +17,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TRAINING_STACK, blocking_env, copy_run, error_line, make_run_dir, run_cli, run_cli_process
+from conftest import (
+    TRAINING_STACK,
+    blocking_env,
+    copy_run,
+    error_line,
+    make_run_dir,
+    rewrite_eval_set,
+    run_cli,
+    run_cli_process,
+)
 
 pytestmark = pytest.mark.process
 
@@ -154,12 +163,7 @@ def _edit_eval(edit):
     """The run's eval.npz rewritten by ``edit(arrays, meta)``."""
 
     def damage(run: Path, forecast_run: Path) -> None:
-        path = run / "eval.npz"
-        with np.load(path) as data:
-            arrays = {k: data[k] for k in data.files}
-        meta = json.loads(str(arrays.pop("meta")))
-        edit(arrays, meta)
-        np.savez_compressed(path, **arrays, meta=np.array(json.dumps(meta)))
+        rewrite_eval_set(run / "eval.npz", edit)
 
     return damage
 
