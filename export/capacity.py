@@ -32,6 +32,7 @@ Every probe prints one line (configuration, rate, p99, verdict, time left).
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
 import time
@@ -106,15 +107,16 @@ def default_space(variants: Sequence[str], providers: Sequence[str], cores: int,
     return Space(tuple(variants), tuple(providers), threads, instances, cores, max_batch)
 
 
-class Engines:
+class Engines(abc.ABC):
     """Opens the instances of a configuration: ``open(config) -> list of run(batch)`` callables,
     and ``close(runners)``. ``OrtEngines`` opens ONNX Runtime sessions; tests pass a fake."""
 
+    @abc.abstractmethod
     def open(self, config: Config) -> list[Callable]:
-        raise NotImplementedError
+        """One ``run(batch)`` callable per instance of ``config``."""
 
-    def close(self, runners: list[Callable]) -> None:
-        pass
+    def close(self, runners: list[Callable]) -> None:  # noqa: B027 (optional: nothing to release by default)
+        """Release what ``open`` made."""
 
 
 @dataclass
