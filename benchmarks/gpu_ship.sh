@@ -12,6 +12,7 @@
 # exit 2. `pack` makes the new parts beside the old ones and replaces them only once complete; `unpack`
 # replaces /tmp/ship only once the new one is unpacked.
 #
+# The runs travel without checkpoints/, tensorboard/ and model.keras: serving reads none of them.
 # The wheel is unpacked and recompressed (xz: 255 -> ~205 MB for onnxruntime-gpu 1.31.1, one
 # upload fewer); unpacking it into site/ is what `pip install --no-deps --target` does for it.
 # `unpack` links the machine's own `nvidia` pip packages (CUDA, cuDNN) beside it, where
@@ -59,7 +60,7 @@ pack() {
     for wheel in .gpu/wheels/*.whl; do
         unzip -q -o "$wheel" -d "$stage/site" > /dev/null 2>&1 || die "$wheel is not a readable wheel (delete it and pack again)"
     done
-    { tar -C "$runs" --exclude=checkpoints --exclude=tensorboard --exclude=trt_cache -cf - . | tar -C "$stage/runs" -xf -; } \
+    { tar -C "$runs" --exclude=checkpoints --exclude=tensorboard --exclude=trt_cache --exclude=model.keras -cf - . | tar -C "$stage/runs" -xf -; } \
         2> "$new/tar.log" || die "cannot copy the runs of $runs, the previous parts are kept: $(tail -n 1 "$new/tar.log")"
     { tar -C "$stage" -cf - site runs | xz -T0 -6 > "$new/ship.tar.xz"; } 2> "$new/xz.log" \
         || die "cannot write the archive in $new (disk full?), the previous parts are kept: $(tail -n 1 "$new/xz.log")"

@@ -1,4 +1,4 @@
-"""The serving-capacity table of docs/benchmarks/serving-cpu.md, from its committed load.json files.
+"""The serving-capacity table of docs/benchmarks/serving-*.md, from the load.json files committed beside it.
 
 Each file is a ``rnnforge bench load RUN --slo-p99-ms X`` result (``bench/load.json``), copied with
 its console transcript; this prints one Markdown row per file: when it ran and how loaded the
@@ -8,10 +8,12 @@ the table is printed under a ``<!-- figures -->`` comment that names, cell by ce
 each number is (``tests/test_published_figures.py`` reads them back and compares).
 
     .venv/bin/python benchmarks/serving_table.py docs/benchmarks/serving-cpu/*.load.json
+    .venv/bin/python benchmarks/serving_table.py --points docs/benchmarks/serving-gpu-h200/diag-*.json
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -75,10 +77,43 @@ def figures(path: Path) -> list[str]:
             else ""
         ),
     }
-    return [f"{run}: serving-cpu/{path.name}"] + [f"{run} | {c} = {e}" for c, e in cells.items() if e]
+    return [f"{run}: {path.parent.name}/{path.name}"] + [f"{run} | {c} = {e}" for c, e in cells.items() if e]
+
+
+POINT_CELLS = {
+    "answered /s": "throughput_per_s",
+    "p50 ms": "latency_ms.p50",
+    "p99 ms": "latency_ms.p99",
+    "compute p50 / p90 / p99 ms": ("compute_ms.p50", "compute_ms.p90", "compute_ms.p99"),
+    "mean batch": "mean_batch",
+}
+
+
+def point_rows(paths: list[str]) -> list[str]:
+    """``--points``: one row per measured point of plain load tests (``bench load --request-rate``),
+    under its own ``<!-- figures -->`` declarations; a row is ``FILE @ OFFERED/s``."""
+    declared, rows = ["<!-- figures", "keys: run @ offered"], []
+    for path in map(Path, sorted(paths)):
+        result = json.loads(path.read_text(encoding="utf-8"))
+        run = path.name.removesuffix(".json")
+        declared.append(f"{run}: {path.parent.name}/{path.name}")
+        for i, point in enumerate(result["points"]):
+            label = f"{run} @ {point['offered']:.0f}/s"
+            cells = []
+            for column, keys in POINT_CELLS.items():
+                keys = (keys,) if isinstance(keys, str) else keys
+                declared.append(f"{label} | {column} = " + " ; ".join(f"@{run}:points.{i}.{k}" for k in keys))
+                values = [functools.reduce(lambda d, part: d[part], k.split("."), point) for k in keys]
+                cells.append(" / ".join(f"{v:,.0f}" if v >= 100 else f"{v:.1f}" for v in values))
+            rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    header = "| run @ offered | " + " | ".join(POINT_CELLS) + " |"
+    return [*declared, "-->", header, "|---|" + "---:|" * len(POINT_CELLS), *rows]
 
 
 def main(paths: list[str]) -> int:
+    if paths[:1] == ["--points"]:
+        print("\n".join(point_rows(paths[1:])))
+        return 0
     print("<!-- figures\nkeys: run (time)")
     for path in sorted(paths):
         print("\n".join(figures(Path(path))))

@@ -100,11 +100,16 @@ class Space:
         return [Config(variant, self.providers[0], t, 1, 1, 0.0) for t in dict.fromkeys((self.cores, 1))]
 
 
+#: Sessions side by side on one GPU: they share its kernels' queue, so more than two only add
+#: contention (two overlap one's host work with the other's kernels).
+GPU_INSTANCES = 2
+
+
 def default_space(variants: Sequence[str], providers: Sequence[str], cores: int, max_batch: int = 64) -> Space:
-    """Threads 1 and every core, instances 1 .. cores (CPU; 1 and 2 on a GPU)."""
+    """Threads 1 and every core; instances 1 .. cores on the CPU, 1 .. ``GPU_INSTANCES`` on a GPU."""
     threads = tuple(sorted({1, cores}))
-    instances = tuple(range(1, max(cores, 2) + 1)) if cores > 1 or "cuda" in providers else (1,)
-    return Space(tuple(variants), tuple(providers), threads, instances, cores, max_batch)
+    most = max(cores if "cpu" in providers else 1, GPU_INSTANCES if set(providers) - {"cpu"} else 1)
+    return Space(tuple(variants), tuple(providers), threads, tuple(range(1, most + 1)), cores, max_batch)
 
 
 class Engines(abc.ABC):
@@ -199,7 +204,8 @@ def candidates(space: Space, profiles: dict[tuple, dict[int, float]], slo_ms: fl
         efficient, top = max(fits, key=per_s.get), max(fits)
         caps = {efficient, top} if efficient != top else {top, max(1, top // 2)}
         for instances in space.instances:
-            if provider == "cpu" and threads * instances > space.cores:
+            fits_device = threads * instances <= space.cores if provider == "cpu" else instances <= GPU_INSTANCES
+            if not fits_device:
                 continue
             for cap in caps:
                 config = Config(variant, provider, threads, instances, cap, 0.0)

@@ -215,6 +215,24 @@ def session_runner(session, input_names: Sequence[str]) -> Callable:
     return lambda batch: session.run(None, feeds(batch, names))
 
 
+def padded_runner(run: Callable, sizes: Sequence[int]) -> Callable:
+    """``run`` fed only batches of ``sizes``: a batch of n rows is padded with copies of its last
+    row up to the smallest size that holds it, and the answers cut back to n rows. On a GPU each new
+    input shape costs ONNX Runtime an algorithm search and new buffers (cuDNN's exhaustive search:
+    tens to hundreds of ms), which a dynamic batcher forming every size up to its cap would pay
+    while it is measured; a few sizes, warmed up when the session opens, pay it once."""
+    ladder = sorted(sizes)
+
+    def padded(batch):
+        n = count(batch)
+        size = next((s for s in ladder if s >= n), n)
+        if size == n:
+            return run(batch)
+        return [out[:n] for out in run(rows(batch, np.minimum(np.arange(size), n - 1)))]
+
+    return padded
+
+
 # --- the load generator ---------------------------------------------------------------------------
 
 

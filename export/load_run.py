@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from rnnforge.core import fileio, plots
 from rnnforge.core.arrays import Inputs, count, example_bytes
 from rnnforge.core.errors import ProviderError, UserError, first_line
@@ -36,6 +38,7 @@ from rnnforge.export.load import (
     gpu_memory_bytes,
     measure_closed_loop,
     measure_open_loop,
+    padded_runner,
     peak_rss_bytes,
     reset_peak_rss,
     session_runner,
@@ -105,6 +108,11 @@ class OrtEngines(Engines):
     opened: list = field(default_factory=list)
 
     def open(self, config: Config) -> list:
+        """On a GPU every batch is padded to the configuration's max batch (``padded_runner``),
+        warmed up here: the session sees one input shape. With a ladder of sizes (1, 2, 4, ...
+        each warmed up) an H200 still ran one batch in ten 20-50x slower than its p50 under load,
+        as the batch size changed from one call to the next (docs/benchmarks/serving-gpu-h200.md);
+        on these models a full batch costs about what a small one does there."""
         from rnnforge.export.engines import open_session, provider_setup, session_options
 
         path = self.paths[config.variant]
@@ -113,8 +121,20 @@ class OrtEngines(Engines):
         runners = []
         for _ in range(config.instances):
             session, _ = open_session(path, setup, session_options(config.threads))
-            runners.append(session_runner(session, [i.name for i in session.get_inputs()]))
+            run = session_runner(session, [i.name for i in session.get_inputs()])
+            if config.provider != "cpu":
+                session.run(None, self.zeros(session, config.max_batch))
+                run = padded_runner(run, [config.max_batch])
+            runners.append(run)
         return runners
+
+    def zeros(self, session, size: int) -> dict:
+        """A batch of ``size`` zero examples for each input of ``session``."""
+        from rnnforge.export.engines import ORT_DTYPES
+
+        inputs = session.get_inputs()
+        shapes = self.shapes if isinstance(self.shapes, dict) else {inputs[0].name: self.shapes}
+        return {i.name: np.zeros((size, *shapes[i.name]), ORT_DTYPES.get(i.type, np.float32)) for i in inputs}
 
 
 def usable_providers() -> list[str]:

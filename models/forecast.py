@@ -295,10 +295,10 @@ def _member(config: TrainConfig, info: dict, x, days, every_step: bool, prefix: 
         return keras.layers.Dense(horizon, name=f"{prefix}next_days")(x)
     q = len(levels_of(info))
     x = keras.layers.Dense(horizon * q, name=f"{prefix}next_days")(x)
-    return _ordered(x, info, prefix, window if every_step else None)
+    return _ordered(x, info, prefix)
 
 
-# ---- quantile outputs (--quantiles, issue #32) ----
+# ---- quantile outputs (--quantiles) ----
 
 
 def levels_of(info: dict) -> list[float]:
@@ -323,31 +323,35 @@ def ordering_matrices(levels) -> tuple[np.ndarray, np.ndarray]:
     return anchor, steps
 
 
-def _ordered(x, info: dict, prefix: str, window: int | None):
-    """A member's raw ``[..., horizon * Q]`` made ordered per day (``ordering_matrices``, two fixed
-    Dense layers on the level axis): ``[..., horizon * Q]``, day-major, levels increasing."""
+def _ordered(x, info: dict, prefix: str):
+    """A member's raw ``[..., horizon * Q]`` (day-major) made ordered per day: two fixed Dense
+    layers on the flat last axis whose kernels are ``ordering_matrices`` once per day. Flat, not
+    ``[..., horizon, Q]``: a Dense on a rank-3 tensor exports as Tensordot, whose shape arithmetic
+    ONNX Runtime runs on the CPU even in a CUDA session."""
     from tensorflow import keras
 
-    horizon, q = info["horizon"], len(levels_of(info))
-    lead = (window,) if window else ()
-    raw = keras.layers.Reshape((*lead, horizon, q), name=f"{prefix}quantile_raw")(x)
-    gaps = keras.layers.Activation("softplus", name=f"{prefix}quantile_gaps")(raw)
+    width = info["horizon"] * len(levels_of(info))
+    gaps = keras.layers.Activation("softplus", name=f"{prefix}quantile_gaps")(x)
     fixed = {"use_bias": False, "trainable": False, "kernel_initializer": "zeros"}
-    anchor = keras.layers.Dense(q, name=f"{prefix}quantile_anchor", **fixed)(raw)
-    steps = keras.layers.Dense(q, name=f"{prefix}quantile_steps", **fixed)(gaps)
-    ordered = keras.layers.Add(name=f"{prefix}quantile_ordered")([anchor, steps])
-    return keras.layers.Reshape((*lead, horizon * q), name=f"{prefix}quantile_levels")(ordered)
+    anchor = keras.layers.Dense(width, name=f"{prefix}quantile_anchor", **fixed)(x)
+    steps = keras.layers.Dense(width, name=f"{prefix}quantile_steps", **fixed)(gaps)
+    return keras.layers.Add(name=f"{prefix}quantile_levels")([anchor, steps])
+
+
+#: Layers whose weights the builder sets (``set_ordering_weights``), never copied from a trained model.
+ORDERING_LAYERS = ("quantile_anchor", "quantile_steps")
 
 
 def set_ordering_weights(model, info: dict) -> None:
     """The fixed weights of every ``quantile_anchor``/``quantile_steps`` layer of ``model``."""
     if not levels_of(info):
         return
-    anchor, steps = ordering_matrices(levels_of(info))
+    per_day = np.eye(info["horizon"], dtype=np.float32)
+    anchor, steps = (np.kron(per_day, m) for m in ordering_matrices(levels_of(info)))
     for layer in model.layers:
-        if layer.name.endswith("quantile_anchor"):
+        if layer.name.endswith(ORDERING_LAYERS[0]):
             layer.set_weights([anchor])
-        elif layer.name.endswith("quantile_steps"):
+        elif layer.name.endswith(ORDERING_LAYERS[1]):
             layer.set_weights([steps])
 
 
@@ -427,7 +431,7 @@ def serving_model(trained, config: TrainConfig, info: dict, form: str = "served"
     served = _network(config, info, every_step=False, form=form)
     fixed = ("standardise", "calibration")  # set from info by the builder, not trained
     for layer in served.layers:
-        if layer.weights and layer.name not in fixed:
+        if layer.weights and layer.name not in fixed and not layer.name.endswith(ORDERING_LAYERS):
             layer.set_weights(trained.get_layer(layer.name).get_weights())
     return served
 

@@ -233,3 +233,45 @@ def test_pack_replaces_the_old_parts_with_a_complete_set(tmp_path):
     assert done.returncode == 0, done.stderr
     assert (target / "ship" / "site" / "onnxruntime" / "__init__.py").is_file()
     assert (target / "ship" / "runs" / "sketch" / "model.fp16.onnx").read_bytes() == b"onnx"
+
+
+# --- gpu_serving.sh: the serving proof's script, rehearsed on the CPU ------------------------------
+
+SERVING = ROOT / "benchmarks" / "gpu_serving.sh"
+
+
+def gpu_serving(*args, **env) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHON": sys.executable, **env}
+    return subprocess.run(["bash", SERVING, *map(str, args)], capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.mark.slow
+def test_gpu_serving_benches_and_searches_each_run_and_packs_the_results(exported_run, tmp_path):
+    import tarfile
+
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    copy_run(exported_run, runs / "sketch")
+    before = snapshot(runs / "sketch")
+    result = gpu_serving(runs, out, "cpu", VARIANTS="fp32", SEARCH_SECONDS="4")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    summary = (out / "summary.txt").read_text()
+    assert "bench: exit 0" in summary and "load_sketch: exit 0" in summary, summary
+    with tarfile.open(out / "serving.tar.xz") as archive:
+        names = set(archive.getnames())
+    assert {"summary.txt", "machine.txt", "logs/bench.log", "runs/sketch/bench/load.json"} <= names
+    assert "runs/sketch/bench/serving.json" in names and not any(n.endswith(".onnx") for n in names)
+    assert snapshot(runs / "sketch") == before  # the script searches copies
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        ((), "usage"),
+        (("{tmp}/none", "{tmp}/out"), "is not a folder of exported runs"),
+        (("{tmp}", "{tmp}/out", "rocm"), "PROVIDER must be cuda or cpu"),
+    ],
+)
+def test_gpu_serving_refuses_bad_arguments_in_one_line(args, says, tmp_path):
+    result = gpu_serving(*(a.format(tmp=tmp_path) for a in args))
+    assert result.returncode == 2 and result.stderr.startswith("error: ") and says in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists()

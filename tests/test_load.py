@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from conftest import TRAINING_STACK, blocking_env, copy_run, error_line, run_cli, run_cli_process
 
-from rnnforge.export.capacity import Config, Engines, Space, candidates, search
+from rnnforge.core.arrays import NamedArrays, count, first
+from rnnforge.export.capacity import GPU_INSTANCES, Config, Engines, Space, candidates, default_space, search
 from rnnforge.export.load import (
     Batcher,
     Recorder,
@@ -24,6 +25,7 @@ from rnnforge.export.load import (
     indexed_gather,
     measure_closed_loop,
     measure_open_loop,
+    padded_runner,
     recording_deliver,
 )
 
@@ -248,6 +250,33 @@ def test_candidates_keep_the_most_efficient_batch_where_bigger_batches_cost_more
     ranked = candidates(space, profiles, slo_ms=100.0)
     assert ranked[0] == (Config("fp32", "cpu", 1, 2, 1, 0.0), pytest.approx(2 / 0.5e-3))  # measured first
     assert dict(ranked)[Config("fp32", "cpu", 1, 2, 16, 0.0)] == pytest.approx(2 / 0.5e-3)  # its best batch: 1
+
+
+def test_on_a_gpu_the_search_tries_at_most_two_instances_and_counts_the_device_once():
+    space = default_space(("fp32",), ("cuda",), cores=16)
+    assert space.instances == (1, 2)  # not one session per core: they share one device
+    mixed = default_space(("fp32",), ("cpu", "cuda"), cores=4)
+    profiles = {("fp32", "cpu", 1): {1: 1.0}, ("fp32", "cuda", 1): {1: 0.5, 2: 0.5}}
+    found = dict(candidates(mixed, profiles, slo_ms=10.0))
+    assert max(c.instances for c in found if c.provider == "cpu") == 4
+    assert max(c.instances for c in found if c.provider == "cuda") == GPU_INSTANCES
+
+
+def test_padded_batches_take_only_the_ladder_sizes_and_answer_each_request():
+    seen = []
+
+    def run(batch):
+        seen.append(count(batch))
+        return [first(batch) * 2]
+
+    padded = padded_runner(run, [1, 2, 4, 8])
+    for n in (1, 3, 4, 5, 8):
+        x = np.arange(n * 2, dtype=np.float32).reshape(n, 2)
+        out = padded(x)[0]
+        assert out.shape == (n, 2) and np.array_equal(out, x * 2)  # padding rows never reach an answer
+    assert seen == [1, 4, 4, 8, 8]
+    named = padded(NamedArrays({"series": np.ones((3, 5)), "days": np.zeros((3, 7), np.int64)}))
+    assert seen[-1] == 4 and named[0].shape == (3, 5)
 
 
 # --- the real thing: a small exported run ---------------------------------------------------------
