@@ -24,12 +24,13 @@ demo: install
 test: install
 	$(BIN)/python -m pytest --durations=15
 
-# The inner loop: unit and in-process tests (no Ray cluster, no multi-epoch training, no test
-# whose point is a fresh process).
+# The inner loop, under 2 minutes: unit and in-process tests (no Ray cluster, no test that trains,
+# exports or benches a model of its own beyond the shared fixtures, no test whose point is a fresh
+# process).
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow and not process" --durations=15
 
-# The rest of `make test` (Ray runs, multi-epoch training, fresh processes): test-fast and
+# The rest of `make test` (Ray runs, training, export and bench runs, fresh processes): test-fast and
 # test-slow together are the whole suite, so CI can run them as two parallel jobs.
 test-slow: install
 	$(BIN)/python -m pytest -m "slow or process" --durations=15

@@ -1787,11 +1787,22 @@ def _tfrecord(folder: Path) -> Path:
 
 #: Cases that start Ray (in this process Ray would outlive the command): a fresh process each.
 IN_A_PROCESS = {"gpus_more_than_available"}
+#: Cases that train, export or bench a model first (seconds each): ``make test-slow`` runs them.
+HEAVY = IN_A_PROCESS | {
+    "bench_onnx_other_task",
+    "overwrite_with_bad_data",
+    "tfrecord_truncated",
+    "export_mlflow_uri_from_the_environment_redacted",
+    "export_while_storing_the_eval_set",
+    "bench_all_while_writing_the_first_results",
+    "bench_eval_day_type_out_of_range",
+    "export_failed_run",
+}
 
 
 @pytest.mark.parametrize(
     "setup, expected, code",
-    [pytest.param(s, e, c, id=i, marks=[pytest.mark.slow] if i in IN_A_PROCESS else []) for i, s, e, c in CASES],
+    [pytest.param(s, e, c, id=i, marks=[pytest.mark.slow] if i in HEAVY else []) for i, s, e, c in CASES],
 )
 def test_bad_input(setup, expected, code, tmp_path, request):
     runs = Runs(request, tmp_path)
@@ -2103,7 +2114,10 @@ LATE_INTERRUPTS = [
 ]
 
 
-@pytest.mark.parametrize("setup, target, expected", [pytest.param(s, t, e, id=i) for i, s, t, e in LATE_INTERRUPTS])
+@pytest.mark.parametrize(
+    "setup, target, expected",
+    [pytest.param(s, t, e, id=i, marks=[pytest.mark.slow] if i in HEAVY else []) for i, s, t, e in LATE_INTERRUPTS],
+)
 def test_ctrl_c_after_training(setup, target, expected, tmp_path, request, monkeypatch):
     runs = Runs(request, tmp_path)
     args = setup(tmp_path, runs)
@@ -2119,6 +2133,7 @@ def test_ctrl_c_after_training(setup, target, expected, tmp_path, request, monke
     assert snapshot(tmp_path) == before, "an interrupted command changed files"
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_the_run_dir_is_written_keeps_the_checkpoint(trained_run, tmp_path, request, monkeypatch):
     """After the last epoch: SIGINT while the run dir is written is one line naming the run dir
     to resume, config.json (the mark of a finished run) is not written, and finishing again from

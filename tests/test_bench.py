@@ -51,6 +51,7 @@ def bench_result(fp16_run):
     return json.loads((fp16_run / "bench" / "bench.json").read_text())
 
 
+@pytest.mark.slow
 def test_bench_json_fields(bench_result):
     import jsonschema
 
@@ -213,6 +214,7 @@ def test_fp16_parity_gate_refuses_and_writes_nothing(exported_run, tmp_path):
     assert check_parity(model, run.onnx.read_bytes(), spec, x, 1e-4)["passed"]  # fp32 passes its own gate
 
 
+@pytest.mark.slow
 def test_fp16_keeps_out_of_range_tensors_in_fp32(forecast_run, tmp_path):
     """The forecaster reads and writes raw riders (> 65,504): scaling must stay fp32."""
     run = copy_run(forecast_run, tmp_path / "forecast")
@@ -227,6 +229,7 @@ def test_fp16_keeps_out_of_range_tensors_in_fp32(forecast_run, tmp_path):
     assert session.get_inputs()[0].type == "tensor(float)" and session.get_outputs()[0].type == "tensor(float)"
 
 
+@pytest.mark.slow
 def test_bench_fp16_needs_the_export(exported_run, tmp_path):
     run = copy_run(exported_run, tmp_path / "run")
     (run / "model.fp16.onnx").write_bytes(b"stale")  # from an earlier export --fp16
@@ -237,6 +240,7 @@ def test_bench_fp16_needs_the_export(exported_run, tmp_path):
     assert f"{run / 'model.fp16.onnx'} does not exist" in line and "--fp16" in line
 
 
+@pytest.mark.slow
 def test_cuda_is_never_faked(exported_run, tmp_path):
     """Asking for CUDA on a machine without a usable GPU must fail, not report CPU numbers."""
     run = copy_run(exported_run, tmp_path / "run")
@@ -372,6 +376,7 @@ def test_graph_sessions_replay_on_the_buffers_they_were_captured_with(exported_r
     assert len(engine._graph_bindings) == 2
 
 
+@pytest.mark.slow
 def test_bench_all_and_compare_gate(exported_run, forecast_run, tmp_path):
     runs = tmp_path / "runs"
     for name, source in (("sketch", exported_run), ("forecast", forecast_run)):

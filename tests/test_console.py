@@ -46,6 +46,7 @@ def test_captured_stderr_drops_file_descriptor_2_and_gives_it_back_on_failure(ca
     assert captured == [] and "shown with --verbose" in capfd.readouterr().err
 
 
+@pytest.mark.slow
 def test_tensorflow_start_up_lines_are_kept_unless_verbose():
     code = "import rnnforge, tensorflow as tf\nprint(len(tf.config.list_physical_devices()) > 0)"
     quiet = _python(code)

@@ -44,6 +44,7 @@ def test_parity_record_matches_a_fresh_onnxruntime_run(exported_run):
     np.testing.assert_allclose(session.run(None, {"strokes": x})[0], expected, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_parity_failure_writes_nothing(exported_run, tmp_path):
     target = tmp_path / "strict.onnx"
     before = (exported_run / "parity.json").read_text()
@@ -187,6 +188,7 @@ def test_export_stores_the_eval_set(exported_run):
     )
 
 
+@pytest.mark.slow
 def test_eval_examples_caps_the_stored_split_and_reads_the_data_once(exported_run, tmp_path, monkeypatch):
     """--eval-examples keeps an evenly spaced subset; export reads the dataset once, for it and parity."""
     import shutil

@@ -5,12 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 
 from rnnforge.cluster.fit import batches, fit, prepare
 from rnnforge.models.resolve import resolve_config
 
 
+@pytest.mark.slow
 def test_the_in_process_fit_validates_on_every_window_and_trains():
     """A worker's fit outside Ray: the global batch of one worker, one pass over every validation
     example (not whole batches only), and ``model.fit`` for ``--epochs``."""

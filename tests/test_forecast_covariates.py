@@ -163,6 +163,7 @@ def test_serving_model_with_covariates_is_the_last_step_of_the_training_model():
     assert np.abs(served.predict(sunday, verbose=0) - served.predict(x, verbose=0)).max() > 0
 
 
+@pytest.mark.slow
 def test_three_input_onnx_export_parity_and_metadata(forecast_run):
     import onnxruntime as ort
     from tensorflow import keras
@@ -205,6 +206,7 @@ def test_eval_set_keeps_the_inputs_by_name_and_bench_refuses_unknown_codes(forec
     assert not (run / "bench" / "bench.json").exists()
 
 
+@pytest.mark.slow
 def test_univariate_run_exports_and_benches_one_input(tmp_path):
     """``--covariates none``: today's model, one ``series`` input, through export and bench."""
     run = make_run_dir(tmp_path / "forecast", task="forecast", epochs_steps=2, config_overrides={"covariates": "none"})
@@ -228,6 +230,7 @@ def test_forecast_png_shades_the_weekday_holidays_the_model_was_told():
     assert not len(weekday_holidays(x["series"], data.dates["valid"], data.info))  # no covariates: none
 
 
+@pytest.mark.slow
 def test_fp16_and_int8_variants_take_the_three_inputs(forecast_run, tmp_path):
     """The variants' gates and bench run on the named inputs (calibration, parity, accuracy)."""
     run = copy_run(forecast_run, tmp_path / "forecast")

@@ -25,6 +25,7 @@ def _ops(path) -> list[str]:
     return [n.op_type for n in onnx.load(str(path)).graph.node]
 
 
+@pytest.mark.slow
 def test_distil_trains_a_student_on_true_and_soft_targets_beside_the_members():
     from tensorflow import keras
 
@@ -69,6 +70,7 @@ def test_distil_trains_a_student_on_true_and_soft_targets_beside_the_members():
     assert ensemble.get_layer("ensemble_average") is not None
 
 
+@pytest.mark.slow
 def test_distilled_run_exports_the_student_and_the_ensemble_with_parity(tmp_path):
     run = make_run_dir(
         tmp_path / "forecast", task="forecast", epochs_steps=2, config_overrides={"ensemble": 2, "distil": True}
@@ -112,6 +114,7 @@ def test_distilled_run_exports_the_student_and_the_ensemble_with_parity(tmp_path
 
 
 @pytest.mark.parametrize("members", [2, 3])
+@pytest.mark.slow
 def test_fused_ensemble_has_two_lstm_nodes_no_loop_and_parity(tmp_path, members):
     run = make_run_dir(tmp_path / "forecast", task="forecast", epochs_steps=2, config_overrides={"ensemble": members})
     result = run_cli("export", "onnx", run, "--fuse-members")
@@ -130,6 +133,7 @@ def test_fused_ensemble_has_two_lstm_nodes_no_loop_and_parity(tmp_path, members)
 
 
 @pytest.mark.parametrize("covariates,rnn", [("day_type", "gru"), ("none", "lstm")])
+@pytest.mark.slow
 def test_fused_form_computes_the_average_of_the_members(covariates, rnn):
     spec = get_spec("forecast")
     config = resolve_config("forecast", {"ensemble": 3, "covariates": covariates, "rnn": rnn, "units": 8})
@@ -144,6 +148,7 @@ def test_fused_form_computes_the_average_of_the_members(covariates, rnn):
     np.testing.assert_allclose(fused.predict(x, verbose=0), want, atol=1e-5 * np.abs(want).max())
 
 
+@pytest.mark.slow
 def test_distil_and_fuse_refused_where_they_do_not_apply(tmp_path):
     with pytest.raises(
         UserError, match="--distil trains one network from an ensemble's members: it needs --ensemble 2"

@@ -51,6 +51,7 @@ def test_ensemble_of_one_is_the_single_model_and_member_0_starts_as_it():
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_members_train_on_their_own_losses_and_serving_averages_them():
     from tensorflow import keras
 
@@ -86,6 +87,7 @@ def test_members_train_on_their_own_losses_and_serving_averages_them():
     assert isinstance(served.get_layer("ensemble_average"), keras.layers.Average)
 
 
+@pytest.mark.slow
 def test_ensemble_exports_three_inputs_one_output_with_parity(tmp_path):
     run = make_run_dir(tmp_path / "forecast", task="forecast", epochs_steps=2, config_overrides={"ensemble": 2})
     result = run_cli("export", "onnx", run)

@@ -30,6 +30,7 @@ def test_serving_model_is_the_last_step_of_the_training_model():
     np.testing.assert_allclose(served.predict(x, verbose=0), expected, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_forecast_onnx_takes_and_returns_raw_values(forecast_run):
     import onnxruntime as ort
     from tensorflow import keras
@@ -66,6 +67,7 @@ def test_forecast_run_scores_and_plots(forecast_run):
         assert (forecast_run / png).read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_forecast_bench_reports_mae_per_horizon(forecast_run, tmp_path):
     forecast_run = copy_run(forecast_run, tmp_path / "forecast")  # bench writes bench/ into the run
     result = run_cli(

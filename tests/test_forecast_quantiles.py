@@ -122,6 +122,7 @@ def _quantile_run(tmp_path, ensemble: int = 2):
     )
 
 
+@pytest.mark.slow
 def test_served_quantiles_never_cross_and_the_median_is_the_forecast():
     from tensorflow import keras
 
@@ -147,6 +148,7 @@ def test_served_quantiles_never_cross_and_the_median_is_the_forecast():
     np.testing.assert_array_equal(targets[..., 0], targets[..., 2])  # every level of day +1: that day
 
 
+@pytest.mark.slow
 def test_quantile_run_scores_and_exports_both_outputs_with_parity(tmp_path):
     run = _quantile_run(tmp_path)
     metrics = json.loads((run / "metrics.json").read_text())

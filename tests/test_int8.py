@@ -54,6 +54,7 @@ def _ort_outputs(path, x):
     return session.run(None, {session.get_inputs()[0].name: x})[0]
 
 
+@pytest.mark.slow
 def test_int8_sketch_is_dynamically_quantized_and_gated(int8_sketch):
     parity = json.loads((int8_sketch / "parity.json").read_text())
     int8 = parity["int8"]
@@ -79,6 +80,7 @@ def test_int8_sketch_is_dynamically_quantized_and_gated(int8_sketch):
     assert np.mean(got.argmax(-1) == reference.argmax(-1)) >= 0.95
 
 
+@pytest.mark.slow
 def test_int8_forecast_keeps_mae_within_the_gate(forecast_run, tmp_path):
     run = copy_run(forecast_run, tmp_path / "forecast")
     result = run_cli("export", "onnx", run, "--int8")
@@ -90,6 +92,7 @@ def test_int8_forecast_keeps_mae_within_the_gate(forecast_run, tmp_path):
     assert "DynamicQuantizeLSTM" in int8["quantized_ops"]
 
 
+@pytest.mark.slow
 def test_int8_video_calibrates_its_convolutions_on_training_clips(video_run, tmp_path):
     run = copy_run(video_run, tmp_path / "video")
     with fixture_gate("video"):
@@ -121,6 +124,7 @@ def test_int8_video_calibrates_its_convolutions_on_training_clips(video_run, tmp
     assert _ort_outputs(run / "model.int8.onnx", x).shape == reference.shape
 
 
+@pytest.mark.slow
 def test_failing_int8_gate_exits_3_and_writes_nothing(forecast_run, tmp_path, monkeypatch):
     run = copy_run(forecast_run, tmp_path / "forecast")
     before = (run / "parity.json").read_text()
@@ -136,6 +140,7 @@ def test_failing_int8_gate_exits_3_and_writes_nothing(forecast_run, tmp_path, mo
     assert not (run / "model.int8.onnx").exists() and (run / "parity.json").read_text() == before
 
 
+@pytest.mark.slow
 def test_plain_export_removes_a_stale_int8_model(int8_sketch, tmp_path):
     run = copy_run(int8_sketch, tmp_path / "sketch")
     result = run_cli("export", "onnx", run)
@@ -146,6 +151,7 @@ def test_plain_export_removes_a_stale_int8_model(int8_sketch, tmp_path):
     assert f"{run / 'model.int8.onnx'} does not exist" in line and "--int8" in line
 
 
+@pytest.mark.slow
 def test_bench_times_and_scores_the_int8_variant(int8_sketch, tmp_path):
     run = copy_run(int8_sketch, tmp_path / "sketch")
     args = ("--variants", "fp32,int8", "--batch-sizes", "1,8", "--warmup", "1", "--runs", "5", "--max-seconds", "0.5")

@@ -131,6 +131,7 @@ def test_chance_warning_rule(accuracy, classes, examples, warns):
         assert line.startswith("warning: validation accuracy") and "\n" not in line and "--epochs" in line
 
 
+@pytest.mark.slow
 def test_a_run_at_chance_says_so_in_console_metrics_and_report(tmp_path, capsys):
     """A video model whose output layer is zero predicts one class for every clip: at chance."""
     import ray.train

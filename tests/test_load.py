@@ -62,6 +62,7 @@ class FakeSession:
 # --- queueing: open loop vs closed loop ----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_open_loop_above_capacity_queues_so_p99_grows_with_the_test_length_where_closed_loop_does_not():
     # 10 ms a request, one instance, no batching: at most 100 requests/s; offered 150/s.
     fake = FakeSession(0.010)
@@ -79,6 +80,7 @@ def test_open_loop_above_capacity_queues_so_p99_grows_with_the_test_length_where
     assert closed_p99[4] < open_p99[4] / 3
 
 
+@pytest.mark.slow
 def test_a_stalled_server_cannot_hide_its_queue_latency_counts_from_the_scheduled_time():
     """Coordinated omission avoided: every request scheduled while the server stalled is at least
     as late as the stall's end, where a closed-loop client sees one slow request."""
@@ -118,6 +120,7 @@ class StallingSender(Batcher):
         super().submit(requests)
 
 
+@pytest.mark.slow
 def test_a_stalled_sender_cannot_hide_its_lateness_either():
     with StallingSender([FakeSession(0.001)], at=clock() + 0.6, stall_s=0.6) as batcher:
         point = measure_open_loop(batcher, X, 200.0, windows=3, min_window_s=0.75, seed=5)
@@ -204,6 +207,7 @@ class FakeEngines(Engines):
         return [FakeSession(0.040, 0.005) for _ in range(config.instances)]
 
 
+@pytest.mark.slow
 def test_the_slo_search_picks_the_configuration_whose_capacity_is_highest_at_a_rate_it_can_take():
     # capacities (requests/s): batch 1 1/0.045 = 22; batch 4 4/0.060 = 67; batch 8 8/0.080 = 100
     space = Space(variants=("fp32",), providers=("cpu",), threads=(1,), instances=(1,), cores=1, max_batch=8)
@@ -294,6 +298,7 @@ def load_run(exported_run, tmp_path_factory):
     return run, result
 
 
+@pytest.mark.slow
 def test_bench_load_search_writes_serving_json_and_the_report(load_run):
     run, result = load_run
     serving = json.loads((run / "bench" / "serving.json").read_text())
@@ -309,6 +314,7 @@ def test_bench_load_search_writes_serving_json_and_the_report(load_run):
     assert "profile fp32 cpu" in result.stdout
 
 
+@pytest.mark.slow
 def test_serving_load_answers_like_the_exported_model(load_run):
     from rnnforge import serving
     from rnnforge.export.eval_set import load_eval_set
@@ -367,6 +373,7 @@ def test_serving_refuses_a_corrupt_serving_json(exported_run, tmp_path):
         serving.load(run)
 
 
+@pytest.mark.slow
 def test_bench_load_closed_and_open_loop_from_the_cli(exported_run, tmp_path):
     run = copy_run(exported_run, tmp_path / "sketch")
     result = run_cli(
@@ -392,6 +399,7 @@ def test_bench_load_closed_and_open_loop_from_the_cli(exported_run, tmp_path):
     assert "open 100 req/s" in result.stdout and "answered/s" in result.stdout
 
 
+@pytest.mark.slow
 def test_bench_load_sends_a_multi_input_model_its_named_inputs(forecast_run, tmp_path):
     run = copy_run(forecast_run, tmp_path / "forecast")
     result = run_cli("bench", "load", run, "--request-rate", "50", "--max-batch", "4", "--threads", "1", *FAST)

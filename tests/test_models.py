@@ -20,6 +20,7 @@ def small_data():
 
 
 @pytest.mark.parametrize("rnn", ["lstm", "gru"])
+@pytest.mark.slow
 def test_sketch_model_trains_a_step(small_data, rnn):
     from tensorflow import keras
 

@@ -101,6 +101,7 @@ def test_tutorial_tfrecords(tmp_path):
 
 @pytest.mark.parametrize("config, source", [("small", SIMPLIFIED), ("shared_sample", SKETCHRNN)])
 @needs_samples
+@pytest.mark.slow
 def test_tfds_load_builds_from_local_files(tmp_path, config, source):
     import tensorflow_datasets as tfds
 

@@ -109,6 +109,7 @@ def test_upper_case_npy_clips_are_read_as_arrays(tmp_path):
     assert frames.shape == (4, 8, 8, 3) and frames.max() == 7
 
 
+@pytest.mark.slow
 def test_a_diverged_run_is_not_written_as_finished(tmp_path):
     import ray.train
 
@@ -223,6 +224,7 @@ def test_atomic_writes_fsync_the_file_and_its_directory(tmp_path, monkeypatch):
     assert synced.count("file") == 2 and synced.count("dir") >= 2
 
 
+@pytest.mark.slow
 def test_export_elsewhere_writes_its_parity_record_beside_the_model(exported_run, tmp_path):
     run = copy_run(exported_run, tmp_path / "run")
     before = hashlib.sha256((run / "parity.json").read_bytes()).hexdigest()

@@ -369,6 +369,7 @@ def test_ctrl_c_while_the_set_moves_in_waits_until_it_is_in(tmp_path):
         signal.signal(signal.SIGINT, previous)
 
 
+@pytest.mark.slow
 def test_bench_failing_while_writing_its_report_keeps_the_earlier_results(exported_run, tmp_path, monkeypatch):
     """Issue #27, 3: bench replaced bench.json and the plots, then failed rendering the report,
     leaving the old report beside the new JSON. Now every file of the set is in place or none is."""

@@ -114,6 +114,7 @@ def test_bad_clips_get_one_line(tmp_path, make):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_model_trains_and_takes_uint8_frames(video_run):
     from tensorflow import keras
 
@@ -128,6 +129,7 @@ def test_model_trains_and_takes_uint8_frames(video_run):
     assert fresh.predict(clips, verbose=0).shape == (8, 12)
 
 
+@pytest.mark.slow
 def test_video_export_has_no_loop_and_keeps_parity(video_run):
     model = onnx.load(str(video_run / "model.onnx"))
     ops = {n.op_type for n in model.graph.node}
@@ -228,6 +230,7 @@ def test_augmenter_keeps_clips_uint8_and_relabels_mirrored_ones():
         assert int(label) == 2 and out.numpy()[:, :, :12].mean() > out.numpy()[:, :, 20:].mean()
 
 
+@pytest.mark.slow
 def test_augmentation_switch_and_its_default_per_dataset():
     spec = get_spec("video")
     small = {"frames": 4, "frame_size": 16}
@@ -256,6 +259,7 @@ def test_folder_reports_balance_and_clip_lengths(tmp_path, capsys):
     )
 
 
+@pytest.mark.slow
 def test_frames_above_the_shortest_clip_are_refused_naming_it(tmp_path):
     write_folder(tmp_path / "clips", per_class=3, frames=12)
     np.save(tmp_path / "clips" / "wave" / "short.npy", np.zeros((6, 40, 40, 3), np.uint8))
