@@ -291,16 +291,29 @@ def unplaced_error(path: Path, setup: ProviderSetup, threads: int, factory, refu
     return unplaced(path, setup, nodes)
 
 
+#: Operators of shape arithmetic: ONNX Runtime keeps a chain of them that starts at a ``Shape`` on the
+#: CPU even in a GPU session (small integer tensors a kernel launch would only slow down).
+SHAPE_OPS = frozenset({"Shape", "Size", "Cast", "Gather", "Concat", "Unsqueeze", "Squeeze", "Slice", "ReduceProd"})
+
+
 def unplaced(path: Path, setup: ProviderSetup, nodes: list[dict]) -> ProviderError:
-    """The one line for ``nodes`` (``probe_nodes``) of which some run on the CPU EP."""
+    """The one line for ``nodes`` (``probe_nodes``) of which some run on the CPU EP; where they are
+    all shape arithmetic, it says so and where such nodes come from."""
     wanted = provider_name(setup.providers[0])
     on_cpu = [n for n in nodes if n["provider"] == CPU]
     first_node = on_cpu[0]
     more = f" and {len(on_cpu) - 1} other node(s)" if len(on_cpu) > 1 else ""
+    why = ""
+    if any(n["op"] == "Shape" for n in on_cpu) and all(n["op"] in SHAPE_OPS for n in on_cpu):
+        ops = ", ".join(sorted({n["op"] for n in on_cpu}))
+        why = (
+            f"; all of them shape arithmetic ({ops}), which ONNX Runtime keeps on the CPU by design: the graph "
+            "computes shapes at run time (a Keras Dense layer on a 3-D tensor exports as Tensordot, which does)"
+        )
     return ProviderError(
         f"--provider {setup.name}: node {first_node['name']!r} (op {first_node['op']}){more} of {path} cannot be "
         f"placed on {wanted}: ONNX Runtime would run it on the CPU, so the figures would not be {setup.name}'s "
-        f"({len(on_cpu)} of {len(nodes)} nodes on {CPU})"
+        f"({len(on_cpu)} of {len(nodes)} nodes on {CPU}){why}"
     )
 
 

@@ -153,6 +153,25 @@ def test_a_gpu_session_with_a_node_on_the_cpu_is_refused_naming_it(tiny_model, t
     ]
 
 
+def test_a_refusal_of_shape_arithmetic_on_the_cpu_says_where_it_comes_from(tiny_model, tmp_path):
+    from rnnforge.export.engines import provider_setup, unplaced
+    from rnnforge.export.settings import BenchSettings
+
+    setup = provider_setup(BenchSettings(provider="cuda"), tiny_model, (4,), tmp_path)
+    cuda, cpu = "CUDAExecutionProvider", "CPUExecutionProvider"
+    shapes = [
+        {"name": "dense/Tensordot/Shape", "op": "Shape", "provider": cpu},
+        {"name": "dense/Tensordot/Shape__9", "op": "Cast", "provider": cpu},
+        {"name": "dense/Tensordot/GatherV2", "op": "Gather", "provider": cpu},
+        {"name": "dense/Tensordot/MatMul", "op": "MatMul", "provider": cuda},
+    ]
+    line = str(unplaced(tiny_model, setup, shapes))
+    assert "(3 of 4 nodes on CPUExecutionProvider); all of them shape arithmetic (Cast, Gather, Shape)" in line
+    assert "Tensordot" in line and "\n" not in line
+    compute = [*shapes, {"name": "lstm", "op": "LSTM", "provider": cpu}]  # real work on the CPU: no excuse given
+    assert "shape arithmetic" not in str(unplaced(tiny_model, setup, compute))
+
+
 @pytest.mark.usefixtures("gpu_build")
 @pytest.mark.parametrize("refusal", [REFUSAL, CONFLICT])
 def test_a_provider_that_did_not_load_is_a_fall_back_not_a_node(tiny_model, tmp_path, refusal):
