@@ -217,10 +217,12 @@ def session_runner(session, input_names: Sequence[str]) -> Callable:
 
 def padded_runner(run: Callable, sizes: Sequence[int]) -> Callable:
     """``run`` fed only batches of ``sizes``: a batch of n rows is padded with copies of its last
-    row up to the smallest size that holds it, and the answers cut back to n rows. On a GPU each new
-    input shape costs ONNX Runtime an algorithm search and new buffers (cuDNN's exhaustive search:
-    tens to hundreds of ms), which a dynamic batcher forming every size up to its cap would pay
-    while it is measured; a few sizes, warmed up when the session opens, pay it once."""
+    row up to the smallest size that holds it, and the answers cut back to n rows.
+
+    Why (measured on an H200, docs/benchmarks/serving-gpu-h200.md): with the batch size changing
+    from one call to the next, ONNX Runtime's CUDA session ran one batch in ten 20-50x slower than
+    its p50, even with every size warmed up first (not garbage collection, not the GPU clock; the
+    cause inside ONNX Runtime or cuDNN is not established). Fed one shape, it did not."""
     ladder = sorted(sizes)
 
     def padded(batch):

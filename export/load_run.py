@@ -108,11 +108,9 @@ class OrtEngines(Engines):
     opened: list = field(default_factory=list)
 
     def open(self, config: Config) -> list:
-        """On a GPU every batch is padded to the configuration's max batch (``padded_runner``),
-        warmed up here: the session sees one input shape. With a ladder of sizes (1, 2, 4, ...
-        each warmed up) an H200 still ran one batch in ten 20-50x slower than its p50 under load,
-        as the batch size changed from one call to the next (docs/benchmarks/serving-gpu-h200.md);
-        on these models a full batch costs about what a small one does there."""
+        """On a GPU every batch is padded to the configuration's max batch (``padded_runner`` says
+        why), warmed up here: the session sees one input shape; on a GPU a full batch of these
+        models costs about what a small one does."""
         from rnnforge.export.engines import open_session, provider_setup, session_options
 
         path = self.paths[config.variant]

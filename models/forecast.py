@@ -347,12 +347,11 @@ def set_ordering_weights(model, info: dict) -> None:
     if not levels_of(info):
         return
     per_day = np.eye(info["horizon"], dtype=np.float32)
-    anchor, steps = (np.kron(per_day, m) for m in ordering_matrices(levels_of(info)))
+    kernels = {name: np.kron(per_day, m) for name, m in zip(ORDERING_LAYERS, ordering_matrices(levels_of(info)))}
     for layer in model.layers:
-        if layer.name.endswith(ORDERING_LAYERS[0]):
-            layer.set_weights([anchor])
-        elif layer.name.endswith(ORDERING_LAYERS[1]):
-            layer.set_weights([steps])
+        for name, kernel in kernels.items():
+            if layer.name.endswith(name):
+                layer.set_weights([kernel])
 
 
 def calibration_kernel(scales, levels) -> np.ndarray:
