@@ -21,8 +21,12 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/rnnforge demo
 
+# Two workers: the tests that start Ray run one after another in one of them (the `ray` mark,
+# tests/conftest.py), everything else is shared out test by test.
+XDIST := -n 2 --dist loadgroup
+
 test: install
-	$(BIN)/python -m pytest --durations=15
+	$(BIN)/python -m pytest $(XDIST) --durations=15
 
 # The inner loop, under 2 minutes: unit and in-process tests (no Ray cluster, no test that trains,
 # exports or benches a model of its own beyond the shared fixtures, no test whose point is a fresh
@@ -33,7 +37,7 @@ test-fast: install
 # The rest of `make test` (Ray runs, training, export and bench runs, fresh processes): test-fast and
 # test-slow together are the whole suite, so CI can run them as two parallel jobs.
 test-slow: install
-	$(BIN)/python -m pytest -m "slow or process" --durations=15
+	$(BIN)/python -m pytest $(XDIST) -m "slow or process" --durations=15
 
 # docs/cli.md from the click commands (tests/test_docs.py fails when it is stale).
 docs: install

@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import traceback
 import warnings
 from dataclasses import dataclass
@@ -275,11 +276,71 @@ def ray_head():
         shutil.rmtree(base, ignore_errors=True)
 
 
+RAY_PROCESSES = frozenset({"gcs_server", "raylet"})
+
+
+def pytest_itemcollected(item):
+    """The tests that start Ray (marked ``ray``, or on the shared ``ray_head``) form one xdist group,
+    so that `make test`'s parallel workers never run two Ray instances side by side (Ray Train's
+    placement-group cleaner finds its cluster by looking for one on the machine, and fails when it
+    sees two). Marked here, as each test is collected: xdist reads the groups before
+    ``pytest_collection_modifyitems`` of this file runs."""
+    if "ray_head" in getattr(item, "fixturenames", ()):
+        item.add_marker(pytest.mark.ray)
+    if item.get_closest_marker("ray"):
+        item.add_marker(pytest.mark.xdist_group("ray"))
+
+
 def pytest_collection_modifyitems(items):
-    """The files with a test on the shared ``ray_head`` run last, in their own order, so the head
-    starts once and is not left idling beside the rest of the suite."""
+    """The files with a test on the shared ``ray_head`` run last (last in the Ray group, too), in
+    their own order, so the head starts once and is not left idling beside the other Ray tests."""
     on_head = {item.path for item in items if "ray_head" in getattr(item, "fixturenames", ())}
     items.sort(key=lambda item: item.path in on_head)  # stable: files stay whole and in order
+
+
+class RayWatch:
+    """Within ``with``: the names of the Ray daemons (``RAY_PROCESSES``) that started among this
+    process's descendants, polled every ``poll`` s (a local ``ray.init`` or ``ray start`` lasts
+    seconds); those already running at the start (a session's head) do not count."""
+
+    def __init__(self, poll: float = 0.25):
+        self.poll, self.seen, self._done = poll, set(), threading.Event()
+        self._before = {proc.pid for proc in self._daemons()}
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    @staticmethod
+    def _daemons():
+        import psutil
+
+        for proc in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if proc.name() in RAY_PROCESSES:
+                    yield proc
+
+    def _watch(self):
+        while not self._done.wait(self.poll):
+            self.seen.update(proc.name() for proc in self._daemons() if proc.pid not in self._before)
+
+    def __enter__(self) -> RayWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._done.set()
+        self._thread.join()
+
+
+@pytest.fixture(autouse=True)
+def _ray_only_where_marked(request):
+    """A test without the ``ray`` mark that starts Ray fails: the mark is what keeps two Ray
+    instances from running side by side under `make test`'s parallel workers."""
+    if request.node.get_closest_marker("ray"):
+        yield
+        return
+    with RayWatch() as watch:
+        yield
+    if watch.seen:
+        pytest.fail(f"this test started Ray ({', '.join(sorted(watch.seen))}): mark it @pytest.mark.ray", pytrace=False)
 
 
 #: What an inference machine with only the serving install lacks: the training stack.

@@ -1934,6 +1934,7 @@ def _registered_epoch(storage_run: Path) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 @pytest.mark.parametrize("target", [t for _, t in INTERRUPTS], ids=[i for i, _ in INTERRUPTS])
 def test_ctrl_c_during_train(tmp_path, target):
     """A terminal's Ctrl-C (the process group) or a SIGINT to the driver alone, after the first
@@ -2002,6 +2003,7 @@ def _own_lines(output: str) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_a_ray_train_failure_is_one_line_naming_the_worker_error(tmp_path):
     """The data vanishes after the driver's check: the worker's UserError fails the run, and
     ``fit()`` raises Ray Train's ``TrainingFailedError``: one line, exit 1, no traceback of ours."""

@@ -188,6 +188,7 @@ def test_a_sigkilled_worker_restarts_from_the_last_checkpoint(tmp_path, job_run)
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_rerun_after_the_driver_died_resumes_the_run(tmp_path):
     run_dir = tmp_path / "resumed"
     args = ("train", *TINY, "--workers", "1", "--cpus-per-worker", "2", "--run-dir", run_dir)  # the last --workers wins

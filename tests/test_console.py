@@ -142,6 +142,7 @@ def _noise(output: str) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_verbose_train_shows_the_machinery(tmp_path):
     """The quiet console of a train is checked by the demo test below (its train runs the same way)."""
     loud = run_cli_process("train", "sketch", *TINY, "--run-dir", tmp_path / "loud", "--verbose", timeout=600)
@@ -153,6 +154,7 @@ def test_verbose_train_shows_the_machinery(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_demo_console_is_clean_and_ends_with_one_table(tmp_path):
     result = run_cli_process("demo", "--tasks", "sketch", "--epochs", "2", "--out", tmp_path, timeout=900)
     output = result.stdout + result.stderr

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli_process
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 TINY = ("sketch", "--epochs", "1", "--units", "16", "--max-len", "40", "--workers", "2", "--patience", "0")
 
 
