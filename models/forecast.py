@@ -295,7 +295,7 @@ def _member(config: TrainConfig, info: dict, x, days, every_step: bool, prefix: 
         return keras.layers.Dense(horizon, name=f"{prefix}next_days")(x)
     q = len(levels_of(info))
     x = keras.layers.Dense(horizon * q, name=f"{prefix}next_days")(x)
-    return _ordered(x, info, prefix)
+    return _ordered(x, prefix)
 
 
 # ---- quantile outputs (--quantiles) ----
@@ -323,14 +323,14 @@ def ordering_matrices(levels) -> tuple[np.ndarray, np.ndarray]:
     return anchor, steps
 
 
-def _ordered(x, info: dict, prefix: str):
-    """A member's raw ``[..., horizon * Q]`` (day-major) made ordered per day: two fixed Dense
+def _ordered(x, prefix: str):
+    """A member's raw ``[..., horizon * Q]`` (day-major; members then days when fused) made ordered per day: two fixed Dense
     layers on the flat last axis whose kernels are ``ordering_matrices`` once per day. Flat, not
     ``[..., horizon, Q]``: a Dense on a rank-3 tensor exports as Tensordot, whose shape arithmetic
     ONNX Runtime runs on the CPU even in a CUDA session."""
     from tensorflow import keras
 
-    width = info["horizon"] * len(levels_of(info))
+    width = x.shape[-1]  # horizon * Q, or members * horizon * Q in a fused ensemble
     gaps = keras.layers.Activation("softplus", name=f"{prefix}quantile_gaps")(x)
     fixed = {"use_bias": False, "trainable": False, "kernel_initializer": "zeros"}
     anchor = keras.layers.Dense(width, name=f"{prefix}quantile_anchor", **fixed)(x)
@@ -343,15 +343,16 @@ ORDERING_LAYERS = ("quantile_anchor", "quantile_steps")
 
 
 def set_ordering_weights(model, info: dict) -> None:
-    """The fixed weights of every ``quantile_anchor``/``quantile_steps`` layer of ``model``."""
+    """The fixed weights of every ``quantile_anchor``/``quantile_steps`` layer of ``model``: the
+    ``ordering_matrices`` once per day (per member and day in a fused ensemble's wider layers)."""
     if not levels_of(info):
         return
-    per_day = np.eye(info["horizon"], dtype=np.float32)
-    kernels = {name: np.kron(per_day, m) for name, m in zip(ORDERING_LAYERS, ordering_matrices(levels_of(info)))}
+    matrices = dict(zip(ORDERING_LAYERS, ordering_matrices(levels_of(info))))
     for layer in model.layers:
-        for name, kernel in kernels.items():
+        for name, matrix in matrices.items():
             if layer.name.endswith(name):
-                layer.set_weights([kernel])
+                days = np.eye(layer.weights[0].shape[0] // len(matrix), dtype=np.float32)
+                layer.set_weights([np.kron(days, matrix)])
 
 
 def calibration_kernel(scales, levels) -> np.ndarray:
@@ -367,7 +368,7 @@ def calibration_kernel(scales, levels) -> np.ndarray:
     return kernel
 
 
-def _quantile_model(inputs, x, info: dict):
+def _quantile_model(inputs, x, info: dict, name: str = "forecaster"):
     """Serving outputs of a quantile forecaster from the averaged standardised ``[batch, H * Q]``:
     ``forecast`` (the median, ``[batch, H]``) and ``quantiles`` (``[batch, H, Q]``), raw units, the
     intervals scaled per day by ``info["interval_scale"]`` (identity when absent)."""
@@ -382,7 +383,7 @@ def _quantile_model(inputs, x, info: dict):
     by_level = keras.layers.Permute((2, 1), name="levels_first")(quantiles)
     median = keras.layers.Cropping1D((m, q - m - 1), name="median_level")(by_level)
     forecast = keras.layers.Reshape((horizon,), name="forecast")(median)
-    model = keras.Model(inputs, [forecast, quantiles], name="forecaster")
+    model = keras.Model(inputs, [forecast, quantiles], name=name)
     set_ordering_weights(model, info)
     scales = info.get("interval_scale") or [1.0] * horizon
     model.get_layer("calibration").set_weights([calibration_kernel(scales, levels)])
@@ -454,8 +455,6 @@ def fused_serving_model(ensemble, config: TrainConfig, info: dict):
 
     from rnnforge.models.common import recurrent_layer
 
-    if levels_of(info):
-        raise UserError("--fuse-members does not apply to a quantile forecaster (--quantiles) yet")
     if members_of(info) < 2 or "m0_rnn0" not in {layer.name for layer in ensemble.layers}:
         return None
     members, units = members_of(info), config.units
@@ -482,10 +481,18 @@ def fused_serving_model(ensemble, config: TrainConfig, info: dict):
     if info.get("day_types"):
         x = keras.layers.Concatenate(name="fused_head_features")([x, ahead])
         x = keras.layers.Dense(members * units, activation="relu", name="fused_head_hidden")(x)
-    x = keras.layers.Dense(horizon, name="fused_next_days")(x)
-    fused = keras.Model(
-        inputs, keras.layers.Rescaling(scale=std, offset=mean, name="forecast")(x), name="forecaster_fused"
-    )
+    if levels_of(info):  # each member's levels ordered on its own, then averaged by a fixed layer
+        width = horizon * len(levels_of(info))
+        x = _ordered(keras.layers.Dense(members * width, name="fused_next_days")(x), "fused_")
+        fixed = {"use_bias": False, "trainable": False, "kernel_initializer": "zeros"}
+        x = keras.layers.Dense(width, name="fused_member_average", **fixed)(x)
+        fused = _quantile_model(inputs, x, info, name="forecaster_fused")
+        fused.get_layer("fused_member_average").set_weights([np.kron(np.ones((members, 1)) / members, np.eye(width))])
+    else:
+        x = keras.layers.Dense(horizon, name="fused_next_days")(x)
+        fused = keras.Model(
+            inputs, keras.layers.Rescaling(scale=std, offset=mean, name="forecast")(x), name="forecaster_fused"
+        )
     _fuse_weights(fused, ensemble, info, members, units, columns)
     return fused
 
@@ -536,7 +543,14 @@ def _fuse_weights(fused, ensemble, info: dict, members: int, units: int, columns
         scatter("rnn0", lambda i: np.arange(columns))
         scatter("rnn1", own)
     kernels, biases = zip(*(member(i, "next_days") for i in range(n)))
-    fused.get_layer("fused_next_days").set_weights([np.concatenate(kernels) / n, np.mean(biases, axis=0)])
+    if levels_of(info):  # block-diagonal: member i's levels at i * horizon * Q, averaged after ordering
+        width = kernels[0].shape[1]
+        kernel = np.zeros((n * units, n * width), np.float32)
+        for i, member_kernel in enumerate(kernels):
+            kernel[np.ix_(own(i), i * width + np.arange(width))] = member_kernel
+        fused.get_layer("fused_next_days").set_weights([kernel, np.concatenate(biases)])
+    else:  # the average is linear here: one output layer holding the members' weights over N
+        fused.get_layer("fused_next_days").set_weights([np.concatenate(kernels) / n, np.mean(biases, axis=0)])
 
 
 def series_of(x) -> np.ndarray:

@@ -113,10 +113,11 @@ def test_distilled_run_exports_the_student_and_the_ensemble_with_parity(tmp_path
     assert json.loads((run / "parity.json").read_text())["ensemble"]["fused_members"] == 2
 
 
-@pytest.mark.parametrize("members", [2, 3])
+@pytest.mark.parametrize("members, quantiles", [(2, None), (3, None), (2, "0.1,0.5,0.9")])
 @pytest.mark.slow
-def test_fused_ensemble_has_two_lstm_nodes_no_loop_and_parity(tmp_path, members):
-    run = make_run_dir(tmp_path / "forecast", task="forecast", epochs_steps=2, config_overrides={"ensemble": members})
+def test_fused_ensemble_has_two_lstm_nodes_no_loop_and_parity(tmp_path, members, quantiles):
+    options = {"ensemble": members, **({"quantiles": quantiles} if quantiles else {})}
+    run = make_run_dir(tmp_path / "forecast", task="forecast", epochs_steps=2, config_overrides=options)
     result = run_cli("export", "onnx", run, "--fuse-members")
     assert result.returncode == 0, result.stderr
     ops = _ops(run / "model.onnx")
@@ -130,22 +131,35 @@ def test_fused_ensemble_has_two_lstm_nodes_no_loop_and_parity(tmp_path, members)
     parity = json.loads((run / "parity.json").read_text())  # against the averaged ensemble (model.keras)
     assert parity["passed"] and parity["max_abs_diff"] <= parity["atol"]
     assert parity["fused_members"] == members and parity["recurrent_nodes"] == 2
+    if quantiles:  # both outputs, each within the gate; no shape arithmetic for a GPU to leave on the CPU
+        assert [o.name for o in model.graph.output] == ["forecast", "quantiles"]
+        assert parity["outputs"]["quantiles"]["shape"][1:] == [7, 3]
+        assert all(output["within_atol"] for output in parity["outputs"].values())
+        assert "Shape" not in ops
 
 
-@pytest.mark.parametrize("covariates,rnn", [("day_type", "gru"), ("none", "lstm")])
+@pytest.mark.parametrize(
+    "covariates,rnn,quantiles", [("day_type", "gru", None), ("none", "lstm", None), ("day_type", "lstm", "0.1,0.5,0.9")]
+)
 @pytest.mark.slow
-def test_fused_form_computes_the_average_of_the_members(covariates, rnn):
+def test_fused_form_computes_the_average_of_the_members(covariates, rnn, quantiles):
+    """Quantiles: each member's levels ordered on its own, then averaged, then the conformal scales."""
     spec = get_spec("forecast")
-    config = resolve_config("forecast", {"ensemble": 3, "covariates": covariates, "rnn": rnn, "units": 8})
+    options = {"ensemble": 3, "covariates": covariates, "rnn": rnn, "units": 8}
+    config = resolve_config("forecast", {**options, **({"quantiles": quantiles} if quantiles else {})})
     data = spec.load_data(config)
-    trained = spec.build_model(config, data.info)
+    info = {**data.info, "interval_scale": [1.1, 1.2, 1.3, 1.0, 0.9, 1.5, 1.25]} if quantiles else data.info
+    trained = spec.build_model(config, info)
     rng = np.random.default_rng(0)  # every weight non-zero, so a misplaced block shows
     trained.set_weights([w + rng.normal(0, 0.2, w.shape).astype(w.dtype) for w in trained.get_weights()])
-    served = spec.to_serving(trained, config, data.info)
-    fused = forecast.fused_serving_model(served, config, data.info)
+    served = spec.to_serving(trained, config, info)
+    fused = forecast.fused_serving_model(served, config, info)
     x = data.splits["valid"][0]
-    want = served.predict(x, verbose=0)
-    np.testing.assert_allclose(fused.predict(x, verbose=0), want, atol=1e-5 * np.abs(want).max())
+    wants, gots = served.predict(x, verbose=0), fused.predict(x, verbose=0)
+    for want, got in zip(*((wants, gots) if quantiles else ([wants], [gots])), strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5 * np.abs(want).max())
+    if quantiles:
+        assert (np.diff(gots[1], axis=-1) >= 0).all()  # still ordered
 
 
 @pytest.mark.slow
