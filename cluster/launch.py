@@ -83,16 +83,36 @@ def job_wide_env() -> dict:
     }
 
 
+def joined_cluster_env(address: str) -> dict:
+    """``RAY_ADDRESS`` for every process of a job on the cluster at ``address`` (``auto`` resolved
+    as ``ray.init`` resolves it): Ray's own helpers in the job (Ray Train's placement-group
+    cleaner, through the state API) otherwise look for a cluster on their machine, and fail with
+    "Found multiple active Ray instances" where a machine runs two. ``{}`` for a Ray Client
+    address or one that does not resolve here (``ray.init`` then says why)."""
+    from ray._private.services import canonicalize_bootstrap_address
+
+    if "://" in address:
+        return {}
+    try:
+        resolved = canonicalize_bootstrap_address(address)
+    except Exception:  # ConnectionError, ValueError: ray.init reports the same address in its own words
+        return {}
+    return {"RAY_ADDRESS": resolved} if resolved else {}
+
+
 def connect(config: TrainConfig, address: str | None) -> None:
     """Start a local Ray instance on loopback (GCS, raylet, agents and dashboard on 127.0.0.1;
     CPUs as Ray detects them, a container's limit included) or join the cluster at ``address``;
     the console options (Ray's notices, workers' output) come from ``ray_init_options``."""
     import ray
 
-    runtime_env = without_job_keys(job_wide_env(), job_runtime_env())
     if address:
+        job_env = job_wide_env()
+        job_env["env_vars"].update(joined_cluster_env(address))
+        runtime_env = without_job_keys(job_env, job_runtime_env())
         ray.init(address=address, runtime_env=runtime_env, **ray_init_options(address))
         return
+    runtime_env = without_job_keys(job_wide_env(), job_runtime_env())
     os.environ.update(LOOPBACK_ENV)  # in case Ray was imported before train() set it
     ray.init(
         _node_ip_address="127.0.0.1",  # GCS, raylet and agents on loopback (with LOOPBACK_ENV)

@@ -281,14 +281,17 @@ RAY_PROCESSES = frozenset({"gcs_server", "raylet"})
 
 def pytest_itemcollected(item):
     """The tests that start Ray (marked ``ray``, or on the shared ``ray_head``) form one xdist group,
-    so that `make test`'s parallel workers never run two Ray instances side by side (Ray Train's
-    placement-group cleaner finds its cluster by looking for one on the machine, and fails when it
-    sees two). Marked here, as each test is collected: xdist reads the groups before
-    ``pytest_collection_modifyitems`` of this file runs."""
+    so that `make test`'s parallel workers never run two local Ray instances side by side: a
+    local run's own Ray helpers find their cluster by looking for one on the machine (Ray Train's
+    placement-group cleaner fails, "Found multiple active Ray instances", where it sees two).
+    ``@pytest.mark.ray(group="NAME")`` puts a file's tests in a group of their own, beside the
+    others: for runs that join their own cluster by address (rnnforge gives the job that address,
+    tests/test_gpus.py checks it). Marked here, as each test is collected: xdist reads the groups
+    before ``pytest_collection_modifyitems`` of this file runs."""
     if "ray_head" in getattr(item, "fixturenames", ()):
         item.add_marker(pytest.mark.ray)
-    if item.get_closest_marker("ray"):
-        item.add_marker(pytest.mark.xdist_group("ray"))
+    if mark := item.get_closest_marker("ray"):
+        item.add_marker(pytest.mark.xdist_group(f"ray-{mark.kwargs['group']}" if "group" in mark.kwargs else "ray"))
 
 
 def pytest_collection_modifyitems(items):

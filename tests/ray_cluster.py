@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -109,6 +110,21 @@ def start_cli(*args, env: dict | None = None) -> subprocess.Popen:
 def output_of(proc: subprocess.Popen) -> str:
     proc.log.seek(0)
     return proc.log.read()
+
+
+@contextlib.contextmanager
+def another_ray_instance(folder: Path) -> Iterator[psutil.Process]:
+    """What Ray sees of a second Ray instance on this machine, and nothing more: a process named
+    ``raylet`` with a ``--gcs-address`` flag (Ray finds local instances by those), doing nothing."""
+    folder.mkdir(parents=True, exist_ok=True)
+    binary = folder / "raylet"
+    shutil.copy(sys.executable, binary)
+    proc = subprocess.Popen([binary, "-c", "import time; time.sleep(3600)", "--gcs-address=127.0.0.1:9"])
+    try:
+        yield psutil.Process(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait(10)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from ray_cluster import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.ray]
+pytestmark = [pytest.mark.slow, pytest.mark.ray(group="two-nodes")]  # own cluster, joined by address
 #: Both runs (uninterrupted and node loss) train this, with the same global batch (64 x 2): 4
 #: epochs leave 3 to train after the node loss at the first checkpoint.
 TINY = ("sketch", "--epochs", "4", "--units", "16", "--max-len", "40", "--patience", "0")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli_process
+from ray_cluster import another_ray_instance
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 TINY = ("sketch", "--epochs", "1", "--units", "16", "--max-len", "40", "--workers", "2", "--patience", "0")
@@ -22,7 +23,11 @@ def train(ray_head, run_dir: Path, *options):
 
 
 def test_a_gpu_tensorflow_cannot_use_stops_the_run_in_one_line(ray_head, tmp_path):
-    result = train(ray_head, tmp_path / "run", "--gpus-per-worker", "1")
+    """With another Ray instance on the machine too: Ray's own helpers in the job (Ray Train's
+    placement-group cleaner) find the joined cluster by the address rnnforge gives them, not by
+    looking for one ("Found multiple active Ray instances" and a forwarded traceback)."""
+    with another_ray_instance(tmp_path / "other"):
+        result = train(ray_head, tmp_path / "run", "--gpus-per-worker", "1")
     # The workers agree on the refusal and end without an exception (issue #27): no worker
     # traceback for Ray to forward from the joined cluster's logs, the one `error:` line, exit 2.
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]

@@ -64,12 +64,12 @@ def test_a_daemon_already_running_does_not_count(tmp_path):
 
 def test_ray_tests_share_one_xdist_group(request):
     items = request.session.items
-    grouped = {
-        item.nodeid for item in items if (mark := item.get_closest_marker("xdist_group")) and mark.args == ("ray",)
-    }
+    groups = {item.nodeid: mark.args[0] for item in items if (mark := item.get_closest_marker("xdist_group"))}
     marked = {item.nodeid for item in items if item.get_closest_marker("ray")}
     on_head = {item.nodeid for item in items if "ray_head" in item.fixturenames}
-    assert on_head <= marked and grouped == marked
+    assert on_head <= marked and set(groups) == marked
+    assert all(groups[nodeid] == "ray" for nodeid in on_head)  # every run on the shared head in one worker
+    assert all(group.startswith("ray") for group in groups.values())
 
 
 @pytest.mark.slow
