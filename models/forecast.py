@@ -324,8 +324,9 @@ def ordering_matrices(levels) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _ordered(x, prefix: str):
-    """A member's raw ``[..., horizon * Q]`` (day-major; members then days when fused) made ordered per day: two fixed Dense
-    layers on the flat last axis whose kernels are ``ordering_matrices`` once per day. Flat, not
+    """A member's raw ``[..., horizon * Q]`` (day-major; member-major, then day, when fused) made
+    ordered per day: two fixed Dense layers on the flat last axis whose kernels are
+    ``ordering_matrices`` once per day. Flat, not
     ``[..., horizon, Q]``: a Dense on a rank-3 tensor exports as Tensordot, whose shape arithmetic
     ONNX Runtime runs on the CPU even in a CUDA session."""
     from tensorflow import keras

@@ -286,8 +286,8 @@ def pytest_itemcollected(item):
     placement-group cleaner fails, "Found multiple active Ray instances", where it sees two).
     ``@pytest.mark.ray(group="NAME")`` puts a file's tests in a group of their own, beside the
     others: for runs that join their own cluster by address (rnnforge gives the job that address,
-    tests/test_gpus.py checks it). Marked here, as each test is collected: xdist reads the groups
-    before ``pytest_collection_modifyitems`` of this file runs."""
+    tests/test_gpus.py checks it). Marked as each test is collected, before any plugin's
+    ``pytest_collection_modifyitems`` (xdist reads the groups in its own)."""
     if "ray_head" in getattr(item, "fixturenames", ()):
         item.add_marker(pytest.mark.ray)
     if mark := item.get_closest_marker("ray"):
