@@ -2,7 +2,7 @@
 
 ``train(config, run_dir)`` starts a local Ray (or joins the cluster at ``address``), runs
 ``cluster.worker.train_loop_per_worker`` on ``config.workers`` workers through
-``TensorflowTrainer`` (an elastic group of ``config.min_workers`` to ``config.workers`` with
+Ray Train's ``DataParallelTrainer`` with ``cluster.tf_backend``'s ``TF_CONFIG`` (an elastic group of ``config.min_workers`` to ``config.workers`` with
 ``--min-workers``/``--workers MIN-MAX``), and gives the final checkpoint to
 ``cluster.finish.finish_run``, which writes the run dir. Usually called as ``rnnforge train
 sketch``; the options come checked from ``rnnforge.models.resolve.resolve_config``, and the run
@@ -349,7 +349,7 @@ def make_trainer(
     callbacks: list | None = None,
     tracking: dict | None = None,
 ):
-    """The ``TensorflowTrainer`` of ``config``: its workers get the config as plain data
+    """The Ray Train trainer of ``config`` (``TF_CONFIG`` from ``cluster.tf_backend``): its workers get the config as plain data
     (``TrainConfig.to_dict``) and, beside it, where rank 0 writes TensorBoard scalars and where
     every worker records its devices (``cluster.devices``); ``callbacks``: Ray Train
     ``UserCallback``s (``cluster.progress``); ``tracking``: the MLflow run rank 0 logs each epoch
@@ -357,16 +357,18 @@ def make_trainer(
     starts as many as the cluster has room for and, after a failure or when room appears, restarts
     the group at its new size from the last checkpoint."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-    from ray.train.tensorflow import TensorflowTrainer
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
+    from rnnforge.cluster.tf_backend import MultiWorkerConfig
     from rnnforge.cluster.worker import train_loop_per_worker
 
     use_gpu = config.gpus_per_worker > 0
     resources = {"CPU": config.cpus_per_worker}
     if use_gpu:
         resources["GPU"] = config.gpus_per_worker
-    return TensorflowTrainer(
+    return DataParallelTrainer(
         train_loop_per_worker,
+        backend_config=MultiWorkerConfig(),
         train_loop_config={
             "config": config.to_dict(),
             "tensorboard_dir": str(run.tensorboard),

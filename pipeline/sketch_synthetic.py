@@ -10,6 +10,8 @@ seed. Run ``python -m pipeline.sketch_synthetic`` to print a few drawings' shape
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from rnnforge.pipeline.strokes import strokes_to_stroke3
@@ -165,11 +167,20 @@ def generate(split: str, seed: int = 0, size: int | None = None) -> tuple[list[n
     """
     if split not in SPLIT_SIZES:
         raise ValueError(f"unknown split {split!r}: expected one of {', '.join(SPLIT_SIZES)}")
-    n = SPLIT_SIZES[split] if size is None else size
+    drawings, labels = _drawn(split, seed, SPLIT_SIZES[split] if size is None else size)
+    return list(drawings), labels.copy()
+
+
+@functools.lru_cache(maxsize=3)
+def _drawn(split: str, seed: int, n: int) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """One split's drawings (read-only) and labels, drawn once per process: a training driver
+    loads the data before Ray starts and again to score the final model (a second or so each)."""
     rng = np.random.default_rng(seed + _SPLIT_SEED_OFFSET[split])
     labels = np.arange(n) % len(CLASS_NAMES)
     rng.shuffle(labels)
-    drawings = [draw(int(label), rng) for label in labels]
+    drawings = tuple(draw(int(label), rng) for label in labels)
+    for drawing in drawings:
+        drawing.flags.writeable = False
     return drawings, labels.astype(np.int64)
 
 

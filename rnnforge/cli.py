@@ -157,7 +157,7 @@ def _train_options(command):
 
 
 @cli.command(
-    help="Train TASK with Ray Train (TensorflowTrainer + MultiWorkerMirroredStrategy).\n\n"
+    help="Train TASK with Ray Train (data-parallel workers, MultiWorkerMirroredStrategy).\n\n"
     f"TASK is one of: {', '.join(TASKS)}. An option whose help starts with task names (e.g. "
     "'forecast:') applies to those tasks only, and the others refuse it; a dataset after the task "
     "(e.g. 'forecast csv:') means that dataset only."

@@ -209,10 +209,37 @@ def make_run_dir(
     return path
 
 
+def built_once(tmp_path_factory, key: str, name: str, build) -> Path:
+    """``build(path)``'s run dir at ``path`` (a folder named ``name``), built once per session: under
+    pytest-xdist the workers share one (the first to ask builds it while the others wait on a
+    lock), since a run that trains and exports costs seconds of CPU each time it is built.
+    Shared runs are read-only, so one copy serves every worker."""
+    from filelock import FileLock
+
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return build(tmp_path_factory.mktemp(key) / name)
+    root = tmp_path_factory.getbasetemp().parent  # this session's, shared by its workers
+    path, done = root / f"shared-{key}" / name, root / f"shared-{key}.done"
+    with FileLock(str(root / f"shared-{key}.lock")):
+        if not done.is_file():
+            shutil.rmtree(path.parent, ignore_errors=True)  # a build that failed in another worker
+            build(path)
+            done.touch()
+    return path
+
+
+def exported(path: Path | str) -> Path:
+    """``path`` after ``rnnforge export onnx``."""
+    path = Path(path)
+    result = run_cli("export", "onnx", path)
+    assert result.returncode == 0, result.stderr
+    return path
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> Path:
     """A finished (briefly trained, not Ray) sketch run dir, shared read-only by the tests."""
-    path = make_run_dir(tmp_path_factory.mktemp("run") / "sketch")
+    path = built_once(tmp_path_factory, "trained", "sketch", make_run_dir)
     before = snapshot(path)
     yield path
     assert snapshot(path) == before, "a test changed the shared trained_run: change a copy (copy_run)"
@@ -221,34 +248,35 @@ def trained_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def exported_run(trained_run, tmp_path_factory) -> Path:
     """A copy of ``trained_run`` after ``rnnforge export onnx`` (``trained_run`` stays unexported)."""
-    path = Path(shutil.copytree(trained_run, tmp_path_factory.mktemp("run") / "sketch"))
-    result = run_cli("export", "onnx", path)
-    assert result.returncode == 0, result.stderr
-    return path
+    return built_once(tmp_path_factory, "exported", "sketch", lambda path: exported(shutil.copytree(trained_run, path)))
 
 
 @pytest.fixture(scope="session")
 def forecast_run(tmp_path_factory) -> Path:
     """A finished (briefly trained, not Ray) forecast run on the synthetic series, exported."""
-    path = make_run_dir(tmp_path_factory.mktemp("run") / "forecast", task="forecast", epochs_steps=10)
-    result = run_cli("export", "onnx", path)
-    assert result.returncode == 0, result.stderr
-    return path
+    return built_once(
+        tmp_path_factory, "forecast", "forecast", lambda path: exported(make_run_dir(path, "forecast", epochs_steps=10))
+    )
 
 
 @pytest.fixture(scope="session")
 def video_run(tmp_path_factory) -> Path:
     """A finished (briefly trained, not Ray; validation accuracy ~0.4 of 12 classes) video run of 8
     frames of 32 x 32, exported; shared read-only by the tests."""
-    path = make_run_dir(
-        tmp_path_factory.mktemp("run") / "video",
-        task="video",
-        epochs_steps=37,  # the whole training split, four times: int8's agreement gate needs a model past chance
-        config_overrides={"frames": 8, "frame_size": 32, "lr_warmup": 0},
-        passes=4,
+    path = built_once(
+        tmp_path_factory,
+        "video",
+        "video",
+        lambda path: exported(
+            make_run_dir(
+                path,
+                task="video",
+                epochs_steps=37,  # the whole training split, four times: int8's agreement gate needs a model past chance
+                config_overrides={"frames": 8, "frame_size": 32, "lr_warmup": 0},
+                passes=4,
+            )
+        ),
     )
-    result = run_cli("export", "onnx", path)
-    assert result.returncode == 0, result.stderr
     before = snapshot(path)
     yield path
     assert snapshot(path) == before, "a test changed the shared video_run"

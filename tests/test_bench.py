@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from conftest import error_line, run_cli
 
+pytestmark = pytest.mark.xdist_group("bench")  # one xdist worker builds the module's runs
+
 
 def copy_run(source, target):
     """A private copy of a shared run (without its bench results and checkpoints)."""

@@ -1,13 +1,18 @@
 """Cluster scale without a cluster (issue 19): the elastic group's batch rule and resize record,
-``--workers MIN-MAX``, the runtime envs that merge with a job's, Ray's CPU count, and MLflow
+``--workers MIN-MAX``, the runtime envs that merge with a job's, Ray's CPU count, the workers'
+``TF_CONFIG`` (set without TensorFlow in Ray Train's controller), and MLflow
 tracking against a real local store (sqlite). tests/test_cluster_nodes.py runs them on two Ray nodes."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from rnnforge.cli import parse_train_args
 from rnnforge.cluster.fit import group_batch
@@ -175,3 +180,47 @@ def test_export_without_a_tracked_run_logs_nothing(tmp_path, store):
     assert tracking.export_target(_run_dir(tmp_path / "run")) is None
     with pytest.raises(UserError, match="MLFLOW_TRACKING_URI"):
         tracking.export_target(tmp_path / "run", "abc")
+
+
+def _unpickled_imports_tensorflow(obj) -> bool:
+    """Whether a fresh process that unpickles ``obj`` as Ray Train's controller does (classes by
+    reference) ends up with TensorFlow imported."""
+    import ray.cloudpickle
+
+    code = "import pickle, sys; pickle.loads(bytes.fromhex(sys.argv[1])); print('tensorflow' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(
+        [sys.executable, "-c", code, ray.cloudpickle.dumps(obj).hex()],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip() == "True"
+
+
+@pytest.mark.process
+def test_ray_trains_controller_gets_its_backend_without_tensorflow():
+    """Ray's own TensorflowConfig imports TensorFlow wherever it is unpickled (the controller,
+    every run and restart); rnnforge's backend config does not."""
+    from ray.train.tensorflow import TensorflowConfig
+
+    from rnnforge.cluster.tf_backend import MultiWorkerConfig
+
+    assert not _unpickled_imports_tensorflow(MultiWorkerConfig())
+    assert _unpickled_imports_tensorflow(TensorflowConfig())  # what it replaces
+
+
+def test_each_worker_gets_the_cluster_spec_multi_worker_mirrored_strategy_reads(monkeypatch):
+    import tensorflow as tf
+
+    from rnnforge.cluster.tf_backend import MultiWorkerConfig, _set_tf_config
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    _set_tf_config(["127.0.0.1:7001", "127.0.0.1:7002"], 1)
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    assert resolver.cluster_spec().as_dict() == {"worker": ["127.0.0.1:7001", "127.0.0.1:7002"]}
+    assert (resolver.task_type, resolver.task_id) == ("worker", 1)
+    assert MultiWorkerConfig().framework.value == "tensorflow"  # Ray's dashboard shows a TensorFlow run

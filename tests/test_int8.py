@@ -17,6 +17,8 @@ from rnnforge.export.int8 import accuracy_gate, calibration_set, skip_requantize
 from rnnforge.models import get_spec
 from rnnforge.models.spec import Int8Spec, TaskData
 
+pytestmark = pytest.mark.xdist_group("int8")  # one xdist worker builds the module's runs
+
 #: The test models, trained for seconds, agree with their int8 variants on about 99.2 % of held-out
 #: examples (many near-ties), which cannot establish 99 %: the export path is checked here against
 #: 98 %, established on their held-out examples. The Wilson gate itself: tests/test_gates.py; the

@@ -29,6 +29,8 @@ from rnnforge.export.load import (
     recording_deliver,
 )
 
+pytestmark = pytest.mark.xdist_group("load")  # one xdist worker builds the module's runs
+
 X = np.zeros((64, 4), dtype=np.float32)  # 64 stored "examples" of 4 features
 
 

@@ -14,7 +14,8 @@ from conftest import copy_run, run_cli
 
 from rnnforge.demo import write_summary
 
-pytestmark = pytest.mark.process  # a browser in a fresh process, and a bench of two runs
+# A browser in a fresh process, and a bench of two runs (built by one xdist worker).
+pytestmark = [pytest.mark.process, pytest.mark.xdist_group("reports_browser")]
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from conftest import (
     run_cli_process,
 )
 
-pytestmark = pytest.mark.process
+pytestmark = [pytest.mark.process, pytest.mark.xdist_group("serving")]  # one xdist worker builds the module's runs
 
 #: The datasets themselves: the synthetic generators and the real-data readers.
 DATASET_MODULES = (

@@ -67,9 +67,9 @@ def test_ray_tests_share_one_xdist_group(request):
     groups = {item.nodeid: mark.args[0] for item in items if (mark := item.get_closest_marker("xdist_group"))}
     marked = {item.nodeid for item in items if item.get_closest_marker("ray")}
     on_head = {item.nodeid for item in items if "ray_head" in item.fixturenames}
-    assert on_head <= marked and set(groups) == marked
+    ray_groups = {nodeid for nodeid, group in groups.items() if group.startswith("ray")}
+    assert on_head <= marked and ray_groups == marked
     assert all(groups[nodeid] == "ray" for nodeid in on_head)  # every run on the shared head in one worker
-    assert all(group.startswith("ray") for group in groups.values())
 
 
 @pytest.mark.slow
