@@ -43,6 +43,10 @@ FAST_NODE_DEATH = {
     "RAY_health_check_period_ms": "1000",
     "RAY_health_check_timeout_ms": "1000",
     "RAY_health_check_failure_threshold": "3",
+    # Right after the loss Ray Train still counts the dead node's CPU, restarts at 2 workers and
+    # waits this long for the one that cannot start before it restarts at 1 (60 s by default;
+    # docs/cluster.md). A start on this machine takes under 10 s.
+    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "20",
 }
 JOB_ENV = {"OMP_NUM_THREADS": "4", "TF_CPP_MIN_LOG_LEVEL": "3"}  # keys rnnforge sets as well
 
