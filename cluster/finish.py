@@ -72,7 +72,7 @@ def finish_run(
         **scores,
         **({"calibration": calibration} if calibration else {}),
         "companions": list(companions),  # served models scored beside the run's own, e.g. ["ensemble"]
-        "warnings": _chance_warnings(spec, data, scores),
+        "warnings": _score_warnings(spec, data, scores),
     }
     fileio.write_json(run.metrics, metrics)
     # config.json last: it marks a finished run (cluster.storage.prepare_run_dir), so a run
@@ -91,17 +91,26 @@ def finish_run(
     return metrics
 
 
-def _chance_warnings(spec, data, scores: dict) -> list[str]:
-    """A classifier whose validation accuracy (test, when validation is empty) is within noise of
-    chance gets one line (``models.common.chance_warning``); metrics.json, the console and the
-    report carry it."""
+def _score_warnings(spec, data, scores: dict) -> list[str]:
+    """Scores that say the model did not learn get one line each; metrics.json, the console and
+    the report carry them. A classifier: validation accuracy (test, when validation is empty)
+    within noise of chance (``models.common.chance_warning``). A forecaster: a split's MAE not
+    below the naive forecast's (``models.forecast.naive_warning``)."""
     from rnnforge.models.common import chance_warning
+    from rnnforge.models.forecast import naive_warning, training_days
 
+    names = {"valid": "validation", "test": "test"}
+    if spec.kind == "forecast":
+        ratios = {split: scores[split]["mae_vs_naive"] for split in names if scores[split].get("examples")}
+        days = training_days(data) if ratios else 0
+        lines = [naive_warning(r, names[split], scores[split]["examples"], days) for split, r in ratios.items()]
+        return [line for line in lines if line]
     split = "valid" if scores["valid"].get("examples") else "test"
     if spec.kind != "classification" or not scores[split].get("examples"):
         return []
-    name = {"valid": "validation", "test": "test"}[split]
-    line = chance_warning(scores[split]["accuracy"], len(data.info["class_names"]), scores[split]["examples"], name)
+    line = chance_warning(
+        scores[split]["accuracy"], len(data.info["class_names"]), scores[split]["examples"], names[split]
+    )
     return [line] if line else []
 
 

@@ -581,6 +581,36 @@ def naive_forecast(x, horizon: int) -> np.ndarray:
     return values[:, values.shape[1] - SEASON : values.shape[1] - SEASON + horizon, 0]
 
 
+#: Training days below this leave part of the year's cycle (ridership's, bike counts') unseen.
+YEAR_DAYS = 365
+
+
+def training_days(data: TaskData) -> int:
+    """Days the training windows span, from the first input day to the last target day."""
+    starts = data.dates["train"]
+    window, horizon = data.info["window"], data.info["horizon"]
+    return int((starts[-1] - starts[0]).astype(int)) + window + horizon
+
+
+def naive_warning(ratio: float, split: str, windows: int, train_days: int) -> str | None:
+    """One line when the forecast's MAE on ``windows`` windows of ``split`` is not below the seasonal
+    naive forecast's (``ratio`` >= 1: worse than repeating last week). Under a year of training
+    days, the likely cause is a season the model never saw (a year's second half forecast from its
+    first: docs/forecasting.md, the bike counts)."""
+    if ratio < 1:
+        return None
+    line = (
+        f"warning: {split} MAE is {ratio:.2f}x the naive forecast's (each day's value a week earlier; "
+        f"{windows} windows): the model forecasts worse than repeating last week"
+    )
+    if train_days < YEAR_DAYS:
+        return line + (
+            f"; its training windows span {train_days} days, less than a year, so the seasons after them "
+            "are new to it: train on a year or more (--train-start, --train-end)"
+        )
+    return line + "; check that the training days are like the forecast days (--train-start, --train-end)"
+
+
 def point_and_quantiles(y_pred) -> tuple[np.ndarray, np.ndarray | None]:
     """A served model's predictions as ``(forecast [n, H], quantiles [n, H, Q] or None)``: a quantile
     forecaster returns both (Keras: a list), a point forecaster the forecast alone."""

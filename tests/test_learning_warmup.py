@@ -1,5 +1,6 @@
 """Issue 22, every task: no run stops before it learns (early stopping's and the learning rate's
-warm-ups), and a classifier that ended at chance says so (console, metrics.json, report)."""
+warm-ups), and a classifier that ended at chance, or a forecaster worse than the naive forecast,
+says so (console, metrics.json, report)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import ROOT, make_run_dir, run_cli
 
 from rnnforge.cluster.fit import early_stopping
 from rnnforge.core.config import declared_defaults
 from rnnforge.models.common import chance_warning, learning_rate, warmup_schedule, warmup_steps
+from rnnforge.models.forecast import naive_warning
 from rnnforge.models.resolve import resolve_config
 
 
@@ -163,3 +165,41 @@ def test_a_run_at_chance_says_so_in_console_metrics_and_report(tmp_path, capsys)
     bench = run_cli("bench", run, *fast)
     assert bench.returncode == 0, bench.stderr[-2000:]
     assert f"**{warning}**" in (run / "bench" / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "ratio, train_days, expected",
+    [
+        (0.97, 181, None),  # better than repeating last week: nothing to say
+        (1.0, 181, "span 181 days, less than a year"),  # no better: a season it never saw
+        (1.54, 1096, "check that the training days are like the forecast days"),
+    ],
+)
+def test_naive_warning_rule(ratio, train_days, expected):
+    line = naive_warning(ratio, "test", 30, train_days)
+    assert (line is None) == (expected is None)
+    if expected:
+        assert line.startswith(f"warning: test MAE is {ratio:.2f}x the naive forecast's") and "30 windows" in line
+        assert expected in line and "\n" not in line
+
+
+#: A daily series a PyPI package ships (benchmarks/experiments/bikeshare_daily.py): 2011 only.
+BIKES = ROOT / "benchmarks" / "experiments" / "data"
+
+
+@pytest.mark.slow
+def test_a_forecaster_worse_than_naive_says_so_and_why(tmp_path, capsys):
+    """Half a year of bike counts to train on, a briefly trained network: a split it forecasts worse
+    than last week's values gets a line, which says the training days span under a year."""
+    options = {"dataset": "csv", "data_dir": str(BIKES / "bikeshare_2011.csv"), "value_column": "riders"}
+    options |= {"holidays": str(BIKES / "bikeshare_2011_holidays.txt"), "ensemble": 1}
+    options |= {"train_start": "2011-01-01", "train_end": "2011-06-30", "valid_end": "2011-09-30"}
+    run = make_run_dir(tmp_path / "forecast", "forecast", epochs_steps=2, config_overrides=options)
+    printed = capsys.readouterr().out
+    metrics = json.loads((run / "metrics.json").read_text())
+    warned = {line.split()[1]: line for line in metrics["warnings"]}
+    assert warned, (metrics["valid"]["mae_vs_naive"], metrics["test"]["mae_vs_naive"])
+    for split, name in (("valid", "validation"), ("test", "test")):
+        assert (name in warned) == (metrics[split]["mae_vs_naive"] >= 1), metrics[split]
+    for line in warned.values():
+        assert line in printed and "training windows span 181 days, less than a year" in line
