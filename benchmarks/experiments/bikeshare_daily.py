@@ -51,8 +51,8 @@ def daily(hourly: str) -> tuple[list[tuple[datetime.date, int]], list[datetime.d
     first = datetime.date(YEAR, 1, 1)
     if sorted(riders) != list(range(1, 366)):
         raise SystemExit(f"error: {MEMBER} does not hold every day of {YEAR}")
-    date = lambda day: first + datetime.timedelta(days=day - 1)  # noqa: E731
-    return [(date(d), riders[d]) for d in sorted(riders)], [date(d) for d in sorted(holidays)]
+    dates = {day: first + datetime.timedelta(days=day - 1) for day in riders}
+    return [(dates[d], riders[d]) for d in sorted(riders)], [dates[d] for d in sorted(holidays)]
 
 
 def main() -> int:
