@@ -37,9 +37,13 @@ from rnnforge.core.run_dir import RunDir
 from rnnforge.core.tracking import check_tracking, close_run, fail_run, open_run
 from rnnforge.models.spec import TaskData
 
-#: Set before Ray is imported, this makes a local Ray take 127.0.0.1 as its node address, so GCS,
-#: raylet and the agents listen on loopback only (Ray's own switch for machines without clusters).
-LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+#: The environment of rnnforge's own local Ray instance, set in the driver before Ray is imported
+#: (its daemons and workers inherit it). The first makes Ray take 127.0.0.1 as the node address,
+#: so GCS, raylet and the agents listen on loopback only (Ray's own switch for machines without
+#: clusters). The second leaves out Ray Train's preemption watcher, an actor process per worker
+#: group that polls for nodes being drained: the one node of a local instance is the driver's own
+#: machine, whose loss ends the run whatever is watching.
+LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 
 
 def job_runtime_env() -> dict:
@@ -113,9 +117,9 @@ def connect(config: TrainConfig, address: str | None) -> None:
         ray.init(address=address, runtime_env=runtime_env, **ray_init_options(address))
         return
     runtime_env = without_job_keys(job_wide_env(), job_runtime_env())
-    os.environ.update(LOOPBACK_ENV)  # in case Ray was imported before train() set it
+    os.environ.update(LOCAL_RAY_ENV)  # in case Ray was imported before train() set it
     ray.init(
-        _node_ip_address="127.0.0.1",  # GCS, raylet and agents on loopback (with LOOPBACK_ENV)
+        _node_ip_address="127.0.0.1",  # GCS, raylet and agents on loopback (with LOCAL_RAY_ENV)
         dashboard_host="127.0.0.1",
         include_dashboard=True,
         runtime_env=runtime_env,
@@ -203,7 +207,7 @@ def train(
     with on_ctrl_c(not_started(run.path)):
         data = check_data(config) if data is None else data
         if not address:
-            os.environ.update(LOOPBACK_ENV)  # read when Ray is imported
+            os.environ.update(LOCAL_RAY_ENV)  # read when Ray is imported
         import ray  # after the data checks: importing Ray Train's TensorFlow support takes seconds
 
     timing = {"started_at": began, "load_data_s": time.perf_counter() - started}

@@ -40,6 +40,17 @@ if str(ROOT) not in sys.path:  # in-process runs import this checkout, as run_cl
 
 import rnnforge.cli  # noqa: E402  (click only; sets the package's environment defaults first)
 
+#: What TensorFlow's and Ray's machinery prints that a user should not have to read: kept off the
+#: console unless ``--verbose`` (tests/test_console.py, and the verbose rerun in test_cluster.py).
+NOISE = ("I0000", "E0000", "absl::InitializeLog", "cuInit", "RayTrainWorker pid=")
+#: A machine without a GPU: TensorFlow's CUDA probe fails there (E0000 ... cuInit) when it is shown.
+NO_GPU = not Path("/dev/nvidia0").exists()
+
+
+def noise(output: str) -> list[str]:
+    """The ``NOISE`` markers in ``output``."""
+    return [n for n in NOISE if n in output]
+
 
 @dataclass
 class CliResult:
@@ -253,9 +264,14 @@ def exported_run(trained_run, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def forecast_run(tmp_path_factory) -> Path:
-    """A finished (briefly trained, not Ray) forecast run on the synthetic series, exported."""
+    """A finished (briefly trained, not Ray) forecast run on the synthetic series, exported: the
+    default forecaster with 2 members instead of 5 (an averaged ensemble all the same; the members'
+    count is tests/test_forecast_ensemble.py's point, and each member costs every test here)."""
     return built_once(
-        tmp_path_factory, "forecast", "forecast", lambda path: exported(make_run_dir(path, "forecast", epochs_steps=10))
+        tmp_path_factory,
+        "forecast",
+        "forecast",
+        lambda path: exported(make_run_dir(path, "forecast", epochs_steps=10, config_overrides={"ensemble": 2})),
     )
 
 

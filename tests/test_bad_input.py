@@ -1994,7 +1994,7 @@ def test_ctrl_c_during_train(tmp_path, target):
     done = _registered_epoch(run_dir / "checkpoints" / "train")
     assert done >= 1, "no checkpoint to resume from"
     # The line's promise (the same command resumes from that checkpoint) is the mechanism that
-    # tests/test_cluster.py::test_rerun_after_the_driver_died_resumes_the_run proves end to end.
+    # tests/test_cluster.py::test_verbose_rerun_after_the_driver_died_resumes_and_shows_the_machinery proves.
 
 
 def _own_lines(output: str) -> list[str]:

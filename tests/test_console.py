@@ -6,20 +6,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli_process
+from conftest import NO_GPU, NOISE, ROOT, noise, run_cli_process
 
 from rnnforge.cluster.progress import report_lines
 from rnnforge.core.console import VERBOSE_ENV, captured_stderr, ray_init_options
 from rnnforge.export.report import summary_table, to_html
-
-#: What the machinery prints that a user should not have to read.
-NOISE = ("I0000", "E0000", "absl::InitializeLog", "cuInit", "PreemptionWatcher", "RayTrainWorker pid=")
-#: A machine without a GPU: TensorFlow's CUDA probe fails there (E0000 ... cuInit) when it is shown.
-NO_GPU = not Path("/dev/nvidia0").exists()
-TINY = ("--epochs", "2", "--units", "16", "--max-len", "40", "--patience", "0")
 
 
 def _python(code: str, env: dict | None = None, path: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
@@ -137,29 +130,15 @@ def test_summary_html_links_each_html_report(tmp_path):
     assert 'href="sketch/bench/report.html"' in page and 'href="notes.md"' in page
 
 
-def _noise(output: str) -> list[str]:
-    return [n for n in NOISE if n in output]
-
-
-@pytest.mark.slow
-@pytest.mark.ray
-def test_verbose_train_shows_the_machinery(tmp_path):
-    """The quiet console of a train is checked by the demo test below (its train runs the same way)."""
-    loud = run_cli_process("train", "sketch", *TINY, "--run-dir", tmp_path / "loud", "--verbose", timeout=600)
-    output = loud.stdout + loud.stderr
-    assert loud.returncode == 0, output[-3000:]
-    expected = [n for n in NOISE if NO_GPU or n not in ("E0000", "cuInit")]
-    assert set(_noise(output)) >= set(expected), (set(expected) - set(_noise(output)), output[-3000:])
-    assert "epoch 2/2  loss" in loud.stdout
-
-
 @pytest.mark.slow
 @pytest.mark.ray
 def test_demo_console_is_clean_and_ends_with_one_table(tmp_path):
+    """The quiet console of a train (and its export and bench); ``--verbose``'s is checked by the
+    rerun in tests/test_cluster.py, a train that runs the same way."""
     result = run_cli_process("demo", "--tasks", "sketch", "--epochs", "2", "--out", tmp_path, timeout=900)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
-    assert not _noise(output), output
+    assert not noise(output), output
     assert "Token authentication" not in output and "\x1b[" not in output  # no Ray notice, no colour codes
     assert "epoch 1/2  loss" in result.stdout and "epoch 2/2  loss" in result.stdout
     assert result.stderr.strip() == "", result.stderr

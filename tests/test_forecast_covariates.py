@@ -209,12 +209,14 @@ def test_eval_set_keeps_the_inputs_by_name_and_bench_refuses_unknown_codes(forec
 @pytest.mark.slow
 def test_univariate_run_exports_and_benches_one_input(tmp_path):
     """``--covariates none``: today's model, one ``series`` input, through export and bench."""
-    run = make_run_dir(tmp_path / "forecast", task="forecast", epochs_steps=2, config_overrides={"covariates": "none"})
+    options = {"covariates": "none", "ensemble": 1}  # several members: test_forecast_ensemble.py
+    run = make_run_dir(tmp_path / "forecast", task="forecast", epochs_steps=2, config_overrides=options)
     assert run_cli("export", "onnx", run).returncode == 0
     model = onnx.load(str(run / "model.onnx"))
     assert [i.name for i in model.graph.input] == ["series"]
     assert "rnnforge.day_types" not in {p.key for p in model.metadata_props}
-    result = run_cli("bench", run, "--batch-sizes", "1", "--warmup", "1", "--runs", "10", "--max-seconds", "0.2")
+    fast = ("--batch-sizes", "1", "--warmup", "1", "--runs", "10", "--max-seconds", "0.2", "--tf-baseline", "none")
+    result = run_cli("bench", run, *fast)
     assert result.returncode == 0, result.stderr
     assert json.loads((run / "bench" / "bench.json").read_text())["accuracy"]["agreement"]["max_abs_diff"] < 1.0
 

@@ -16,7 +16,17 @@ import pytest
 from conftest import TRAINING_STACK, blocking_env, copy_run, error_line, run_cli, run_cli_process
 
 from rnnforge.core.arrays import NamedArrays, count, first
-from rnnforge.export.capacity import GPU_INSTANCES, Config, Engines, Space, candidates, default_space, search
+from rnnforge.export.capacity import (
+    GPU_INSTANCES,
+    Config,
+    Engines,
+    Space,
+    candidates,
+    default_space,
+    search,
+    shortfall,
+    sustained,
+)
 from rnnforge.export.load import (
     Batcher,
     Recorder,
@@ -187,6 +197,17 @@ def test_the_queue_delay_holds_a_lone_request_and_a_full_batch_goes_at_once():
     assert recorder.run_start[0] - recorder.sent[0] >= 0.1  # waited the whole delay for company
 
 
+def test_a_probe_that_falls_behind_says_so_though_its_p99_is_within_the_slo():
+    """The console's and the report's reason is the rule that failed, not always the p99."""
+    figures = {"aborted": False, "latency_ms": {"p99": 289.4}, "requests": 1100, "seconds": 10.0}
+    behind = {**figures, "throughput_per_s": 83.0}  # 110 arrived a second, 83 answered
+    assert not sustained(behind, 400.0)
+    assert shortfall(behind, 400.0) == "answered 83/s of 110/s arriving (under 95%: the queue grows)"
+    assert shortfall({**figures, "throughput_per_s": 110.0}, 400.0) is None
+    assert shortfall({**figures, "throughput_per_s": 110.0}, 200.0) == "p99 289.40 ms over the 200 ms SLO"
+    assert shortfall({**behind, "aborted": True}, 400.0) == "stopped early: p50 over the SLO"
+
+
 def test_load_figures_report_the_batch_sizes_that_ran_and_queue_apart_from_compute():
     fake = FakeSession(0.005, 0.001)
     with Batcher([fake], max_batch=4) as batcher:
@@ -295,7 +316,7 @@ FAST = ("--max-windows", "3")
 def load_run(exported_run, tmp_path_factory):
     """A private copy of the exported sketch run with a load test and a serving.json in it."""
     run = copy_run(exported_run, tmp_path_factory.mktemp("load") / "sketch")
-    result = run_cli("bench", "load", run, "--slo-p99-ms", "500", "--time-limit", "25", "--variants", "fp32")
+    result = run_cli("bench", "load", run, "--slo-p99-ms", "500", "--time-limit", "12", "--variants", "fp32")
     assert result.returncode == 0, result.stdout + result.stderr
     return run, result
 

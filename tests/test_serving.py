@@ -62,7 +62,10 @@ def csv_forecast_run(tmp_path_factory) -> Path:
     series = synthetic_series(seed=0)
     csv.write_text("date,value\n" + "".join(f"{day:%Y-%m-%d},{value:.0f}\n" for day, value in series.items()))
     run = make_run_dir(
-        folder / "forecast", "forecast", epochs_steps=10, config_overrides={"dataset": "csv", "data_dir": str(csv)}
+        folder / "forecast",
+        "forecast",
+        epochs_steps=10,
+        config_overrides={"dataset": "csv", "data_dir": str(csv), "ensemble": 1},
     )
     exported = run_cli("export", "onnx", run, "--eval-examples", "100")
     assert exported.returncode == 0, exported.stderr
