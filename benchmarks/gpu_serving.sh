@@ -4,7 +4,9 @@
 #
 #   benchmarks/gpu_serving.sh RUNS_DIR OUT [PROVIDER]   # PROVIDER: cuda (default) or cpu (a rehearsal)
 #
-# Environment: VARIANTS (default fp32,fp16), SEARCH_SECONDS (default 80), PYTHON (default python3).
+# Environment: VARIANTS (default fp32,fp16), SEARCH_SECONDS (default 80), BATCH_SIZES (step 1's,
+# default 1,32,256), TF_BASELINE (step 1's --tf-baseline, default auto: the recorded timing where
+# TensorFlow is not installed), PYTHON (default python3).
 #
 # RUNS_DIR: exported runs with model.fp16.onnx (as `gpu_ship.sh pack` ships them; they are copied
 # to OUT/runs first, the originals stay as they were). Steps, each a fresh `rnnforge` process:
@@ -24,6 +26,8 @@ runs=$1 out=$2 provider=${3:-cuda}
 [[ $provider =~ ^(cuda|cpu)$ ]] || { echo "error: PROVIDER must be cuda or cpu, got '$provider'" >&2; exit 2; }
 search_s=${SEARCH_SECONDS:-80}
 variants=${VARIANTS:-fp32,fp16}
+batch_sizes=${BATCH_SIZES:-1,32,256}
+tf_baseline=${TF_BASELINE:-auto}
 python=${PYTHON:-python3}
 
 mkdir -p "$out/logs" || exit 2
@@ -50,7 +54,7 @@ step() {  # step NAME COMMAND...: runs it, logs it, records its exit status
 } > "$out/machine.txt" 2>&1
 cat "$out/machine.txt"
 
-step bench bench --all "$out/runs" --provider "$provider" --variants "$variants" --batch-sizes 1,32,256 --max-seconds 2 --tf-baseline auto
+step bench bench --all "$out/runs" --provider "$provider" --variants "$variants" --batch-sizes "$batch_sizes" --max-seconds 2 --tf-baseline "$tf_baseline"
 for run in "$out"/runs/*/; do
     name=$(basename "$run")
     slo=10
