@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA, error_line, run_cli, run_cli_process
+from conftest import SHARED_DATA, error_line, noise, run_cli, run_cli_process
 
 from rnnforge.core.errors import UserError
 from rnnforge.pipeline import quickdraw
@@ -360,6 +360,8 @@ def test_streaming_training_on_the_sketchrnn_sample_exports(tmp_path, ray_head):
         env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    # the build from local files prints nothing of TFDS's or TensorFlow's (--verbose shows it)
+    assert not noise(result.stderr) and "Generating" not in result.stderr, result.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     config = json.loads((run_dir / "config.json").read_text())
     assert config["info"]["streaming"] is True and config["num_examples"]["train"] == 1800

@@ -14,6 +14,7 @@ full 345-category set prepares in bounded memory; training then streams the prep
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
+from rnnforge.core.console import captured_stderr
 from rnnforge.core.errors import UserError
 from rnnforge.pipeline import quickdraw
 
@@ -154,21 +156,28 @@ def prepare(
         skip_bad_records=skip_bad_records,
         description=f"{len(names)} categories from {data_dir or 'the Sketch-RNN download'}",
     )
-    builder = tfds.builder("sketch_rnn", config=config, data_dir=tfds_dir)
-    download_config = tfds.download.DownloadConfig(manual_dir=data_dir) if data_dir else None
-    builder.download_and_prepare(download_config=download_config)
+    # A build from local files takes seconds, and what it prints is nobody's business (TFDS's
+    # progress bars and absl warnings, its helper processes' TensorFlow start-up lines): kept off
+    # the console unless --verbose, shown if it fails. A download keeps TFDS's progress bars.
+    with captured_stderr() if data_dir else contextlib.nullcontext():
+        builder = tfds.builder("sketch_rnn", config=config, data_dir=tfds_dir)
+        download_config = tfds.download.DownloadConfig(manual_dir=data_dir) if data_dir else None
+        builder.download_and_prepare(download_config=download_config)
     return builder
 
 
 def read_split(builder, split: str, limit: int | None = None) -> tuple[list[np.ndarray], np.ndarray]:
-    """One prepared split in memory: stroke-3 drawings and labels (the first ``limit`` if given)."""
-    ds = builder.as_dataset(split=split, as_supervised=True)
-    if limit:
-        ds = ds.take(limit)
+    """One prepared split in memory: stroke-3 drawings and labels (the first ``limit`` if given).
+    The driver's first read starts TensorFlow's devices, whose CUDA probe prints its failure on a
+    machine without a GPU: off the console unless --verbose, as at TensorFlow's import."""
     items, labels = [], []
-    for strokes, label in tfds.as_numpy(ds):
-        items.append(strokes)
-        labels.append(label)
+    with captured_stderr():
+        ds = builder.as_dataset(split=split, as_supervised=True)
+        if limit:
+            ds = ds.take(limit)
+        for strokes, label in tfds.as_numpy(ds):
+            items.append(strokes)
+            labels.append(label)
     return items, np.asarray(labels, np.int64)
 
 
