@@ -10,14 +10,9 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import error_line, run_cli
+from conftest import copy_run, error_line, run_cli
 
 pytestmark = pytest.mark.xdist_group("bench")  # one xdist worker builds the module's runs
-
-
-def copy_run(source, target):
-    """A private copy of a shared run (without its bench results and checkpoints)."""
-    return shutil.copytree(source, target, ignore=shutil.ignore_patterns("bench", "_ckpt"))
 
 
 @pytest.fixture(scope="module")
