@@ -251,18 +251,14 @@ def test_node_local_storage_is_refused_at_once_on_two_nodes(cluster, tmp_path):
     assert "epoch 1/" not in result.stdout and not (run_dir / "checkpoints").exists()
 
 
-def test_a_sigkilled_worker_restarts_from_the_last_checkpoint(cluster, job, tmp_path):
-    """The second node's Ray Train worker process dies (SIGKILL: a real process death, not a
-    Python exception) after the first checkpoint; the node lives on, so the group restarts at 2
-    workers from that checkpoint and finishes."""
-    run_dir, storage = tmp_path / "killed", cluster["shared"]
+def _train_through(cluster, run_dir: Path, kill, *options) -> tuple[str, dict]:
+    """A TINY run on the cluster (checkpoints in its shared folder) that ``kill()`` interrupts once
+    Ray Train has registered the first checkpoint; its output and metrics.json (it must finish)."""
+    storage = cluster["shared"]
     proc = start_cli(
         "train",
         *TINY,
-        "--workers",
-        "2",
-        "--max-failures",
-        "1",
+        *options,
         "--address",
         cluster["head"].gcs,
         "--run-dir",
@@ -273,26 +269,46 @@ def test_a_sigkilled_worker_restarts_from_the_last_checkpoint(cluster, job, tmp_
         env=cluster["env"],
     )
     try:
-        wait_for(lambda: registered_epoch(storage / "killed") or proc.poll() is not None, 300, "the first checkpoint")
+        wait_for(
+            lambda: registered_epoch(storage / run_dir.name) or proc.poll() is not None, 400, "the first checkpoint"
+        )
         assert proc.poll() is None, output_of(proc)[-3000:]
-        (victim,) = wait_for(lambda: _workers_on(cluster["node"]), 10, "the second node's Ray Train worker")
-        victim.kill()
-        victim.wait(10)
+        kill()
         proc.wait(timeout=600)
     finally:
         stop(process_tree(proc.pid))
     output = output_of(proc)
     assert proc.returncode == 0, output[-3000:]
-    assert "resumed from checkpoint after epoch" in output and "epoch 4/4" in output
-
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["restarts"] == 1 and metrics["epochs_run"] == 4 and metrics["workers"] == 2
-    assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3, 4]
+    assert metrics["epochs_run"] == 4 and [h["epoch"] for h in metrics["history"]] == [1, 2, 3, 4]
+    return output, metrics
+
+
+def _scores_as_uninterrupted(metrics: dict, job: dict) -> None:
+    """Same global batch, so the accuracy matches the uninterrupted 2-worker run's within noise."""
     uninterrupted = json.loads((job["run_dir"] / "metrics.json").read_text())
     assert abs(metrics["test"]["accuracy"] - uninterrupted["test"]["accuracy"]) < 0.1, (
         metrics["test"],
         uninterrupted["test"],
     )
+
+
+def test_a_sigkilled_worker_restarts_from_the_last_checkpoint(cluster, job, tmp_path):
+    """The second node's Ray Train worker process dies (SIGKILL: a real process death, not a
+    Python exception) after the first checkpoint; the node lives on, so the group restarts at 2
+    workers from that checkpoint and finishes."""
+
+    def kill_the_worker():
+        (victim,) = wait_for(lambda: _workers_on(cluster["node"]), 10, "the second node's Ray Train worker")
+        victim.kill()
+        victim.wait(10)
+
+    output, metrics = _train_through(
+        cluster, tmp_path / "killed", kill_the_worker, "--workers", "2", "--max-failures", "1"
+    )
+    assert "resumed from checkpoint after epoch" in output and "epoch 4/4" in output
+    assert metrics["restarts"] == 1 and metrics["workers"] == 2
+    _scores_as_uninterrupted(metrics, job)
 
 
 def _dead(proc: psutil.Process) -> bool:
@@ -319,53 +335,24 @@ def _workers_on(node) -> list[psutil.Process]:
 def test_losing_a_node_resizes_the_elastic_group_and_the_run_finishes(cluster, job, tmp_path):
     """Last in this file: it takes the second node down. ``--workers 1-2``: both workers start,
     one on each node; the second node's raylet and worker are SIGKILLed after the first checkpoint; the group
-    restarts with one worker on the head from that checkpoint and finishes. Same global batch, so
-    the accuracy matches the uninterrupted 2-worker run's within noise."""
-    run_dir, node = tmp_path / "elastic", cluster["node"]
-    proc = start_cli(
-        "train",
-        *TINY,
-        "--workers",
-        "1-2",
-        "--max-failures",
-        "2",
-        "--address",
-        cluster["head"].gcs,
-        "--run-dir",
-        run_dir,
-        "--storage-path",
-        cluster["shared"],
-        "--shared-storage",
-        env=cluster["env"],
-    )
-    try:
-        wait_for(
-            lambda: registered_epoch(cluster["shared"] / "elastic") or proc.poll() is not None,
-            400,
-            "the first checkpoint",
-        )
-        assert proc.poll() is None, output_of(proc)[-3000:]
+    restarts with one worker on the head from that checkpoint and finishes, scoring as the
+    uninterrupted 2-worker run."""
+    node = cluster["node"]
+
+    def lose_the_node():
         workers = _workers_on(node)
         assert workers, "no Ray Train worker on the second node"
         raylet = node.raylet()
         for victim in [raylet, *workers]:  # SIGKILL: the machine is gone, as a reclaimed spot instance would be
             victim.kill()
         wait_for(lambda: all(_dead(p) for p in [raylet, *workers]), 10, "the second node's death")
-        proc.wait(timeout=600)
-    finally:
-        stop(process_tree(proc.pid))
-    output = output_of(proc)
-    assert proc.returncode == 0, output[-3000:]
-    assert "2 -> 1 workers" in output and "epoch 4/4" in output
 
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["workers"] == 1 and metrics["restarts"] >= 1 and metrics["epochs_run"] == 4
-    assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3, 4]
+    output, metrics = _train_through(
+        cluster, tmp_path / "elastic", lose_the_node, "--workers", "1-2", "--max-failures", "2"
+    )
+    assert "2 -> 1 workers" in output and "epoch 4/4" in output
+    assert metrics["workers"] == 1 and metrics["restarts"] >= 1
     (resize,) = metrics["resizes"]
     assert resize["from"] == 2 and resize["to"] == 1 and 1 <= resize["epoch"] < 4 and resize["time"]
     assert [d["rank"] for d in metrics["devices"]] == [0]
-    uninterrupted = json.loads((job["run_dir"] / "metrics.json").read_text())
-    assert abs(metrics["test"]["accuracy"] - uninterrupted["test"]["accuracy"]) < 0.1, (
-        metrics["test"],
-        uninterrupted["test"],
-    )
+    _scores_as_uninterrupted(metrics, job)
