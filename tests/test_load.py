@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import TRAINING_STACK, blocking_env, copy_run, error_line, run_cli, run_cli_process
+from conftest import ROOT, TRAINING_STACK, blocking_env, copy_run, error_line, run_cli, run_cli_process
 
 from rnnforge.core.arrays import NamedArrays, count, first
 from rnnforge.export.capacity import (
@@ -206,6 +206,22 @@ def test_a_probe_that_falls_behind_says_so_though_its_p99_is_within_the_slo():
     assert shortfall({**figures, "throughput_per_s": 110.0}, 400.0) is None
     assert shortfall({**figures, "throughput_per_s": 110.0}, 200.0) == "p99 289.40 ms over the 200 ms SLO"
     assert shortfall({**behind, "aborted": True}, 400.0) == "stopped early: p50 over the SLO"
+
+
+def test_the_load_report_says_why_a_confirming_run_did_not_hold():
+    """A committed load test (its refuted runs recorded only their p99) and the same with the
+    reasons the search now records."""
+    from rnnforge.export.load_report import serving_lines
+
+    path = ROOT / "docs" / "benchmarks" / "serving-cpu" / "sketch-1202.load.json"
+    result = json.loads(path.read_text())
+    text = "\n".join(serving_lines(result))
+    assert "requests/s did not hold (p99 70.42 ms): the next ran at 80 % of that rate" in text
+    result["search"]["refuted"][0]["missed"] = "answered 83/s of 110/s arriving (under 95%: the queue grows)"
+    result["search"]["confirmed"] |= {"within_slo": False, "missed": "p99 12.00 ms over the 10 ms SLO"}
+    text = "\n".join(serving_lines(result))
+    assert "did not hold (answered 83/s of 110/s arriving (under 95%: the queue grows))" in text
+    assert "**NOT sustained** (p99 12.00 ms over the 10 ms SLO): treat the rate as optimistic" in text
 
 
 def test_load_figures_report_the_batch_sizes_that_ran_and_queue_apart_from_compute():
