@@ -22,8 +22,9 @@ demo: install
 	$(BIN)/rnnforge demo
 
 # Two workers: the tests that start Ray run one after another in one of them (the `ray` mark,
-# tests/conftest.py), everything else is shared out test by test.
-XDIST := -n 2 --dist loadgroup
+# tests/conftest.py), everything else is shared out test by test, in the order conftest collects
+# them (its FIRST_GROUPS lead) rather than xdist's largest-group-first.
+XDIST := -n 2 --dist loadgroup --no-loadscope-reorder
 
 test: install
 	$(BIN)/python -m pytest $(XDIST) --durations=15

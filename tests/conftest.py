@@ -18,6 +18,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -124,6 +125,11 @@ def run_cli_process(*args, timeout: float = 900, env: dict | None = None) -> sub
         cwd=ROOT,
         env=env,
     )
+
+
+def own_lines(output: str) -> list[str]:
+    """The driver's own lines: without those Ray forwards from its actors (``(Name pid=N) ...``)."""
+    return [line for line in output.splitlines() if not re.match(r"(\x1b\[\d+m)?\(\S+ pid=\d+", line)]
 
 
 def error_line(result: CliResult | subprocess.CompletedProcess) -> str:
@@ -338,11 +344,25 @@ def pytest_itemcollected(item):
         item.add_marker(pytest.mark.xdist_group(f"ray-{mark.kwargs['group']}" if "group" in mark.kwargs else "ray"))
 
 
+#: xdist groups handed out first (`make test` keeps this order: ``--no-loadscope-reorder``): the
+#: two Ray groups, the longest, start at once on the two workers, and the load tests, which
+#: mostly wait on sleeping fake sessions, run beside the Ray group's CPU-bound training; the
+#: many short files after them even out the two workers' ends.
+FIRST_GROUPS = ("ray", "ray-two-nodes", "load")
+
+
+def group_rank(item) -> int:
+    """An item's place in ``FIRST_GROUPS`` (after them all: ``len(FIRST_GROUPS)``)."""
+    mark = item.get_closest_marker("xdist_group")
+    return FIRST_GROUPS.index(mark.args[0]) if mark and mark.args[0] in FIRST_GROUPS else len(FIRST_GROUPS)
+
+
 def pytest_collection_modifyitems(items):
-    """The files with a test on the shared ``ray_head`` run last (last in the Ray group, too), in
-    their own order, so the head starts once and is not left idling beside the other Ray tests."""
+    """``FIRST_GROUPS`` first, in that order; the files with a test on the shared ``ray_head`` run
+    last within their group, in their own order, so the head starts once and is not left idling
+    beside the other Ray tests."""
     on_head = {item.path for item in items if "ray_head" in getattr(item, "fixturenames", ())}
-    items.sort(key=lambda item: item.path in on_head)  # stable: files stay whole and in order
+    items.sort(key=lambda item: (group_rank(item), item.path in on_head))  # stable: files stay whole and in order
 
 
 class RayWatch:

@@ -30,7 +30,7 @@ from pathlib import Path
 import click
 import numpy as np
 import pytest
-from conftest import ROOT, SHARED_DATA, copy_run, rewrite_eval_set, run_cli, run_cli_process, snapshot
+from conftest import ROOT, SHARED_DATA, copy_run, own_lines, rewrite_eval_set, run_cli, run_cli_process, snapshot
 
 import rnnforge.cli
 from rnnforge.core.errors import UserError
@@ -1984,7 +1984,7 @@ def test_ctrl_c_during_train(tmp_path, target):
     assert any("DashboardAgent" in name for name in ray_own), listening
     assert all(addresses <= LOOPBACK for addresses in ray_own.values()), listening
     assert code == 130, output[-3000:]
-    ours = _own_lines(output)
+    ours = own_lines(output)
     errors = [line for line in ours if line.startswith("error: ")]
     assert len(errors) == 1 and errors[0] == output.rstrip().splitlines()[-1], output[-3000:]
     assert f"--run-dir {run_dir}" in errors[0] and "resume" in errors[0]
@@ -1995,50 +1995,6 @@ def test_ctrl_c_during_train(tmp_path, target):
     assert done >= 1, "no checkpoint to resume from"
     # The line's promise (the same command resumes from that checkpoint) is the mechanism that
     # tests/test_cluster.py::test_verbose_rerun_after_the_driver_died_resumes_and_shows_the_machinery proves.
-
-
-def _own_lines(output: str) -> list[str]:
-    """The driver's own lines: without those Ray forwards from its actors (``(Name pid=N) ...``)."""
-    return [line for line in output.splitlines() if not re.match(r"(\x1b\[\d+m)?\(\S+ pid=\d+", line)]
-
-
-@pytest.mark.slow
-@pytest.mark.ray
-def test_a_ray_train_failure_is_one_line_naming_the_worker_error(tmp_path):
-    """The data vanishes after the driver's check: the worker's UserError fails the run, and
-    ``fit()`` raises Ray Train's ``TrainingFailedError``: one line, exit 1, no traceback of ours."""
-    data = Path(shutil.copytree(SAMPLES, tmp_path / "data"))
-    args = ["sketch", "--dataset", "quickdraw", "--data-dir", data, "--workers", "1", "--epochs", "1"]
-    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  (the process writes it until it ends)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rnnforge.cli", "train", *args, "--max-failures", "0", "--run-dir", tmp_path / "run"],
-        cwd=ROOT,
-        stdout=log,
-        stderr=log,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while proc.poll() is None and time.monotonic() < deadline:
-            log.seek(0)
-            if " examples" in log.read():  # the driver has checked the data; Ray starts next
-                shutil.rmtree(data)
-                break
-            time.sleep(0.1)
-        code = proc.wait(300)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    log.seek(0)
-    output = log.read()
-    ours = [line for line in _own_lines(output) if line.strip()]
-    assert code == 1, output[-3000:]
-    assert ours[-1] == f"error: training failed: worker 0: --data-dir {data} is not a directory " + (
-        "(expected QuickDraw .npz, .ndjson or TFRecord files)"
-    ), output[-3000:]
-    assert sum(line.startswith("error: ") for line in ours) == 1
-    assert not any("Traceback" in line for line in ours), output[-3000:]
 
 
 # --- Ctrl-C after training (issue #27, 7): SIGINT inside each later phase, in this process --------

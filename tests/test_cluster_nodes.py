@@ -7,8 +7,8 @@ which rnnforge checks on every node).
 In file order: a 2-worker job submitted with its own runtime env (``OMP_NUM_THREADS``) and
 MLflow tracking into a local sqlite store, the suite's one uninterrupted Ray Train run, checked
 in full; node-local storage refused at once; a worker SIGKILLed mid-run, restarted from the last
-checkpoint; then the second node's raylet and workers SIGKILLed mid-run under ``--workers 1-2``:
-the elastic group finishes on the head.
+checkpoint at 2 workers, then the second node's raylet and workers SIGKILLed: under
+``--workers 1-2`` the elastic group finishes on the head.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ from ray_cluster import (
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray(group="two-nodes")]  # own cluster, joined by address
-#: Both runs (uninterrupted and node loss) train this, with the same global batch (64 x 2): 4
-#: epochs leave 3 to train after the node loss at the first checkpoint.
+#: Both runs (uninterrupted and interrupted) train this, with the same global batch (64 x 2): 4
+#: epochs leave 2 to train after the node loss at the second checkpoint.
 TINY = ("sketch", "--epochs", "4", "--units", "16", "--max-len", "40", "--patience", "0")
 #: The GCS declares a silent node dead after 3 missed checks 1 s apart, not Ray's default 5 at 3 s:
 #: the node-loss test waits for that, and what it tests is what follows.
@@ -251,9 +251,10 @@ def test_node_local_storage_is_refused_at_once_on_two_nodes(cluster, tmp_path):
     assert "epoch 1/" not in result.stdout and not (run_dir / "checkpoints").exists()
 
 
-def _train_through(cluster, run_dir: Path, kill, *options) -> tuple[str, dict]:
-    """A TINY run on the cluster (checkpoints in its shared folder) that ``kill()`` interrupts once
-    Ray Train has registered the first checkpoint; its output and metrics.json (it must finish)."""
+def _train_through(cluster, run_dir: Path, faults, *options) -> tuple[str, dict]:
+    """A TINY run on the cluster (checkpoints in its shared folder) that each ``(epoch, fault)`` of
+    ``faults`` interrupts once Ray Train has registered that epoch's checkpoint; its output and
+    metrics.json (it must finish)."""
     storage = cluster["shared"]
     proc = start_cli(
         "train",
@@ -269,11 +270,14 @@ def _train_through(cluster, run_dir: Path, kill, *options) -> tuple[str, dict]:
         env=cluster["env"],
     )
     try:
-        wait_for(
-            lambda: registered_epoch(storage / run_dir.name) or proc.poll() is not None, 400, "the first checkpoint"
-        )
-        assert proc.poll() is None, output_of(proc)[-3000:]
-        kill()
+        for epoch, fault in faults:
+            wait_for(
+                lambda epoch=epoch: registered_epoch(storage / run_dir.name) >= epoch or proc.poll() is not None,
+                400,
+                f"the checkpoint of epoch {epoch}",
+            )
+            assert proc.poll() is None, output_of(proc)[-3000:]
+            fault()
         proc.wait(timeout=600)
     finally:
         stop(process_tree(proc.pid))
@@ -291,24 +295,6 @@ def _scores_as_uninterrupted(metrics: dict, job: dict) -> None:
         metrics["test"],
         uninterrupted["test"],
     )
-
-
-def test_a_sigkilled_worker_restarts_from_the_last_checkpoint(cluster, job, tmp_path):
-    """The second node's Ray Train worker process dies (SIGKILL: a real process death, not a
-    Python exception) after the first checkpoint; the node lives on, so the group restarts at 2
-    workers from that checkpoint and finishes."""
-
-    def kill_the_worker():
-        (victim,) = wait_for(lambda: _workers_on(cluster["node"]), 10, "the second node's Ray Train worker")
-        victim.kill()
-        victim.wait(10)
-
-    output, metrics = _train_through(
-        cluster, tmp_path / "killed", kill_the_worker, "--workers", "2", "--max-failures", "1"
-    )
-    assert "resumed from checkpoint after epoch" in output and "epoch 4/4" in output
-    assert metrics["restarts"] == 1 and metrics["workers"] == 2
-    _scores_as_uninterrupted(metrics, job)
 
 
 def _dead(proc: psutil.Process) -> bool:
@@ -332,27 +318,41 @@ def _workers_on(node) -> list[psutil.Process]:
     return found
 
 
-def test_losing_a_node_resizes_the_elastic_group_and_the_run_finishes(cluster, job, tmp_path):
-    """Last in this file: it takes the second node down. ``--workers 1-2``: both workers start,
-    one on each node; the second node's raylet and worker are SIGKILLed after the first checkpoint; the group
-    restarts with one worker on the head from that checkpoint and finishes, scoring as the
-    uninterrupted 2-worker run."""
+def test_a_killed_worker_restarts_and_a_lost_node_resizes_the_group_and_the_run_finishes(cluster, job, tmp_path):
+    """Last in this file: it takes the second node down. ``--workers 1-2``: both workers start, one
+    on each node. After the first checkpoint the second node's Ray Train worker process dies
+    (SIGKILL: a real process death, not a Python exception); the node lives on, so the group
+    restarts at 2 workers from that checkpoint. After the second, the second node's raylet and
+    worker are SIGKILLed (the machine is gone); the group restarts with one worker on the head from
+    that checkpoint and finishes, scoring as the uninterrupted 2-worker run."""
     node = cluster["node"]
+
+    def kill_the_worker():
+        (victim,) = wait_for(lambda: _workers_on(node), 10, "the second node's Ray Train worker")
+        victim.kill()
+        victim.wait(10)
 
     def lose_the_node():
         workers = _workers_on(node)
-        assert workers, "no Ray Train worker on the second node"
+        assert workers, "no Ray Train worker on the second node: the group did not restart at 2"
         raylet = node.raylet()
         for victim in [raylet, *workers]:  # SIGKILL: the machine is gone, as a reclaimed spot instance would be
             victim.kill()
         wait_for(lambda: all(_dead(p) for p in [raylet, *workers]), 10, "the second node's death")
 
     output, metrics = _train_through(
-        cluster, tmp_path / "elastic", lose_the_node, "--workers", "1-2", "--max-failures", "2"
+        cluster,
+        tmp_path / "faults",
+        [(1, kill_the_worker), (2, lose_the_node)],
+        "--workers",
+        "1-2",
+        "--max-failures",
+        "3",
     )
-    assert "2 -> 1 workers" in output and "epoch 4/4" in output
-    assert metrics["workers"] == 1 and metrics["restarts"] >= 1
+    assert "resumed from checkpoint after epoch" in output and "2 -> 1 workers" in output and "epoch 4/4" in output
+    assert metrics["workers"] == 1 and metrics["restarts"] >= 2
+    # one resize, after the second checkpoint: the restart after the killed worker kept both
     (resize,) = metrics["resizes"]
-    assert resize["from"] == 2 and resize["to"] == 1 and 1 <= resize["epoch"] < 4 and resize["time"]
+    assert resize["from"] == 2 and resize["to"] == 1 and 2 <= resize["epoch"] < 4 and resize["time"]
     assert [d["rank"] for d in metrics["devices"]] == [0]
     _scores_as_uninterrupted(metrics, job)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA, error_line, noise, run_cli, run_cli_process
+from conftest import SHARED_DATA, error_line, noise, own_lines, run_cli, run_cli_process
+from ray_cluster import output_of, process_tree, start_cli, stop
 
 from rnnforge.core.errors import UserError
 from rnnforge.pipeline import quickdraw
@@ -370,3 +374,35 @@ def test_streaming_training_on_the_sketchrnn_sample_exports(tmp_path, ray_head):
     exported = run_cli("export", "onnx", run_dir)
     assert exported.returncode == 0, exported.stderr[-3000:]
     assert (run_dir / "model.onnx").is_file()
+
+
+@pytest.mark.slow
+@needs_samples
+def test_a_ray_train_failure_is_one_line_naming_the_worker_error(tmp_path, ray_head):
+    """The data vanishes after the driver's check: the worker's UserError fails the run, and
+    ``fit()`` raises Ray Train's ``TrainingFailedError``: one line, exit 1, no traceback of ours.
+    On the shared Ray head: the point is the failure's path back to the console."""
+    head, env = ray_head
+    data = Path(shutil.copytree(SIMPLIFIED, tmp_path / "data"))
+    args = ["sketch", "--dataset", "quickdraw", "--data-dir", data, "--workers", "1", "--epochs", "1"]
+    proc = start_cli(
+        "train", *args, "--max-failures", "0", "--address", head.gcs, "--run-dir", tmp_path / "run", env=env
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            if " examples" in output_of(proc):  # the driver has checked the data; Ray Train starts next
+                shutil.rmtree(data)
+                break
+            time.sleep(0.1)
+        code = proc.wait(300)
+    finally:
+        stop(process_tree(proc.pid))
+    output = output_of(proc)
+    ours = [line for line in own_lines(output) if line.strip()]
+    assert code == 1, output[-3000:]
+    assert ours[-1] == f"error: training failed: worker 0: --data-dir {data} is not a directory " + (
+        "(expected QuickDraw .npz, .ndjson or TFRecord files)"
+    ), output[-3000:]
+    assert sum(line.startswith("error: ") for line in ours) == 1
+    assert not any("Traceback" in line for line in ours), output[-3000:]

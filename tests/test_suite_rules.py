@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import RayWatch
+from conftest import ROOT, RayWatch, group_rank
 
 
 def _process_named(name: str, folder) -> subprocess.Popen:
@@ -72,6 +72,18 @@ def test_ray_tests_share_one_xdist_group(request):
     assert all(groups[nodeid] == "ray" for nodeid in on_head)  # every run on the shared head in one worker
 
 
+def test_the_longest_groups_are_handed_out_first(request):
+    """`make test` hands xdist's work units out in collection order (``--no-loadscope-reorder``):
+    conftest's ``FIRST_GROUPS`` lead it, in their order, and the shared head's files end the Ray group."""
+    items = request.session.items
+    ranks = [group_rank(item) for item in items]
+    assert ranks == sorted(ranks)
+    ray = [item for item in items if group_rank(item) == 0]
+    on_head = ["ray_head" in item.fixturenames for item in ray]
+    assert on_head == sorted(on_head)
+    assert "--no-loadscope-reorder" in (ROOT / "Makefile").read_text()
+
+
 @pytest.mark.slow
 def test_make_tests_workers_run_the_ray_tests_in_one_of_them(pytester, tmp_path, monkeypatch):
     """A planted suite under `make test`'s options: the six ``ray`` tests all run in one worker,
@@ -95,7 +107,9 @@ def test_other(i):
 """
     )
     monkeypatch.setenv("PLANTED_OUT", str(tmp_path))
-    result = pytester.runpytest_subprocess("-n", "2", "--dist", "loadgroup", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess(
+        "-n", "2", "--dist", "loadgroup", "--no-loadscope-reorder", "-p", "no:cacheprovider"
+    )
     result.assert_outcomes(passed=12)
     written = {path.name: path.read_text() for path in tmp_path.iterdir()}
     assert len({written[f"ray-{i}"] for i in range(6)}) == 1, written
