@@ -293,9 +293,10 @@ def _member(config: TrainConfig, info: dict, x, days, every_step: bool, prefix: 
         x = keras.layers.Dense(config.units, activation="relu", name=f"{prefix}head_hidden")(x)
     if not levels_of(info):
         return keras.layers.Dense(horizon, name=f"{prefix}next_days")(x)
-    q = len(levels_of(info))
-    x = keras.layers.Dense(horizon * q, name=f"{prefix}next_days")(x)
-    return _ordered(x, prefix)
+    levels = keras.layers.Dense(horizon * len(levels_of(info)), name=f"{prefix}next_days")
+    if not every_step:
+        return _ordered(levels(x), prefix)
+    return _ordered_for_training(levels, x, prefix)
 
 
 # ---- quantile outputs (--quantiles) ----
@@ -339,16 +340,48 @@ def _ordered(x, prefix: str):
     return keras.layers.Add(name=f"{prefix}quantile_levels")([anchor, steps])
 
 
-#: Layers whose weights the builder sets (``set_ordering_weights``), never copied from a trained model.
-ORDERING_LAYERS = ("quantile_anchor", "quantile_steps")
+def _ordered_for_training(levels, x, prefix: str):
+    """``_ordered(levels(x))``, the same values, with gradients that keep the median a point
+    forecaster: the median's error trains the whole network (``x``'s layers and its own output
+    weights), each other level's error only that level's output weights, which see ``x`` and the
+    median with their gradients stopped. So ``--quantiles`` adds intervals around the forecast
+    the point model would make rather than trading some of its accuracy for them (the pinball
+    loss on a shared network made the median a worse point forecast; docs/forecasting.md)."""
+    import tensorflow as tf
+    from tensorflow import keras
+
+    raw = levels(x)
+    frozen = levels(tf.stop_gradient(x))  # the same layer: the same raw values
+    width = raw.shape[-1]
+    fixed = {"use_bias": False, "trainable": False, "kernel_initializer": "zeros"}
+    gaps = keras.layers.Activation("softplus", name=f"{prefix}quantile_gaps")(frozen)
+    median = keras.layers.Dense(width, name=f"{prefix}quantile_anchor_median", **fixed)(raw)
+    others = keras.layers.Dense(width, name=f"{prefix}quantile_anchor_others", **fixed)(tf.stop_gradient(raw))
+    steps = keras.layers.Dense(width, name=f"{prefix}quantile_steps", **fixed)(gaps)
+    return keras.layers.Add(name=f"{prefix}quantile_levels")([median, others, steps])
+
+
+#: Layers whose weights the builder sets (``set_ordering_weights``), never copied from a trained
+#: model; the two ``anchor_`` halves of ``quantile_anchor`` are in training graphs only.
+ORDERING_LAYERS = ("quantile_anchor", "quantile_steps", "quantile_anchor_median", "quantile_anchor_others")
+
+
+def _ordering_kernels(levels) -> dict:
+    """``ORDERING_LAYERS``' ``[Q, Q]`` kernels: ``ordering_matrices``, and the anchor split into the
+    median's own output column and the others'."""
+    anchor, steps = ordering_matrices(levels)
+    own = np.zeros_like(anchor)
+    m = list(levels).index(0.5)
+    own[:, m] = anchor[:, m]
+    return dict(zip(ORDERING_LAYERS, (anchor, steps, own, anchor - own)))
 
 
 def set_ordering_weights(model, info: dict) -> None:
-    """The fixed weights of every ``quantile_anchor``/``quantile_steps`` layer of ``model``: the
-    ``ordering_matrices`` once per day (per member and day in a fused ensemble's wider layers)."""
+    """The fixed weights of every ``ORDERING_LAYERS`` layer of ``model``: its kernel once per day
+    (per member and day in a fused ensemble's wider layers)."""
     if not levels_of(info):
         return
-    matrices = dict(zip(ORDERING_LAYERS, ordering_matrices(levels_of(info))))
+    matrices = _ordering_kernels(levels_of(info))
     for layer in model.layers:
         for name, matrix in matrices.items():
             if layer.name.endswith(name):
@@ -391,18 +424,19 @@ def _quantile_model(inputs, x, info: dict, name: str = "forecaster"):
     return model
 
 
-def pinball_loss(levels):
+def pinball_loss(levels, weights=None):
     """The Keras loss of outputs whose last axis holds these quantile ``levels`` (one per column):
-    the mean over columns of the pinball loss ``max(tau * e, (tau - 1) * e)``, ``e = y - prediction``
-    (at tau 0.5, half the absolute error)."""
+    the mean over columns of ``weights`` (default 1) x the pinball loss ``max(tau * e, (tau - 1) * e)``,
+    ``e = y - prediction`` (at tau 0.5, half the absolute error)."""
     import tensorflow as tf
 
     taus = tf.constant(np.asarray(levels, np.float32))
+    scale = tf.constant(np.ones(len(levels), np.float32) if weights is None else np.asarray(weights, np.float32))
 
     def pinball(y_true, y_pred):
         error = tf.cast(y_true, y_pred.dtype) - y_pred
-        tau = tf.cast(taus, y_pred.dtype)
-        return tf.reduce_mean(tf.maximum(tau * error, (tau - 1.0) * error), axis=-1)
+        tau, weight = tf.cast(taus, y_pred.dtype), tf.cast(scale, y_pred.dtype)
+        return tf.reduce_mean(weight * tf.maximum(tau * error, (tau - 1.0) * error), axis=-1)
 
     return pinball
 
@@ -410,15 +444,21 @@ def pinball_loss(levels):
 def training_loss(config: TrainConfig, info: dict):
     """A quantile forecaster's loss (``pinball_loss``) over the training graph's columns: each
     member's (and the student's) ``horizon x Q`` levels, and, distilled, the student's gap to the
-    teacher at tau 0.5 (its MAE / 2, as the true targets' median); ``None``: the spec's MAE."""
+    teacher at tau 0.5; ``None``: the spec's MAE. Weighted so that the loss is the medians' MAE
+    (with the gap's, as a point forecaster's ``--distil``) plus the mean pinball loss of the other
+    levels: the median trains as a point forecaster's output does (``_ordered_for_training``)."""
     levels = levels_of(info)
     if not levels:
         return None
+    q = len(levels)
     per_network = np.tile(levels, info["horizon"])
-    taus = np.tile(per_network, members_of(info) + (1 if distilled(info) else 0))
-    if distilled(info):
+    weight = np.where(per_network == 0.5, 2.0 * q, q / (q - 1) if q > 1 else 0.0)
+    networks = members_of(info) + (1 if distilled(info) else 0)
+    taus, weights = np.tile(per_network, networks), np.tile(weight, networks)
+    if distilled(info):  # every level's gap at tau 0.5: a day's Q gaps weigh as its median's error
         taus = np.concatenate([taus, np.full(per_network.size, 0.5)])
-    return pinball_loss(taus)
+        weights = np.concatenate([weights, np.full(per_network.size, 2.0)])
+    return pinball_loss(taus, weights)
 
 
 def build_model(config: TrainConfig, info: dict):

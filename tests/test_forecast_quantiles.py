@@ -73,6 +73,9 @@ def test_pinball_values_on_known_inputs():
     loss = pinball_loss([0.1, 0.5, 0.9])
     value = loss(np.array([[10.0, 10.0, 10.0]], np.float32), np.array([[8.0, 12.0, 13.0]], np.float32))
     assert float(np.asarray(value)[0]) == pytest.approx((0.1 * 2 + 0.5 * 2 + 0.1 * 3) / 3, rel=1e-6)
+    weighted = pinball_loss([0.1, 0.5, 0.9], weights=[1.5, 6.0, 1.5])  # the median's MAE + the others' mean
+    value = weighted(np.array([[10.0, 10.0, 10.0]], np.float32), np.array([[8.0, 12.0, 13.0]], np.float32))
+    assert float(np.asarray(value)[0]) == pytest.approx(2.0 + (0.1 * 2 + 0.1 * 3) / 2, rel=1e-6)
 
 
 def test_coverage_and_width_per_horizon_day():
@@ -146,6 +149,60 @@ def test_served_quantiles_never_cross_and_the_median_is_the_forecast():
     targets = spec.targets_for_training(x_train, y_train, data.info)
     assert targets.shape == (len(y_train), 56, 42)
     np.testing.assert_array_equal(targets[..., 0], targets[..., 2])  # every level of day +1: that day
+
+
+@pytest.mark.slow
+def test_the_median_trains_as_a_point_forecaster_and_the_other_levels_only_their_outputs():
+    """Training graph and loss (``_ordered_for_training``, ``training_loss``): the other levels'
+    errors move no weight of the network below them, nor the median's output weights; the median's
+    error moves no other level's output weights; the values are the served graph's; and the loss is
+    the median's MAE plus the other levels' mean pinball loss."""
+    import tensorflow as tf
+    from tensorflow import keras
+
+    spec = get_spec("forecast")
+    config = resolve_config("forecast", {"ensemble": 1, "quantiles": "0.1,0.5,0.9", "units": 8, "epochs": 1})
+    data = spec.load_data(config)
+    keras.utils.set_random_seed(0)
+    trained = spec.build_model(config, data.info)
+    x, y = data.splits["train"]
+    x = {k: a[:32] for k, a in x.items()} if isinstance(x, dict) else x[:32]
+    targets = spec.targets_for_training(x, y[:32], data.info)
+    median = np.tile([False, True, False], 7)  # day-major: the median column of every day
+    head = trained.get_layer("next_days")
+    below = [
+        w
+        for layer in trained.layers
+        if layer.name.startswith(("rnn", "head_hidden", "day_type"))
+        for w in layer.weights
+    ]
+    for columns, moved in ((~median, "others"), (median, "median")):
+        with tf.GradientTape() as tape:
+            out = tf.boolean_mask(trained(x, training=True), columns, axis=2)
+            loss = tf.reduce_mean(tf.abs(tf.cast(targets[:, :, columns], tf.float32) - out))
+        kernel_grad, *below_grads = tape.gradient(loss, [head.kernel, *below])
+        kernel_grad = np.asarray(kernel_grad)
+        below_grads = [
+            None if g is None else np.asarray(tf.convert_to_tensor(g)) for g in below_grads
+        ]  # embeddings': sparse
+        if moved == "others":
+            assert all(g is None or not np.any(g) for g in below_grads)
+            assert not np.any(kernel_grad[:, median]) and np.any(kernel_grad[:, ~median])
+        else:
+            assert all(g is not None and np.any(g) for g in below_grads)
+            assert not np.any(kernel_grad[:, ~median]) and np.any(kernel_grad[:, median])
+    served = spec.to_serving(trained, config, data.info)
+    _, quantiles = served.predict(x, verbose=0)
+    last = np.asarray(trained(x))[:, -1].reshape(-1, 7, 3)  # not calibrated yet: scales of 1
+    np.testing.assert_allclose(quantiles, last * data.info["std"] + data.info["mean"], rtol=1e-5, atol=1e-2)
+    loss = spec.loss_for(config, data.info)
+    predicted = np.asarray(trained(x))
+    errors = targets - predicted
+    expected = np.abs(errors[..., median]).mean(-1) + np.mean(
+        [np.maximum(t * errors[..., j::3], (t - 1) * errors[..., j::3]).mean(-1) for j, t in ((0, 0.1), (2, 0.9))],
+        axis=0,
+    )
+    np.testing.assert_allclose(np.asarray(loss(targets, predicted)), expected, rtol=1e-5)
 
 
 @pytest.mark.slow
